@@ -45,3 +45,17 @@ func AsError(err error) *Error {
 	}
 	return &Error{Class: ClassGeneric, Desc: err.Error()}
 }
+
+// argumentError marks a failure to decode a command's arguments, which
+// JSON-RPC reports with its own code; everywhere else it is its *Error.
+type argumentError struct{ err *Error }
+
+func (e *argumentError) Error() string { return e.err.Desc }
+func (e *argumentError) Unwrap() error { return e.err }
+
+// IsDecodeError reports whether err came from decoding the arguments
+// rather than from running the command.
+func IsDecodeError(err error) bool {
+	var ae *argumentError
+	return asErr(err, &ae)
+}

@@ -1,0 +1,258 @@
+package schema
+
+// Block node options and information, as QEMU 7.2's qapi/block-core.json
+// declares them, limited to the drivers and members blockd implements so
+// that introspection tells clients exactly what they can use.
+
+// BlockdevDriver names the block drivers blockd has.
+type BlockdevDriver string
+
+// EnumValues lists the implemented drivers (a subset of QEMU's).
+func (BlockdevDriver) EnumValues() []string {
+	return []string{"file", "null-co", "qcow2", "raw"}
+}
+
+// BlockdevDiscardOptions says whether discard requests reach the file.
+type BlockdevDiscardOptions string
+
+func (BlockdevDiscardOptions) EnumValues() []string { return []string{"ignore", "unmap"} }
+
+// BlockdevDetectZeroesOptions controls zero-write detection.
+type BlockdevDetectZeroesOptions string
+
+func (BlockdevDetectZeroesOptions) EnumValues() []string { return []string{"off", "on", "unmap"} }
+
+// OnOffAuto is QEMU's tri-state switch.
+type OnOffAuto string
+
+func (OnOffAuto) EnumValues() []string { return []string{"auto", "on", "off"} }
+
+// BlockdevAioOptions selects the file driver's I/O engine.
+type BlockdevAioOptions string
+
+func (BlockdevAioOptions) EnumValues() []string { return []string{"threads", "native", "io_uring"} }
+
+// BlockdevCacheOptions are the cache options of a node.
+type BlockdevCacheOptions struct {
+	Direct  *bool `qapi:"direct,optional"`
+	NoFlush *bool `qapi:"no-flush,optional"`
+}
+
+// BlockdevOptions is blockdev-add's argument: a union on driver.
+type BlockdevOptions struct {
+	Driver       BlockdevDriver               `qapi:"driver,discriminator"`
+	NodeName     *string                      `qapi:"node-name,optional"`
+	Discard      *BlockdevDiscardOptions      `qapi:"discard,optional"`
+	Cache        *BlockdevCacheOptions        `qapi:"cache,optional"`
+	ReadOnly     *bool                        `qapi:"read-only,optional"`
+	AutoReadOnly *bool                        `qapi:"auto-read-only,optional"`
+	ForceShare   *bool                        `qapi:"force-share,optional"`
+	DetectZeroes *BlockdevDetectZeroesOptions `qapi:"detect-zeroes,optional"`
+
+	File  *BlockdevOptionsFile  `qapi:",variant=file"`
+	Null  *BlockdevOptionsNull  `qapi:",variant=null-co"`
+	Qcow2 *BlockdevOptionsQcow2 `qapi:",variant=qcow2"`
+	Raw   *BlockdevOptionsRaw   `qapi:",variant=raw"`
+}
+
+// BlockdevOptionsFile are the file driver's options.
+type BlockdevOptionsFile struct {
+	Filename    string              `qapi:"filename"`
+	PrManager   *string             `qapi:"pr-manager,optional"`
+	Locking     *OnOffAuto          `qapi:"locking,optional"`
+	Aio         *BlockdevAioOptions `qapi:"aio,optional"`
+	AioMaxBatch *int64              `qapi:"aio-max-batch,optional"`
+	DropCache   *bool               `qapi:"drop-cache,optional"`
+}
+
+// BlockdevOptionsNull are the null-co driver's options.
+type BlockdevOptionsNull struct {
+	Size       *int64  `qapi:"size,optional"`
+	LatencyNs  *uint64 `qapi:"latency-ns,optional"`
+	ReadZeroes *bool   `qapi:"read-zeroes,optional"`
+}
+
+// BlockdevOptionsGenericFormat is the base of format drivers' options.
+type BlockdevOptionsGenericFormat struct {
+	File BlockdevRef `qapi:"file"`
+}
+
+// BlockdevOptionsGenericCOWFormat adds a backing file.
+type BlockdevOptionsGenericCOWFormat struct {
+	BlockdevOptionsGenericFormat `qapi:",base"`
+	Backing                      *BlockdevRefOrNull `qapi:"backing,optional"`
+}
+
+// BlockdevOptionsRaw are the raw driver's options.
+type BlockdevOptionsRaw struct {
+	BlockdevOptionsGenericFormat `qapi:",base"`
+	Offset                       *int64 `qapi:"offset,optional"`
+	Size                         *int64 `qapi:"size,optional"`
+}
+
+// Qcow2OverlapCheckMode selects a preset of metadata overlap checks.
+type Qcow2OverlapCheckMode string
+
+func (Qcow2OverlapCheckMode) EnumValues() []string {
+	return []string{"none", "constant", "cached", "all"}
+}
+
+// BlockdevOptionsQcow2 are the qcow2 driver's options.
+type BlockdevOptionsQcow2 struct {
+	BlockdevOptionsGenericCOWFormat `qapi:",base"`
+	LazyRefcounts                   *bool                  `qapi:"lazy-refcounts,optional"`
+	PassDiscardRequest              *bool                  `qapi:"pass-discard-request,optional"`
+	PassDiscardSnapshot             *bool                  `qapi:"pass-discard-snapshot,optional"`
+	PassDiscardOther                *bool                  `qapi:"pass-discard-other,optional"`
+	OverlapCheck                    *Qcow2OverlapCheckMode `qapi:"overlap-check,optional"`
+	CacheSize                       *int64                 `qapi:"cache-size,optional"`
+	L2CacheSize                     *int64                 `qapi:"l2-cache-size,optional"`
+	L2CacheEntrySize                *int64                 `qapi:"l2-cache-entry-size,optional"`
+	RefcountCacheSize               *int64                 `qapi:"refcount-cache-size,optional"`
+	CacheCleanInterval              *int64                 `qapi:"cache-clean-interval,optional"`
+	DataFile                        *BlockdevRef           `qapi:"data-file,optional"`
+}
+
+// BlockdevRef names an existing node or defines a new one inline.
+type BlockdevRef struct {
+	Definition *BlockdevOptions
+	Reference  *string
+}
+
+// Alternate marks BlockdevRef as an alternate type.
+func (BlockdevRef) Alternate() {}
+
+// BlockdevRefOrNull is BlockdevRef, or null for "no node".
+type BlockdevRefOrNull struct {
+	Definition *BlockdevOptions
+	Reference  *string
+	Null       *Null
+}
+
+// Alternate marks BlockdevRefOrNull as an alternate type.
+func (BlockdevRefOrNull) Alternate() {}
+
+// BlockdevDelArgs is blockdev-del's argument.
+type BlockdevDelArgs struct {
+	NodeName string `qapi:"node-name"`
+}
+
+// QueryNamedBlockNodesArgs is query-named-block-nodes' argument.
+type QueryNamedBlockNodesArgs struct {
+	Flat *bool `qapi:"flat,optional"`
+}
+
+// BlockdevCacheInfo describes a node's cache mode.
+type BlockdevCacheInfo struct {
+	Writeback bool `qapi:"writeback"`
+	Direct    bool `qapi:"direct"`
+	NoFlush   bool `qapi:"no-flush"`
+}
+
+// Qcow2CompressionType is the compression of a qcow2 image's clusters.
+type Qcow2CompressionType string
+
+func (Qcow2CompressionType) EnumValues() []string { return []string{"zlib", "zstd"} }
+
+// ImageInfoSpecificQCow2 is qcow2's format-specific information.
+type ImageInfoSpecificQCow2 struct {
+	Compat          string               `qapi:"compat"`
+	DataFile        *string              `qapi:"data-file,optional"`
+	DataFileRaw     *bool                `qapi:"data-file-raw,optional"`
+	ExtendedL2      *bool                `qapi:"extended-l2,optional"`
+	LazyRefcounts   *bool                `qapi:"lazy-refcounts,optional"`
+	Corrupt         *bool                `qapi:"corrupt,optional"`
+	RefcountBits    int64                `qapi:"refcount-bits"`
+	CompressionType Qcow2CompressionType `qapi:"compression-type"`
+}
+
+// ImageInfoSpecificKind tags ImageInfoSpecific.
+type ImageInfoSpecificKind string
+
+func (ImageInfoSpecificKind) EnumValues() []string { return []string{"qcow2"} }
+
+// ImageInfoSpecificQCow2Wrapper is QAPI's {"data": ...} wrapper of a
+// simple union branch.
+type ImageInfoSpecificQCow2Wrapper struct {
+	Data ImageInfoSpecificQCow2 `qapi:"data"`
+}
+
+// ImageInfoSpecific is the format-specific part of ImageInfo.
+type ImageInfoSpecific struct {
+	Type  ImageInfoSpecificKind          `qapi:"type,discriminator"`
+	Qcow2 *ImageInfoSpecificQCow2Wrapper `qapi:",variant=qcow2"`
+}
+
+// ImageInfo describes the image a node presents.
+type ImageInfo struct {
+	Filename              string             `qapi:"filename"`
+	Format                string             `qapi:"format"`
+	DirtyFlag             *bool              `qapi:"dirty-flag,optional"`
+	ActualSize            *int64             `qapi:"actual-size,optional"`
+	VirtualSize           int64              `qapi:"virtual-size"`
+	ClusterSize           *int64             `qapi:"cluster-size,optional"`
+	Encrypted             *bool              `qapi:"encrypted,optional"`
+	Compressed            *bool              `qapi:"compressed,optional"`
+	BackingFilename       *string            `qapi:"backing-filename,optional"`
+	FullBackingFilename   *string            `qapi:"full-backing-filename,optional"`
+	BackingFilenameFormat *string            `qapi:"backing-filename-format,optional"`
+	BackingImage          *ImageInfo         `qapi:"backing-image,optional"`
+	FormatSpecific        *ImageInfoSpecific `qapi:"format-specific,optional"`
+}
+
+// BlockDeviceInfo describes one node (query-named-block-nodes).
+type BlockDeviceInfo struct {
+	File             string                      `qapi:"file"`
+	NodeName         *string                     `qapi:"node-name,optional"`
+	Ro               bool                        `qapi:"ro"`
+	Drv              string                      `qapi:"drv"`
+	BackingFile      *string                     `qapi:"backing_file,optional"`
+	BackingFileDepth int64                       `qapi:"backing_file_depth"`
+	Encrypted        bool                        `qapi:"encrypted"`
+	DetectZeroes     BlockdevDetectZeroesOptions `qapi:"detect_zeroes"`
+	Bps              int64                       `qapi:"bps"`
+	BpsRd            int64                       `qapi:"bps_rd"`
+	BpsWr            int64                       `qapi:"bps_wr"`
+	Iops             int64                       `qapi:"iops"`
+	IopsRd           int64                       `qapi:"iops_rd"`
+	IopsWr           int64                       `qapi:"iops_wr"`
+	Image            ImageInfo                   `qapi:"image"`
+	Cache            BlockdevCacheInfo           `qapi:"cache"`
+	WriteThreshold   int64                       `qapi:"write_threshold"`
+}
+
+// BlockPermission names one permission in graph dumps.
+type BlockPermission string
+
+func (BlockPermission) EnumValues() []string {
+	return []string{"consistent-read", "write", "write-unchanged", "resize"}
+}
+
+// XDbgBlockGraphNodeType says what a graph vertex is.
+type XDbgBlockGraphNodeType string
+
+func (XDbgBlockGraphNodeType) EnumValues() []string {
+	return []string{"block-backend", "block-job", "block-driver"}
+}
+
+// XDbgBlockGraphNode is one vertex of x-debug-query-block-graph.
+type XDbgBlockGraphNode struct {
+	ID   uint64                 `qapi:"id"`
+	Type XDbgBlockGraphNodeType `qapi:"type"`
+	Name string                 `qapi:"name"`
+}
+
+// XDbgBlockGraphEdge is one edge of x-debug-query-block-graph.
+type XDbgBlockGraphEdge struct {
+	Parent     uint64            `qapi:"parent"`
+	Child      uint64            `qapi:"child"`
+	Name       string            `qapi:"name"`
+	Perm       []BlockPermission `qapi:"perm"`
+	SharedPerm []BlockPermission `qapi:"shared-perm"`
+}
+
+// XDbgBlockGraph is x-debug-query-block-graph's return value.
+type XDbgBlockGraph struct {
+	Nodes []XDbgBlockGraphNode `qapi:"nodes"`
+	Edges []XDbgBlockGraphEdge `qapi:"edges"`
+}
