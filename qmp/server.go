@@ -1,0 +1,171 @@
+// Package qmp owns the QEMU Machine Protocol on the wire: the greeting,
+// capabilities negotiation, message framing and validation, ids, error
+// replies, and events out, with one reader and one writer goroutine per
+// connection. Commands themselves are run by a Dispatcher.
+package qmp
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"blockd/events"
+)
+
+// Greeting is what the server announces: the QEMU command level blockd
+// follows and blockd's own package string.
+type Greeting struct {
+	Major, Minor, Micro int
+	Package             string
+}
+
+// Options tune a Server; zero values pick QEMU-compatible defaults.
+type Options struct {
+	MaxMessage int // largest accepted message in bytes
+	QueueLen   int // replies and events buffered per client before it is dropped
+	Greeting   Greeting
+}
+
+// Server accepts monitor connections.
+type Server struct {
+	d    Dispatcher
+	bus  *events.Bus
+	log  *zap.Logger
+	opts Options
+
+	nextID    atomic.Uint64
+	mu        sync.Mutex
+	listeners []net.Listener
+	sessions  map[*Session]struct{}
+	closing   bool
+	wg        sync.WaitGroup
+}
+
+// NewServer returns a server dispatching to d and forwarding bus events to
+// every negotiated session.
+func NewServer(d Dispatcher, bus *events.Bus, log *zap.Logger, opts Options) *Server {
+	if opts.MaxMessage <= 0 {
+		opts.MaxMessage = DefaultMaxMessage
+	}
+	if opts.QueueLen <= 0 {
+		opts.QueueLen = 1024
+	}
+	return &Server{d: d, bus: bus, log: log, opts: opts, sessions: map[*Session]struct{}{}}
+}
+
+// Serve accepts connections on l until Close.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return net.ErrClosed
+	}
+	s.listeners = append(s.listeners, l)
+	s.mu.Unlock()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		s.ServeConn(c)
+	}
+}
+
+// ServeConn runs a monitor on an established stream (a socket or stdio)
+// in the background.
+func (s *Server) ServeConn(rw io.ReadWriteCloser) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		_ = rw.Close()
+		return
+	}
+	sess := &Session{
+		ID:     s.nextID.Add(1),
+		srv:    s,
+		rw:     rw,
+		log:    s.log,
+		out:    make(chan []byte, s.opts.QueueLen),
+		done:   make(chan struct{}),
+		finish: make(chan struct{}),
+	}
+	s.sessions[sess] = struct{}{}
+	s.wg.Add(1)
+	writerDone := make(chan struct{})
+	go sess.writeLoop(writerDone)
+	go func() {
+		defer s.wg.Done()
+		s.log.Debug("monitor connected", zap.Uint64("session", sess.ID))
+		sess.enqueue(s.greeting())
+		sess.readLoop()
+		// Let the writer send what is queued (the reply to a last command
+		// before EOF), then close.
+		close(sess.finish)
+		<-writerDone
+		sess.close()
+		s.mu.Lock()
+		delete(s.sessions, sess)
+		s.mu.Unlock()
+		s.log.Debug("monitor disconnected", zap.Uint64("session", sess.ID))
+	}()
+}
+
+func (s *Server) greeting() []byte {
+	g := s.opts.Greeting
+	type qemuVersion struct {
+		Micro int `json:"micro"`
+		Minor int `json:"minor"`
+		Major int `json:"major"`
+	}
+	type version struct {
+		Qemu    qemuVersion `json:"qemu"`
+		Package string      `json:"package"`
+	}
+	type qmp struct {
+		Version      version  `json:"version"`
+		Capabilities []string `json:"capabilities"`
+	}
+	b, _ := json.Marshal(struct {
+		QMP qmp `json:"QMP"`
+	}{qmp{version{qemuVersion{g.Micro, g.Minor, g.Major}, g.Package}, []string{"oob"}}})
+	return b
+}
+
+// Close stops accepting and ends every session: reading stops first so
+// each session still flushes the replies it has queued (quit's own reply
+// among them). It waits a bounded time: a stdio reader blocked in read(2)
+// cannot be interrupted and is left to process exit.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closing = true
+	for _, l := range s.listeners {
+		_ = l.Close()
+	}
+	for sess := range s.sessions {
+		if cr, ok := sess.rw.(interface{ CloseRead() error }); ok {
+			_ = cr.CloseRead()
+		} else {
+			sess.close()
+		}
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(closeTimeout):
+		s.log.Warn("monitor sessions did not end in time; leaving them to process exit")
+	}
+}
+
+// closeTimeout bounds how long shutdown waits for sessions to flush.
+const closeTimeout = 10 * time.Second

@@ -1,0 +1,180 @@
+package qmp
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"blockd/events"
+	"blockd/schema"
+)
+
+// Session is one monitor connection. Its negotiation state is written only
+// by the command handler that runs while the session's reader waits for
+// the reply, so the channel hand-off orders every access.
+type Session struct {
+	ID         uint64
+	negotiated bool
+	oob        bool
+
+	srv    *Server
+	rw     io.ReadWriteCloser
+	log    *zap.Logger
+	out    chan []byte
+	done   chan struct{} // closed when the session is torn down
+	finish chan struct{} // closed when the reader has ended
+	closer sync.Once
+	closed atomic.Bool
+}
+
+type sessionKey struct{}
+
+// SessionFrom returns the monitor session a command came from, or nil when
+// the command did not come from a QMP monitor.
+func SessionFrom(ctx context.Context) *Session {
+	s, _ := ctx.Value(sessionKey{}).(*Session)
+	return s
+}
+
+// Negotiate ends capabilities negotiation (called by qmp_capabilities).
+func (s *Session) Negotiate(oob bool) { s.negotiated, s.oob = true, oob }
+
+// Negotiated reports whether qmp_capabilities has run on this session.
+func (s *Session) Negotiated() bool { return s.negotiated }
+
+// enqueue hands a message to the writer without ever blocking: a client
+// whose queue is full is too far behind and is disconnected, so neither the
+// graph owner nor the event bus can be stalled by it.
+func (s *Session) enqueue(msg []byte) {
+	if s.closed.Load() {
+		return
+	}
+	select {
+	case s.out <- msg:
+	default:
+		s.log.Warn("monitor client is not reading its replies and events; disconnecting",
+			zap.Uint64("session", s.ID), zap.Int("queued", len(s.out)))
+		s.close()
+	}
+}
+
+func (s *Session) close() {
+	s.closer.Do(func() {
+		s.closed.Store(true)
+		close(s.done)
+		_ = s.rw.Close()
+	})
+}
+
+func (s *Session) writeLoop(exited chan<- struct{}) {
+	defer close(exited)
+	for {
+		select {
+		case msg := <-s.out:
+			if !s.write(msg) {
+				return
+			}
+		case <-s.done:
+			return
+		case <-s.finish:
+			// The reader is gone; flush what is queued, but do not wait
+			// long on a peer that no longer reads.
+			if d, ok := s.rw.(interface{ SetWriteDeadline(time.Time) error }); ok {
+				_ = d.SetWriteDeadline(time.Now().Add(finishTimeout))
+			}
+			for {
+				select {
+				case msg := <-s.out:
+					if !s.write(msg) {
+						return
+					}
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// finishTimeout bounds the flush of queued output after the client closed
+// its side.
+const finishTimeout = 5 * time.Second
+
+func (s *Session) write(msg []byte) bool {
+	if _, err := s.rw.Write(append(qemuSpacing(msg), '\n')); err != nil {
+		s.close()
+		return false
+	}
+	return true
+}
+
+// readLoop handles messages one at a time, in order, as QEMU does for a
+// monitor without out-of-band execution.
+func (s *Session) readLoop() {
+	sp := newSplitter(s.rw, s.srv.opts.MaxMessage)
+	var unsubscribe func()
+	defer func() {
+		if unsubscribe != nil {
+			unsubscribe()
+		}
+	}()
+	for {
+		msg, limitErr, err := sp.next()
+		if err != nil {
+			return
+		}
+		if limitErr != "" {
+			s.enqueue(reply(nil, schema.Errorf("%s", limitErr), nil))
+			continue
+		}
+		if msg == nil {
+			continue
+		}
+		wasNegotiated := s.negotiated
+		s.enqueue(s.handle(msg))
+		if !wasNegotiated && s.negotiated {
+			unsubscribe = s.srv.bus.Subscribe(func(e events.Event) { s.enqueue(e.MarshalQMP()) })
+		}
+		if s.closed.Load() {
+			return
+		}
+	}
+}
+
+func (s *Session) handle(msg []byte) []byte {
+	req, qerr := parseRequest(msg, s.oob)
+	if qerr != nil {
+		return reply(nil, qerr, req.id)
+	}
+	if !s.negotiated && req.name != "qmp_capabilities" {
+		return reply(nil, schema.ClassErrorf(schema.ClassCommandNotFound,
+			"Expecting capabilities negotiation with 'qmp_capabilities'"), req.id)
+	}
+	allowOOB, ok := s.srv.d.Lookup(req.name)
+	if !ok {
+		return reply(nil, schema.ClassErrorf(schema.ClassCommandNotFound,
+			"The command %s has not been found", req.name), req.id)
+	}
+	if req.oob && !allowOOB {
+		return reply(nil, schema.Errorf("The command %s does not support OOB", req.name), req.id)
+	}
+	ctx := context.WithValue(context.Background(), sessionKey{}, s)
+	ret, err := s.srv.d.Execute(ctx, req.name, req.args)
+	if err != nil {
+		return reply(nil, schema.AsError(err), req.id)
+	}
+	return reply(ret, nil, req.id)
+}
+
+// Dispatcher runs commands; in blockd it is the graph owner.
+type Dispatcher interface {
+	// Lookup reports whether a command exists and whether it allows OOB.
+	Lookup(name string) (allowOOB, ok bool)
+	// Execute runs a command and returns its encoded return value.
+	Execute(ctx context.Context, name string, args json.RawMessage) (json.RawMessage, error)
+}
