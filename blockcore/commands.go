@@ -1,0 +1,30 @@
+package blockcore
+
+import (
+	"context"
+
+	"blockd/schema"
+)
+
+// RegisterCommands declares the graph's QMP commands. Handlers run on the
+// owner goroutine (the registry is called from Owner.Execute).
+func (g *Graph) RegisterCommands(r *schema.Registry) {
+	schema.Define(r, "blockdev-add", func(_ context.Context, a *schema.BlockdevOptions) (schema.Empty, error) {
+		return schema.Empty{}, g.Add(a)
+	})
+	schema.Define(r, "blockdev-del", func(_ context.Context, a *schema.BlockdevDelArgs) (schema.Empty, error) {
+		return schema.Empty{}, g.Delete(a.NodeName)
+	})
+	schema.Define(r, "query-named-block-nodes", func(_ context.Context, a *schema.QueryNamedBlockNodesArgs) ([]schema.BlockDeviceInfo, error) {
+		flat := a.Flat != nil && *a.Flat
+		out := []schema.BlockDeviceInfo{}
+		for _, n := range g.Nodes() {
+			out = append(out, g.DeviceInfo(n, flat))
+		}
+		return out, nil
+	})
+	schema.Define(r, "x-debug-query-block-graph", func(context.Context, *schema.NoArgs) (*schema.XDbgBlockGraph, error) {
+		gr := g.DebugGraph()
+		return &gr, nil
+	}, schema.Features("unstable"))
+}

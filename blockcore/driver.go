@@ -1,0 +1,65 @@
+package blockcore
+
+import (
+	"blockd/blockio"
+	"blockd/schema"
+)
+
+// Options are a node's decoded blockdev-add options.
+type Options = *schema.BlockdevOptions
+
+// Impl is a driver's state for one open node: its data path plus Close.
+// Optional interfaces below add permissions, child permissions, image
+// information and reopen.
+type Impl interface {
+	blockio.Device
+	Close() error
+}
+
+// PermHandler is implemented by drivers that act on permissions (the file
+// driver mirrors them into image locks): check may prepare, then exactly
+// one of set or abort follows.
+type PermHandler interface {
+	CheckPerm(perm, shared blockio.Perm) error
+	SetPerm(perm, shared blockio.Perm)
+	AbortPerm()
+}
+
+// ChildPermer lets a driver choose its children's permissions instead of
+// DefaultPerms.
+type ChildPermer interface {
+	ChildPerm(c *Child, st NodeState, perm, shared blockio.Perm) (blockio.Perm, blockio.Perm)
+}
+
+// Driver describes a block driver to the graph.
+type Driver struct {
+	Name string
+	// Protocol drivers (file, null-co) have no children.
+	Protocol bool
+	// Format drivers open a "file" child; those with SupportsBacking also
+	// get a backing chain.
+	Format          bool
+	SupportsBacking bool
+	// Filter drivers pass their one child through (raw without offset).
+	Filter bool
+	// Open creates the node's state; children named in the options have
+	// already been attached and are reachable through oc.
+	Open func(oc *OpenContext) (Impl, error)
+}
+
+var drivers = map[string]*Driver{}
+
+// RegisterDriver makes a driver available to blockdev-add; drivers
+// register themselves from init functions.
+func RegisterDriver(d *Driver) {
+	if _, dup := drivers[d.Name]; dup {
+		panic("blockcore: driver registered twice: " + d.Name)
+	}
+	drivers[d.Name] = d
+}
+
+// LookupDriver returns a registered driver.
+func LookupDriver(name string) (*Driver, bool) {
+	d, ok := drivers[name]
+	return d, ok
+}

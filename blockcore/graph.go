@@ -1,0 +1,207 @@
+package blockcore
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+
+	"go.uber.org/zap"
+
+	"blockd/events"
+	"blockd/schema"
+)
+
+// Graph is the set of block nodes. It is owned by the Owner goroutine:
+// every method must be called from there.
+type Graph struct {
+	log   *zap.Logger
+	bus   *events.Bus
+	nodes map[string]*Node
+	// named lists nodes in the order they got their names; queries list
+	// the newest first, as qemu-storage-daemon does.
+	named       []*Node
+	autoCounter uint64
+}
+
+// NewGraph returns an empty graph.
+func NewGraph(log *zap.Logger, bus *events.Bus) *Graph {
+	return &Graph{log: log, bus: bus, nodes: map[string]*Node{}}
+}
+
+// Bus returns the event bus nodes and jobs publish on.
+func (g *Graph) Bus() *events.Bus { return g.bus }
+
+// Lookup returns the node with the given name, or nil.
+func (g *Graph) Lookup(name string) *Node { return g.nodes[name] }
+
+// Nodes lists all nodes, newest first.
+func (g *Graph) Nodes() []*Node {
+	out := slices.Clone(g.named)
+	slices.Reverse(out)
+	return out
+}
+
+// maxNodeName is QEMU's limit (the node_name buffer is 32 bytes).
+const maxNodeName = 31
+
+// validNodeName is QEMU's id_wellformed: a letter, then letters, digits,
+// '-', '.', '_'.
+func validNodeName(s string) bool {
+	if s == "" || !isLetter(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		c := s[i]
+		if !isLetter(c) && !(c >= '0' && c <= '9') && c != '-' && c != '.' && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+
+// assignName validates and registers a node's name within t
+// (bdrv_assign_node_name). An empty name gets an automatic one.
+func (g *Graph) assignName(n *Node, name string, t *tx) error {
+	if name == "" {
+		// QEMU's id_generate: a counter and two random digits.
+		name = fmt.Sprintf("#block%03d%02d", g.autoCounter, rand.IntN(100))
+		g.autoCounter++
+		n.auto = true
+	} else {
+		if !validNodeName(name) {
+			return schema.Errorf("Invalid node-name: '%s'", name)
+		}
+		if g.nodes[name] != nil {
+			return schema.Errorf("Duplicate nodes with node-name='%s'", name)
+		}
+		if len(name) > maxNodeName {
+			return schema.Errorf("Node name too long")
+		}
+	}
+	n.name = name
+	g.nodes[name] = n
+	g.named = append(g.named, n)
+	t.onAbort(func() { g.unregister(n) })
+	return nil
+}
+
+func (g *Graph) unregister(n *Node) {
+	delete(g.nodes, n.name)
+	if i := slices.Index(g.named, n); i >= 0 {
+		g.named = slices.Delete(g.named, i, i+1)
+	}
+}
+
+// attach adds an edge from parent to child within t (bdrv_attach_child);
+// its permissions are set by the refresh that follows.
+func (g *Graph) attach(parent Parent, child *Node, name string, role Role, t *tx) *Child {
+	c := &Child{Name: name, Role: role, Parent: parent, Node: child, Shared: 0}
+	child.parents = slices.Insert(child.parents, 0, c)
+	if pn, ok := parent.(*Node); ok {
+		pn.children = append(pn.children, c)
+	}
+	t.onAbort(func() { g.detachEdge(c) })
+	return c
+}
+
+// detachEdge removes an edge from both ends.
+func (g *Graph) detachEdge(c *Child) {
+	if i := slices.Index(c.Node.parents, c); i >= 0 {
+		c.Node.parents = slices.Delete(c.Node.parents, i, i+1)
+	}
+	if pn, ok := c.Parent.(*Node); ok {
+		if i := slices.Index(pn.children, c); i >= 0 {
+			pn.children = slices.Delete(pn.children, i, i+1)
+		}
+	}
+}
+
+// inUse reports whether anything but the monitor holds the node.
+func (n *Node) inUse() bool { return len(n.parents) > 0 }
+
+// releaseIfUnused closes a node that nobody holds any more, and then the
+// children it held, within t (bdrv_unref reaching zero).
+func (g *Graph) releaseIfUnused(n *Node, t *tx) {
+	if n.inUse() || n.monitorOwned {
+		return
+	}
+	for _, c := range slices.Clone(n.children) {
+		g.detachEdge(c)
+		t.onAbort(func() { g.reattach(c) })
+		g.releaseIfUnused(c.Node, t)
+	}
+	g.unregister(n)
+	t.onAbort(func() {
+		g.nodes[n.name] = n
+		g.named = append(g.named, n)
+	})
+	t.onCommit(func() { g.closeImpl(n) })
+}
+
+func (g *Graph) reattach(c *Child) {
+	c.Node.parents = slices.Insert(c.Node.parents, 0, c)
+	if pn, ok := c.Parent.(*Node); ok {
+		pn.children = append(pn.children, c)
+	}
+}
+
+func (g *Graph) closeImpl(n *Node) {
+	if n.impl == nil {
+		return
+	}
+	if err := n.impl.Close(); err != nil {
+		g.log.Warn("closing node failed", zap.String("node", n.name), zap.Error(err))
+	}
+	n.impl = nil
+}
+
+// Delete is blockdev-del: remove a monitor-owned node nobody uses, and
+// the implicit children only it held.
+func (g *Graph) Delete(name string) error {
+	n := g.nodes[name]
+	if n == nil {
+		return schema.Errorf("Failed to find node with node-name='%s'", name)
+	}
+	if !n.monitorOwned {
+		return schema.Errorf("Node %s is not owned by the monitor", name)
+	}
+	if n.inUse() {
+		return schema.Errorf("Block device %s is in use", name)
+	}
+	t := &tx{}
+	resume := drain(topoOrder([]*Node{n}))
+	defer resume()
+	kids := make([]*Node, 0, len(n.children))
+	for _, c := range n.children {
+		kids = append(kids, c.Node)
+	}
+	n.monitorOwned = false
+	t.onAbort(func() { n.monitorOwned = true })
+	g.releaseIfUnused(n, t)
+	// Former children that stay open lose a parent: their permissions
+	// (and image locks) relax.
+	var live []*Node
+	for _, k := range kids {
+		if g.nodes[k.name] == k {
+			live = append(live, k)
+		}
+	}
+	return t.finish(g.refreshPerms(live, nil, t))
+}
+
+// CloseAll closes every node (shutdown), parents before children.
+func (g *Graph) CloseAll() {
+	var roots []*Node
+	for _, n := range g.named {
+		if !n.inUse() {
+			roots = append(roots, n)
+		}
+	}
+	for _, n := range topoOrder(roots) {
+		g.closeImpl(n)
+	}
+	g.nodes = map[string]*Node{}
+	g.named = nil
+}

@@ -1,0 +1,93 @@
+package blockcore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"blockd/schema"
+)
+
+// ErrStopped is returned for work handed to an owner that has shut down.
+var ErrStopped = schema.Errorf("blockd is shutting down")
+
+// Owner is the one goroutine that owns the block graph. Every command and
+// every graph change a job needs is a closure sent on one channel and run
+// to completion before the next, so graph state needs no locks. Like
+// etcd's raft node loop, all state transitions happen in one place (Run).
+type Owner struct {
+	reg   *schema.Registry
+	work  chan func()
+	stop  chan struct{}
+	ended chan struct{}
+}
+
+// NewOwner returns an owner running commands from reg; call Run to start.
+func NewOwner(reg *schema.Registry) *Owner {
+	return &Owner{
+		reg:   reg,
+		work:  make(chan func()),
+		stop:  make(chan struct{}),
+		ended: make(chan struct{}),
+	}
+}
+
+// Run processes work until Stop. The work in progress when Stop is called
+// is finished; nothing starts after it.
+func (o *Owner) Run() {
+	defer close(o.ended)
+	for {
+		select {
+		case f := <-o.work:
+			f()
+		case <-o.stop:
+			return
+		}
+	}
+}
+
+// Stop ends Run after the work in progress and waits for it.
+func (o *Owner) Stop() {
+	select {
+	case <-o.stop:
+	default:
+		close(o.stop)
+	}
+	<-o.ended
+}
+
+// Do runs f on the owner goroutine and waits for it to return. Calling Do
+// from the owner goroutine itself would deadlock; handlers already run
+// there and call graph code directly.
+func (o *Owner) Do(f func()) error {
+	done := make(chan struct{})
+	select {
+	case o.work <- func() { defer close(done); f() }:
+	case <-o.stop:
+		return ErrStopped
+	}
+	<-done
+	return nil
+}
+
+// Lookup reports whether a command exists and whether it allows OOB.
+func (o *Owner) Lookup(name string) (allowOOB, ok bool) {
+	c, ok := o.reg.Lookup(name)
+	if !ok {
+		return false, false
+	}
+	return c.AllowOOB, true
+}
+
+// Execute decodes and runs a command on the owner goroutine.
+func (o *Owner) Execute(ctx context.Context, name string, args json.RawMessage) (json.RawMessage, error) {
+	var ret json.RawMessage
+	var err error
+	if derr := o.Do(func() { ret, err = o.reg.Call(ctx, name, args) }); derr != nil {
+		return nil, derr
+	}
+	return ret, err
+}
+
+// IsStopped reports whether err says the owner has shut down.
+func IsStopped(err error) bool { return errors.Is(err, ErrStopped) }

@@ -1,0 +1,155 @@
+// Package raw owns the raw format driver: its file child's bytes as they
+// are, optionally a window [offset, offset+size) of them. Without a window
+// it is a filter and passes permissions straight through.
+package raw
+
+import (
+	"blockd/blockcore"
+	"blockd/blockio"
+	"blockd/schema"
+)
+
+func init() {
+	blockcore.RegisterDriver(&blockcore.Driver{Name: "raw", Filter: true, Open: open})
+}
+
+// node is one open raw node. Offset and size are fixed at open.
+type node struct {
+	file    blockio.Device
+	offset  int64
+	size    int64 // -1: follows the file
+	hasSize bool
+}
+
+const sectorSize = 512
+
+func open(oc *blockcore.OpenContext) (blockcore.Impl, error) {
+	o := oc.Options.Raw
+	n := &node{file: oc.File.Node.IO(), size: -1}
+	if o.Offset != nil {
+		if *o.Offset < 0 {
+			return nil, schema.Errorf("Parameter 'offset' expects a non-negative number below 2^64")
+		}
+		n.offset = *o.Offset
+	}
+	if o.Size != nil {
+		if *o.Size < 0 {
+			return nil, schema.Errorf("Parameter 'size' expects a non-negative number below 2^64")
+		}
+		n.size, n.hasSize = *o.Size, true
+	}
+	fileLen, err := n.file.Size()
+	if err != nil {
+		return nil, schema.Errorf("Could not get image size")
+	}
+	if n.offset > fileLen {
+		return nil, schema.Errorf("Offset (%d) cannot be greater than size of the containing file (%d)", n.offset, fileLen)
+	}
+	if n.hasSize && fileLen-n.offset < n.size {
+		return nil, schema.Errorf("The sum of offset (%d) and size (%d) has to be smaller or equal to the  actual size of the containing file (%d)", n.offset, n.size, fileLen)
+	}
+	if n.hasSize && n.size%sectorSize != 0 {
+		return nil, schema.Errorf("Specified size is not multiple of %d", sectorSize)
+	}
+	return n, nil
+}
+
+func (n *node) Size() (int64, error) {
+	if n.hasSize {
+		return n.size, nil
+	}
+	l, err := n.file.Size()
+	if err != nil {
+		return 0, err
+	}
+	return l - n.offset, nil
+}
+
+// check validates a request against the window.
+func (n *node) check(off, length int64) error {
+	if !n.hasSize && n.offset == 0 {
+		return nil // the file checks its own bounds
+	}
+	size, err := n.Size()
+	if err != nil {
+		return err
+	}
+	return blockio.CheckRange(off, length, size)
+}
+
+func (n *node) ReadAt(p []byte, off int64) error {
+	if err := n.check(off, int64(len(p))); err != nil {
+		return err
+	}
+	return n.file.ReadAt(p, off+n.offset)
+}
+
+func (n *node) WriteAt(p []byte, off int64, f blockio.WriteFlags) error {
+	if err := n.check(off, int64(len(p))); err != nil {
+		return err
+	}
+	return n.file.WriteAt(p, off+n.offset, f)
+}
+
+func (n *node) WriteZeroes(off, length int64, f blockio.WriteFlags) error {
+	if err := n.check(off, length); err != nil {
+		return err
+	}
+	return n.file.WriteZeroes(off+n.offset, length, f)
+}
+
+func (n *node) Discard(off, length int64) error {
+	if err := n.check(off, length); err != nil {
+		return err
+	}
+	return n.file.Discard(off+n.offset, length)
+}
+
+func (n *node) Flush() error { return n.file.Flush() }
+
+func (n *node) BlockStatus(off, length int64) (blockio.Status, error) {
+	if err := n.check(off, length); err != nil {
+		return blockio.Status{}, err
+	}
+	st, err := n.file.BlockStatus(off+n.offset, length)
+	if err != nil {
+		return st, err
+	}
+	// raw_co_block_status: the data is where the file says, shifted.
+	st.Flags |= blockio.StatusOffsetValid | blockio.StatusAllocated
+	st.HostOffset = off + n.offset
+	return st, nil
+}
+
+func (n *node) Truncate(size int64) error {
+	if n.hasSize {
+		return schema.Errorf("Cannot resize fixed-size raw disks")
+	}
+	return n.file.Truncate(size + n.offset)
+}
+
+func (n *node) Close() error { return nil }
+
+// StrongOptions: a window changes what the node presents.
+func (n *node) StrongOptions() map[string]any {
+	m := map[string]any{}
+	if n.offset != 0 {
+		m["offset"] = n.offset
+	}
+	if n.hasSize {
+		m["size"] = n.size
+	}
+	return m
+}
+
+// DirtyFlag: raw answers bdrv_get_info; a raw image is never dirty.
+func (n *node) DirtyFlag() bool { return false }
+
+// ChildPerm is raw_child_perm: the defaults, but write and resize only
+// when the parents need them.
+func (n *node) ChildPerm(c *blockcore.Child, st blockcore.NodeState, perm, shared blockio.Perm) (blockio.Perm, blockio.Perm) {
+	np, ns := blockcore.DefaultPerms(c.Role, st, perm, shared)
+	np &^= blockio.PermWrite | blockio.PermResize
+	np |= perm & (blockio.PermWrite | blockio.PermResize)
+	return np, ns
+}
