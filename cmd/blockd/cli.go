@@ -1,0 +1,298 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// chardev is a --chardev backend a monitor can use.
+type chardev struct {
+	id      string
+	backend string // "socket" or "stdio"
+	path    string
+}
+
+// blockdevArg is one --blockdev: JSON arguments, and whether they came
+// from keyval syntax (all values strings, converted by the schema).
+type blockdevArg struct {
+	spec   string
+	args   json.RawMessage
+	keyval bool
+}
+
+// config is the parsed command line.
+type config struct {
+	chardevs   []*chardev
+	monitors   []*chardev // each monitor's chardev
+	blockdevs  []blockdevArg
+	jsonrpc    []string
+	pidfile    string
+	logFormat  string
+	logLevel   string
+	maxMessage int
+	help       bool
+	version    bool
+}
+
+// cliError is an error about one option, printed as qemu-storage-daemon
+// prints them: "blockd: --opt value: message".
+type cliError struct{ opt, val, msg string }
+
+func (e *cliError) Error() string {
+	if e.opt == "" {
+		return e.msg
+	}
+	return fmt.Sprintf("--%s %s: %s", e.opt, e.val, e.msg)
+}
+
+// takesValue lists the long options and whether they need an argument.
+var takesValue = map[string]bool{
+	"chardev": true, "monitor": true, "blockdev": true, "pidfile": true,
+	"socket": true, "jsonrpc": true, "log-format": true, "log-level": true,
+	"max-message-size": true, "help": false, "version": false,
+}
+
+func parseArgs(args []string) (*config, error) {
+	cfg := &config{logFormat: "console", logLevel: "info"}
+	var monitorSpecs []string
+	for i := 0; i < len(args); i++ {
+		name, val, consumed, err := nextOption(args[i:])
+		if err != nil {
+			return nil, err
+		}
+		i += consumed - 1
+		if err := cfg.apply(name, val, &monitorSpecs); err != nil {
+			return nil, err
+		}
+	}
+	for _, spec := range monitorSpecs {
+		if err := cfg.addMonitor(spec); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+// nextOption recognizes the option at args[0] in getopt_long's forms
+// (--name value, --name=value, -h, -V) and says how many words it used.
+func nextOption(args []string) (name, val string, consumed int, err error) {
+	a := args[0]
+	switch {
+	case a == "-h":
+		return "help", "", 1, nil
+	case a == "-V":
+		return "version", "", 1, nil
+	case !strings.HasPrefix(a, "--"):
+		return "", "", 0, &cliError{msg: fmt.Sprintf("unrecognized option '%s'", a)}
+	}
+	name, val, inline := strings.Cut(a[2:], "=")
+	needs, known := takesValue[name]
+	switch {
+	case !known:
+		return "", "", 0, &cliError{msg: fmt.Sprintf("unrecognized option '--%s'", name)}
+	case inline && !needs:
+		return "", "", 0, &cliError{msg: fmt.Sprintf("option '--%s' doesn't allow an argument", name)}
+	case inline || !needs:
+		return name, val, 1, nil
+	case len(args) < 2:
+		return "", "", 0, &cliError{msg: fmt.Sprintf("option '%s' requires an argument", a)}
+	}
+	return name, args[1], 2, nil
+}
+
+func (cfg *config) apply(name, val string, monitorSpecs *[]string) error {
+	switch name {
+	case "help":
+		cfg.help = true
+	case "version":
+		cfg.version = true
+	case "chardev":
+		return cfg.addChardev(val)
+	case "monitor":
+		// Monitors may name chardevs defined later on the command line.
+		*monitorSpecs = append(*monitorSpecs, val)
+	case "socket":
+		c := &chardev{id: fmt.Sprintf("blockd-socket-%d", len(cfg.chardevs)), backend: "socket", path: val}
+		cfg.chardevs = append(cfg.chardevs, c)
+		cfg.monitors = append(cfg.monitors, c)
+	case "blockdev":
+		return cfg.addBlockdev(val)
+	case "jsonrpc":
+		cfg.jsonrpc = append(cfg.jsonrpc, val)
+	case "pidfile":
+		cfg.pidfile = val
+	case "log-format":
+		if val != "console" && val != "json" {
+			return &cliError{name, val, "expected 'console' or 'json'"}
+		}
+		cfg.logFormat = val
+	case "log-level":
+		cfg.logLevel = val
+	case "max-message-size":
+		n, err := strconv.Atoi(val)
+		if err != nil || n <= 0 {
+			return &cliError{name, val, "expected a positive number of bytes"}
+		}
+		cfg.maxMessage = n
+	}
+	return nil
+}
+
+func (cfg *config) addChardev(spec string) error {
+	kv, err := parseKeyval(spec, "backend")
+	if err != nil {
+		return &cliError{"chardev", spec, err.Error()}
+	}
+	c := &chardev{}
+	for k, v := range kv {
+		s, _ := v.(string)
+		switch k {
+		case "backend", "id", "path", "server", "wait":
+		default:
+			return &cliError{"chardev", spec, fmt.Sprintf("Invalid parameter '%s'", k)}
+		}
+		switch k {
+		case "backend":
+			c.backend = s
+		case "id":
+			c.id = s
+		case "path":
+			c.path = s
+		case "server":
+			if on, ok := parseBool(s); !ok || !on {
+				return &cliError{"chardev", spec, "only server=on sockets are supported"}
+			}
+		case "wait":
+			if _, ok := parseBool(s); !ok {
+				return &cliError{"chardev", spec, fmt.Sprintf("Parameter 'wait' expects 'on' or 'off'")}
+			}
+		}
+	}
+	if c.id == "" {
+		return &cliError{"chardev", spec, "Parameter 'id' is missing"}
+	}
+	switch c.backend {
+	case "socket":
+		if c.path == "" {
+			return &cliError{"chardev", spec, "chardev: socket: no path given (only unix sockets are supported)"}
+		}
+	case "stdio":
+	default:
+		return &cliError{"chardev", spec, fmt.Sprintf("'%s' is not a valid char driver name", c.backend)}
+	}
+	for _, o := range cfg.chardevs {
+		if o.id == c.id {
+			return &cliError{"chardev", spec, fmt.Sprintf("attempt to add duplicate property '%s' to object (type 'container')", c.id)}
+		}
+	}
+	cfg.chardevs = append(cfg.chardevs, c)
+	return nil
+}
+
+func (cfg *config) addMonitor(spec string) error {
+	kv, err := parseKeyval(spec, "chardev")
+	if err != nil {
+		return &cliError{"monitor", spec, err.Error()}
+	}
+	var id string
+	for k, v := range kv {
+		s, _ := v.(string)
+		switch k {
+		case "chardev":
+			id = s
+		case "mode":
+			if s != "control" {
+				return &cliError{"monitor", spec, "Only QMP is supported"}
+			}
+		case "pretty":
+			if on, ok := parseBool(s); !ok || on {
+				return &cliError{"monitor", spec, "pretty=on is not supported by blockd"}
+			}
+		default:
+			return &cliError{"monitor", spec, fmt.Sprintf("Parameter '%s' is unexpected", k)}
+		}
+	}
+	if id == "" {
+		return &cliError{"monitor", spec, "Parameter 'chardev' is missing"}
+	}
+	for _, c := range cfg.chardevs {
+		if c.id == id {
+			cfg.monitors = append(cfg.monitors, c)
+			return nil
+		}
+	}
+	return &cliError{"monitor", spec, fmt.Sprintf("chardev \"%s\" not found", id)}
+}
+
+func (cfg *config) addBlockdev(spec string) error {
+	if strings.HasPrefix(strings.TrimSpace(spec), "{") {
+		if !json.Valid([]byte(spec)) {
+			return &cliError{"blockdev", spec, "JSON parse error"}
+		}
+		cfg.blockdevs = append(cfg.blockdevs, blockdevArg{spec: spec, args: json.RawMessage(spec)})
+		return nil
+	}
+	kv, err := parseKeyval(spec, "driver")
+	if err != nil {
+		return &cliError{"blockdev", spec, err.Error()}
+	}
+	b, _ := json.Marshal(kv)
+	cfg.blockdevs = append(cfg.blockdevs, blockdevArg{spec: spec, args: b, keyval: true})
+	return nil
+}
+
+func parseBool(s string) (value, ok bool) {
+	switch s {
+	case "on", "yes", "true", "y":
+		return true, true
+	case "off", "no", "false", "n":
+		return false, true
+	}
+	return false, false
+}
+
+// defaultSocket is where blockd listens when no monitor is configured.
+func defaultSocket() string {
+	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
+		return filepath.Join(dir, "blockd.sock")
+	}
+	return fmt.Sprintf("/tmp/blockd-%d.sock", os.Getuid())
+}
+
+const usage = `Usage: blockd [options]
+blockd storage daemon (qemu-storage-daemon compatible)
+
+  -h, --help             display this help and exit
+  -V, --version          output version information and exit
+
+  --blockdev [driver=]<driver>[,node-name=<N>][,discard=ignore|unmap]
+             [,cache.direct=on|off][,cache.no-flush=on|off]
+             [,read-only=on|off][,auto-read-only=on|off]
+             [,force-share=on|off][,detect-zeroes=on|off|unmap]
+             [,driver specific parameters...]
+                         configure a block node (or a JSON object)
+
+  --chardev socket,id=<id>,path=<path>,server=on[,wait=off]
+  --chardev stdio,id=<id>
+                         configure a character device for a monitor
+
+  --monitor [chardev=]name[,mode=control]
+                         configure a QMP monitor
+
+  --pidfile <path>       write own pid to this file
+
+blockd's own options:
+  --socket <path>        QMP monitor on a new unix socket at <path>
+  --jsonrpc <path>       JSON-RPC 2.0 endpoint on a unix socket at <path>
+  --log-format console|json
+  --log-level debug|info|warn|error
+  --max-message-size <bytes>
+                         largest accepted QMP message (default 64 MiB)
+
+Without any monitor option blockd listens on $XDG_RUNTIME_DIR/blockd.sock,
+or /tmp/blockd-$UID.sock when XDG_RUNTIME_DIR is not set.
+`

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"blockd/blockcore"
+	"blockd/events"
+	"blockd/qmp"
+	"blockd/schema"
+)
+
+// daemon wires the parts together and owns the process's resources:
+// sockets, the pidfile and the order in which things stop.
+type daemon struct {
+	cfg   *config
+	log   *zap.Logger
+	bus   *events.Bus
+	reg   *schema.Registry
+	owner *blockcore.Owner
+	graph *blockcore.Graph
+	qmp   *qmp.Server
+
+	listeners []net.Listener
+	pidfile   *os.File
+	quit      chan struct{}
+	quitOnce  sync.Once
+	serving   sync.WaitGroup
+}
+
+func newDaemon(cfg *config, log *zap.Logger) *daemon {
+	d := &daemon{cfg: cfg, log: log, bus: events.NewBus(), reg: schema.NewRegistry(), quit: make(chan struct{})}
+	d.graph = blockcore.NewGraph(log, d.bus)
+	d.registerCommands()
+	d.owner = blockcore.NewOwner(d.reg)
+	d.qmp = qmp.NewServer(d.owner, d.bus, log, qmp.Options{
+		MaxMessage: cfg.maxMessage,
+		Greeting: qmp.Greeting{Major: qemuMajor, Minor: qemuMinor, Micro: qemuMicro,
+			Package: "blockd " + Version},
+	})
+	return d
+}
+
+func (d *daemon) registerCommands() {
+	qmp.RegisterCommands(d.reg)
+	schema.Define(d.reg, "query-version", func(context.Context, *schema.NoArgs) (*schema.VersionInfo, error) {
+		return &schema.VersionInfo{
+			Qemu:    schema.VersionTriple{Major: qemuMajor, Minor: qemuMinor, Micro: qemuMicro},
+			Package: "blockd " + Version,
+		}, nil
+	})
+	schema.Define(d.reg, "quit", func(context.Context, *schema.NoArgs) (schema.Empty, error) {
+		d.requestQuit("quit command")
+		return schema.Empty{}, nil
+	})
+	d.graph.RegisterCommands(d.reg)
+	d.reg.AddIntrospection()
+}
+
+func (d *daemon) requestQuit(why string) {
+	d.quitOnce.Do(func() {
+		d.log.Info("shutting down", zap.String("reason", why))
+		close(d.quit)
+	})
+}
+
+// start brings up the owner, the pidfile, the configured nodes and the
+// monitors, in that order, so that no client sees a half-built graph.
+func (d *daemon) start() error {
+	go d.owner.Run()
+	if d.cfg.pidfile != "" {
+		f, err := writePidfile(d.cfg.pidfile)
+		if err != nil {
+			return fmt.Errorf("cannot create pid file: %w", err)
+		}
+		d.pidfile = f
+	}
+	for _, b := range d.cfg.blockdevs {
+		if err := d.addStartupBlockdev(b); err != nil {
+			return fmt.Errorf("--blockdev %s: %s", b.spec, err)
+		}
+	}
+	monitors := d.cfg.monitors
+	if len(monitors) == 0 {
+		monitors = []*chardev{{id: "default", backend: "socket", path: defaultSocket()}}
+	}
+	for _, c := range monitors {
+		if c.backend == "stdio" {
+			d.qmp.ServeConn(stdio{})
+			continue
+		}
+		l, err := listenUnix(c.path)
+		if err != nil {
+			return err
+		}
+		d.listeners = append(d.listeners, l)
+		d.log.Info("QMP monitor listening", zap.String("socket", c.path))
+		d.serving.Add(1)
+		go func() {
+			defer d.serving.Done()
+			if err := d.qmp.Serve(l); err != nil {
+				d.log.Error("monitor socket failed", zap.String("socket", c.path), zap.Error(err))
+			}
+		}()
+	}
+	return nil
+}
+
+func (d *daemon) addStartupBlockdev(b blockdevArg) error {
+	if _, ok := d.reg.Lookup("blockdev-add"); !ok {
+		return errors.New("blockdev-add is not available in this build")
+	}
+	ctx := schema.WithKeyval(context.Background(), b.keyval)
+	_, err := d.owner.Execute(ctx, "blockdev-add", b.args)
+	return err
+}
+
+// wait blocks until quit or a terminating signal. The handler stays
+// installed for the rest of the process so that a second signal during
+// shutdown does not kill blockd half way through closing its images.
+func (d *daemon) wait() {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		for s := range sigs {
+			d.requestQuit(s.String())
+		}
+	}()
+	<-d.quit
+}
+
+// shutdown stops accepting, lets the command in flight finish, closes the
+// graph, disconnects clients (flushing their replies) and removes the
+// sockets and the pidfile.
+func (d *daemon) shutdown() {
+	for _, l := range d.listeners {
+		_ = l.Close() // unlinks the socket file
+	}
+	d.serving.Wait()
+	// Close the graph on its owner, after the command in flight.
+	_ = d.owner.Do(d.graph.CloseAll)
+	d.owner.Stop()
+	d.qmp.Close()
+	if d.pidfile != nil {
+		_ = os.Remove(d.cfg.pidfile)
+		_ = d.pidfile.Close()
+	}
+}
+
+// listenUnix creates a 0600 socket; a stale socket file left by a dead
+// process is replaced, a live one is an error.
+func listenUnix(path string) (net.Listener, error) {
+	if _, err := os.Lstat(path); err == nil {
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("socket %s is in use by another process", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("cannot replace stale socket %s: %w", path, err)
+		}
+	}
+	old := syscall.Umask(0o177)
+	l, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on %s: %w", path, err)
+	}
+	return l, nil
+}
+
+// writePidfile writes our pid under an exclusive lock held for the life of
+// the process, so a second daemon with the same pidfile fails to start.
+func writePidfile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("%s is locked by another process", path)
+	}
+	if err := f.Truncate(0); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	if _, err := fmt.Fprintf(f, "%d\n", os.Getpid()); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// stdio is the --chardev stdio monitor stream.
+type stdio struct{}
+
+func (stdio) Read(p []byte) (int, error)  { return os.Stdin.Read(p) }
+func (stdio) Write(p []byte) (int, error) { return os.Stdout.Write(p) }
+func (stdio) Close() error                { return nil }
+
+var _ io.ReadWriteCloser = stdio{}

@@ -1,0 +1,87 @@
+package qmptest
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"regexp"
+	"strings"
+)
+
+var autoNodeName = regexp.MustCompile(`#block\d+`)
+
+// normalize prepares a received message for comparison: event timestamps
+// are validated and removed, temp paths and automatic node names made
+// stable.
+func normalize(msg map[string]any, tmp string) (map[string]any, error) {
+	if _, isEvent := msg["event"]; isEvent {
+		ts, ok := msg["timestamp"].(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("event without timestamp: %v", msg)
+		}
+		if _, ok := ts["seconds"].(float64); !ok {
+			return nil, fmt.Errorf("event timestamp without seconds: %v", msg)
+		}
+		if _, ok := ts["microseconds"].(float64); !ok {
+			return nil, fmt.Errorf("event timestamp without microseconds: %v", msg)
+		}
+		delete(msg, "timestamp")
+	}
+	return scrub(msg, tmp).(map[string]any), nil
+}
+
+func scrub(v any, tmp string) any {
+	switch x := v.(type) {
+	case string:
+		x = strings.ReplaceAll(x, tmp, "$TMP")
+		return autoNodeName.ReplaceAllString(x, "#block*")
+	case []any:
+		for i := range x {
+			x[i] = scrub(x[i], tmp)
+		}
+	case map[string]any:
+		for k, e := range x {
+			x[k] = scrub(e, tmp)
+		}
+	}
+	return v
+}
+
+// matches compares an expectation with a normalized message; the string
+// "$ANY" in the expectation matches any value.
+func matches(want, got any) bool {
+	if s, ok := want.(string); ok && s == "$ANY" {
+		return true
+	}
+	switch w := want.(type) {
+	case map[string]any:
+		g, ok := got.(map[string]any)
+		if !ok || len(g) != len(w) {
+			return false
+		}
+		for k, wv := range w {
+			gv, ok := g[k]
+			if !ok || !matches(wv, gv) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		g, ok := got.([]any)
+		if !ok || len(g) != len(w) {
+			return false
+		}
+		for i := range w {
+			if !matches(w[i], g[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	return reflect.DeepEqual(want, got)
+}
+
+func compact(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}

@@ -1,0 +1,5 @@
+//go:build race
+
+package qmptest
+
+const raceEnabled = true

@@ -1,0 +1,268 @@
+package qmptest
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// replyTimeout bounds every wait for blockd; a hang is a failure, not a
+// stuck test run.
+const replyTimeout = 20 * time.Second
+
+// BuildBlockd compiles cmd/blockd into dir (with the race detector when the
+// tests run with it) and returns the binary's path.
+func BuildBlockd(dir string) (string, error) {
+	bin := filepath.Join(dir, "blockd")
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	args = append(args, "blockd/cmd/blockd")
+	cmd := exec.Command("go", args...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// Daemon is a running blockd with one QMP monitor socket.
+type Daemon struct {
+	Dir    string
+	Sock   string
+	cmd    *exec.Cmd
+	stderr lockedBuffer
+}
+
+// lockedBuffer collects a process's output while tests read it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// StartDaemon runs bin with a monitor socket in dir and waits for it.
+func StartDaemon(t testing.TB, bin, dir string, extra ...string) *Daemon {
+	t.Helper()
+	d := &Daemon{Dir: dir, Sock: filepath.Join(dir, "qmp.sock")}
+	args := append([]string{"--chardev", "socket,id=m,path=" + d.Sock + ",server=on,wait=off",
+		"--monitor", "chardev=m"}, extra...)
+	d.cmd = exec.Command(bin, args...)
+	d.cmd.Dir = dir
+	d.cmd.Stderr = &d.stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatalf("start blockd: %v", err)
+	}
+	deadline := time.Now().Add(replyTimeout)
+	for {
+		// Ready means accepting: a stale socket file may exist before.
+		if c, err := net.Dial("unix", d.Sock); err == nil {
+			_ = c.Close()
+			return d
+		}
+		if time.Now().After(deadline) {
+			_ = d.cmd.Process.Kill()
+			_ = d.cmd.Wait()
+			t.Fatalf("blockd did not create its socket; stderr:\n%s", d.stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Stop sends SIGTERM and checks a clean exit that leaves no socket behind.
+func (d *Daemon) Stop(t testing.TB) {
+	t.Helper()
+	if d.cmd.ProcessState == nil {
+		_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	if err := d.Wait(); err != nil {
+		t.Errorf("blockd exit: %v; stderr:\n%s", err, d.stderr.String())
+	}
+	if _, err := os.Stat(d.Sock); err == nil {
+		t.Errorf("socket %s left behind after exit", d.Sock)
+	}
+}
+
+// Wait waits (bounded) for the process to exit.
+func (d *Daemon) Wait() error {
+	if d.cmd.ProcessState != nil {
+		if !d.cmd.ProcessState.Success() {
+			return fmt.Errorf("exit status %v", d.cmd.ProcessState)
+		}
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- d.cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(replyTimeout):
+		_ = d.cmd.Process.Kill()
+		<-done
+		return fmt.Errorf("blockd did not exit within %v", replyTimeout)
+	}
+}
+
+// Stderr returns what blockd logged so far.
+func (d *Daemon) Stderr() string { return d.stderr.String() }
+
+// Client is a raw line-oriented connection to a monitor.
+type Client struct {
+	Conn net.Conn
+	r    *bufio.Reader
+}
+
+// Dial connects to a monitor socket.
+func Dial(t testing.TB, sock string) *Client {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("dial %s: %v", sock, err)
+	}
+	return &Client{Conn: c, r: bufio.NewReaderSize(c, 1<<20)}
+}
+
+// Send writes raw bytes.
+func (c *Client) Send(b []byte) error {
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(replyTimeout))
+	_, err := c.Conn.Write(b)
+	return err
+}
+
+// Next reads the next message.
+func (c *Client) Next() (map[string]any, []byte, error) {
+	_ = c.Conn.SetReadDeadline(time.Now().Add(replyTimeout))
+	line, err := c.r.ReadBytes('\n')
+	if err != nil {
+		return nil, line, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(line, &m); err != nil {
+		return nil, line, fmt.Errorf("blockd sent invalid JSON %q: %v", line, err)
+	}
+	return m, line, nil
+}
+
+// Command sends one command and returns its reply, collecting any events
+// that arrive before it.
+func (c *Client) Command(t testing.TB, cmd string, args any) (reply map[string]any, evs []map[string]any) {
+	t.Helper()
+	msg := map[string]any{"execute": cmd}
+	if args != nil {
+		msg["arguments"] = args
+	}
+	b, _ := json.Marshal(msg)
+	if err := c.Send(append(b, '\n')); err != nil {
+		t.Fatalf("send %s: %v", cmd, err)
+	}
+	for {
+		m, raw, err := c.Next()
+		if err != nil {
+			t.Fatalf("reply to %s: %v (%q)", cmd, err, raw)
+		}
+		if _, ok := m["event"]; ok {
+			evs = append(evs, m)
+			continue
+		}
+		return m, evs
+	}
+}
+
+// Close closes the connection.
+func (c *Client) Close() { _ = c.Conn.Close() }
+
+// Run plays a transcript against a fresh daemon and reports every step
+// that differs.
+func Run(t *testing.T, bin string, tr *Transcript) {
+	dir := t.TempDir()
+	subst := func(s string) string { return strings.ReplaceAll(s, "$TMP", dir) }
+	args := make([]string, len(tr.Args))
+	for i, a := range tr.Args {
+		args[i] = subst(a)
+	}
+	steps := tr.Steps
+	// Setup commands before the first exchange run before the daemon starts.
+	for len(steps) > 0 && steps[0].Kind == "sh" {
+		runShell(t, dir, subst(steps[0].Text), steps[0].Line)
+		steps = steps[1:]
+	}
+	d := StartDaemon(t, bin, dir, args...)
+	c := Dial(t, d.Sock)
+	defer c.Close()
+	for _, st := range steps {
+		where := fmt.Sprintf("%s:%d", filepath.Base(tr.Name), st.Line)
+		switch st.Kind {
+		case "sh":
+			runShell(t, dir, subst(st.Text), st.Line)
+		case "send", "sendraw", "repeat":
+			var data []byte
+			switch st.Kind {
+			case "send":
+				data = []byte(subst(st.Text) + "\n")
+			case "sendraw":
+				data = []byte(subst(st.Text))
+			default:
+				data = bytes.Repeat([]byte(st.Text), st.N)
+			}
+			if err := c.Send(data); err != nil {
+				t.Fatalf("%s: send: %v", where, err)
+			}
+		case "expect":
+			var want map[string]any
+			if err := json.Unmarshal([]byte(st.Text), &want); err != nil {
+				t.Fatalf("%s: bad expectation: %v", where, err)
+			}
+			got, raw, err := c.Next()
+			if err != nil {
+				t.Fatalf("%s: expected %s\n  got error %v (%q)\nblockd stderr:\n%s", where, st.Text, err, raw, d.Stderr())
+			}
+			norm, err := normalize(got, dir)
+			if err != nil {
+				t.Fatalf("%s: %v", where, err)
+			}
+			if !matches(scrub(want, dir), norm) {
+				t.Fatalf("%s: mismatch\n  want: %s\n  got:  %s", where, compact(want), compact(norm))
+			}
+		case "eof":
+			if uc, ok := c.Conn.(*net.UnixConn); ok {
+				_ = uc.CloseWrite()
+			}
+			if m, raw, err := c.Next(); err == nil {
+				t.Fatalf("%s: expected end of stream, got %s", where, compact(m))
+			} else if len(raw) != 0 {
+				t.Fatalf("%s: expected end of stream, got partial %q", where, raw)
+			}
+		}
+	}
+	d.Stop(t)
+}
+
+func runShell(t *testing.T, dir, cmdline string, line int) {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", cmdline)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("line %d: %s: %v\n%s", line, cmdline, err, out)
+	}
+}
