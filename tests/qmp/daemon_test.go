@@ -254,4 +254,3 @@ func asExit(err error, target **exec.ExitError) bool {
 	}
 	return ok
 }
-
