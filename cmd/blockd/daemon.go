@@ -16,6 +16,7 @@ import (
 
 	"blockd/blockcore"
 	"blockd/events"
+	"blockd/jsonrpc"
 	"blockd/qmp"
 	"blockd/schema"
 )
@@ -30,6 +31,7 @@ type daemon struct {
 	owner *blockcore.Owner
 	graph *blockcore.Graph
 	qmp   *qmp.Server
+	rpc   *jsonrpc.Server
 
 	listeners []net.Listener
 	pidfile   *os.File
@@ -48,6 +50,7 @@ func newDaemon(cfg *config, log *zap.Logger) *daemon {
 		Greeting: qmp.Greeting{Major: qemuMajor, Minor: qemuMinor, Micro: qemuMicro,
 			Package: "blockd " + Version},
 	})
+	d.rpc = jsonrpc.NewServer(d.owner, d.bus, log)
 	return d
 }
 
@@ -94,25 +97,38 @@ func (d *daemon) start() error {
 	if len(monitors) == 0 {
 		monitors = []*chardev{{id: "default", backend: "socket", path: defaultSocket()}}
 	}
+	for _, path := range d.cfg.jsonrpc {
+		if err := d.listen(path, "JSON-RPC endpoint listening", d.rpc.Serve); err != nil {
+			return err
+		}
+	}
 	for _, c := range monitors {
 		if c.backend == "stdio" {
 			d.qmp.ServeConn(stdio{})
 			continue
 		}
-		l, err := listenUnix(c.path)
-		if err != nil {
+		if err := d.listen(c.path, "QMP monitor listening", d.qmp.Serve); err != nil {
 			return err
 		}
-		d.listeners = append(d.listeners, l)
-		d.log.Info("QMP monitor listening", zap.String("socket", c.path))
-		d.serving.Add(1)
-		go func() {
-			defer d.serving.Done()
-			if err := d.qmp.Serve(l); err != nil {
-				d.log.Error("monitor socket failed", zap.String("socket", c.path), zap.Error(err))
-			}
-		}()
 	}
+	return nil
+}
+
+// listen opens a socket and serves it in the background.
+func (d *daemon) listen(path, what string, serve func(net.Listener) error) error {
+	l, err := listenUnix(path)
+	if err != nil {
+		return err
+	}
+	d.listeners = append(d.listeners, l)
+	d.log.Info(what, zap.String("socket", path))
+	d.serving.Add(1)
+	go func() {
+		defer d.serving.Done()
+		if err := serve(l); err != nil {
+			d.log.Error("socket failed", zap.String("socket", path), zap.Error(err))
+		}
+	}()
 	return nil
 }
 
@@ -151,6 +167,7 @@ func (d *daemon) shutdown() {
 	_ = d.owner.Do(d.graph.CloseAll)
 	d.owner.Stop()
 	d.qmp.Close()
+	d.rpc.Close()
 	if d.pidfile != nil {
 		_ = os.Remove(d.cfg.pidfile)
 		_ = d.pidfile.Close()
