@@ -2,6 +2,7 @@ package blockcore
 
 import (
 	"context"
+	"reflect"
 
 	"blockd/schema"
 )
@@ -27,4 +28,5 @@ func (g *Graph) RegisterCommands(r *schema.Registry) {
 		gr := g.DebugGraph()
 		return &gr, nil
 	}, schema.Features("unstable"))
+	r.AddEvent("BLOCK_IMAGE_CORRUPTED", reflect.TypeFor[schema.BlockImageCorrupted]())
 }

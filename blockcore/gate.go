@@ -71,11 +71,17 @@ func (g *gate) BlockStatus(off, length int64) (blockio.Status, error) {
 	return g.impl.BlockStatus(off, length)
 }
 
+// Size is the driver's length rounded up to whole 512-byte sectors, as
+// QEMU's block layer keeps it (total_sectors): a file of 196616 bytes is a
+// node of 197120 bytes whose tail reads as zeroes.
 func (g *gate) Size() (int64, error) {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
-	return g.impl.Size()
+	n, err := g.impl.Size()
+	return (n + sectorSize - 1) &^ (sectorSize - 1), err
 }
+
+const sectorSize = 512
 
 func (g *gate) Truncate(size int64) error {
 	g.mu.RLock()

@@ -62,9 +62,10 @@ func validNodeName(s string) bool {
 func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
 
 // assignName validates and registers a node's name within t
-// (bdrv_assign_node_name). An empty name gets an automatic one.
+// (bdrv_assign_node_name). A node whose options give no node-name gets an
+// automatic one; an explicit empty name is invalid, as in QEMU.
 func (g *Graph) assignName(n *Node, name string, t *tx) error {
-	if name == "" {
+	if name == "" && (n.options == nil || n.options.NodeName == nil) {
 		// QEMU's id_generate: a counter and two random digits.
 		name = fmt.Sprintf("#block%03d%02d", g.autoCounter, rand.IntN(100))
 		g.autoCounter++
@@ -170,9 +171,9 @@ func (g *Graph) Delete(name string) error {
 	if n.inUse() {
 		return schema.Errorf("Block device %s is in use", name)
 	}
+	// No drain: the node has no parents, so no request can come through
+	// it, and closing it must still be able to flush into its children.
 	t := &tx{}
-	resume := drain(topoOrder([]*Node{n}))
-	defer resume()
 	kids := make([]*Node, 0, len(n.children))
 	for _, c := range n.children {
 		kids = append(kids, c.Node)

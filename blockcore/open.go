@@ -184,7 +184,7 @@ func (g *Graph) openBacking(n *Node, bu BackingUser, inh inherited, t *tx) error
 		if name == "" {
 			return nil
 		}
-		path := g.resolveBackingPath(n, name)
+		path := g.ResolveBackingPath(n, name)
 		if format == "" {
 			format = "raw"
 		}
@@ -215,9 +215,9 @@ func (g *Graph) openBacking(n *Node, bu BackingUser, inh inherited, t *tx) error
 	return nil
 }
 
-// resolveBackingPath makes a relative backing file name relative to the
+// ResolveBackingPath makes a relative backing file name relative to the
 // directory of the image that names it, as QEMU does.
-func (g *Graph) resolveBackingPath(n *Node, name string) string {
+func (g *Graph) ResolveBackingPath(n *Node, name string) string {
 	if filepath.IsAbs(name) || strings.Contains(name, "://") || strings.HasPrefix(name, "json:") {
 		return name
 	}

@@ -1,9 +1,6 @@
 package blockcore
 
 import (
-	"bytes"
-	"encoding/json"
-
 	"blockd/blockio"
 	"blockd/schema"
 )
@@ -32,11 +29,10 @@ func (g *Graph) Filename(n *Node) string {
 		if name := f.ExactFilename(); name != "" {
 			return name
 		}
-	} else if file := n.File(); file != nil && len(strongOptions(n)) == 0 {
+	} else if file := n.File(); file != nil && len(strongOptions(n)) == 0 && !backingOverridden(n) {
 		return g.Filename(file)
 	}
-	b, _ := json.Marshal(orderedOptions(g, n))
-	return "json:" + string(b)
+	return "json:" + string(fullOptions(n).encode())
 }
 
 func strongOptions(n *Node) map[string]any {
@@ -46,57 +42,40 @@ func strongOptions(n *Node) map[string]any {
 	return nil
 }
 
-// orderedOptions builds the full options of a node for json: filenames:
-// strong options, then the driver, then the children.
-func orderedOptions(g *Graph, n *Node) json.Marshaler {
-	var kv orderedMap
+// backingOverridden: the user chose the backing (a node, a definition or
+// null) instead of letting the image header decide, so the header alone
+// no longer describes the node (bdrv_backing_overridden).
+func backingOverridden(n *Node) bool {
+	return n.options != nil && n.options.Qcow2 != nil && n.options.Qcow2.Backing != nil
+}
+
+// fullOptions describes a node for json: filenames: its strong options,
+// its driver and its children, in QEMU's QDict order.
+func fullOptions(n *Node) qdict {
+	var d qdict
 	if f, ok := n.impl.(Filenamer); ok && f.ExactFilename() != "" {
-		kv = append(kv, pair{"driver", n.drv.Name}, pair{"filename", f.ExactFilename()})
-		return kv
+		return d.set("driver", n.drv.Name).set("filename", f.ExactFilename())
 	}
 	for k, v := range strongOptions(n) {
-		kv = append(kv, pair{k, v})
+		d = d.set(k, v)
 	}
-	kv = append(kv, pair{"driver", n.drv.Name})
-	for _, c := range n.children {
-		if c.Name == "file" {
-			kv = append(kv, pair{"file", orderedOptions(g, c.Node)})
+	d = d.set("driver", n.drv.Name)
+	if file := n.File(); file != nil {
+		d = d.set("file", fullOptions(file))
+	}
+	if backingOverridden(n) {
+		if b := n.Backing(); b != nil {
+			d = d.set("backing", fullOptions(b))
+		} else {
+			d = d.set("backing", nil)
 		}
 	}
-	return kv
-}
-
-type pair struct {
-	k string
-	v any
-}
-
-type orderedMap []pair
-
-// MarshalJSON writes the members in order, with QEMU's ", " and ": ".
-func (m orderedMap) MarshalJSON() ([]byte, error) {
-	var b bytes.Buffer
-	b.WriteByte('{')
-	for i, p := range m {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		k, _ := json.Marshal(p.k)
-		v, err := json.Marshal(p.v)
-		if err != nil {
-			return nil, err
-		}
-		b.Write(k)
-		b.WriteString(": ")
-		b.Write(v)
-	}
-	b.WriteByte('}')
-	return b.Bytes(), nil
+	return d
 }
 
 // imageInfo describes what a node presents (bdrv_query_image_info).
 func (g *Graph) imageInfo(n *Node) schema.ImageInfo {
-	size, _ := n.impl.Size()
+	size, _ := n.io.Size()
 	info := schema.ImageInfo{Filename: g.Filename(n), Format: n.drv.Name, VirtualSize: size}
 	if as, ok := allocatedSize(n); ok {
 		info.ActualSize = &as
@@ -107,10 +86,6 @@ func (g *Graph) imageInfo(n *Node) schema.ImageInfo {
 	}
 	if ii, ok := n.impl.(ImageInfoer); ok {
 		ii.FillImageInfo(&info)
-	}
-	if b := n.Backing(); b != nil {
-		full := g.Filename(b)
-		info.FullBackingFilename = &full
 	}
 	return info
 }
@@ -148,6 +123,8 @@ func (g *Graph) DeviceInfo(n *Node, flat bool) schema.BlockDeviceInfo {
 			di.Cache.NoFlush = boolOr(o.Cache.NoFlush, false)
 		}
 	}
+	// QEMU's bs->backing_file: the opened backing node's filename; with
+	// backing: null there is none, whatever the header says.
 	if b := n.Backing(); b != nil {
 		bf := g.Filename(b)
 		di.BackingFile = &bf
@@ -170,46 +147,78 @@ type graphVertex interface {
 	VertexName() string
 }
 
-// DebugGraph is x-debug-query-block-graph.
+// DebugGraph is x-debug-query-block-graph, built the way QEMU 7.2's
+// bdrv_get_xdbg_block_graph builds it: parents that are not nodes (block
+// backends, then jobs) are visited first, then every node from the oldest
+// named, each followed by its child edges newest first. A vertex gets its
+// id the first time it is seen, as a parent or as a child, and QEMU
+// prepends every node, edge and permission to its lists, so all of them
+// come out in reverse visiting order.
 func (g *Graph) DebugGraph() schema.XDbgBlockGraph {
 	out := schema.XDbgBlockGraph{Nodes: []schema.XDbgBlockGraphNode{}, Edges: []schema.XDbgBlockGraphEdge{}}
 	ids := map[any]uint64{}
-	id := func(v any, typ schema.XDbgBlockGraphNodeType, name string) uint64 {
+	id := func(v any) uint64 {
 		if x, ok := ids[v]; ok {
 			return x
 		}
 		x := uint64(len(ids) + 1)
 		ids[v] = x
-		out.Nodes = append(out.Nodes, schema.XDbgBlockGraphNode{ID: x, Type: typ, Name: name})
 		return x
 	}
-	nodes := g.Nodes()
-	for _, n := range nodes {
-		id(n, "block-driver", n.name)
+	addNode := func(v any, typ schema.XDbgBlockGraphNodeType, name string) {
+		n := schema.XDbgBlockGraphNode{ID: id(v), Type: typ, Name: name}
+		out.Nodes = append([]schema.XDbgBlockGraphNode{n}, out.Nodes...)
 	}
-	for _, n := range nodes {
-		for _, c := range n.parents {
-			var pid uint64
-			if pn, ok := c.Parent.(*Node); ok {
-				pid = id(pn, "block-driver", pn.name)
-			} else if v, ok := c.Parent.(graphVertex); ok {
-				pid = id(c.Parent, v.VertexType(), v.VertexName())
-			} else {
+	addEdge := func(parent any, c *Child) {
+		e := schema.XDbgBlockGraphEdge{
+			Parent: id(parent), Child: id(c.Node), Name: c.Name,
+			Perm: permList(c.Perm), SharedPerm: permList(c.Shared),
+		}
+		out.Edges = append([]schema.XDbgBlockGraphEdge{e}, out.Edges...)
+	}
+	// Parents that are not nodes, grouped by type in QEMU's order, each
+	// with the edges it holds.
+	var vertices []graphVertex
+	held := map[graphVertex][]*Child{}
+	for _, n := range g.named {
+		for i := len(n.parents) - 1; i >= 0; i-- {
+			c := n.parents[i]
+			v, ok := c.Parent.(graphVertex)
+			if _, isNode := c.Parent.(*Node); isNode || !ok {
 				continue
 			}
-			out.Edges = append(out.Edges, schema.XDbgBlockGraphEdge{
-				Parent: pid, Child: ids[n], Name: c.Name,
-				Perm: permList(c.Perm), SharedPerm: permList(c.Shared),
-			})
+			if _, seen := held[v]; !seen {
+				vertices = append(vertices, v)
+			}
+			held[v] = append(held[v], c)
+		}
+	}
+	for _, typ := range []schema.XDbgBlockGraphNodeType{"block-backend", "block-job"} {
+		for _, v := range vertices {
+			if v.VertexType() != typ {
+				continue
+			}
+			addNode(v, typ, v.VertexName())
+			for _, c := range held[v] {
+				addEdge(v, c)
+			}
+		}
+	}
+	for _, n := range g.named {
+		addNode(n, "block-driver", n.name)
+		for i := len(n.children) - 1; i >= 0; i-- {
+			addEdge(n, n.children[i])
 		}
 	}
 	return out
 }
 
+// permList lists permissions as QEMU's debug graph does: prepended in
+// enum order, so the last permission comes first.
 func permList(p blockio.Perm) []schema.BlockPermission {
 	out := []schema.BlockPermission{}
 	for _, name := range (p & blockio.PermAll).Names() {
-		out = append(out, schema.BlockPermission(name))
+		out = append([]schema.BlockPermission{schema.BlockPermission(name)}, out...)
 	}
 	return out
 }
