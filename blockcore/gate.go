@@ -1,6 +1,7 @@
 package blockcore
 
 import (
+	"slices"
 	"sync"
 
 	"blockd/blockio"
@@ -16,12 +17,37 @@ type gate struct {
 	mu       sync.RWMutex
 	impl     Impl
 	readOnly bool
+	// observers see every range changed by a successful write, zero-write
+	// or discard (dirty tracking). Changed only while drained.
+	observers []*observer
+	depth     int // drain nesting, owner goroutine only
+}
+
+func (g *gate) changed(off, length int64, err error) error {
+	if err == nil {
+		for _, o := range g.observers {
+			o.f(off, length)
+		}
+	}
+	return err
 }
 
 func newGate(impl Impl, readOnly bool) *gate { return &gate{impl: impl, readOnly: readOnly} }
 
-func (g *gate) drainBegin() { g.mu.Lock() }
-func (g *gate) drainEnd()   { g.mu.Unlock() }
+// Drains nest: only the owner goroutine drains, so depth needs no lock.
+func (g *gate) drainBegin() {
+	if g.depth == 0 {
+		g.mu.Lock()
+	}
+	g.depth++
+}
+
+func (g *gate) drainEnd() {
+	g.depth--
+	if g.depth == 0 {
+		g.mu.Unlock()
+	}
+}
 
 func (g *gate) ReadAt(p []byte, off int64) error {
 	g.mu.RLock()
@@ -35,7 +61,7 @@ func (g *gate) WriteAt(p []byte, off int64, flags blockio.WriteFlags) error {
 	if g.readOnly {
 		return blockio.ErrReadOnly
 	}
-	return g.impl.WriteAt(p, off, flags)
+	return g.changed(off, int64(len(p)), g.impl.WriteAt(p, off, flags))
 }
 
 func (g *gate) WriteZeroes(off, length int64, flags blockio.WriteFlags) error {
@@ -44,7 +70,7 @@ func (g *gate) WriteZeroes(off, length int64, flags blockio.WriteFlags) error {
 	if g.readOnly {
 		return blockio.ErrReadOnly
 	}
-	return g.impl.WriteZeroes(off, length, flags)
+	return g.changed(off, length, g.impl.WriteZeroes(off, length, flags))
 }
 
 func (g *gate) Discard(off, length int64) error {
@@ -53,7 +79,7 @@ func (g *gate) Discard(off, length int64) error {
 	if g.readOnly {
 		return blockio.ErrReadOnly
 	}
-	return g.impl.Discard(off, length)
+	return g.changed(off, length, g.impl.Discard(off, length))
 }
 
 func (g *gate) Flush() error {
@@ -92,6 +118,11 @@ func (g *gate) Truncate(size int64) error {
 	return g.impl.Truncate(size)
 }
 
+// DrainNodes drains exactly the given nodes (parents first) until the
+// returned function is called. The owner may still reach their drivers
+// through Impl while they are drained.
+func (g *Graph) DrainNodes(nodes ...*Node) (resume func()) { return drain(nodes) }
+
 // drain drains nodes in the given (parents-first) order and returns the
 // function that resumes them.
 func drain(nodes []*Node) (resume func()) {
@@ -104,3 +135,20 @@ func drain(nodes []*Node) (resume func()) {
 		}
 	}
 }
+
+// ObserveWrites calls f for every range of n changed from now on, until
+// the returned function is called. Registration drains n, so no write is
+// half observed.
+func ObserveWrites(n *Node, f func(off, length int64)) (stop func()) {
+	o := &observer{f}
+	n.io.drainBegin()
+	n.io.observers = append(n.io.observers, o)
+	n.io.drainEnd()
+	return func() {
+		n.io.drainBegin()
+		defer n.io.drainEnd()
+		n.io.observers = slices.DeleteFunc(n.io.observers, func(x *observer) bool { return x == o })
+	}
+}
+
+type observer struct{ f func(off, length int64) }

@@ -66,8 +66,9 @@ func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 // automatic one; an explicit empty name is invalid, as in QEMU.
 func (g *Graph) assignName(n *Node, name string, t *tx) error {
 	if name == "" && (n.options == nil || n.options.NodeName == nil) {
-		// QEMU's id_generate: a counter and two random digits.
-		name = fmt.Sprintf("#block%03d%02d", g.autoCounter, rand.IntN(100))
+		// QEMU's id_generate: a counter from 0, unpadded, and two random
+		// digits ("#block042", then "#block117", ...).
+		name = fmt.Sprintf("#block%d%02d", g.autoCounter, rand.IntN(100))
 		g.autoCounter++
 		n.auto = true
 	} else {
@@ -164,6 +165,11 @@ func (g *Graph) Delete(name string) error {
 	n := g.nodes[name]
 	if n == nil {
 		return schema.Errorf("Failed to find node with node-name='%s'", name)
+	}
+	for _, c := range n.parents {
+		if v, ok := c.Parent.(graphVertex); ok && v.VertexType() == "block-backend" {
+			return schema.Errorf("Node %s is in use", name)
+		}
 	}
 	if !n.monitorOwned {
 		return schema.Errorf("Node %s is not owned by the monitor", name)

@@ -54,6 +54,9 @@ type Node struct {
 
 	readOnly     bool
 	forceShare   bool
+	// autoBackingFile is QEMU's auto_backing_file: the backing file the
+	// image header names, or the filename of the backing opened from it.
+	autoBackingFile string
 	monitorOwned bool // created by blockdev-add (or --blockdev) at top level
 	options      Options
 
@@ -122,3 +125,7 @@ func (n *Node) cumulativePerm() (perm, shared blockio.Perm) {
 	}
 	return perm, shared
 }
+
+// SetAutoBackingFile records that the image header now names this backing
+// file (after a driver rewrote it, as bdrv_change_backing_file does).
+func (n *Node) SetAutoBackingFile(name string) { n.autoBackingFile = name }

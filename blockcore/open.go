@@ -169,6 +169,7 @@ func (g *Graph) openBacking(n *Node, bu BackingUser, inh inherited, t *tx) error
 	if n.options.Qcow2 != nil {
 		spec = n.options.Qcow2.Backing
 	}
+	n.autoBackingFile, _ = bu.BackingFile()
 	var child *Node
 	switch {
 	case spec != nil && spec.Null != nil:
@@ -208,6 +209,7 @@ func (g *Graph) openBacking(n *Node, bu BackingUser, inh inherited, t *tx) error
 		if err != nil {
 			return schema.Errorf("Could not open backing file: %s", schema.AsError(err).Desc)
 		}
+		n.autoBackingFile = g.Filename(child)
 	}
 	g.attach(n, child, "backing", RoleBacking, t)
 	bu.SetBacking(child.io)

@@ -70,6 +70,12 @@ func (o *Owner) Do(f func()) error {
 	return nil
 }
 
+// Post runs f on the owner goroutine later, without waiting: job workers
+// use it to report progress they must not block on.
+func (o *Owner) Post(f func()) {
+	go func() { _ = o.Do(f) }()
+}
+
 // Lookup reports whether a command exists and whether it allows OOB.
 func (o *Owner) Lookup(name string) (allowOOB, ok bool) {
 	c, ok := o.reg.Lookup(name)

@@ -98,7 +98,13 @@ func (g *Graph) refreshNodePerm(n *Node, q *reopenQueue, t *tx) error {
 		return schema.Errorf("Read-only block node '%s' cannot support read-write users", n.name)
 	}
 	if ph, ok := n.impl.(PermHandler); ok {
-		if err := ph.CheckPerm(perm, shared); err != nil {
+		var err error
+		if rp, reopening := n.impl.(ReopenPermHandler); reopening && q.has(n) {
+			err = rp.CheckPermReopen(q.readOnly[n], perm, shared)
+		} else {
+			err = ph.CheckPerm(perm, shared)
+		}
+		if err != nil {
 			return err
 		}
 		t.onAbort(ph.AbortPerm)
@@ -203,6 +209,14 @@ func (q *reopenQueue) writable(n *Node) bool {
 		}
 	}
 	return n.writableNow()
+}
+
+func (q *reopenQueue) has(n *Node) bool {
+	if q == nil {
+		return false
+	}
+	_, ok := q.readOnly[n]
+	return ok
 }
 
 func (q *reopenQueue) view(n *Node) NodeState { return NodeState{Writable: q.writable(n)} }

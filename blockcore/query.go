@@ -19,20 +19,35 @@ type (
 	// InfoProvider marks drivers that answer bdrv_get_info, which makes
 	// "dirty-flag" appear in queries.
 	InfoProvider interface{ DirtyFlag() bool }
+	// InfoForwarder marks drivers whose bdrv_get_info asks their file
+	// child (raw): they answer exactly when the child does.
+	InfoForwarder interface{ ForwardsInfo() }
 )
 
 // Filename is the node's filename as QEMU's bdrv_refresh_filename makes it:
 // its own for protocol nodes, its file's when it adds nothing that changes
 // the data, otherwise a json: description of its options.
-func (g *Graph) Filename(n *Node) string {
+func (g *Graph) Filename(n *Node) string { return Filename(n) }
+
+// Filename is Graph.Filename for code that has a node but not the graph.
+func Filename(n *Node) string {
 	if f, ok := n.impl.(Filenamer); ok {
 		if name := f.ExactFilename(); name != "" {
 			return name
 		}
-	} else if file := n.File(); file != nil && len(strongOptions(n)) == 0 && !backingOverridden(n) {
-		return g.Filename(file)
+	} else if file := n.File(); file != nil && hasExactFilename(file) && len(strongOptions(n)) == 0 && !backingOverridden(n) {
+		return Filename(file)
 	}
 	return "json:" + string(fullOptions(n).encode())
+}
+
+// hasExactFilename: only a protocol node's own name can stand for its
+// parent's (bdrv_refresh_filename takes the primary child's exact_filename
+// only from a bdrv_file_open driver): raw over raw, or over a null-co with
+// options, is described by a json: filename.
+func hasExactFilename(n *Node) bool {
+	f, ok := n.impl.(Filenamer)
+	return ok && n.drv.Protocol && f.ExactFilename() != ""
 }
 
 func strongOptions(n *Node) map[string]any {
@@ -42,11 +57,17 @@ func strongOptions(n *Node) map[string]any {
 	return nil
 }
 
-// backingOverridden: the user chose the backing (a node, a definition or
-// null) instead of letting the image header decide, so the header alone
-// no longer describes the node (bdrv_backing_overridden).
+// backingOverridden is bdrv_backing_overridden: the node's backing is not
+// the one its image header names, so the header alone no longer describes
+// the node and its filename must.
 func backingOverridden(n *Node) bool {
-	return n.options != nil && n.options.Qcow2 != nil && n.options.Qcow2.Backing != nil
+	if _, ok := n.impl.(BackingUser); !ok {
+		return false
+	}
+	if b := n.Backing(); b != nil {
+		return n.autoBackingFile != Filename(b)
+	}
+	return n.autoBackingFile != ""
 }
 
 // fullOptions describes a node for json: filenames: its strong options,
@@ -80,14 +101,27 @@ func (g *Graph) imageInfo(n *Node) schema.ImageInfo {
 	if as, ok := allocatedSize(n); ok {
 		info.ActualSize = &as
 	}
-	if ip, ok := n.impl.(InfoProvider); ok {
-		d := ip.DirtyFlag()
+	if d, ok := dirtyFlag(n); ok {
 		info.DirtyFlag = &d
 	}
 	if ii, ok := n.impl.(ImageInfoer); ok {
 		ii.FillImageInfo(&info)
 	}
 	return info
+}
+
+// dirtyFlag is what bdrv_get_info says of the node, if it answers.
+func dirtyFlag(n *Node) (dirty, ok bool) {
+	if _, fwd := n.impl.(InfoForwarder); fwd {
+		if f := n.File(); f != nil {
+			return dirtyFlag(f)
+		}
+		return false, false
+	}
+	if ip, ok := n.impl.(InfoProvider); ok {
+		return ip.DirtyFlag(), true
+	}
+	return false, false
 }
 
 // allocatedSize is the node's own allocation, or that of its data

@@ -16,6 +16,7 @@ import (
 
 	"blockd/blockcore"
 	"blockd/events"
+	"blockd/jobs"
 	"blockd/jsonrpc"
 	"blockd/qmp"
 	"blockd/schema"
@@ -30,6 +31,7 @@ type daemon struct {
 	reg   *schema.Registry
 	owner *blockcore.Owner
 	graph *blockcore.Graph
+	jobs  *jobs.Manager
 	qmp   *qmp.Server
 	rpc   *jsonrpc.Server
 
@@ -43,8 +45,9 @@ type daemon struct {
 func newDaemon(cfg *config, log *zap.Logger) *daemon {
 	d := &daemon{cfg: cfg, log: log, bus: events.NewBus(), reg: schema.NewRegistry(), quit: make(chan struct{})}
 	d.graph = blockcore.NewGraph(log, d.bus)
-	d.registerCommands()
 	d.owner = blockcore.NewOwner(d.reg)
+	d.jobs = jobs.NewManager(d.graph, d.owner, d.bus, log)
+	d.registerCommands()
 	d.qmp = qmp.NewServer(d.owner, d.bus, log, qmp.Options{
 		MaxMessage: cfg.maxMessage,
 		Greeting: qmp.Greeting{Major: qemuMajor, Minor: qemuMinor, Micro: qemuMicro,
@@ -67,6 +70,7 @@ func (d *daemon) registerCommands() {
 		return schema.Empty{}, nil
 	})
 	d.graph.RegisterCommands(d.reg)
+	d.jobs.RegisterCommands(d.reg)
 	d.reg.AddIntrospection()
 }
 
@@ -163,8 +167,12 @@ func (d *daemon) shutdown() {
 		_ = l.Close() // unlinks the socket file
 	}
 	d.serving.Wait()
-	// Close the graph on its owner, after the command in flight.
-	_ = d.owner.Do(d.graph.CloseAll)
+	// Cancel jobs and close the graph on its owner, after the command in
+	// flight, so every image is left consistent.
+	_ = d.owner.Do(func() {
+		d.jobs.CancelAll()
+		d.graph.CloseAll()
+	})
 	d.owner.Stop()
 	d.qmp.Close()
 	d.rpc.Close()

@@ -15,6 +15,8 @@ func init() {
 // node adapts a File to the block graph.
 type node struct {
 	*File
+	opts   Options
+	reopen *Reopen // prepared by CheckPermReopen, finished by SetPerm/AbortPerm
 }
 
 func openNode(oc *blockcore.OpenContext) (blockcore.Impl, error) {
@@ -36,12 +38,46 @@ func openNode(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &node{f}, nil
+	return &node{File: f, opts: opts}, nil
 }
 
-// SetPerm commits permissions the graph checked with CheckPerm; the lock
-// steps cannot fail after a successful check.
-func (n *node) SetPerm(perm, shared blockio.Perm) { _ = n.File.SetPerm(perm, shared) }
+// CheckPermReopen prepares reopening the file read-only or read-write
+// together with its new permissions.
+func (n *node) CheckPermReopen(readOnly bool, perm, shared blockio.Perm) error {
+	r, err := n.ReopenPrepare(ReopenOptions{
+		ReadOnly: readOnly, AutoReadOnly: n.opts.AutoReadOnly, Direct: n.opts.Direct,
+		NoFlush: n.opts.NoFlush, DiscardUnmap: n.opts.DiscardUnmap, Perm: perm, Shared: shared,
+	})
+	if err != nil {
+		return err
+	}
+	n.reopen = r
+	n.opts.ReadOnly = readOnly
+	return nil
+}
+
+// AbortPerm rolls back a prepared reopen or permission change.
+func (n *node) AbortPerm() {
+	if n.reopen != nil {
+		n.reopen.Abort()
+		n.reopen = nil
+		n.opts.ReadOnly = !n.opts.ReadOnly
+		return
+	}
+	n.File.AbortPerm()
+}
+
+// SetPerm commits permissions the graph checked with CheckPerm (or a
+// reopen prepared with them); the lock steps cannot fail after a
+// successful check.
+func (n *node) SetPerm(perm, shared blockio.Perm) {
+	if n.reopen != nil {
+		n.reopen.Commit()
+		n.reopen = nil
+		return
+	}
+	_ = n.File.SetPerm(perm, shared)
+}
 
 // ExactFilename is the file's name as given.
 func (n *node) ExactFilename() string { return n.Filename() }

@@ -1,0 +1,204 @@
+package blockcore
+
+import (
+	"slices"
+
+	"blockd/blockio"
+	"blockd/schema"
+)
+
+// Graph edits used by jobs. Each is a transaction: permissions are
+// refreshed over everything the edit touches, and a refusal restores the
+// graph exactly.
+
+// AttachUser gives a parent that is not a node (a job, a backend) an edge
+// to n with fixed permissions (bdrv_root_attach_child).
+func (g *Graph) AttachUser(p Parent, n *Node, name string, perm, shared blockio.Perm) (*Child, error) {
+	t := &tx{}
+	c := g.attach(p, n, name, RoleFilteredPrimary, t)
+	c.Perm, c.Shared = perm, shared
+	if err := g.refreshPerms([]*Node{n}, nil, t); err != nil {
+		return nil, t.finish(err)
+	}
+	return c, t.finish(nil)
+}
+
+// SetUserPerm changes a user edge's permissions (bdrv_child_try_set_perm).
+func (g *Graph) SetUserPerm(c *Child, perm, shared blockio.Perm) error {
+	t := &tx{}
+	setChildPerm(c, perm, shared, t)
+	return t.finish(g.refreshPerms([]*Node{c.Node}, nil, t))
+}
+
+// DetachUser removes a user edge; permissions below can only relax, and
+// a node nobody holds any more is closed (bdrv_root_unref_child).
+func (g *Graph) DetachUser(c *Child) {
+	t := &tx{}
+	g.detachEdge(c)
+	t.onAbort(func() { g.reattach(c) })
+	if g.nodes[c.Node.name] == c.Node {
+		g.releaseIfUnused(c.Node, t)
+	}
+	if err := t.finish(g.refreshPerms([]*Node{c.Node}, nil, t)); err != nil {
+		g.log.Warn("relaxing permissions after a user left failed")
+	}
+}
+
+// Impl for pass-through filter nodes that jobs insert (QEMU's commit_top
+// and mirror_top): everything goes to the backing child.
+type passThrough struct{ child *Node }
+
+func (p *passThrough) dev() blockio.Device { return p.child.io }
+
+func (p *passThrough) ReadAt(b []byte, off int64) error { return p.dev().ReadAt(b, off) }
+func (p *passThrough) WriteAt(b []byte, off int64, f blockio.WriteFlags) error {
+	return p.dev().WriteAt(b, off, f)
+}
+func (p *passThrough) WriteZeroes(off, n int64, f blockio.WriteFlags) error {
+	return p.dev().WriteZeroes(off, n, f)
+}
+func (p *passThrough) Discard(off, n int64) error { return p.dev().Discard(off, n) }
+func (p *passThrough) Flush() error               { return p.dev().Flush() }
+func (p *passThrough) BlockStatus(off, n int64) (blockio.Status, error) {
+	return p.dev().BlockStatus(off, n)
+}
+func (p *passThrough) Size() (int64, error)   { return p.dev().Size() }
+func (p *passThrough) Truncate(n int64) error { return p.dev().Truncate(n) }
+func (p *passThrough) Close() error           { return nil }
+
+// FilterPerms decides what a job's filter takes from the node below it.
+type FilterPerms func(perm, shared blockio.Perm) (blockio.Perm, blockio.Perm)
+
+type filterImpl struct {
+	passThrough
+	perms FilterPerms
+}
+
+func (f *filterImpl) ChildPerm(c *Child, st NodeState, perm, shared blockio.Perm) (blockio.Perm, blockio.Perm) {
+	return f.perms(perm, shared)
+}
+
+// InsertFilterAbove puts a new pass-through filter node above n: the
+// filter takes over n's parents and uses n as its backing child
+// (bdrv_append). name "" gives an automatic name.
+func (g *Graph) InsertFilterAbove(n *Node, driverName, name string, perms FilterPerms) (*Node, error) {
+	t := &tx{}
+	f := &Node{drv: &Driver{Name: driverName, Filter: true}, readOnly: n.readOnly}
+	impl := &filterImpl{passThrough{n}, perms}
+	f.impl, f.io = impl, newGate(impl, n.readOnly)
+	if err := g.assignName(f, name, t); err != nil {
+		return nil, t.finish(err)
+	}
+	resume := drain(topoOrder([]*Node{n}))
+	defer resume()
+	g.moveParents(n, f, nil, t)
+	g.attach(f, n, "backing", RoleBacking|RoleFiltered, t)
+	return f, t.finish(g.refreshPerms([]*Node{f}, nil, t))
+}
+
+// RemoveFilter gives a filter's parents back to its child and closes it
+// (bdrv_drop_filter).
+func (g *Graph) RemoveFilter(f *Node) error {
+	child := f.Backing()
+	if child == nil {
+		return schema.Errorf("'%s' is not a filter with a child", f.name)
+	}
+	t := &tx{}
+	resume := drain(topoOrder([]*Node{f}))
+	defer resume()
+	g.moveParents(f, child, nil, t)
+	c := f.Child("backing")
+	g.detachEdge(c)
+	t.onAbort(func() { g.reattach(c) })
+	g.unregister(f)
+	t.onAbort(func() { g.nodes[f.name] = f; g.named = append(g.named, f) })
+	return t.finish(g.refreshPerms([]*Node{child}, nil, t))
+}
+
+// ReplaceNode makes every parent of from use to instead, except the edges
+// in keep (bdrv_replace_node).
+func (g *Graph) ReplaceNode(from, to *Node, keep []*Child) error {
+	t := &tx{}
+	resume := drain(topoOrder([]*Node{from, to}))
+	defer resume()
+	g.moveParents(from, to, keep, t)
+	return t.finish(g.refreshPerms([]*Node{to, from}, nil, t))
+}
+
+// moveParents points the parents of from at to within t.
+func (g *Graph) moveParents(from, to *Node, keep []*Child, t *tx) {
+	for _, c := range slices.Clone(from.parents) {
+		if slices.Contains(keep, c) {
+			continue
+		}
+		g.retarget(c, to, t)
+	}
+}
+
+// retarget points one edge at another node, telling a parent node's
+// driver about a new backing.
+func (g *Graph) retarget(c *Child, to *Node, t *tx) {
+	old := c.Node
+	if i := slices.Index(old.parents, c); i >= 0 {
+		old.parents = slices.Delete(old.parents, i, i+1)
+	}
+	c.Node = to
+	to.parents = slices.Insert(to.parents, 0, c)
+	g.notifyBacking(c)
+	t.onAbort(func() {
+		if i := slices.Index(to.parents, c); i >= 0 {
+			to.parents = slices.Delete(to.parents, i, i+1)
+		}
+		c.Node = old
+		old.parents = slices.Insert(old.parents, 0, c)
+		g.notifyBacking(c)
+	})
+}
+
+func (g *Graph) notifyBacking(c *Child) {
+	if c.Name != "backing" {
+		return
+	}
+	if pn, ok := c.Parent.(*Node); ok {
+		switch impl := pn.impl.(type) {
+		case BackingUser:
+			impl.SetBacking(c.Node.io)
+		case *filterImpl:
+			impl.child = c.Node
+		}
+	}
+}
+
+// SetBacking replaces n's backing child with b (nil detaches), closing
+// nodes nobody holds any more, within one transaction.
+func (g *Graph) SetBacking(n, b *Node) error {
+	t := &tx{}
+	old := n.Child("backing")
+	var oldNode *Node
+	if old != nil {
+		oldNode = old.Node
+	}
+	switch {
+	case old != nil && b != nil:
+		g.retarget(old, b, t)
+	case old != nil:
+		g.detachEdge(old)
+		t.onAbort(func() { g.reattach(old); g.notifyBacking(old) })
+		if bu, ok := n.impl.(BackingUser); ok {
+			bu.SetBacking(nil)
+		}
+	case b != nil:
+		c := g.attach(n, b, "backing", RoleBacking, t)
+		g.notifyBacking(c)
+	}
+	if oldNode != nil {
+		g.releaseIfUnused(oldNode, t)
+	}
+	return t.finish(g.refreshPerms([]*Node{n}, nil, t))
+}
+
+// IsFilterOf reports whether f is a job filter (commit_top, mirror_top).
+func IsFilterOf(f *Node) bool {
+	_, ok := f.impl.(*filterImpl)
+	return ok
+}

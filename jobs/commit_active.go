@@ -1,0 +1,248 @@
+package jobs
+
+import (
+	"blockd/blockcore"
+	"blockd/blockio"
+)
+
+// activeCommit folds the active layer (and everything down to base) into
+// base while it keeps being written: copy what is allocated, announce
+// READY, keep base in step with every new write (dirty tracking) until
+// completion, then make base take the active layer's place
+// (commit_active_start / mirror).
+type activeCommit struct {
+	commitSetup
+	top      *blockcore.Node
+	dirty    *dirtyMap
+	stopObs  func()
+	switched bool
+}
+
+func (m *Manager) startActiveCommit(bs, base *blockcore.Node, o commitOptions) error {
+	j, err := m.create(o.jobID, "commit", o.speed, o.autoFinalize, o.autoDismiss)
+	if err != nil {
+		return err
+	}
+	j.onErrorPolicy = o.onError
+	c := &activeCommit{commitSetup: commitSetup{m: m, job: j, base: base}, top: bs}
+	if err := c.setup(o.filterName); err != nil {
+		c.Abort()
+		c.Clean()
+		m.discard(j)
+		return err
+	}
+	m.start(j, c)
+	return nil
+}
+
+// mirrorTopPerms is bdrv_mirror_top_child_perm: pass the parents' needs
+// through, and never let anybody resize the source under the job.
+func mirrorTopPerms(perm, shared blockio.Perm) (blockio.Perm, blockio.Perm) {
+	const pass = blockio.PermConsistentRead | blockio.PermWrite | blockio.PermWriteUnchanged | blockio.PermResize
+	return perm & pass, (shared & pass) &^ blockio.PermResize
+}
+
+func (c *activeCommit) setup(filterName string) error {
+	g, j := c.m.g, c.job
+	user := jobUser{j}
+	if err := c.makeBaseWritable(); err != nil {
+		return err
+	}
+	f, err := g.InsertFilterAbove(c.top, "mirror_top", filterName, mirrorTopPerms)
+	if err != nil {
+		return err
+	}
+	c.filter = f
+	rww := blockio.PermConsistentRead | blockio.PermWrite | blockio.PermWriteUnchanged
+	if err := c.hold(user, f, "main node", blockio.PermConsistentRead, rww); err != nil {
+		return err
+	}
+	if err := c.hold(user, c.top, "source", 0, rww); err != nil {
+		return err
+	}
+	for x := c.top.Backing(); x != nil && x != c.base; x = x.Backing() {
+		if err := c.hold(user, x, "intermediate node", 0, blockio.PermWrite|blockio.PermWriteUnchanged); err != nil {
+			return err
+		}
+	}
+	if err := c.hold(user, c.base, "target", 0, permAll); err != nil {
+		return err
+	}
+	basePerm := blockio.PermWrite
+	topSize, _ := c.top.IO().Size()
+	if baseSize, _ := c.base.IO().Size(); baseSize < topSize {
+		basePerm |= blockio.PermResize
+	}
+	if err := c.hold(backend{}, c.base, "root", basePerm, rww); err != nil {
+		return err
+	}
+	c.dirty = newDirtyMap(topSize)
+	c.stopObs = blockcore.ObserveWrites(c.top, c.dirty.mark)
+	return nil
+}
+
+// Run copies the initial contents, announces READY and then follows new
+// writes until completion or cancellation.
+func (c *activeCommit) Run(j *Job) error {
+	src, dst := c.top.IO(), c.base.IO()
+	size, err := src.Size()
+	if err != nil {
+		return err
+	}
+	if baseSize, err := dst.Size(); err != nil {
+		return err
+	} else if baseSize < size {
+		if err := dst.Truncate(size); err != nil {
+			return err
+		}
+	}
+	// What the chain above base defines is what must reach base.
+	for off := int64(0); off < size; {
+		alloc, n, err := isAllocatedAbove(c.top, c.base, off, min(int64(chunkSize), size-off))
+		if err != nil {
+			return err
+		}
+		if alloc {
+			c.dirty.mark(off, n)
+		}
+		off += n
+	}
+	cp := newCopier(j, src, dst)
+	announced := false
+	var pos int64
+	for {
+		if err := j.Checkpoint(); err != nil {
+			if cerr := cp.wait(); cerr != nil {
+				return cerr
+			}
+			if announced && !j.m.hardCancelled(j) {
+				return nil // cancelled after READY: ends without the switch
+			}
+			return err
+		}
+		j.SetTotal(j.Current() + c.dirty.bytes())
+		off, n, ok := c.dirty.take(pos, chunkSize)
+		if ok {
+			n = min(n, size-off)
+			pos = off + n
+			if n > 0 {
+				cp.start(off, n)
+				if err := j.Limit(n); err != nil {
+					continue // checkpoint above decides what cancel means
+				}
+			}
+			continue
+		}
+		if err := cp.wait(); err != nil {
+			goOn, from := j.onError(err, pos)
+			if !goOn {
+				return err
+			}
+			if from != pos {
+				c.dirty.mark(from, chunkSize) // stop: copy it again after resume
+			}
+		}
+		cp = newCopier(j, src, dst)
+		if c.dirty.bytes() > 0 {
+			continue
+		}
+		if !announced {
+			if err := dst.Flush(); err != nil {
+				return err
+			}
+			announced = true
+			j.Ready()
+		}
+		if j.ShouldComplete() {
+			return dst.Flush()
+		}
+		j.Wait(c.dirty.notify)
+	}
+}
+
+// hardCancelled reads the cancel kind decided on the owner.
+func (m *Manager) hardCancelled(j *Job) bool {
+	j.ctl.mu.Lock()
+	defer j.ctl.mu.Unlock()
+	return j.ctl.hard
+}
+
+// Prepare switches: with the active layer drained, the last dirty ranges
+// are copied, then base takes the place of the active layer for all its
+// users and the filter goes. A job cancelled after READY ends here
+// without switching.
+func (c *activeCommit) Prepare() error {
+	if c.job.Cancelled() {
+		return nil
+	}
+	g := c.m.g
+	resume := g.DrainNodes(c.filter, c.top)
+	defer resume()
+	src, dst := c.top.Impl(), c.base.IO()
+	buf := make([]byte, chunkSize)
+	for {
+		off, n, ok := c.dirty.take(0, chunkSize)
+		if !ok {
+			break
+		}
+		size, _ := src.Size()
+		n = min(n, size-off)
+		if n <= 0 {
+			continue
+		}
+		if err := src.ReadAt(buf[:n], off); err != nil {
+			return err
+		}
+		if err := dst.WriteAt(buf[:n], off, 0); err != nil {
+			return err
+		}
+		c.job.Progress(n)
+	}
+	if err := dst.Flush(); err != nil {
+		return err
+	}
+	c.stopObs()
+	c.stopObs = nil
+	var keep []*blockcore.Child
+	for _, p := range c.top.Parents() {
+		if _, isJob := p.Parent.(jobUser); isJob {
+			keep = append(keep, p)
+		}
+	}
+	if err := g.ReplaceNode(c.top, c.base, keep); err != nil {
+		return err
+	}
+	c.switched = true
+	c.baseRO = false // base is the active layer now and stays writable
+	return g.RemoveFilter(c.filter)
+}
+
+// Abort removes the filter; the active layer stays as it was.
+func (c *activeCommit) Abort() {
+	if c.stopObs != nil {
+		c.stopObs()
+		c.stopObs = nil
+	}
+	if c.filter != nil && !c.switched {
+		if err := c.m.g.RemoveFilter(c.filter); err != nil {
+			c.m.log.Warn("removing the mirror filter failed")
+		}
+	}
+	c.filter = nil
+}
+
+// Clean releases what the job held.
+func (c *activeCommit) Clean() {
+	if c.stopObs != nil {
+		c.stopObs()
+		c.stopObs = nil
+	}
+	if c.filter != nil && !c.switched {
+		_ = c.m.g.RemoveFilter(c.filter)
+		c.filter = nil
+	}
+	c.release()
+}
+
+func (c *activeCommit) CanComplete() bool          { return true }
+func (c *activeCommit) SoftCancelAfterReady() bool { return true }

@@ -1,0 +1,83 @@
+package jobs
+
+import (
+	"sync"
+)
+
+// dirtyMap tracks which granules of a node changed since they were last
+// copied (QEMU's dirty bitmap). Writers mark from any goroutine; the job
+// takes granules out in order.
+type dirtyMap struct {
+	mu     sync.Mutex
+	gran   int64
+	bits   []uint64
+	count  int64
+	notify chan struct{}
+}
+
+const dirtyGranularity = 64 << 10
+
+func newDirtyMap(size int64) *dirtyMap {
+	n := (size + dirtyGranularity - 1) / dirtyGranularity
+	return &dirtyMap{gran: dirtyGranularity, bits: make([]uint64, (n+63)/64), notify: make(chan struct{}, 1)}
+}
+
+// mark sets every granule touching [off, off+n).
+func (d *dirtyMap) mark(off, n int64) {
+	if n <= 0 {
+		return
+	}
+	d.mu.Lock()
+	for g := off / d.gran; g <= (off+n-1)/d.gran; g++ {
+		w, b := g/64, uint(g%64)
+		if w >= int64(len(d.bits)) {
+			d.grow(w + 1)
+		}
+		if d.bits[w]&(1<<b) == 0 {
+			d.bits[w] |= 1 << b
+			d.count++
+		}
+	}
+	d.mu.Unlock()
+	select {
+	case d.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (d *dirtyMap) grow(words int64) {
+	d.bits = append(d.bits, make([]uint64, words-int64(len(d.bits)))...)
+}
+
+// take clears and returns the first dirty run of at most max bytes at or
+// after from (wrapping around), or ok=false when nothing is dirty.
+func (d *dirtyMap) take(from, max int64) (off, n int64, ok bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.count == 0 {
+		return 0, 0, false
+	}
+	total := int64(len(d.bits)) * 64
+	start := from / d.gran
+	for i := int64(0); i < total; i++ {
+		g := (start + i) % total
+		if d.bits[g/64]&(1<<uint(g%64)) == 0 {
+			continue
+		}
+		first := g
+		for g < total && (g-first+1)*d.gran <= max && d.bits[g/64]&(1<<uint(g%64)) != 0 {
+			d.bits[g/64] &^= 1 << uint(g%64)
+			d.count--
+			g++
+		}
+		return first * d.gran, (g - first) * d.gran, true
+	}
+	return 0, 0, false
+}
+
+// bytes is the amount of dirty data.
+func (d *dirtyMap) bytes() int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.count * d.gran
+}
