@@ -6,6 +6,7 @@ import (
 	"errors"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -85,7 +86,8 @@ func TestRegistryCall(t *testing.T) {
 			t.Errorf("%s %s: got %#v, want %s %q", c.name, c.args, err, c.class, c.desc)
 		}
 		// Argument errors are marked so JSON-RPC can report them as such.
-		if wantDecode := c.name == "query-version" || c.name == "block-commit" && c.desc != "internal error: command block-commit failed: boom"; IsDecodeError(err) != wantDecode {
+		wantDecode := strings.HasPrefix(c.desc, "Parameter ") || strings.HasPrefix(c.desc, "Invalid parameter type")
+		if IsDecodeError(err) != wantDecode {
 			t.Errorf("%s %s: IsDecodeError = %v", c.name, c.args, IsDecodeError(err))
 		}
 	}
