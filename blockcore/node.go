@@ -52,13 +52,13 @@ type Node struct {
 	io     *gate
 	parent Parent // set when the node is itself a Parent through its edges
 
-	readOnly     bool
-	forceShare   bool
+	readOnly   bool
+	forceShare bool
 	// autoBackingFile is QEMU's auto_backing_file: the backing file the
 	// image header names, or the filename of the backing opened from it.
 	autoBackingFile string
-	monitorOwned bool // created by blockdev-add (or --blockdev) at top level
-	options      Options
+	monitorOwned    bool // created by blockdev-add (or --blockdev) at top level
+	options         Options
 
 	children []*Child // in attach order: file before backing
 	parents  []*Child // newest first, as QEMU links new parents at the head

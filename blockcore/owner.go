@@ -85,13 +85,23 @@ func (o *Owner) Lookup(name string) (allowOOB, ok bool) {
 	return c.AllowOOB, true
 }
 
-// Execute decodes and runs a command on the owner goroutine.
-func (o *Owner) Execute(ctx context.Context, name string, args json.RawMessage) (json.RawMessage, error) {
+// Execute decodes and runs a command on the owner goroutine and hands the
+// outcome to deliver there too, before the owner does anything else: a
+// reply is thus always queued for its client before any event caused by
+// work the owner does later (a job finishing, say). If the owner has
+// stopped, deliver gets ErrStopped.
+func (o *Owner) Execute(ctx context.Context, name string, args json.RawMessage,
+	deliver func(json.RawMessage, error)) {
+	if err := o.Do(func() { deliver(o.reg.Call(ctx, name, args)) }); err != nil {
+		deliver(nil, err)
+	}
+}
+
+// Call is Execute for callers that just want the result.
+func (o *Owner) Call(ctx context.Context, name string, args json.RawMessage) (json.RawMessage, error) {
 	var ret json.RawMessage
 	var err error
-	if derr := o.Do(func() { ret, err = o.reg.Call(ctx, name, args) }); derr != nil {
-		return nil, derr
-	}
+	o.Execute(ctx, name, args, func(r json.RawMessage, e error) { ret, err = r, e })
 	return ret, err
 }
 

@@ -76,7 +76,7 @@ func (s *Server) serveConn(c net.Conn) {
 		s.log.Warn("JSON-RPC client is not reading its replies and events; disconnecting")
 	})
 	// Handlers run one at a time per connection, in order, as on QMP.
-	conn := jsonrpc2.NewConn(context.Background(), stream, jsonrpc2.HandlerWithError(s.handle).SuppressErrClosed(),
+	conn := jsonrpc2.NewConn(context.Background(), stream, handlerFunc(s.handle),
 		jsonrpc2.SetLogger(zapPrintf{s.log}))
 	unsubscribe := s.bus.Subscribe(func(e events.Event) {
 		_ = stream.enqueue(notification(e))
@@ -94,28 +94,48 @@ func (s *Server) serveConn(c net.Conn) {
 	}()
 }
 
-// handle maps a request onto the QMP command of the same name.
-func (s *Server) handle(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {
+// handle maps a request onto the QMP command of the same name. The
+// response is queued on the owner goroutine, as on QMP, so that it
+// precedes notifications of anything the owner does afterwards.
+func (s *Server) handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) {
+	respond := func(ret json.RawMessage, rerr *jsonrpc2.Error) {
+		if req.Notif {
+			return
+		}
+		var err error
+		if rerr != nil {
+			err = conn.ReplyWithError(ctx, req.ID, rerr)
+		} else {
+			err = conn.Reply(ctx, req.ID, ret)
+		}
+		if err != nil && !errors.Is(err, jsonrpc2.ErrClosed) {
+			s.log.Debug("JSON-RPC reply not sent", zap.Error(err))
+		}
+	}
 	if _, ok := s.d.Lookup(req.Method); !ok {
-		return nil, rpcError(codeMethodNotFound, schema.ClassErrorf(schema.ClassCommandNotFound,
-			"The command %s has not been found", req.Method))
+		respond(nil, rpcError(codeMethodNotFound, schema.ClassErrorf(schema.ClassCommandNotFound,
+			"The command %s has not been found", req.Method)))
+		return
 	}
 	var args json.RawMessage
 	if req.Params != nil && string(*req.Params) != "null" {
 		if p := *req.Params; len(p) == 0 || p[0] != '{' {
-			return nil, rpcError(codeInvalidParams, schema.Errorf("QMP input member 'arguments' must be an object"))
+			respond(nil, rpcError(codeInvalidParams, schema.Errorf("QMP input member 'arguments' must be an object")))
+			return
 		}
 		args = *req.Params
 	}
-	ret, err := s.d.Execute(ctx, req.Method, args)
-	if err != nil {
-		code := codeServerError
-		if schema.IsDecodeError(err) {
-			code = codeInvalidParams
+	s.d.Execute(ctx, req.Method, args, func(ret json.RawMessage, err error) {
+		if err != nil {
+			code := codeServerError
+			if schema.IsDecodeError(err) {
+				code = codeInvalidParams
+			}
+			respond(nil, rpcError(code, schema.AsError(err)))
+			return
 		}
-		return nil, rpcError(code, schema.AsError(err))
-	}
-	return ret, nil
+		respond(ret, nil)
+	})
 }
 
 // rpcError carries the QMP error in data exactly as QMP would send it.
@@ -156,3 +176,9 @@ func (s *Server) Close() {
 type zapPrintf struct{ log *zap.Logger }
 
 func (z zapPrintf) Printf(format string, v ...any) { z.log.Sugar().Debugf(format, v...) }
+
+// handlerFunc adapts a function to jsonrpc2.Handler. The library calls it
+// for one request at a time per connection, in order, as QMP does.
+type handlerFunc func(context.Context, *jsonrpc2.Conn, *jsonrpc2.Request)
+
+func (f handlerFunc) Handle(ctx context.Context, c *jsonrpc2.Conn, r *jsonrpc2.Request) { f(ctx, c, r) }

@@ -136,7 +136,7 @@ func (s *Session) readLoop() {
 			continue
 		}
 		wasNegotiated := s.negotiated
-		s.enqueue(s.handle(msg))
+		s.handle(msg)
 		if !wasNegotiated && s.negotiated {
 			unsubscribe = s.srv.bus.Subscribe(func(e events.Event) { s.enqueue(e.MarshalQMP()) })
 		}
@@ -146,35 +146,44 @@ func (s *Session) readLoop() {
 	}
 }
 
-func (s *Session) handle(msg []byte) []byte {
+// handle runs one message and queues its reply.
+func (s *Session) handle(msg []byte) {
 	req, qerr := parseRequest(msg, s.oob)
 	if qerr != nil {
-		return reply(nil, qerr, req.id)
+		s.enqueue(reply(nil, qerr, req.id))
+		return
 	}
 	if !s.negotiated && req.name != "qmp_capabilities" {
-		return reply(nil, schema.ClassErrorf(schema.ClassCommandNotFound,
-			"Expecting capabilities negotiation with 'qmp_capabilities'"), req.id)
+		s.enqueue(reply(nil, schema.ClassErrorf(schema.ClassCommandNotFound,
+			"Expecting capabilities negotiation with 'qmp_capabilities'"), req.id))
+		return
 	}
 	allowOOB, ok := s.srv.d.Lookup(req.name)
 	if !ok {
-		return reply(nil, schema.ClassErrorf(schema.ClassCommandNotFound,
-			"The command %s has not been found", req.name), req.id)
+		s.enqueue(reply(nil, schema.ClassErrorf(schema.ClassCommandNotFound,
+			"The command %s has not been found", req.name), req.id))
+		return
 	}
 	if req.oob && !allowOOB {
-		return reply(nil, schema.Errorf("The command %s does not support OOB", req.name), req.id)
+		s.enqueue(reply(nil, schema.Errorf("The command %s does not support OOB", req.name), req.id))
+		return
 	}
 	ctx := context.WithValue(context.Background(), sessionKey{}, s)
-	ret, err := s.srv.d.Execute(ctx, req.name, req.args)
-	if err != nil {
-		return reply(nil, schema.AsError(err), req.id)
-	}
-	return reply(ret, nil, req.id)
+	s.srv.d.Execute(ctx, req.name, req.args, func(ret json.RawMessage, err error) {
+		if err != nil {
+			s.enqueue(reply(nil, schema.AsError(err), req.id))
+			return
+		}
+		s.enqueue(reply(ret, nil, req.id))
+	})
 }
 
 // Dispatcher runs commands; in blockd it is the graph owner.
 type Dispatcher interface {
 	// Lookup reports whether a command exists and whether it allows OOB.
 	Lookup(name string) (allowOOB, ok bool)
-	// Execute runs a command and returns its encoded return value.
-	Execute(ctx context.Context, name string, args json.RawMessage) (json.RawMessage, error)
+	// Execute runs a command and calls deliver with its encoded return
+	// value or error before the dispatcher does anything else, then
+	// returns.
+	Execute(ctx context.Context, name string, args json.RawMessage, deliver func(json.RawMessage, error))
 }

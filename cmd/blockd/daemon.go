@@ -141,7 +141,7 @@ func (d *daemon) addStartupBlockdev(b blockdevArg) error {
 		return errors.New("blockdev-add is not available in this build")
 	}
 	ctx := schema.WithKeyval(context.Background(), b.keyval)
-	_, err := d.owner.Execute(ctx, "blockdev-add", b.args)
+	_, err := d.owner.Call(ctx, "blockdev-add", b.args)
 	return err
 }
 
