@@ -13,6 +13,7 @@ import (
 	// Block drivers register themselves with the graph.
 	_ "blockd/drivers/file"
 	_ "blockd/drivers/null"
+	_ "blockd/drivers/qcow2"
 	_ "blockd/drivers/raw"
 )
 

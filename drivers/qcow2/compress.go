@@ -1,0 +1,137 @@
+package qcow2
+
+import (
+	"bytes"
+	"compress/flate"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// Compressed clusters are read only (the engine never writes them; a write
+// to one copies it to a normal cluster). QEMU stores zlib clusters as raw
+// deflate streams (window bits -12) and zstd clusters as one zstd frame;
+// both may be followed by unrelated bytes up to the end of the last
+// 512-byte sector, so decoding stops as soon as a full cluster has been
+// produced instead of expecting the stream to end there.
+
+type zlibState struct {
+	src bytes.Reader
+	r   io.ReadCloser
+}
+
+type zstdState struct {
+	src bytes.Reader
+	d   *zstd.Decoder
+}
+
+var (
+	zlibPool = sync.Pool{New: func() any {
+		st := &zlibState{}
+		st.r = flate.NewReader(&st.src)
+		return st
+	}}
+	zstdPool = sync.Pool{New: func() any {
+		st := &zstdState{}
+		d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+		if err != nil {
+			return nil
+		}
+		st.d = d
+		return st
+	}}
+)
+
+// compCache keeps the last decompressed cluster, so that sequential small
+// reads of a compressed image decompress each cluster once.
+type compCache struct {
+	mu    sync.Mutex
+	entry uint64 // L2 entry of the cached cluster; 0 = empty
+	gen   uint64
+	buf   []byte
+}
+
+func (c *compCache) get(entry uint64, p []byte, inCl int64) (uint64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entry == entry && entry != 0 {
+		copy(p, c.buf[inCl:])
+		return c.gen, true
+	}
+	return c.gen, false
+}
+
+func (c *compCache) put(entry uint64, gen uint64, data []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen != gen {
+		return
+	}
+	if c.buf == nil {
+		c.buf = make([]byte, len(data))
+	}
+	copy(c.buf, data)
+	c.entry = entry
+}
+
+// invalidate forgets the cached cluster (host clusters were freed).
+func (c *compCache) invalidate() {
+	c.mu.Lock()
+	c.entry = 0
+	c.gen++
+	c.mu.Unlock()
+}
+
+// readCompressed copies guest bytes of a compressed cluster, starting
+// inCl bytes into the cluster, into p.
+func (img *Image) readCompressed(p []byte, entry uint64, inCl int64) error {
+	gen, ok := img.comp.get(entry, p, inCl)
+	if ok {
+		return nil
+	}
+	b := img.getBuf()
+	defer img.putBuf(b)
+	if err := img.decompressCluster(*b, entry); err != nil {
+		return err
+	}
+	copy(p, (*b)[inCl:])
+	img.comp.put(entry, gen, *b)
+	return nil
+}
+
+// decompressCluster fills out (one cluster) from the compressed cluster
+// described by entry.
+func (img *Image) decompressCluster(out []byte, entry uint64) error {
+	off, size := img.g.compressedRange(entry)
+	in := make([]byte, size)
+	if err := img.readFileClamped(in, off); err != nil {
+		return err
+	}
+	var err error
+	switch img.compression {
+	case compressionZlib:
+		st := zlibPool.Get().(*zlibState)
+		st.src.Reset(in)
+		if err = st.r.(flate.Resetter).Reset(&st.src, nil); err == nil {
+			_, err = io.ReadFull(st.r, out)
+		}
+		zlibPool.Put(st)
+	case compressionZstd:
+		st, _ := zstdPool.Get().(*zstdState)
+		if st == nil {
+			return fmt.Errorf("qcow2: cannot create zstd decoder")
+		}
+		st.src.Reset(in)
+		if err = st.d.Reset(&st.src); err == nil {
+			_, err = io.ReadFull(st.d, out)
+		}
+		st.src.Reset(nil)
+		zstdPool.Put(st)
+	}
+	if err != nil {
+		return fmt.Errorf("qcow2: could not decompress cluster at host offset %#x: %v (Input/output error)", off, err)
+	}
+	return nil
+}

@@ -1,0 +1,102 @@
+package qcow2
+
+import (
+	"blockd/blockcore"
+	"blockd/schema"
+)
+
+func init() {
+	blockcore.RegisterDriver(&blockcore.Driver{Name: "qcow2", Format: true, SupportsBacking: true, Open: openNode})
+}
+
+// node adapts an Image to the block graph.
+type node struct {
+	*Image
+	graph *blockcore.Graph
+	self  *blockcore.Node
+}
+
+func openNode(oc *blockcore.OpenContext) (blockcore.Impl, error) {
+	o := oc.Options.Qcow2
+	if o.DataFile != nil {
+		return nil, schema.Errorf("'data-file' can only be set for images with an external data file")
+	}
+	n := &node{graph: oc.Graph, self: oc.Node}
+	opts := OpenOptions{ReadOnly: oc.ReadOnly, LazyRefcounts: o.LazyRefcounts, OnCorrupt: n.signalCorruption}
+	for _, c := range []struct {
+		dst *int64
+		src *int64
+	}{{&opts.CacheSize, o.CacheSize}, {&opts.L2CacheSize, o.L2CacheSize},
+		{&opts.L2CacheEntrySize, o.L2CacheEntrySize}, {&opts.RefcountCacheSize, o.RefcountCacheSize}} {
+		if c.src != nil {
+			*c.dst = *c.src
+		}
+	}
+	img, err := Open(oc.File.Node.IO(), opts)
+	if err != nil {
+		return nil, err
+	}
+	n.Image = img
+	return n, nil
+}
+
+// signalCorruption publishes BLOCK_IMAGE_CORRUPTED as qcow2_signal_corruption
+// does; nodes without a device have an empty "device".
+func (n *node) signalCorruption(msg string, offset, size int64, fatal bool) {
+	name := n.self.Name()
+	ev := schema.BlockImageCorrupted{NodeName: &name, Msg: msg, Fatal: fatal}
+	if offset >= 0 {
+		ev.Offset = &offset
+	}
+	if size >= 0 {
+		ev.Size = &size
+	}
+	if bus := n.graph.Bus(); bus != nil {
+		bus.Publish(ev)
+	}
+}
+
+// DirtyFlag reports the header's dirty bit (lazy refcounts in use).
+func (n *node) DirtyFlag() bool { return n.Info().Dirty }
+
+// FillImageInfo adds what qemu-storage-daemon reports for qcow2 images.
+func (n *node) FillImageInfo(info *schema.ImageInfo) {
+	in := n.Info()
+	cs := in.ClusterSize
+	info.ClusterSize = &cs
+	if in.BackingFile != "" {
+		bf := in.BackingFile
+		full := n.graph.ResolveBackingPath(n.self, bf)
+		info.BackingFilename, info.FullBackingFilename = &bf, &full
+		if in.BackingFormat != "" {
+			fmt := in.BackingFormat
+			info.BackingFilenameFormat = &fmt
+		}
+	}
+	spec := schema.ImageInfoSpecificQCow2{
+		RefcountBits:    int64(in.RefcountBits),
+		CompressionType: schema.Qcow2CompressionType(in.CompressionType),
+	}
+	if in.Version == 2 {
+		spec.Compat = "0.10"
+	} else {
+		spec.Compat = "1.1"
+		lazy, corrupt, ext := in.LazyRefcounts, in.Corrupt, in.ExtendedL2
+		spec.LazyRefcounts, spec.Corrupt, spec.ExtendedL2 = &lazy, &corrupt, &ext
+	}
+	info.FormatSpecific = &schema.ImageInfoSpecific{Type: "qcow2",
+		Qcow2: &schema.ImageInfoSpecificQCow2Wrapper{Data: spec}}
+}
+
+// ReopenPrepare switches the image between read-only and read-write. The
+// node is drained and its file already reopened when commit runs, so the
+// flag can change under the engine's feet safely; going read-only flushes
+// first so nothing is left to write.
+func (n *node) ReopenPrepare(readOnly bool) (commit, abort func(), err error) {
+	if readOnly {
+		if err := n.Flush(); err != nil {
+			return nil, nil, err
+		}
+	}
+	return func() { n.readOnly = readOnly }, func() {}, nil
+}

@@ -1,0 +1,163 @@
+package qcow2
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"blockd/blockio"
+)
+
+// Whole-image operations: Flush, Close, Truncate, SetBackingFile.
+
+// Flush writes back the cached metadata (in dependency order) and flushes
+// the file: every write that completed before the call is then stable.
+func (img *Image) Flush() error {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if err := img.usable(false); err != nil {
+		return err
+	}
+	if img.readOnly {
+		return nil
+	}
+	return img.flushAll()
+}
+
+func (img *Image) flushAll() error {
+	if err := img.flushCaches(); err != nil {
+		return err
+	}
+	if err := img.file.Flush(); err != nil {
+		return err
+	}
+	img.needDataFlush, img.l2DependsRef, img.refDependsL2 = false, false, false
+	return nil
+}
+
+// Close flushes the caches and clears the dirty bit lazy refcounts set.
+// The file is left open. Further calls fail.
+func (img *Image) Close() error {
+	all := allStripes()
+	img.locks.lock(all, true)
+	defer img.locks.unlock(all, true)
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if img.closed.Load() {
+		return nil
+	}
+	var err error
+	if !img.readOnly {
+		// Even after a fatal corruption the cached metadata is consistent
+		// (the overlap checks refuse bad write-backs), so it is written
+		// rather than leaked, as QEMU does on close.
+		err = img.flushAll()
+		if err == nil && img.hdr.incompat&incompatDirty != 0 {
+			err = img.writeIncompat(img.hdr.incompat &^ incompatDirty)
+		}
+	}
+	img.closed.Store(true)
+	img.l2c.dropAll()
+	img.rc.dropAll()
+	return err
+}
+
+// Truncate grows the virtual disk. The new area reads as zeroes even when
+// the backing file is longer than the old size (QEMU zero-fills it too).
+// Shrinking returns blockio.ErrNotSupported.
+func (img *Image) Truncate(size int64) error {
+	if size < 0 {
+		return blockio.ErrOutOfRange
+	}
+	if size%512 != 0 {
+		return errors.New("The new size must be a multiple of 512")
+	}
+	old, err := img.grow(size)
+	if err != nil || size <= old {
+		return err
+	}
+	// Bytes of the old last cluster past the old end, and the range the
+	// backing file would otherwise show, must read as zeroes.
+	zeroEnd := roundUp(old, img.g.clusterSize)
+	if br := img.backing.Load(); br != nil {
+		if bsz, err := br.dev.Size(); err == nil && bsz > zeroEnd {
+			zeroEnd = bsz
+		}
+	}
+	if zeroEnd > size {
+		zeroEnd = size
+	}
+	if zeroEnd > old {
+		return img.WriteZeroes(old, zeroEnd-old, 0)
+	}
+	return nil
+}
+
+func (img *Image) grow(size int64) (int64, error) {
+	all := allStripes()
+	img.locks.lock(all, true)
+	defer img.locks.unlock(all, true)
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if err := img.usable(true); err != nil {
+		return 0, err
+	}
+	old := img.size.Load()
+	if size == old {
+		return old, nil
+	}
+	if size < old {
+		return old, fmt.Errorf("qcow2: shrinking an image: %w", blockio.ErrNotSupported)
+	}
+	if img.hdr.nbSnapshots > 0 && img.version < 3 {
+		return old, errors.New("Can't resize a v2 image which has snapshots")
+	}
+	if err := img.prepareWrite(); err != nil {
+		return old, err
+	}
+	n := img.g.l1EntriesFor(size)
+	if n > maxL1Bytes/8 {
+		return old, errors.New("Failed to grow the L1 table: File too large")
+	}
+	if n > int64(len(img.l1)) {
+		if err := img.growL1(n); err != nil {
+			return old, err
+		}
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(size))
+	if err := img.file.WriteAt(b[:], 24, 0); err != nil {
+		return old, err
+	}
+	if err := img.file.Flush(); err != nil {
+		return old, err
+	}
+	img.hdr.size = uint64(size)
+	img.size.Store(size)
+	return old, nil
+}
+
+// SetBackingFile rewrites the backing file name and the backing format
+// extension (qemu-img rebase -u). An empty name removes the backing file.
+// All other extensions and unknown header fields are kept byte for byte;
+// the header is only rewritten after the rest of the metadata is flushed,
+// and the in-memory state changes only once the write succeeded.
+func (img *Image) SetBackingFile(name, format string) error {
+	if len(name) > maxBackingName {
+		return errors.New("Backing file name too long")
+	}
+	if name == "" {
+		format = ""
+	}
+	if len(format) > maxBackingFmt {
+		return fmt.Errorf("Backing format name too long (max %d bytes)", maxBackingFmt)
+	}
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if err := img.usable(true); err != nil {
+		return err
+	}
+	h := img.hdr
+	h.backingFile, h.backingFormat = name, format
+	return img.writeHeader(&h)
+}
