@@ -129,6 +129,11 @@ func (g *Graph) releaseIfUnused(n *Node, t *tx) {
 	if n.inUse() || n.monitorOwned {
 		return
 	}
+	// Commit steps run in order: the node closes before its children, so
+	// that its last flush (a format driver's metadata) can still reach
+	// them, as bdrv_close runs the driver's close before unref'ing the
+	// children.
+	t.onCommit(func() { g.closeImpl(n) })
 	for _, c := range slices.Clone(n.children) {
 		g.detachEdge(c)
 		t.onAbort(func() { g.reattach(c) })
@@ -139,7 +144,6 @@ func (g *Graph) releaseIfUnused(n *Node, t *tx) {
 		g.nodes[n.name] = n
 		g.named = append(g.named, n)
 	})
-	t.onCommit(func() { g.closeImpl(n) })
 }
 
 func (g *Graph) reattach(c *Child) {
@@ -169,6 +173,11 @@ func (g *Graph) Delete(name string) error {
 	for _, c := range n.parents {
 		if v, ok := c.Parent.(graphVertex); ok && v.VertexType() == "block-backend" {
 			return schema.Errorf("Node %s is in use", name)
+		}
+	}
+	for _, c := range n.parents {
+		if b, ok := c.Parent.(interface{ Blocker() string }); ok {
+			return schema.Errorf("Node '%s' is busy: %s", name, b.Blocker())
 		}
 	}
 	if !n.monitorOwned {

@@ -2,8 +2,10 @@ package blockcore
 
 import (
 	"fmt"
+	"slices"
 
 	"blockd/blockio"
+	"blockd/schema"
 )
 
 // Role describes what a child is to its parent, as QEMU's BdrvChildRole:
@@ -59,6 +61,8 @@ type Node struct {
 	autoBackingFile string
 	monitorOwned    bool // created by blockdev-add (or --blockdev) at top level
 	options         Options
+
+	bitmaps []*bitmapInfo // dirty bitmaps shown by queries
 
 	children []*Child // in attach order: file before backing
 	parents  []*Child // newest first, as QEMU links new parents at the head
@@ -129,3 +133,13 @@ func (n *Node) cumulativePerm() (perm, shared blockio.Perm) {
 // SetAutoBackingFile records that the image header now names this backing
 // file (after a driver rewrote it, as bdrv_change_backing_file does).
 func (n *Node) SetAutoBackingFile(name string) { n.autoBackingFile = name }
+
+type bitmapInfo struct{ info func() schema.BlockDirtyInfo }
+
+// AddBitmapInfo makes a dirty bitmap kept on n (by a job) visible in
+// query-named-block-nodes until the returned function is called.
+func (n *Node) AddBitmapInfo(info func() schema.BlockDirtyInfo) (remove func()) {
+	b := &bitmapInfo{info}
+	n.bitmaps = append(n.bitmaps, b)
+	return func() { n.bitmaps = slices.DeleteFunc(n.bitmaps, func(x *bitmapInfo) bool { return x == b }) }
+}

@@ -31,6 +31,9 @@ func (g *Graph) Filename(n *Node) string { return Filename(n) }
 
 // Filename is Graph.Filename for code that has a node but not the graph.
 func Filename(n *Node) string {
+	if f := jobFilterChild(n); f != nil {
+		return Filename(f)
+	}
 	if f, ok := n.impl.(Filenamer); ok {
 		if name := f.ExactFilename(); name != "" {
 			return name
@@ -94,8 +97,26 @@ func fullOptions(n *Node) qdict {
 	return d
 }
 
+// jobFilterChild returns the node a job's filter (commit_top, mirror_top)
+// stands for: such filters are transparent in queries, as in QEMU, where
+// their filename, allocation and bdrv_get_info answers are the child's.
+func jobFilterChild(n *Node) *Node {
+	if _, ok := n.impl.(*filterImpl); ok {
+		return n.Backing()
+	}
+	return nil
+}
+
 // imageInfo describes what a node presents (bdrv_query_image_info).
 func (g *Graph) imageInfo(n *Node) schema.ImageInfo {
+	if c := jobFilterChild(n); c != nil {
+		info := g.imageInfo(c)
+		size, _ := n.io.Size()
+		info.Format, info.VirtualSize = n.drv.Name, size
+		info.BackingFilename, info.FullBackingFilename, info.BackingFilenameFormat = nil, nil, nil
+		info.FormatSpecific = nil
+		return info
+	}
 	size, _ := n.io.Size()
 	info := schema.ImageInfo{Filename: g.Filename(n), Format: n.drv.Name, VirtualSize: size}
 	if as, ok := allocatedSize(n); ok {
@@ -159,9 +180,12 @@ func (g *Graph) DeviceInfo(n *Node, flat bool) schema.BlockDeviceInfo {
 	}
 	// QEMU's bs->backing_file: the opened backing node's filename; with
 	// backing: null there is none, whatever the header says.
-	if b := n.Backing(); b != nil {
+	if b := n.Backing(); b != nil && jobFilterChild(n) == nil {
 		bf := g.Filename(b)
 		di.BackingFile = &bf
+	}
+	for _, b := range n.bitmaps {
+		di.DirtyBitmaps = append(di.DirtyBitmaps, b.info())
 	}
 	if !flat {
 		img := &di.Image

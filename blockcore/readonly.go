@@ -31,7 +31,10 @@ func (g *Graph) SetReadOnly(n *Node, readOnly bool) error {
 	for x := n; x != nil; x = x.File() {
 		chain = append(chain, x)
 	}
-	resume := drain(chain)
+	// Only n is drained: requests reach the chain below through it, and
+	// the file driver swaps its descriptor under its own lock, while a
+	// format driver must still flush into its file during the reopen.
+	resume := drain([]*Node{n})
 	defer resume()
 	t := &tx{}
 	q := &reopenQueue{readOnly: map[*Node]bool{}}

@@ -15,6 +15,9 @@ func (u jobUser) ParentDesc() string                        { return string(u.j.
 func (u jobUser) VertexType() schema.XDbgBlockGraphNodeType { return "block-job" }
 func (u jobUser) VertexName() string                        { return u.j.id }
 
+// Blocker is QEMU's op blocker text for the nodes a job holds.
+func (u jobUser) Blocker() string { return "block device is in use by block job: " + string(u.j.typ) }
+
 // backend is the job's unnamed block backend on a node, through which it
 // does its I/O (QEMU's BlockBackend).
 type backend struct{}
@@ -57,7 +60,7 @@ func (m *Manager) blockCommit(a *schema.BlockCommitArgs) error {
 	var base *blockcore.Node
 	switch {
 	case a.BaseNode != nil && a.Base != nil:
-		return schema.Errorf("'base' and 'base-node' are mutually exclusive")
+		return schema.Errorf("'base-node' and 'base' are mutually exclusive")
 	case a.BaseNode != nil:
 		base = g.Lookup(*a.BaseNode)
 		if base == nil {

@@ -3,6 +3,7 @@ package jobs
 import (
 	"blockd/blockcore"
 	"blockd/blockio"
+	"blockd/schema"
 )
 
 // activeCommit folds the active layer (and everything down to base) into
@@ -35,11 +36,15 @@ func (m *Manager) startActiveCommit(bs, base *blockcore.Node, o commitOptions) e
 	return nil
 }
 
-// mirrorTopPerms is bdrv_mirror_top_child_perm: pass the parents' needs
-// through, and never let anybody resize the source under the job.
+// mirrorTopPerms is bdrv_mirror_top_child_perm for a commit: a filter's
+// pass-through, but without consistent-read (the job unshares it on every
+// node above base) and always sharing write (or the job would block its
+// own writes to base, which lies below).
 func mirrorTopPerms(perm, shared blockio.Perm) (blockio.Perm, blockio.Perm) {
 	const pass = blockio.PermConsistentRead | blockio.PermWrite | blockio.PermWriteUnchanged | blockio.PermResize
-	return perm & pass, (shared & pass) &^ blockio.PermResize
+	np := perm & pass &^ blockio.PermConsistentRead
+	ns := (shared & pass) | (blockio.PermAll &^ pass) | blockio.PermWrite
+	return np, ns
 }
 
 func (c *activeCommit) setup(filterName string) error {
@@ -77,7 +82,11 @@ func (c *activeCommit) setup(filterName string) error {
 		return err
 	}
 	c.dirty = newDirtyMap(topSize)
-	c.stopObs = blockcore.ObserveWrites(c.top, c.dirty.mark)
+	stopObs := blockcore.ObserveWrites(c.top, c.dirty.mark)
+	hide := c.top.AddBitmapInfo(func() schema.BlockDirtyInfo {
+		return schema.BlockDirtyInfo{Count: c.dirty.bytes(), Granularity: dirtyGranularity, Recording: true}
+	})
+	c.stopObs = func() { stopObs(); hide() }
 	return nil
 }
 
@@ -143,6 +152,7 @@ func (c *activeCommit) Run(j *Job) error {
 			}
 		}
 		cp = newCopier(j, src, dst)
+		j.SetTotal(j.Current() + c.dirty.bytes())
 		if c.dirty.bytes() > 0 {
 			continue
 		}

@@ -199,8 +199,8 @@ func (m *Manager) dismiss(j *Job) {
 	m.remove(j)
 }
 
-// cancel is job_cancel. A hard cancel waits for the worker to stop so that
-// the job has ended, and said so, when the command returns.
+// cancel is job_cancel: the worker is told to stop, and the job ends when
+// it has (see below for when that is before the reply).
 func (m *Manager) cancel(j *Job, force bool) {
 	soft := !force && j.readySent && j.impl.SoftCancelAfterReady()
 	if !soft {
@@ -219,8 +219,13 @@ func (m *Manager) cancel(j *Job, force bool) {
 		m.finalize(j)
 		return
 	}
-	<-j.workerDone
-	m.advance(j)
+	// A worker asleep on the speed limit stops at once, and QEMU's job
+	// coroutine ends before the command returns; one that is copying or
+	// idle in sync ends after the reply, when its report arrives.
+	if j.ctl.sleeping.Load() {
+		<-j.workerDone
+		m.advance(j)
+	}
 }
 
 // CancelAll cancels every job and waits for them (shutdown).
@@ -228,6 +233,8 @@ func (m *Manager) CancelAll() {
 	for _, j := range slices.Clone(m.jobs) {
 		if !j.completed {
 			m.cancel(j, true)
+			<-j.workerDone
+			m.advance(j)
 		}
 		if j.status == "pending" {
 			m.finalize(j)

@@ -24,6 +24,7 @@ type control struct {
 
 	current, total atomic.Int64
 	busy           atomic.Bool
+	sleeping       atomic.Bool // waiting out the speed limit
 
 	// rate limiting: when the next chunk may start.
 	nextSlot time.Time
@@ -80,12 +81,14 @@ func (c *control) limit(n int64) error {
 			return c.checkpoint()
 		}
 		c.busy.Store(false)
+		c.sleeping.Store(true)
 		timer := time.NewTimer(delay)
 		select {
 		case <-timer.C:
 		case <-c.wake:
 			timer.Stop()
 		}
+		c.sleeping.Store(false)
 		c.mu.Lock()
 		cancelled, newSpeed := c.cancelled, c.speed
 		c.mu.Unlock()

@@ -90,18 +90,18 @@ func (s *Server) ServeConn(rw io.ReadWriteCloser) {
 		return
 	}
 	sess := &Session{
-		ID:     s.nextID.Add(1),
-		srv:    s,
-		rw:     rw,
-		log:    s.log,
-		out:    make(chan []byte, s.opts.QueueLen),
-		done:   make(chan struct{}),
-		finish: make(chan struct{}),
+		ID:         s.nextID.Add(1),
+		srv:        s,
+		rw:         rw,
+		log:        s.log,
+		out:        make(chan []byte, s.opts.QueueLen),
+		done:       make(chan struct{}),
+		finish:     make(chan struct{}),
+		writerDone: make(chan struct{}),
 	}
 	s.sessions[sess] = struct{}{}
 	s.wg.Add(1)
-	writerDone := make(chan struct{})
-	go sess.writeLoop(writerDone)
+	go sess.writeLoop()
 	go func() {
 		defer s.wg.Done()
 		s.log.Debug("monitor connected", zap.Uint64("session", sess.ID))
@@ -109,8 +109,8 @@ func (s *Server) ServeConn(rw io.ReadWriteCloser) {
 		sess.readLoop()
 		// Let the writer send what is queued (the reply to a last command
 		// before EOF), then close.
-		close(sess.finish)
-		<-writerDone
+		sess.endInput()
+		<-sess.writerDone
 		sess.close()
 		s.mu.Lock()
 		delete(s.sessions, sess)
@@ -140,30 +140,42 @@ func (s *Server) greeting() []byte {
 	return b
 }
 
-// Close stops accepting and ends every session: reading stops first so
-// each session still flushes the replies it has queued (quit's own reply
-// among them). It waits a bounded time: a stdio reader blocked in read(2)
-// cannot be interrupted and is left to process exit.
+// Close stops accepting and ends every session after it has sent what is
+// queued for it (quit's own reply among them). Sockets stop reading first;
+// a stdio session, whose reader may sit in read(2) forever, is told
+// directly that no more input will be handled. Close waits a bounded time
+// for the writers, not for readers blocked on input.
 func (s *Server) Close() {
 	s.mu.Lock()
 	s.closing = true
 	for _, l := range s.listeners {
 		_ = l.Close()
 	}
+	sessions := make([]*Session, 0, len(s.sessions))
 	for sess := range s.sessions {
+		sessions = append(sessions, sess)
 		if cr, ok := sess.rw.(interface{ CloseRead() error }); ok {
 			_ = cr.CloseRead()
 		} else {
-			sess.close()
+			sess.endInput()
 		}
 	}
 	s.mu.Unlock()
+	deadline := time.After(closeTimeout)
+	for _, sess := range sessions {
+		select {
+		case <-sess.writerDone:
+		case <-deadline:
+			s.log.Warn("a monitor did not take its last replies in time")
+		}
+		sess.close()
+	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(closeTimeout):
-		s.log.Warn("monitor sessions did not end in time; leaving them to process exit")
+	case <-time.After(100 * time.Millisecond):
+		// Readers blocked on stdin end with the process.
 	}
 }
 

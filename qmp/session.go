@@ -22,14 +22,16 @@ type Session struct {
 	negotiated bool
 	oob        bool
 
-	srv    *Server
-	rw     io.ReadWriteCloser
-	log    *zap.Logger
-	out    chan []byte
-	done   chan struct{} // closed when the session is torn down
-	finish chan struct{} // closed when the reader has ended
-	closer sync.Once
-	closed atomic.Bool
+	srv        *Server
+	rw         io.ReadWriteCloser
+	log        *zap.Logger
+	out        chan []byte
+	done       chan struct{} // closed when the session is torn down
+	finish     chan struct{} // closed when the reader has ended, or at shutdown
+	finishOnce sync.Once
+	writerDone chan struct{} // closed when the writer has exited
+	closer     sync.Once
+	closed     atomic.Bool
 }
 
 type sessionKey struct{}
@@ -71,8 +73,12 @@ func (s *Session) close() {
 	})
 }
 
-func (s *Session) writeLoop(exited chan<- struct{}) {
-	defer close(exited)
+// endInput tells the writer that no more replies will be queued: it sends
+// what is queued, then exits.
+func (s *Session) endInput() { s.finishOnce.Do(func() { close(s.finish) }) }
+
+func (s *Session) writeLoop() {
+	defer close(s.writerDone)
 	for {
 		select {
 		case msg := <-s.out:
@@ -82,8 +88,8 @@ func (s *Session) writeLoop(exited chan<- struct{}) {
 		case <-s.done:
 			return
 		case <-s.finish:
-			// The reader is gone; flush what is queued, but do not wait
-			// long on a peer that no longer reads.
+			// No more input; flush what is queued, but do not wait long on
+			// a peer that no longer reads.
 			if d, ok := s.rw.(interface{ SetWriteDeadline(time.Time) error }); ok {
 				_ = d.SetWriteDeadline(time.Now().Add(finishTimeout))
 			}

@@ -219,6 +219,19 @@ type BlockDeviceInfo struct {
 	Image            ImageInfo                   `qapi:"image"`
 	Cache            BlockdevCacheInfo           `qapi:"cache"`
 	WriteThreshold   int64                       `qapi:"write_threshold"`
+	DirtyBitmaps     []BlockDirtyInfo            `qapi:"dirty-bitmaps,optional"`
+}
+
+// BlockDirtyInfo describes a dirty bitmap on a node (a job's bitmaps are
+// anonymous).
+type BlockDirtyInfo struct {
+	Name         *string `qapi:"name,optional"`
+	Count        int64   `qapi:"count"`
+	Granularity  uint32  `qapi:"granularity"`
+	Recording    bool    `qapi:"recording"`
+	Busy         bool    `qapi:"busy"`
+	Persistent   bool    `qapi:"persistent"`
+	Inconsistent *bool   `qapi:"inconsistent,optional"`
 }
 
 // BlockPermission names one permission in graph dumps.

@@ -23,7 +23,6 @@ func (BlockdevOnError) EnumValues() []string {
 	return []string{"report", "ignore", "enospc", "stop", "auto"}
 }
 
-
 // BlockCommitArgs are block-commit's arguments.
 type BlockCommitArgs struct {
 	JobID            *string          `qapi:"job-id,optional"`

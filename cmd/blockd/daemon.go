@@ -84,6 +84,7 @@ func (d *daemon) requestQuit(why string) {
 // start brings up the owner, the pidfile, the configured nodes and the
 // monitors, in that order, so that no client sees a half-built graph.
 func (d *daemon) start() error {
+	d.handleSignals()
 	go d.owner.Run()
 	if d.cfg.pidfile != "" {
 		f, err := writePidfile(d.cfg.pidfile)
@@ -145,10 +146,12 @@ func (d *daemon) addStartupBlockdev(b blockdevArg) error {
 	return err
 }
 
-// wait blocks until quit or a terminating signal. The handler stays
-// installed for the rest of the process so that a second signal during
-// shutdown does not kill blockd half way through closing its images.
-func (d *daemon) wait() {
+// handleSignals turns SIGINT and SIGTERM into a quit request. It is
+// installed before anything is started, so a signal that arrives while
+// blockd starts up still ends it cleanly, and it stays installed so that
+// a second signal during shutdown cannot kill blockd half way through
+// closing its images.
+func (d *daemon) handleSignals() {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
@@ -156,8 +159,10 @@ func (d *daemon) wait() {
 			d.requestQuit(s.String())
 		}
 	}()
-	<-d.quit
 }
+
+// wait blocks until quit (the command or a signal).
+func (d *daemon) wait() { <-d.quit }
 
 // shutdown stops accepting, lets the command in flight finish, closes the
 // graph, disconnects clients (flushing their replies) and removes the

@@ -85,3 +85,43 @@ func compact(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+// firstDiff names the first place where got differs from want, to make a
+// mismatch in a long reply readable.
+func firstDiff(want, got any, path string) string {
+	if matches(want, got) {
+		return ""
+	}
+	switch w := want.(type) {
+	case map[string]any:
+		g, ok := got.(map[string]any)
+		if !ok {
+			return fmt.Sprintf("%s: want object, got %s", path, compact(got))
+		}
+		for k, wv := range w {
+			gv, present := g[k]
+			if !present {
+				return fmt.Sprintf("%s.%s: missing", path, k)
+			}
+			if d := firstDiff(wv, gv, path+"."+k); d != "" {
+				return d
+			}
+		}
+		for k, gv := range g {
+			if _, expected := w[k]; !expected {
+				return fmt.Sprintf("%s.%s: unexpected %s", path, k, compact(gv))
+			}
+		}
+	case []any:
+		g, ok := got.([]any)
+		if !ok || len(g) != len(w) {
+			return fmt.Sprintf("%s: want %d elements, got %s", path, len(w), compact(got))
+		}
+		for i := range w {
+			if d := firstDiff(w[i], g[i], fmt.Sprintf("%s[%d]", path, i)); d != "" {
+				return d
+			}
+		}
+	}
+	return fmt.Sprintf("%s: want %s, got %s", path, compact(want), compact(got))
+}

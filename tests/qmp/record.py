@@ -40,7 +40,7 @@ def main():
         if l.startswith("!args"):
             args += [a.replace("$TMP", tmp) for a in shlex.split(l[5:])]
         elif l.startswith("!sh") and not any(x.startswith("->") for x in lines[:lines.index(l)]):
-            subprocess.run(l[3:].replace("$TMP", tmp), shell=True, check=True, cwd=tmp)
+            subprocess.run(l[3:].replace("$TMP", tmp), shell=True, check=True, cwd=tmp, capture_output=True)
     qsd_args = [a for a in args if not a.startswith("--max-message-size")]
     p = subprocess.Popen(["qemu-storage-daemon", "--chardev", "stdio,id=s", "--monitor", "chardev=s"] + qsd_args,
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=tmp)
@@ -79,7 +79,7 @@ def main():
             _, n, text = l.split(" ", 2)
             p.stdin.write(text.encode() * int(n)); p.stdin.flush()
         elif l.startswith("!sh") and l in lines and any(x.startswith("->") for x in lines[:lines.index(l)]):
-            subprocess.run(l[3:].replace("$TMP", tmp), shell=True, check=True, cwd=tmp)
+            subprocess.run(l[3:].replace("$TMP", tmp), shell=True, check=True, cwd=tmp, capture_output=True)
         print(l)
         if l.startswith("->") or l.startswith("!repeat"):
             emit(drain(0.3))

@@ -242,7 +242,8 @@ func Run(t *testing.T, bin string, tr *Transcript) {
 				t.Fatalf("%s: %v", where, err)
 			}
 			if !matches(scrub(want, dir), norm) {
-				t.Fatalf("%s: mismatch\n  want: %s\n  got:  %s", where, compact(want), compact(norm))
+				t.Fatalf("%s: mismatch at %s\n  want: %s\n  got:  %s", where, firstDiff(scrub(want, dir), norm, "$"),
+					compact(want), compact(norm))
 			}
 		case "eof":
 			if uc, ok := c.Conn.(*net.UnixConn); ok {
