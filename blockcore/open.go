@@ -218,14 +218,29 @@ func (g *Graph) openBacking(n *Node, bu BackingUser, inh inherited, t *tx) error
 }
 
 // ResolveBackingPath makes a relative backing file name relative to the
-// directory of the image that names it, as QEMU does.
+// directory of the image that names it, as QEMU does (bdrv_dirname: the
+// directory of the protocol node at the bottom of the node's file chain).
 func (g *Graph) ResolveBackingPath(n *Node, name string) string {
 	if filepath.IsAbs(name) || strings.Contains(name, "://") || strings.HasPrefix(name, "json:") {
 		return name
 	}
-	base := g.Filename(n)
-	if strings.HasPrefix(base, "json:") || base == "" {
+	dir, ok := dirname(n)
+	if !ok {
 		return name
 	}
-	return filepath.Join(filepath.Dir(base), name)
+	return filepath.Join(dir, name)
+}
+
+func dirname(n *Node) (string, bool) {
+	if f, ok := n.impl.(Filenamer); ok {
+		name := f.ExactFilename()
+		if name == "" || strings.Contains(name, "://") {
+			return "", false
+		}
+		return filepath.Dir(name), true
+	}
+	if file := n.File(); file != nil {
+		return dirname(file)
+	}
+	return "", false
 }

