@@ -16,6 +16,9 @@ func (g *Graph) RegisterCommands(r *schema.Registry) {
 	schema.Define(r, "blockdev-del", func(_ context.Context, a *schema.BlockdevDelArgs) (schema.Empty, error) {
 		return schema.Empty{}, g.Delete(a.NodeName)
 	})
+	schema.Define(r, "blockdev-snapshot", func(_ context.Context, a *schema.BlockdevSnapshotArgs) (schema.Empty, error) {
+		return schema.Empty{}, g.Snapshot(a.Node, a.Overlay)
+	})
 	schema.Define(r, "query-named-block-nodes", func(_ context.Context, a *schema.QueryNamedBlockNodesArgs) ([]schema.BlockDeviceInfo, error) {
 		flat := a.Flat != nil && *a.Flat
 		out := []schema.BlockDeviceInfo{}

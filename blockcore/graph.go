@@ -96,13 +96,16 @@ func (g *Graph) unregister(n *Node) {
 	}
 }
 
-// attach adds an edge from parent to child within t (bdrv_attach_child);
-// its permissions are set by the refresh that follows.
+// attach adds an edge from parent to child within t (bdrv_attach_child).
 func (g *Graph) attach(parent Parent, child *Node, name string, role Role, t *tx) *Child {
-	c := &Child{Name: name, Role: role, Parent: parent, Node: child, Shared: 0}
+	c := &Child{Name: name, Role: role, Parent: parent, Node: child}
 	child.parents = slices.Insert(child.parents, 0, c)
 	if pn, ok := parent.(*Node); ok {
 		pn.children = append(pn.children, c)
+		// Start from what the parent needs now, as bdrv_attach_child does;
+		// a refresh of the parent recomputes it.
+		p, sh := pn.cumulativePerm()
+		c.Perm, c.Shared = pn.childPerm(c, nil, p, sh)
 	}
 	t.onAbort(func() { g.detachEdge(c) })
 	return c
@@ -170,15 +173,11 @@ func (g *Graph) Delete(name string) error {
 	if n == nil {
 		return schema.Errorf("Failed to find node with node-name='%s'", name)
 	}
-	for _, c := range n.parents {
-		if v, ok := c.Parent.(graphVertex); ok && v.VertexType() == "block-backend" {
-			return schema.Errorf("Node %s is in use", name)
-		}
+	if hasBackend(n) {
+		return schema.Errorf("Node %s is in use", name)
 	}
-	for _, c := range n.parents {
-		if b, ok := c.Parent.(interface{ Blocker() string }); ok {
-			return schema.Errorf("Node '%s' is busy: %s", name, b.Blocker())
-		}
+	if b := opBlocker(n); b != "" {
+		return schema.Errorf("Node '%s' is busy: %s", name, b)
 	}
 	if !n.monitorOwned {
 		return schema.Errorf("Node %s is not owned by the monitor", name)

@@ -212,6 +212,12 @@ func (g *Graph) openBacking(n *Node, bu BackingUser, inh inherited, t *tx) error
 		n.autoBackingFile = g.Filename(child)
 	}
 	g.attach(n, child, "backing", RoleBacking, t)
+	// Attaching the backing settles its permissions at once, so that a
+	// conflict (another user's lock) is reported as a backing failure,
+	// as QEMU's bdrv_open_backing_file does.
+	if err := g.refreshPerms([]*Node{child}, nil, t); err != nil {
+		return schema.Errorf("Could not open backing file: %s", schema.AsError(err).Desc)
+	}
 	bu.SetBacking(child.io)
 	t.onAbort(func() { bu.SetBacking(nil) })
 	return nil

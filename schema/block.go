@@ -137,6 +137,12 @@ type BlockdevDelArgs struct {
 	NodeName string `qapi:"node-name"`
 }
 
+// BlockdevSnapshotArgs are blockdev-snapshot's arguments.
+type BlockdevSnapshotArgs struct {
+	Node    string `qapi:"node"`
+	Overlay string `qapi:"overlay"`
+}
+
 // QueryNamedBlockNodesArgs is query-named-block-nodes' argument.
 type QueryNamedBlockNodesArgs struct {
 	Flat *bool `qapi:"flat,optional"`

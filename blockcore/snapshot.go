@@ -1,0 +1,100 @@
+package blockcore
+
+import (
+	"blockd/schema"
+)
+
+// opBlocker is QEMU's op blocker on a node, if any: a job holding it, or a
+// node using it as its backing file. The newest parent's blocker wins, as
+// QEMU reports the first of its list.
+func opBlocker(n *Node) string {
+	for _, c := range n.parents {
+		if b, ok := c.Parent.(interface{ Blocker() string }); ok {
+			return b.Blocker()
+		}
+		if pn, ok := c.Parent.(*Node); ok && c.Name == "backing" {
+			return "node is used as backing hd of '" + pn.name + "'"
+		}
+	}
+	return ""
+}
+
+func hasBackend(n *Node) bool {
+	for _, c := range n.parents {
+		if v, ok := c.Parent.(graphVertex); ok && v.VertexType() == "block-backend" {
+			return true
+		}
+	}
+	return false
+}
+
+// Snapshot is blockdev-snapshot: overlay, an opened image without a
+// backing file, goes on top of node and takes over node's users; node
+// becomes the overlay's backing file and is reopened read-only
+// (external_snapshot_prepare and _commit with bdrv_append). The overlay's
+// header is not rewritten, as in QEMU.
+func (g *Graph) Snapshot(nodeName, overlayName string) error {
+	n := g.nodes[nodeName]
+	if n == nil {
+		return schema.Errorf("Cannot find device='%s' nor node-name='%s'", nodeName, nodeName)
+	}
+	if b := opBlocker(n); b != "" {
+		return schema.Errorf("Node '%s' is busy: %s", nodeName, b)
+	}
+	if !n.readOnly {
+		if err := n.io.Flush(); err != nil {
+			return schema.Errorf("Failed to flush node '%s': %v", nodeName, err)
+		}
+	}
+	o := g.nodes[overlayName]
+	if o == nil {
+		return schema.Errorf("Cannot find device='%s' nor node-name='%s'", overlayName, overlayName)
+	}
+	if hasBackend(o) {
+		return schema.Errorf("The overlay is already in use")
+	}
+	if b := opBlocker(o); b != "" {
+		return schema.Errorf("Node '%s' is busy: %s", overlayName, b)
+	}
+	if o.Backing() != nil {
+		return schema.Errorf("The overlay already has a backing image")
+	}
+	if _, ok := o.impl.(BackingUser); !ok || !o.drv.SupportsBacking {
+		return schema.Errorf("The overlay does not support backing images")
+	}
+	if reaches(n, o) {
+		return schema.Errorf("Making '%s' a backing child of '%s' would create a cycle", n.name, o.name)
+	}
+	t := &tx{}
+	resume := drain(topoOrder([]*Node{n}))
+	g.moveParents(n, o, nil, t)
+	c := g.attach(o, n, "backing", RoleBacking, t)
+	g.notifyBacking(c)
+	t.onAbort(func() { o.impl.(BackingUser).SetBacking(nil) })
+	err := t.finish(g.refreshPerms([]*Node{o}, nil, t))
+	resume()
+	if err != nil {
+		return err
+	}
+	if !n.readOnly {
+		// As QEMU, a failure to reopen the old image read-only is not an
+		// error of the snapshot.
+		if err := g.SetReadOnly(n, true); err != nil {
+			g.log.Sugar().Warnf("could not reopen '%s' read-only after the snapshot: %v", n.name, err)
+		}
+	}
+	return nil
+}
+
+// reaches reports whether to is from itself or below it (a cycle check).
+func reaches(from, to *Node) bool {
+	if from == to {
+		return true
+	}
+	for _, c := range from.children {
+		if reaches(c.Node, to) {
+			return true
+		}
+	}
+	return false
+}
