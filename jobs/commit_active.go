@@ -28,10 +28,13 @@ func (m *Manager) startActiveCommit(bs, base *blockcore.Node, o commitOptions) e
 	c := &activeCommit{commitSetup: commitSetup{m: m, job: j, base: base}, top: bs}
 	if err := c.setup(o.filterName); err != nil {
 		c.Abort()
-		c.Clean()
+		c.Clean() // a failed start gives base its read-only mode back
 		m.discard(j)
 		return err
 	}
+	// Once started, base stays writable whatever the outcome, as in
+	// QEMU's commit_active_start (only an intermediate commit restores).
+	c.baseRO = false
 	m.start(j, c)
 	return nil
 }
@@ -223,7 +226,6 @@ func (c *activeCommit) Prepare() error {
 		return err
 	}
 	c.switched = true
-	c.baseRO = false // base is the active layer now and stays writable
 	return g.RemoveFilter(c.filter)
 }
 
