@@ -126,7 +126,7 @@ func (m *Manager) userResume(j *Job) error {
 	if !j.userPaused {
 		return schema.Errorf("Can't resume a job that was not paused")
 	}
-	j.userPaused = false
+	j.userPaused, j.ioStatus = false, ""
 	j.ctl.mu.Lock()
 	j.ctl.paused = false
 	j.ctl.mu.Unlock()

@@ -3,6 +3,7 @@ package jobs
 import (
 	"errors"
 	"sync"
+	"syscall"
 
 	"blockd/blockcore"
 	"blockd/blockio"
@@ -132,10 +133,15 @@ func (j *Job) onError(err error, next int64) (goOn bool, from int64) {
 		j.ctl.mu.Lock()
 		j.ctl.paused = true
 		j.ctl.mu.Unlock()
+		ioStatus := schema.BlockDeviceIoStatus("failed")
+		if errors.Is(err, syscall.ENOSPC) {
+			ioStatus = "nospace"
+		}
 		m.owner.Post(func() {
 			m.bus.Publish(schema.BlockJobError{Device: j.id, Operation: op, Action: "stop"})
 			if !j.userPaused && (j.status == "running" || j.status == "ready") {
 				j.userPaused = true
+				j.ioStatus = ioStatus
 				if j.status == "running" {
 					m.transition(j, "paused")
 				} else {
@@ -147,4 +153,18 @@ func (j *Job) onError(err error, next int64) (goOn bool, from int64) {
 	}
 	m.bus.Publish(schema.BlockJobError{Device: j.id, Operation: op, Action: "report"})
 	return false, next
+}
+
+// errorText is how QEMU words a job's error: strerror for system errors
+// ("No space left on device"), the message otherwise.
+func errorText(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		msg := errno.Error()
+		if msg != "" && msg[0] >= 'a' && msg[0] <= 'z' {
+			msg = string(msg[0]-'a'+'A') + msg[1:]
+		}
+		return msg
+	}
+	return err.Error()
 }

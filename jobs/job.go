@@ -39,8 +39,9 @@ type Job struct {
 	ctl          *control
 
 	userPaused    bool
-	onErrorPolicy string // report, ignore, stop, enospc
-	hardCancel    bool   // cancelled, and to be reported as cancelled
+	onErrorPolicy string                     // report, ignore, stop, enospc
+	ioStatus      schema.BlockDeviceIoStatus // set when on-error=stop paused the job
+	hardCancel    bool                       // cancelled, and to be reported as cancelled
 	workerDone    chan struct{}
 	workerErr     error
 	readySent     bool

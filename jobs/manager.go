@@ -183,7 +183,7 @@ func (m *Manager) finalize(j *Job) {
 	} else {
 		ev := schema.BlockJobCompleted{Type: j.typ, Device: j.id, Len: l, Offset: o, Speed: s}
 		if j.ret != nil {
-			msg := j.ret.Error()
+			msg := errorText(j.ret)
 			ev.Error = &msg
 		}
 		m.bus.Publish(ev)
@@ -206,6 +206,16 @@ func (m *Manager) cancel(j *Job, force bool) {
 	if !soft {
 		j.hardCancel = true
 	}
+	// A paused job is resumed to be cancelled (job_cancel_async).
+	if j.userPaused {
+		j.userPaused, j.ioStatus = false, ""
+		switch j.status {
+		case "paused":
+			m.transition(j, "running")
+		case "standby":
+			m.transition(j, "ready")
+		}
+	}
 	j.ctl.mu.Lock()
 	j.ctl.cancelled = true
 	j.ctl.hard = !soft
@@ -219,10 +229,11 @@ func (m *Manager) cancel(j *Job, force bool) {
 		m.finalize(j)
 		return
 	}
-	// A worker asleep on the speed limit stops at once, and QEMU's job
-	// coroutine ends before the command returns; one that is copying or
-	// idle in sync ends after the reply, when its report arrives.
-	if j.ctl.sleeping.Load() {
+	// A worker asleep on the speed limit or parked by a pause stops at
+	// once, and QEMU's job coroutine ends before the command returns; one
+	// that is copying or idle in sync ends after the reply, when its
+	// report arrives.
+	if j.ctl.sleeping.Load() || j.ctl.parked.Load() {
 		<-j.workerDone
 		m.advance(j)
 	}
@@ -247,7 +258,7 @@ func (j *Job) info() schema.JobInfo {
 	in := schema.JobInfo{ID: j.id, Type: j.typ, Status: j.status,
 		CurrentProgress: j.ctl.current.Load(), TotalProgress: j.ctl.total.Load()}
 	if j.status == "concluded" && j.ret != nil {
-		msg := j.ret.Error()
+		msg := errorText(j.ret)
 		in.Error = &msg
 	}
 	return in
@@ -257,12 +268,19 @@ func (j *Job) info() schema.JobInfo {
 func (j *Job) blockInfo() schema.BlockJobInfo {
 	l, o, s := j.progressData()
 	in := schema.BlockJobInfo{Type: string(j.typ), Device: j.id, Len: l, Offset: o,
-		Busy: j.ctl.busy.Load(), Paused: j.userPaused, Speed: s, IoStatus: "ok",
+		Busy: j.ctl.busy.Load(), Paused: j.userPaused, Speed: s, IoStatus: j.ioStatusOrOK(),
 		Ready:  j.readySent && (j.status == "ready" || j.status == "standby"),
 		Status: j.status, AutoFinalize: j.autoFinalize, AutoDismiss: j.autoDismiss}
 	if j.status == "concluded" && j.ret != nil {
-		msg := j.ret.Error()
+		msg := errorText(j.ret)
 		in.Error = &msg
 	}
 	return in
+}
+
+func (j *Job) ioStatusOrOK() schema.BlockDeviceIoStatus {
+	if j.ioStatus == "" {
+		return "ok"
+	}
+	return j.ioStatus
 }

@@ -25,6 +25,7 @@ type control struct {
 	current, total atomic.Int64
 	busy           atomic.Bool
 	sleeping       atomic.Bool // waiting out the speed limit
+	parked         atomic.Bool // held at a checkpoint by a pause
 
 	// rate limiting: when the next chunk may start.
 	nextSlot time.Time
@@ -56,7 +57,9 @@ func (c *control) checkpoint() error {
 			return nil
 		}
 		c.busy.Store(false)
+		c.parked.Store(true)
 		<-c.wake
+		c.parked.Store(false)
 	}
 }
 

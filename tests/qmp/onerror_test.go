@@ -1,0 +1,126 @@
+package qmptest
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// enospcChain puts base on a 3 MiB tmpfs, so committing 8 MiB into it
+// runs out of space: a real I/O error for the on-error policies.
+func enospcChain(t *testing.T) string {
+	t.Helper()
+	requireQemuImg(t)
+	dir := t.TempDir()
+	small := filepath.Join(dir, "small")
+	if err := os.Mkdir(small, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=3M", "tmpfs", small).CombinedOutput(); err != nil {
+		t.Skipf("SKIPPING: cannot mount a small tmpfs for ENOSPC (%v: %s); needs root", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", small).Run() })
+	for _, cmd := range []string{
+		"qemu-img create -q -f qcow2 small/base.qcow2 16M",
+		"qemu-img create -q -f qcow2 -b small/base.qcow2 -F qcow2 mid.qcow2",
+		"qemu-io -f qcow2 -c 'write -P 0x22 0 8M' mid.qcow2 >/dev/null",
+		"qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2",
+	} {
+		runShell(t, dir, cmd, 0)
+	}
+	return dir
+}
+
+// events reads messages until one satisfies stop, returning event names
+// (JOB_STATUS_CHANGE as "status:<s>") and the last message.
+func eventsUntil(t *testing.T, c *Client, stop func(map[string]any) bool) ([]string, map[string]any) {
+	t.Helper()
+	var seen []string
+	for {
+		m, raw, err := c.Next()
+		if err != nil {
+			t.Fatalf("%v (%q) after %v", err, raw, seen)
+		}
+		if e, ok := m["event"].(string); ok {
+			if e == "JOB_STATUS_CHANGE" {
+				e = "status:" + m["data"].(map[string]any)["status"].(string)
+			}
+			seen = append(seen, e)
+		}
+		if stop(m) {
+			return seen, m
+		}
+	}
+}
+
+// The sequences are qemu-storage-daemon 7.2's for the same images.
+func TestOnErrorReport(t *testing.T) {
+	dir := enospcChain(t)
+	d := StartDaemon(t, blockdBin, dir)
+	defer d.Stop(t)
+	c := Dial(t, d.Sock)
+	defer c.Close()
+	negotiate(t, c)
+	addTop(t, c, dir)
+	args := commitArgs(dir)
+	args["on-error"] = "report"
+	if r, _ := c.Command(t, "block-commit", args); r["return"] == nil {
+		t.Fatalf("block-commit: %v", r)
+	}
+	seen, last := eventsUntil(t, c, func(m map[string]any) bool { return m["event"] == "BLOCK_JOB_COMPLETED" })
+	data := last["data"].(map[string]any)
+	if data["error"] != "No space left on device" {
+		t.Fatalf("completed with %v", data)
+	}
+	want := "BLOCK_JOB_ERROR status:aborting BLOCK_JOB_COMPLETED"
+	if got := strings.Join(seen, " "); got != want {
+		t.Fatalf("events %q, want %q", got, want)
+	}
+}
+
+func TestOnErrorStopPausesThenCancels(t *testing.T) {
+	dir := enospcChain(t)
+	d := StartDaemon(t, blockdBin, dir)
+	defer d.Stop(t)
+	c := Dial(t, d.Sock)
+	defer c.Close()
+	negotiate(t, c)
+	addTop(t, c, dir)
+	args := commitArgs(dir)
+	args["on-error"] = "stop"
+	if r, _ := c.Command(t, "block-commit", args); r["return"] == nil {
+		t.Fatalf("block-commit: %v", r)
+	}
+	seen, last := eventsUntil(t, c, func(m map[string]any) bool {
+		return m["event"] == "JOB_STATUS_CHANGE" && m["data"].(map[string]any)["status"] == "paused"
+	})
+	if strings.Join(seen, " ") != "BLOCK_JOB_ERROR status:paused" {
+		t.Fatalf("events %v (%v)", seen, last)
+	}
+	time.Sleep(50 * time.Millisecond)
+	r, _ := c.Command(t, "query-block-jobs", nil)
+	jobs := r["return"].([]any)
+	job := jobs[0].(map[string]any)
+	if job["io-status"] != "nospace" || job["paused"] != true || job["status"] != "paused" {
+		t.Fatalf("query-block-jobs %v", job)
+	}
+	r, evs := c.Command(t, "block-job-cancel", map[string]any{"device": "j1", "force": true})
+	if r["return"] == nil {
+		t.Fatalf("cancel: %v", r)
+	}
+	var names []string
+	for _, e := range evs {
+		n := e["event"].(string)
+		if n == "JOB_STATUS_CHANGE" {
+			n = "status:" + e["data"].(map[string]any)["status"].(string)
+		}
+		names = append(names, n)
+	}
+	want := "status:running status:aborting BLOCK_JOB_CANCELLED status:concluded status:null"
+	if got := strings.Join(names, " "); got != want {
+		t.Fatalf("cancel events before the reply %q, want %q", got, want)
+	}
+}
