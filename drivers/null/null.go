@@ -22,6 +22,7 @@ type node struct {
 	readZeroes bool
 	latency    time.Duration
 	sizeSet    bool
+	zeroesSet  bool // read-zeroes was given, even as false
 }
 
 func open(oc *blockcore.OpenContext) (blockcore.Impl, error) {
@@ -37,6 +38,7 @@ func open(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 			n.size, n.sizeSet = *o.Size, true
 		}
 		n.readZeroes = o.ReadZeroes != nil && *o.ReadZeroes
+		n.zeroesSet = o.ReadZeroes != nil
 		if o.LatencyNs != nil {
 			n.latency = time.Duration(*o.LatencyNs)
 		}
@@ -100,9 +102,10 @@ func (n *node) Close() error                 { return nil }
 func (n *node) AllocatedSize() (int64, bool) { return 0, true }
 
 // ExactFilename is "null-co://" unless options that change the data are
-// set, in which case the graph describes the node as json:{...}.
+// given (even with their default values, as QEMU counts them), in which
+// case the graph describes the node as json:{...}.
 func (n *node) ExactFilename() string {
-	if n.sizeSet || n.readZeroes {
+	if n.sizeSet || n.zeroesSet {
 		return ""
 	}
 	return "null-co://"
@@ -114,8 +117,8 @@ func (n *node) StrongOptions() map[string]any {
 	if n.sizeSet {
 		m["size"] = n.size
 	}
-	if n.readZeroes {
-		m["read-zeroes"] = true
+	if n.zeroesSet {
+		m["read-zeroes"] = n.readZeroes
 	}
 	return m
 }

@@ -15,10 +15,11 @@ func init() {
 
 // node is one open raw node. Offset and size are fixed at open.
 type node struct {
-	file    blockio.Device
-	offset  int64
-	size    int64 // -1: follows the file
-	hasSize bool
+	file      blockio.Device
+	offset    int64
+	hasOffset bool  // offset was given, even as 0: it is a strong option
+	size      int64 // -1: follows the file
+	hasSize   bool
 }
 
 const sectorSize = 512
@@ -30,7 +31,7 @@ func open(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 		if *o.Offset < 0 {
 			return nil, schema.Errorf("Parameter 'offset' expects a non-negative number below 2^64")
 		}
-		n.offset = *o.Offset
+		n.offset, n.hasOffset = *o.Offset, true
 	}
 	if o.Size != nil {
 		if *o.Size < 0 {
@@ -130,10 +131,12 @@ func (n *node) Truncate(size int64) error {
 
 func (n *node) Close() error { return nil }
 
-// StrongOptions: a window changes what the node presents.
+// StrongOptions: a window changes what the node presents. As QEMU's
+// append_strong_runtime_options, an option counts when it was given, even
+// with its default value ("offset": 0).
 func (n *node) StrongOptions() map[string]any {
 	m := map[string]any{}
-	if n.offset != 0 {
+	if n.hasOffset {
 		m["offset"] = n.offset
 	}
 	if n.hasSize {
@@ -142,8 +145,9 @@ func (n *node) StrongOptions() map[string]any {
 	return m
 }
 
-// DirtyFlag: raw answers bdrv_get_info; a raw image is never dirty.
-func (n *node) DirtyFlag() bool { return false }
+// ForwardsInfo: raw's bdrv_get_info asks its file child, so queries show
+// a dirty flag exactly when the child has one (a file does, null-co not).
+func (n *node) ForwardsInfo() {}
 
 // ChildPerm is raw_child_perm: the defaults, but write and resize only
 // when the parents need them.

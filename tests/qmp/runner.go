@@ -210,10 +210,17 @@ func Run(t *testing.T, bin string, tr *Transcript) {
 	d := StartDaemon(t, bin, dir, args...)
 	c := Dial(t, d.Sock)
 	defer c.Close()
+	quitSent := false
 	for _, st := range steps {
 		where := fmt.Sprintf("%s:%d", filepath.Base(tr.Name), st.Line)
 		switch st.Kind {
 		case "sh":
+			if quitSent {
+				// The daemon may still hold image locks while it exits.
+				if err := d.Wait(); err != nil {
+					t.Fatalf("%s: blockd exit after quit: %v\n%s", where, err, d.Stderr())
+				}
+			}
 			runShell(t, dir, subst(st.Text), st.Line)
 		case "send", "sendraw", "repeat":
 			var data []byte
@@ -228,6 +235,7 @@ func Run(t *testing.T, bin string, tr *Transcript) {
 			if err := c.Send(data); err != nil {
 				t.Fatalf("%s: send: %v", where, err)
 			}
+			quitSent = quitSent || strings.Contains(string(data), `"quit"`)
 		case "expect":
 			var want map[string]any
 			if err := json.Unmarshal([]byte(st.Text), &want); err != nil {
