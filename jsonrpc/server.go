@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"blockd/events"
+	"blockd/internal/accept"
 	"blockd/qmp"
 	"blockd/schema"
 )
@@ -32,9 +33,9 @@ type Server struct {
 	bus *events.Bus
 	log *zap.Logger
 
+	listeners accept.Listeners
 	mu        sync.Mutex
 	closing   bool
-	listeners []net.Listener
 	conns     map[*jsonrpc2.Conn]struct{}
 	wg        sync.WaitGroup
 }
@@ -45,25 +46,7 @@ func NewServer(d qmp.Dispatcher, bus *events.Bus, log *zap.Logger) *Server {
 }
 
 // Serve accepts connections on l until Close.
-func (s *Server) Serve(l net.Listener) error {
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		return net.ErrClosed
-	}
-	s.listeners = append(s.listeners, l)
-	s.mu.Unlock()
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return err
-		}
-		s.serveConn(c)
-	}
-}
+func (s *Server) Serve(l net.Listener) error { return s.listeners.Serve(l, s.serveConn) }
 
 func (s *Server) serveConn(c net.Conn) {
 	s.mu.Lock()
@@ -160,11 +143,9 @@ func notification(e events.Event) []byte {
 
 // Close stops accepting and disconnects every client.
 func (s *Server) Close() {
+	s.listeners.Close()
 	s.mu.Lock()
 	s.closing = true
-	for _, l := range s.listeners {
-		_ = l.Close()
-	}
 	for c := range s.conns {
 		_ = c.Close()
 	}

@@ -6,7 +6,6 @@ package qmp
 
 import (
 	"encoding/json"
-	"errors"
 	"io"
 	"net"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"blockd/events"
+	"blockd/internal/accept"
 )
 
 // Greeting is what the server announces: the QEMU command level blockd
@@ -40,8 +40,8 @@ type Server struct {
 	opts Options
 
 	nextID    atomic.Uint64
+	listeners accept.Listeners
 	mu        sync.Mutex
-	listeners []net.Listener
 	sessions  map[*Session]struct{}
 	closing   bool
 	wg        sync.WaitGroup
@@ -61,23 +61,7 @@ func NewServer(d Dispatcher, bus *events.Bus, log *zap.Logger, opts Options) *Se
 
 // Serve accepts connections on l until Close.
 func (s *Server) Serve(l net.Listener) error {
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		return net.ErrClosed
-	}
-	s.listeners = append(s.listeners, l)
-	s.mu.Unlock()
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return err
-		}
-		s.ServeConn(c)
-	}
+	return s.listeners.Serve(l, func(c net.Conn) { s.ServeConn(c) })
 }
 
 // ServeConn runs a monitor on an established stream (a socket or stdio)
@@ -146,11 +130,9 @@ func (s *Server) greeting() []byte {
 // directly that no more input will be handled. Close waits a bounded time
 // for the writers, not for readers blocked on input.
 func (s *Server) Close() {
+	s.listeners.Close()
 	s.mu.Lock()
 	s.closing = true
-	for _, l := range s.listeners {
-		_ = l.Close()
-	}
 	sessions := make([]*Session, 0, len(s.sessions))
 	for sess := range s.sessions {
 		sessions = append(sessions, sess)
