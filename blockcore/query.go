@@ -2,6 +2,7 @@ package blockcore
 
 import (
 	"blockd/blockio"
+	"blockd/internal/qdict"
 	"blockd/schema"
 )
 
@@ -41,7 +42,7 @@ func Filename(n *Node) string {
 	} else if file := n.File(); file != nil && hasExactFilename(file) && len(strongOptions(n)) == 0 && !backingOverridden(n) {
 		return Filename(file)
 	}
-	return "json:" + string(fullOptions(n).encode())
+	return "json:" + string(encodeQdict(fullOptions(n)))
 }
 
 // hasExactFilename: only a protocol node's own name can stand for its
@@ -75,23 +76,23 @@ func backingOverridden(n *Node) bool {
 
 // fullOptions describes a node for json: filenames: its strong options,
 // its driver and its children, in QEMU's QDict order.
-func fullOptions(n *Node) qdict {
-	var d qdict
+func fullOptions(n *Node) qdict.Dict {
+	var d qdict.Dict
 	if f, ok := n.impl.(Filenamer); ok && f.ExactFilename() != "" {
-		return d.set("driver", n.drv.Name).set("filename", f.ExactFilename())
+		return d.Set("driver", n.drv.Name).Set("filename", f.ExactFilename())
 	}
 	for k, v := range strongOptions(n) {
-		d = d.set(k, v)
+		d = d.Set(k, v)
 	}
-	d = d.set("driver", n.drv.Name)
+	d = d.Set("driver", n.drv.Name)
 	if file := n.File(); file != nil {
-		d = d.set("file", fullOptions(file))
+		d = d.Set("file", fullOptions(file))
 	}
 	if backingOverridden(n) {
 		if b := n.Backing(); b != nil {
-			d = d.set("backing", fullOptions(b))
+			d = d.Set("backing", fullOptions(b))
 		} else {
-			d = d.set("backing", nil)
+			d = d.Set("backing", nil)
 		}
 	}
 	return d

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"blockd/internal/keyval"
 	"fmt"
 	"sort"
 	"strconv"
@@ -14,7 +15,7 @@ import (
 // converts them to the declared types.
 func parseKeyval(s, implied string) (map[string]any, error) {
 	root := map[string]any{}
-	parts := splitKeyval(s)
+	parts := keyval.Split(s)
 	for i, p := range parts {
 		key, val, ok := strings.Cut(p, "=")
 		if !ok {
@@ -32,28 +33,6 @@ func parseKeyval(s, implied string) (map[string]any, error) {
 		}
 	}
 	return listify(root).(map[string]any), nil
-}
-
-func splitKeyval(s string) []string {
-	var parts []string
-	var cur strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == ',' {
-			if i+1 < len(s) && s[i+1] == ',' {
-				cur.WriteByte(',')
-				i++
-				continue
-			}
-			parts = append(parts, cur.String())
-			cur.Reset()
-			continue
-		}
-		cur.WriteByte(s[i])
-	}
-	if cur.Len() > 0 || len(parts) > 0 {
-		parts = append(parts, cur.String())
-	}
-	return parts
 }
 
 func setDotted(root map[string]any, key, val string) error {

@@ -10,6 +10,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"blockd/tools"
+
 	// Block drivers register themselves with the graph.
 	_ "blockd/drivers/file"
 	_ "blockd/drivers/null"
@@ -27,7 +29,12 @@ const (
 	qemuMicro = 0
 )
 
-func main() { os.Exit(run(os.Args[1:])) }
+func main() {
+	if code, ok := tools.Dispatch(os.Args[1:]); ok { // `blockd img ...`, `blockd io ...`
+		os.Exit(code)
+	}
+	os.Exit(run(os.Args[1:]))
+}
 
 func run(args []string) int {
 	cfg, err := parseArgs(args)

@@ -80,9 +80,11 @@ func (img *Image) countL1(r *refCounter, l1 []uint64, active bool) error {
 		uses[l2off]++
 	}
 	table := make([]byte, g.clusterSize)
-	prev := int64(-1)
 	for _, l2off := range order {
 		k := uses[l2off]
+		// Contiguity is judged within one L2 table, as check_refcounts_l2
+		// does (its next_contiguous_offset starts afresh for each table).
+		prev := int64(-1)
 		if err := img.readFileClamped(table, l2off); err != nil {
 			r.res.CheckErrors++
 			r.res.msg("ERROR: I/O error reading L2 table at %#x", l2off)
@@ -99,8 +101,11 @@ func (img *Image) countL1(r *refCounter, l1 []uint64, active bool) error {
 				off, size := g.compressedRange(le)
 				r.incN(off, size, k)
 				if active {
+					// Compressed clusters count as fragmented by nature, as
+					// in QEMU: adjacent ones still need their sectors re-read.
 					r.res.CompressedClusters++
 					r.res.AllocatedClusters++
+					r.res.FragmentedClusters++
 				}
 			case g.extL2 && g.classify(le, bm, 0) == kInvalid:
 				r.res.Corruptions++

@@ -140,6 +140,10 @@ func statusFlags(k kind) blockio.StatusFlags {
 		return blockio.StatusZero | blockio.StatusAllocated | blockio.StatusOffsetValid
 	case kCompressed:
 		return blockio.StatusData | blockio.StatusAllocated
+	case kUnallocAlloc:
+		// The cluster has a host offset although this subcluster reads
+		// from below: QEMU reports the offset (and no allocation).
+		return blockio.StatusOffsetValid
 	}
 	return 0
 }
