@@ -13,6 +13,7 @@ func (g *Graph) RegisterCommands(r *schema.Registry) {
 	schema.Define(r, "blockdev-add", func(_ context.Context, a *schema.BlockdevOptions) (schema.Empty, error) {
 		return schema.Empty{}, g.Add(a)
 	})
+	g.registerReopen(r)
 	schema.Define(r, "blockdev-del", func(_ context.Context, a *schema.BlockdevDelArgs) (schema.Empty, error) {
 		return schema.Empty{}, g.Delete(a.NodeName)
 	})

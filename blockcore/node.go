@@ -64,6 +64,8 @@ type Node struct {
 
 	bitmaps []*bitmapInfo // dirty bitmaps shown by queries
 
+	reopen reopenInfo // what a reopen needs to know (reopen_opts.go)
+
 	children []*Child // in attach order: file before backing
 	parents  []*Child // newest first, as QEMU links new parents at the head
 }

@@ -109,6 +109,9 @@ func (g *Graph) open(opts *schema.BlockdevOptions, inh inherited, t *tx) (*Node,
 			role = RoleData | RolePrimary
 		}
 		oc.File = g.attach(n, child, "file", role, t)
+		if ref.Definition != nil {
+			child.reopen.inheritsFrom = n
+		}
 	}
 	name := ""
 	if opts.NodeName != nil {
@@ -123,6 +126,7 @@ func (g *Graph) open(opts *schema.BlockdevOptions, inh inherited, t *tx) (*Node,
 	}
 	n.impl = impl
 	n.readOnly = oc.ReadOnly // auto-read-only may have switched it
+	n.reopen.autoReadOnly, n.reopen.discardUnmap = autoRO, discardUnmap
 	n.io = newGate(impl, n.readOnly)
 	t.onAbort(func() { g.closeImpl(n) })
 	if bu, ok := impl.(BackingUser); ok && drv.SupportsBacking {
@@ -212,6 +216,9 @@ func (g *Graph) openBacking(n *Node, bu BackingUser, inh inherited, t *tx) error
 		n.autoBackingFile = g.Filename(child)
 	}
 	g.attach(n, child, "backing", RoleBacking, t)
+	if spec == nil || spec.Definition != nil {
+		child.reopen.inheritsFrom = n // opened for n, not added by name
+	}
 	// Attaching the backing settles its permissions at once, so that a
 	// conflict (another user's lock) is reported as a backing failure,
 	// as QEMU's bdrv_open_backing_file does.

@@ -100,7 +100,7 @@ func (g *Graph) refreshNodePerm(n *Node, q *reopenQueue, t *tx) error {
 	if ph, ok := n.impl.(PermHandler); ok {
 		var err error
 		if rp, reopening := n.impl.(ReopenPermHandler); reopening && q.has(n) {
-			err = rp.CheckPermReopen(q.readOnly[n], perm, shared)
+			err = rp.CheckPermReopen(q.state(n), perm, shared)
 		} else {
 			err = ph.CheckPerm(perm, shared)
 		}
@@ -196,27 +196,3 @@ func DefaultPerms(role Role, st NodeState, perm, shared blockio.Perm) (blockio.P
 
 // writableNow reports whether the node is open read-write.
 func (n *Node) writableNow() bool { return !n.readOnly }
-
-// reopenQueue carries pending reopen states; nil means "as the nodes are".
-type reopenQueue struct {
-	readOnly map[*Node]bool
-}
-
-func (q *reopenQueue) writable(n *Node) bool {
-	if q != nil {
-		if ro, ok := q.readOnly[n]; ok {
-			return !ro
-		}
-	}
-	return n.writableNow()
-}
-
-func (q *reopenQueue) has(n *Node) bool {
-	if q == nil {
-		return false
-	}
-	_, ok := q.readOnly[n]
-	return ok
-}
-
-func (q *reopenQueue) view(n *Node) NodeState { return NodeState{Writable: q.writable(n)} }

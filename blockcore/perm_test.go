@@ -156,7 +156,8 @@ func TestReadOnlyNodeRefusesWriters(t *testing.T) {
 	q2, _ := newTestNode(g2, "q2")
 	t2 := &tx{}
 	g2.attach(q2, f2, "file", RoleImage, t2)
-	rq := &reopenQueue{readOnly: map[*Node]bool{f2: true}}
+	rq := newReopenQueue()
+	rq.byNode[f2] = &reopenEntry{n: f2, state: ReopenState{ReadOnly: true}}
 	err = t2.finish(g2.refreshPerms([]*Node{q2}, rq, t2))
 	if err == nil || err.Error() != "Read-only block node 'f2' cannot support read-write users" {
 		t.Fatalf("got %v", err)

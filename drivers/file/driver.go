@@ -17,7 +17,11 @@ type node struct {
 	*File
 	opts   Options
 	reopen *Reopen // prepared by CheckPermReopen, finished by SetPerm/AbortPerm
+	// reopenOld are the options before the prepared reopen.
+	reopenOld Options
 }
+
+var _ blockcore.ReopenPermHandler = (*node)(nil)
 
 func openNode(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 	o := oc.Options.File
@@ -41,18 +45,22 @@ func openNode(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 	return &node{File: f, opts: opts}, nil
 }
 
-// CheckPermReopen prepares reopening the file read-only or read-write
-// together with its new permissions.
-func (n *node) CheckPermReopen(readOnly bool, perm, shared blockio.Perm) error {
+// CheckPermReopen prepares reopening the file with the reopen's options
+// (read-only, auto-read-only, cache modes, discard) together with its new
+// permissions, as raw_check_perm does with a reopen state.
+func (n *node) CheckPermReopen(rs *blockcore.ReopenState, perm, shared blockio.Perm) error {
+	o := n.opts
+	o.ReadOnly, o.AutoReadOnly = rs.ReadOnly, rs.AutoReadOnly
+	o.Direct, o.NoFlush, o.DiscardUnmap = rs.CacheDirect, rs.CacheNoFlush, rs.DiscardUnmap
 	r, err := n.ReopenPrepare(ReopenOptions{
-		ReadOnly: readOnly, AutoReadOnly: n.opts.AutoReadOnly, Direct: n.opts.Direct,
-		NoFlush: n.opts.NoFlush, DiscardUnmap: n.opts.DiscardUnmap, Perm: perm, Shared: shared,
+		ReadOnly: o.ReadOnly, AutoReadOnly: o.AutoReadOnly, Direct: o.Direct,
+		NoFlush: o.NoFlush, DiscardUnmap: o.DiscardUnmap, Perm: perm, Shared: shared,
 	})
 	if err != nil {
 		return err
 	}
-	n.reopen = r
-	n.opts.ReadOnly = readOnly
+	n.reopen, n.reopenOld = r, n.opts
+	n.opts = o
 	return nil
 }
 
@@ -61,7 +69,7 @@ func (n *node) AbortPerm() {
 	if n.reopen != nil {
 		n.reopen.Abort()
 		n.reopen = nil
-		n.opts.ReadOnly = !n.opts.ReadOnly
+		n.opts = n.reopenOld
 		return
 	}
 	n.File.AbortPerm()

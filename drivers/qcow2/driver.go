@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"blockd/blockcore"
+	"blockd/blockio"
 	"blockd/schema"
 )
 
@@ -88,15 +89,33 @@ func (n *node) FillImageInfo(info *schema.ImageInfo) {
 		Qcow2: &schema.ImageInfoSpecificQCow2Wrapper{Data: spec}}
 }
 
-// ReopenPrepare switches the image between read-only and read-write. The
-// node is drained and its file already reopened when commit runs, so the
-// flag can change under the engine's feet safely; going read-only flushes
-// first so nothing is left to write.
-func (n *node) ReopenPrepare(readOnly bool) (commit, abort func(), err error) {
-	if readOnly {
-		if err := n.Flush(); err != nil {
-			return nil, nil, err
+// ReopenPrepare prepares reopening the image with the reopen's access
+// mode and qcow2 runtime options (QEMU's qcow2_reopen_prepare).
+func (n *node) ReopenPrepare(rs *blockcore.ReopenState) (commit, abort func(), err error) {
+	o := ReopenOptions{ReadOnly: rs.ReadOnly}
+	for _, c := range []struct {
+		key string
+		dst *int64
+	}{{"cache-size", &o.CacheSize}, {"l2-cache-size", &o.L2CacheSize},
+		{"l2-cache-entry-size", &o.L2CacheEntrySize}, {"refcount-cache-size", &o.RefcountCacheSize}} {
+		if v, ok := rs.Int(c.key); ok {
+			*c.dst = v
 		}
 	}
-	return func() { n.readOnly = readOnly }, func() {}, nil
+	if v, ok := rs.Bool("lazy-refcounts"); ok {
+		o.LazyRefcounts = &v
+	}
+	r, err := n.Image.ReopenPrepare(o)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r.Commit, r.Abort, nil
 }
+
+// SetFile follows a reopen that switched the file child.
+func (n *node) SetFile(dev blockio.Device) { n.Image.SetFile(dev) }
+
+var (
+	_ blockcore.Reopener = (*node)(nil)
+	_ blockcore.FileUser = (*node)(nil)
+)

@@ -13,7 +13,8 @@ func init() {
 	blockcore.RegisterDriver(&blockcore.Driver{Name: "raw", Filter: true, Open: open})
 }
 
-// node is one open raw node. Offset and size are fixed at open.
+// node is one open raw node. Offset and size change only in a reopen
+// commit, while the node is drained.
 type node struct {
 	file      blockio.Device
 	offset    int64
@@ -28,29 +29,13 @@ func open(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 	o := oc.Options.Raw
 	n := &node{file: oc.File.Node.IO(), size: -1}
 	if o.Offset != nil {
-		if *o.Offset < 0 {
-			return nil, schema.Errorf("Parameter 'offset' expects a non-negative number below 2^64")
-		}
 		n.offset, n.hasOffset = *o.Offset, true
 	}
 	if o.Size != nil {
-		if *o.Size < 0 {
-			return nil, schema.Errorf("Parameter 'size' expects a non-negative number below 2^64")
-		}
 		n.size, n.hasSize = *o.Size, true
 	}
-	fileLen, err := n.file.Size()
-	if err != nil {
-		return nil, schema.Errorf("Could not get image size")
-	}
-	if n.offset > fileLen {
-		return nil, schema.Errorf("Offset (%d) cannot be greater than size of the containing file (%d)", n.offset, fileLen)
-	}
-	if n.hasSize && fileLen-n.offset < n.size {
-		return nil, schema.Errorf("The sum of offset (%d) and size (%d) has to be smaller or equal to the  actual size of the containing file (%d)", n.offset, n.size, fileLen)
-	}
-	if n.hasSize && n.size%sectorSize != 0 {
-		return nil, schema.Errorf("Specified size is not multiple of %d", sectorSize)
+	if err := checkWindow(n.file, n.offset, n.hasSize, n.size); err != nil {
+		return nil, err
 	}
 	return n, nil
 }
