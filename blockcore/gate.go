@@ -1,6 +1,8 @@
 package blockcore
 
 import (
+	"encoding/binary"
+	"errors"
 	"slices"
 	"sync"
 
@@ -21,6 +23,10 @@ type gate struct {
 	// or discard (dirty tracking). Changed only while drained.
 	observers []*observer
 	depth     int // drain nesting, owner goroutine only
+	// detectZeroes is the node's detect-zeroes mode ("", "on", "unmap"):
+	// a write of zeroes becomes a zero write, as bdrv_aligned_pwritev
+	// does. Changed only while drained.
+	detectZeroes string
 }
 
 func (g *gate) changed(off, length int64, err error) error {
@@ -60,6 +66,16 @@ func (g *gate) WriteAt(p []byte, off int64, flags blockio.WriteFlags) error {
 	defer g.mu.RUnlock()
 	if g.readOnly {
 		return blockio.ErrReadOnly
+	}
+	if g.detectZeroes != "" && allZero(p) {
+		zf := flags | blockio.NoFallback
+		if g.detectZeroes == "unmap" {
+			zf |= blockio.MayUnmap
+		}
+		err := g.impl.WriteZeroes(off, int64(len(p)), zf)
+		if !errors.Is(err, blockio.ErrNotSupported) {
+			return g.changed(off, int64(len(p)), err)
+		}
 	}
 	return g.changed(off, int64(len(p)), g.impl.WriteAt(p, off, flags))
 }
@@ -152,3 +168,19 @@ func ObserveWrites(n *Node, f func(off, length int64)) (stop func()) {
 }
 
 type observer struct{ f func(off, length int64) }
+
+// allZero reports whether p holds only zero bytes.
+func allZero(p []byte) bool {
+	for len(p) >= 8 {
+		if binary.NativeEndian.Uint64(p) != 0 {
+			return false
+		}
+		p = p[8:]
+	}
+	for _, b := range p {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -128,6 +128,9 @@ func (g *Graph) open(opts *schema.BlockdevOptions, inh inherited, t *tx) (*Node,
 	n.readOnly = oc.ReadOnly // auto-read-only may have switched it
 	n.reopen.autoReadOnly, n.reopen.discardUnmap = autoRO, discardUnmap
 	n.io = newGate(impl, n.readOnly)
+	if opts.DetectZeroes != nil && *opts.DetectZeroes != "off" {
+		n.io.detectZeroes = string(*opts.DetectZeroes)
+	}
 	t.onAbort(func() { g.closeImpl(n) })
 	if bu, ok := impl.(BackingUser); ok && drv.SupportsBacking {
 		if err := g.openBacking(n, bu, childInh, t); err != nil {

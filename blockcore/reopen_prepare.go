@@ -123,6 +123,10 @@ func (g *Graph) commitEntry(e *reopenEntry) {
 	}
 	n.readOnly = e.state.ReadOnly
 	n.io.readOnly = e.state.ReadOnly
+	n.io.detectZeroes = e.detectZeroes
+	if n.io.detectZeroes == "off" {
+		n.io.detectZeroes = ""
+	}
 	n.reopen.autoReadOnly = e.state.AutoReadOnly
 	n.reopen.discardUnmap = e.state.DiscardUnmap
 	n.reopen.explicit = withoutChildren(e.explicit.clone())

@@ -254,3 +254,54 @@ func asExit(err error, target **exec.ExitError) bool {
 	}
 	return ok
 }
+
+// --blockdev creates nodes at start-up, in keyval form (dotted keys for
+// nested options) or as JSON; errors are qemu-storage-daemon's.
+func TestBlockdevOnCommandLine(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "a.img")
+	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := StartDaemon(t, blockdBin, dir,
+		"--blockdev", "driver=null-co,node-name=n,size=1048576",
+		"--blockdev", "driver=raw,node-name=r,file.driver=file,file.filename="+img,
+		"--blockdev", `{"driver": "null-co", "node-name": "j", "read-zeroes": true}`,
+		"--log-format", "json")
+	c := Dial(t, d.Sock)
+	negotiate(t, c)
+	r, _ := c.Command(t, "query-named-block-nodes", map[string]any{"flat": true})
+	got := map[string]string{}
+	for _, n := range r["return"].([]any) {
+		m := n.(map[string]any)
+		got[m["node-name"].(string)] = m["drv"].(string)
+	}
+	if got["n"] != "null-co" || got["r"] != "raw" || got["j"] != "null-co" || len(got) != 4 {
+		t.Fatalf("nodes from the command line: %v", got)
+	}
+	c.Close()
+	d.Stop(t)
+	for _, line := range strings.Split(strings.TrimSpace(d.Stderr()), "\n") {
+		var v map[string]any
+		if err := json.Unmarshal([]byte(line), &v); err != nil || v["msg"] == nil {
+			t.Fatalf("--log-format json wrote a non-JSON line: %q", line)
+		}
+	}
+
+	for _, c := range []struct{ spec, want string }{
+		{"driver=file,node-name=f,filename=/nonexistent",
+			"Could not open '/nonexistent': No such file or directory"},
+		{"driver=null-co,node-name=n,size=abc", "Parameter 'size' expects integer"},
+		{"driver=nope,node-name=n", "Parameter 'driver' does not accept value 'nope'"},
+	} {
+		out, err := exec.Command(blockdBin, "--socket", filepath.Join(dir, "x.sock"), "--blockdev", c.spec).CombinedOutput()
+		var ee *exec.ExitError
+		if !asExit(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("%s: want exit 1, got %v", c.spec, err)
+		}
+		want := "blockd: --blockdev " + c.spec + ": " + c.want
+		if !strings.Contains(string(out), want) {
+			t.Errorf("%s:\n got  %q\n want %q", c.spec, out, want)
+		}
+	}
+}
