@@ -143,9 +143,9 @@ func TestLockingQemuHoldsImage(t *testing.T) {
 
 // holdImage starts an interactive qemu-io on img, which keeps the image
 // open read-write with its locks until the returned function quits it.
-func holdImage(t *testing.T, qemuIO, img string) (stop func()) {
+func holdImage(t *testing.T, qemuIO, img string, opts ...string) (stop func()) {
 	t.Helper()
-	cmd := exec.Command(qemuIO, img)
+	cmd := exec.Command(qemuIO, append(opts, img)...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -185,12 +185,12 @@ func holdImage(t *testing.T, qemuIO, img string) (stop func()) {
 		if err != nil {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
-			t.Fatalf("qemu-io did not open %s: %v", img, err)
+			t.Fatalf("qemu-io %v did not open %s: %v", opts, img, err)
 		}
 	case <-time.After(replyTimeout):
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		t.Fatalf("qemu-io did not open %s in time", img)
+		t.Fatalf("qemu-io %v did not open %s in time", opts, img)
 	}
 	stopped := false
 	stop = func() {

@@ -44,16 +44,23 @@ func eventsUntil(t *testing.T, c *Client, stop func(map[string]any) bool) ([]str
 		if err != nil {
 			t.Fatalf("%v (%q) after %v", err, raw, seen)
 		}
-		if e, ok := m["event"].(string); ok {
-			if e == "JOB_STATUS_CHANGE" {
-				e = "status:" + m["data"].(map[string]any)["status"].(string)
-			}
-			seen = append(seen, e)
+		if _, ok := m["event"]; ok {
+			seen = append(seen, eventLabel(m))
 		}
 		if stop(m) {
 			return seen, m
 		}
 	}
+}
+
+// eventLabel names an event for sequence checks: JOB_STATUS_CHANGE as
+// "status:<status>", others by name.
+func eventLabel(m map[string]any) string {
+	e, _ := m["event"].(string)
+	if e == "JOB_STATUS_CHANGE" {
+		return "status:" + m["data"].(map[string]any)["status"].(string)
+	}
+	return e
 }
 
 // The sequences are qemu-storage-daemon 7.2's for the same images.
@@ -113,11 +120,7 @@ func TestOnErrorStopPausesThenCancels(t *testing.T) {
 	}
 	var names []string
 	for _, e := range evs {
-		n := e["event"].(string)
-		if n == "JOB_STATUS_CHANGE" {
-			n = "status:" + e["data"].(map[string]any)["status"].(string)
-		}
-		names = append(names, n)
+		names = append(names, eventLabel(e))
 	}
 	want := "status:running status:aborting BLOCK_JOB_CANCELLED status:concluded status:null"
 	if got := strings.Join(names, " "); got != want {

@@ -1,9 +1,7 @@
 package qmptest
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // blockdev-reopen scenarios a transcript cannot express: QEMU's tools
@@ -112,70 +109,7 @@ func TestReopenReadOnlyLetsQemuToolsRead(t *testing.T) {
 // it.
 func holdReadOnly(t *testing.T, qemuIO, img string) (stop func()) {
 	t.Helper()
-	cmd := exec.Command(qemuIO, "-r", img)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan error, 1)
-	go func() {
-		r := bufio.NewReader(stdout)
-		if _, err := io.WriteString(stdin, "length\n"); err != nil {
-			ready <- err
-			return
-		}
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil {
-				ready <- err
-				return
-			}
-			if strings.Contains(line, "MiB") {
-				ready <- nil
-				_, _ = io.Copy(io.Discard, r)
-				return
-			}
-		}
-	}()
-	select {
-	case err := <-ready:
-		if err != nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			t.Fatalf("qemu-io -r did not open %s: %v", img, err)
-		}
-	case <-time.After(replyTimeout):
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		t.Fatalf("qemu-io -r did not open %s in time", img)
-	}
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		_, _ = io.WriteString(stdin, "quit\n")
-		_ = stdin.Close()
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(replyTimeout):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}
-	t.Cleanup(stop)
-	return stop
+	return holdImage(t, qemuIO, img, "-r")
 }
 
 // Going read-write needs the write lock: while another process reads the
