@@ -3,7 +3,6 @@ package blockcore
 import (
 	"context"
 	"encoding/json"
-	"errors"
 
 	"blockd/schema"
 )
@@ -104,6 +103,3 @@ func (o *Owner) Call(ctx context.Context, name string, args json.RawMessage) (js
 	o.Execute(ctx, name, args, func(r json.RawMessage, e error) { ret, err = r, e })
 	return ret, err
 }
-
-// IsStopped reports whether err says the owner has shut down.
-func IsStopped(err error) bool { return errors.Is(err, ErrStopped) }

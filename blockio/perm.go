@@ -24,16 +24,6 @@ const (
 
 var permNames = []string{"consistent-read", "write", "write-unchanged", "resize", "graph-mod"}
 
-// PermName returns the QAPI name of a single permission bit.
-func PermName(p Perm) string {
-	for i, n := range permNames {
-		if p == 1<<i {
-			return n
-		}
-	}
-	return "unknown"
-}
-
 // Names lists the permissions in p in QEMU's bit order.
 func (p Perm) Names() []string {
 	out := []string{}
@@ -45,5 +35,7 @@ func (p Perm) Names() []string {
 	return out
 }
 
-// String joins the names as QEMU's permission-conflict messages do.
+// String joins the QAPI names with ", " (for logs and tests). QEMU's
+// permission-conflict messages spell names with spaces ("consistent
+// read"); blockcore's permPhrase makes those.
 func (p Perm) String() string { return strings.Join(p.Names(), ", ") }

@@ -203,15 +203,6 @@ func (im *image) close() {
 	}
 }
 
-// chain lists the root node and its backing nodes, top first.
-func (im *image) chain() []*blockcore.Node {
-	var out []*blockcore.Node
-	for n := im.node; n != nil; n = n.Backing() {
-		out = append(out, n)
-	}
-	return out
-}
-
 // lockHint adds QEMU's hint to image lock conflicts.
 func lockHint(err error, filename string) error {
 	if errors.Is(err, file.ErrLocked) {

@@ -74,7 +74,6 @@ func newGeometry(clusterBits, refcountOrder uint, extL2 bool) geometry {
 	return g
 }
 
-func (g *geometry) clusterOf(off int64) int64    { return off >> g.clusterBits }
 func (g *geometry) inCluster(off int64) int64    { return off & (g.clusterSize - 1) }
 func (g *geometry) clusterStart(off int64) int64 { return off &^ (g.clusterSize - 1) }
 func (g *geometry) l1Index(off int64) int64      { return off >> (g.clusterBits + g.l2Bits) }
@@ -152,15 +151,4 @@ func (g *geometry) classify(entry, bitmap uint64, sc uint) kind {
 		return kNormal
 	}
 	return kUnallocAlloc
-}
-
-// readsZero reports whether k reads as zeroes regardless of backing.
-func (k kind) readsZero() bool { return k == kZero || k == kZeroAlloc }
-
-// hasHost reports whether the entry owns a host cluster (refcounted).
-func (g *geometry) hostCluster(entry uint64) int64 {
-	if entry&oflagCompressed != 0 {
-		return 0
-	}
-	return int64(entry & l2eOffsetMask)
 }
