@@ -293,13 +293,15 @@ func TestQemuLocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { stdin.Close(); _ = cmd.Wait() }()
-	// Wait until qemu-io holds its locks.
-	for i := 0; ; i++ {
+	// Wait until qemu-io holds its locks; a loaded machine (CI runs test
+	// packages in parallel) can take seconds to start it.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
 		if r := qemuRun(dir, "qemu-img", "info", p); r.code != 0 {
 			break
 		}
-		if i == 100 {
-			t.Fatal("qemu-io did not lock the image")
+		if time.Now().After(deadline) {
+			t.Fatal("qemu-io did not lock the image within 20s")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
