@@ -29,7 +29,7 @@ func (t *tool) check(args []string) int {
 		"help": {'h', false}, "output": {'O', true}, "repair": {'r', true}, "force-share": {'U', false},
 	}})
 	if err != nil {
-		t.errorf("%s\nTry 'blockd img --help' for more information", err)
+		t.usageErrorf("%s", err)
 		return 1
 	}
 	var format, repair string
@@ -63,11 +63,10 @@ func (t *tool) check(args []string) int {
 			return 0
 		}
 	}
-	if len(operands) != 1 {
-		t.errorf("Expecting one image file name\nTry 'blockd img --help' for more information")
+	filename, ok := t.oneImage(operands)
+	if !ok {
 		return 1
 	}
-	filename := operands[0]
 	if repair != "" && force {
 		t.errorf("Could not open '%s': force-share=on can only be used with read-only images", filename)
 		return 1

@@ -21,7 +21,7 @@ func (t *tool) compare(args []string) int {
 		"help": {'h', false}, "force-share": {'U', false},
 	}})
 	if err != nil {
-		t.errorf("%s\nTry 'blockd img --help' for more information", err)
+		t.usageErrorf("%s", err)
 		return 2
 	}
 	var fmt1, fmt2 string
@@ -49,7 +49,7 @@ func (t *tool) compare(args []string) int {
 		}
 	}
 	if len(operands) != 2 {
-		t.errorf("Expecting two image file names\nTry 'blockd img --help' for more information")
+		t.usageErrorf("Expecting two image file names")
 		return 2
 	}
 	qprintf := func(format string, args ...any) {

@@ -25,7 +25,7 @@ func (t *tool) create(args []string) int {
 	opts, operands, err := getopt(args, optSpec{short: "F:b:f:ho:qu", permute: true,
 		long: map[string]longOpt{"help": {'h', false}}})
 	if err != nil {
-		t.errorf("%s\nTry 'blockd img --help' for more information", err)
+		t.usageErrorf("%s", err)
 		return 1
 	}
 	format := "raw"
@@ -52,11 +52,11 @@ func (t *tool) create(args []string) int {
 		}
 	}
 	if len(operands) < 1 {
-		t.errorf("Expecting image file name\nTry 'blockd img --help' for more information")
+		t.usageErrorf("Expecting image file name")
 		return 1
 	}
 	if len(operands) > 2 {
-		t.errorf("Unexpected argument: %s\nTry 'blockd img --help' for more information", operands[2])
+		t.usageErrorf("Unexpected argument: %s", operands[2])
 		return 1
 	}
 	filename := operands[0]

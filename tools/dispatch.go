@@ -74,7 +74,7 @@ func Img(args []string, s Stdio) int {
 	t := newTool("blockd img", s)
 	defer t.out.Flush()
 	if len(args) == 0 {
-		t.errorf("Not enough arguments\nTry 'blockd img --help' for more information")
+		t.usageErrorf("Not enough arguments")
 		return 1
 	}
 	switch args[0] {
@@ -116,4 +116,19 @@ func (t *tool) checkFormat(f string) bool {
 	}
 	t.errorf("Unknown file format '%s'", f)
 	return false
+}
+
+// usageErrorf reports a command-line error with qemu-img's pointer to the
+// help text.
+func (t *tool) usageErrorf(format string, args ...any) {
+	t.errorf(format+"\nTry 'blockd img --help' for more information", args...)
+}
+
+// oneImage takes the single image file name an img command expects.
+func (t *tool) oneImage(operands []string) (string, bool) {
+	if len(operands) != 1 {
+		t.usageErrorf("Expecting one image file name")
+		return "", false
+	}
+	return operands[0], true
 }

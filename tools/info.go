@@ -21,7 +21,7 @@ func (t *tool) info(args []string) int {
 		"help": {'h', false}, "output": {'O', true}, "backing-chain": {'c', false}, "force-share": {'U', false},
 	}})
 	if err != nil {
-		t.errorf("%s\nTry 'blockd img --help' for more information", err)
+		t.usageErrorf("%s", err)
 		return 1
 	}
 	var format string
@@ -44,11 +44,10 @@ func (t *tool) info(args []string) int {
 			return 0
 		}
 	}
-	if len(operands) != 1 {
-		t.errorf("Expecting one image file name\nTry 'blockd img --help' for more information")
+	filename, ok := t.oneImage(operands)
+	if !ok {
 		return 1
 	}
-	filename := operands[0]
 	seen := map[string]bool{}
 	var infos []schema.ImageInfo
 	for filename != "" {

@@ -95,7 +95,7 @@ func (t *tool) imgMap(args []string) int {
 		"max-length": {'l', true}, "force-share": {'U', false},
 	}})
 	if err != nil {
-		t.errorf("%s\nTry 'blockd img --help' for more information", err)
+		t.usageErrorf("%s", err)
 		return 1
 	}
 	var format string
@@ -132,11 +132,10 @@ func (t *tool) imgMap(args []string) int {
 			return 0
 		}
 	}
-	if len(operands) != 1 {
-		t.errorf("Expecting one image file name\nTry 'blockd img --help' for more information")
+	filename, ok := t.oneImage(operands)
+	if !ok {
 		return 1
 	}
-	filename := operands[0]
 	im, err := openImage(openOptions{filename: filename, format: format, readOnly: true, forceShare: force,
 		perm: blockio.PermConsistentRead, shared: blockio.PermAll}, t.err)
 	if err != nil {

@@ -63,20 +63,28 @@ func eventLabel(m map[string]any) string {
 	return e
 }
 
-// The sequences are qemu-storage-daemon 7.2's for the same images.
-func TestOnErrorReport(t *testing.T) {
+// startENOSPCCommit starts a commit into the too-small base with the given
+// on-error policy.
+func startENOSPCCommit(t *testing.T, policy string) (*Daemon, *Client) {
+	t.Helper()
 	dir := enospcChain(t)
 	d := StartDaemon(t, blockdBin, dir)
-	defer d.Stop(t)
 	c := Dial(t, d.Sock)
-	defer c.Close()
 	negotiate(t, c)
 	addTop(t, c, dir)
 	args := commitArgs(dir)
-	args["on-error"] = "report"
+	args["on-error"] = policy
 	if r, _ := c.Command(t, "block-commit", args); r["return"] == nil {
 		t.Fatalf("block-commit: %v", r)
 	}
+	return d, c
+}
+
+// The sequences are qemu-storage-daemon 7.2's for the same images.
+func TestOnErrorReport(t *testing.T) {
+	d, c := startENOSPCCommit(t, "report")
+	defer d.Stop(t)
+	defer c.Close()
 	seen, last := eventsUntil(t, c, func(m map[string]any) bool { return m["event"] == "BLOCK_JOB_COMPLETED" })
 	data := last["data"].(map[string]any)
 	if data["error"] != "No space left on device" {
@@ -89,18 +97,9 @@ func TestOnErrorReport(t *testing.T) {
 }
 
 func TestOnErrorStopPausesThenCancels(t *testing.T) {
-	dir := enospcChain(t)
-	d := StartDaemon(t, blockdBin, dir)
+	d, c := startENOSPCCommit(t, "stop")
 	defer d.Stop(t)
-	c := Dial(t, d.Sock)
 	defer c.Close()
-	negotiate(t, c)
-	addTop(t, c, dir)
-	args := commitArgs(dir)
-	args["on-error"] = "stop"
-	if r, _ := c.Command(t, "block-commit", args); r["return"] == nil {
-		t.Fatalf("block-commit: %v", r)
-	}
 	seen, last := eventsUntil(t, c, func(m map[string]any) bool {
 		return m["event"] == "JOB_STATUS_CHANGE" && m["data"].(map[string]any)["status"] == "paused"
 	})
