@@ -137,19 +137,33 @@ func (g *gate) Truncate(size int64) error {
 // DrainNodes drains exactly the given nodes (parents first) until the
 // returned function is called. The owner may still reach their drivers
 // through Impl while they are drained.
-func (g *Graph) DrainNodes(nodes ...*Node) (resume func()) { return drain(nodes) }
+func (g *Graph) DrainNodes(nodes ...*Node) (resume func()) { return g.drain(nodes) }
 
 // drain drains nodes in the given (parents-first) order and returns the
-// function that resumes them.
-func drain(nodes []*Node) (resume func()) {
+// function that resumes them; calling it again does nothing. The graph
+// remembers the drains in progress, so that recovery from a panic
+// resumes those whose resume never ran.
+func (g *Graph) drain(nodes []*Node) (resume func()) {
 	for _, n := range nodes {
 		n.io.drainBegin()
 	}
+	d := &drainSection{nodes: nodes}
+	g.drains = append(g.drains, d)
 	return func() {
+		if d.done {
+			return
+		}
+		d.done = true
 		for i := len(nodes) - 1; i >= 0; i-- {
 			nodes[i].io.drainEnd()
 		}
+		g.drains = slices.DeleteFunc(g.drains, func(x *drainSection) bool { return x == d })
 	}
+}
+
+type drainSection struct {
+	nodes []*Node
+	done  bool
 }
 
 // ObserveWrites calls f for every range of n changed from now on, until

@@ -65,8 +65,12 @@ func (g *Graph) Snapshot(nodeName, overlayName string) error {
 	if reaches(n, o) {
 		return schema.Errorf("Making '%s' a backing child of '%s' would create a cycle", n.name, o.name)
 	}
-	t := &tx{}
-	resume := drain(topoOrder([]*Node{n}))
+	if err := checkMovable(n, nil); err != nil {
+		return err
+	}
+	t := g.begin()
+	resume := g.drain(topoOrder([]*Node{n}))
+	defer resume()
 	g.moveParents(n, o, nil, t)
 	c := g.attach(o, n, "backing", RoleBacking, t)
 	g.notifyBacking(c)
