@@ -34,10 +34,15 @@ func hasBackend(n *Node) bool {
 // (external_snapshot_prepare and _commit with bdrv_append). The overlay's
 // header is not rewritten, as in QEMU.
 func (g *Graph) Snapshot(nodeName, overlayName string) error {
+	// As QEMU's transaction: everything is drained once, then node for
+	// the whole action, which jobs see as pauses.
+	g.QuiesceAll()
 	n := g.nodes[nodeName]
 	if n == nil {
 		return schema.Errorf("Cannot find device='%s' nor node-name='%s'", nodeName, nodeName)
 	}
+	endQuiesce := g.quiesce([]*Node{n})
+	defer endQuiesce()
 	if b := opBlocker(n); b != "" {
 		return schema.Errorf("Node '%s' is busy: %s", nodeName, b)
 	}

@@ -35,10 +35,7 @@ func (g *Graph) RecoverFromPanic() {
 	}
 	for len(g.drains) > 0 {
 		d := g.drains[len(g.drains)-1]
-		for i := len(d.nodes) - 1; i >= 0; i-- {
-			d.nodes[i].io.drainEnd()
-		}
-		d.done = true
+		d.end()
 		g.drains = g.drains[:len(g.drains)-1]
 	}
 }

@@ -17,6 +17,12 @@ func (u jobUser) ParentDesc() string                        { return string(u.j.
 func (u jobUser) VertexType() schema.XDbgBlockGraphNodeType { return "block-job" }
 func (u jobUser) VertexName() string                        { return u.j.id }
 
+// DrainBegin and DrainEnd make the job pause for a drained section of a
+// node it uses, as QEMU's child_job does (JOB_STATUS_CHANGE paused and
+// running, or standby and ready, around the section).
+func (u jobUser) DrainBegin() { u.j.m.drainBegin(u.j) }
+func (u jobUser) DrainEnd()   { u.j.m.drainEnd(u.j) }
+
 // Blocker is QEMU's op blocker text for the nodes a job holds.
 func (u jobUser) Blocker() string { return "block device is in use by block job: " + string(u.j.typ) }
 

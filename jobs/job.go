@@ -42,6 +42,7 @@ type Job struct {
 	ctl          *control
 
 	userPaused    bool
+	drained       int                        // drained sections of its nodes in progress (owner)
 	onErrorPolicy string                     // report, ignore, stop, enospc
 	ioStatus      schema.BlockDeviceIoStatus // set when on-error=stop paused the job
 	hardCancel    bool                       // cancelled, and to be reported as cancelled

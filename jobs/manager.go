@@ -109,6 +109,23 @@ func (m *Manager) transition(j *Job, to Status) bool {
 	return true
 }
 
+// drainBegin pauses a running job for a drained section of its nodes;
+// sections nest, and a job the user paused stays as it is.
+func (m *Manager) drainBegin(j *Job) {
+	j.drained++
+	if j.drained == 1 && !j.userPaused {
+		m.pause(j)
+	}
+}
+
+// drainEnd resumes the job when the last section ends.
+func (m *Manager) drainEnd(j *Job) {
+	j.drained--
+	if j.drained == 0 && !j.userPaused {
+		m.unpause(j)
+	}
+}
+
 // unpause takes a paused job back to where it was (paused to running,
 // standby to ready).
 func (m *Manager) unpause(j *Job) {
