@@ -91,6 +91,10 @@ func Img(args []string, s Stdio) int {
 		return t.check(args[1:])
 	case "compare":
 		return t.compare(args[1:])
+	case "convert":
+		return t.convert(args[1:])
+	case "measure":
+		return t.measure(args[1:])
 	}
 	t.errorf("Command not found: %s", args[0])
 	return 1
