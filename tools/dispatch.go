@@ -95,6 +95,10 @@ func Img(args []string, s Stdio) int {
 		return t.convert(args[1:])
 	case "measure":
 		return t.measure(args[1:])
+	case "resize":
+		return t.resize(args[1:])
+	case "rebase":
+		return t.rebase(args[1:])
 	}
 	t.errorf("Command not found: %s", args[0])
 	return 1

@@ -189,6 +189,16 @@ func openImage(o openOptions, stderr io.Writer) (*image, error) {
 	return im, nil
 }
 
+// warnProbedRaw prints QEMU's warning for an image opened for writing
+// whose format was guessed as raw.
+func (im *image) warnProbedRaw(w io.Writer, filename string) {
+	if im.probed && im.format == "raw" {
+		fmt.Fprintf(w, "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"+
+			"         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n"+
+			"         Specify the 'raw' format explicitly to remove the restrictions.\n", filename)
+	}
+}
+
 // do runs f on the owner goroutine.
 func (im *image) do(f func() error) error {
 	var err error
