@@ -94,7 +94,9 @@ func (t *tool) rebase(args []string) int {
 			return code
 		}
 	}
-	hb, ok := im.node.Impl().(interface{ SetBackingFile(name, format string) error })
+	hb, ok := im.node.Impl().(interface {
+		SetBackingFile(name, format string) error
+	})
 	if !ok {
 		t.errorf("Could not change the backing file to '%s': Operation not supported", newBacking)
 		return 1
