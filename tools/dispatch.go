@@ -99,6 +99,10 @@ func Img(args []string, s Stdio) int {
 		return t.resize(args[1:])
 	case "rebase":
 		return t.rebase(args[1:])
+	case "commit":
+		return t.commit(args[1:])
+	case "dd":
+		return t.dd(args[1:])
 	}
 	t.errorf("Command not found: %s", args[0])
 	return 1

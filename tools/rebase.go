@@ -138,7 +138,7 @@ func (t *tool) rebaseCopy(im *image, filename, newBacking, newFmt string, force 
 		if !filepath.IsAbs(path) && !strings.Contains(path, "://") {
 			path = filepath.Join(filepath.Dir(filename), path)
 		}
-		if newB = findInChain(oldB, path); newB != nil {
+		if newB = findBackingImage(im.graph, im.node, realPath(path)); newB != nil {
 			newDev = newB.IO()
 		} else {
 			nim, err := openImage(openOptions{filename: path, format: newFmt, readOnly: true, forceShare: force,
@@ -247,20 +247,32 @@ func compareSectors(a, b []byte) (bool, int64) {
 	return differ, int64(i)
 }
 
-// findInChain is bdrv_find_backing_image for a resolved file name: the
-// node of the chain from n down whose image file is path.
-func findInChain(n *blockcore.Node, path string) *blockcore.Node {
-	want, _ := filepath.Abs(path)
-	for ; n != nil; n = n.Backing() {
-		name := blockcore.Filename(n)
-		if f := n.File(); f != nil {
-			name = blockcore.Filename(f)
+// findBackingImage is bdrv_find_backing_image: the node below top whose
+// file is name (absolute, or relative to the image that refers to it),
+// comparing canonical paths.
+func findBackingImage(g *blockcore.Graph, top *blockcore.Node, name string) *blockcore.Node {
+	for x := top; x.Backing() != nil; x = x.Backing() {
+		b := x.Backing()
+		want := name
+		if !filepath.IsAbs(name) {
+			want = g.ResolveBackingPath(x, name)
 		}
-		if abs, err := filepath.Abs(name); err == nil && abs == want {
-			return n
+		if got := g.Filename(b); got == name || realPath(got) == realPath(want) {
+			return b
 		}
 	}
 	return nil
+}
+
+// realPath is realpath(3), or the name itself when that fails.
+func realPath(name string) string {
+	if abs, err := filepath.Abs(name); err == nil {
+		name = abs
+	}
+	if r, err := filepath.EvalSymlinks(name); err == nil {
+		return r
+	}
+	return name
 }
 
 // allocatedAbove is bdrv_is_allocated_above(top, base): whether a layer
