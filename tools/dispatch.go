@@ -7,7 +7,7 @@ import (
 	"os"
 )
 
-// Dispatch runs `blockd img ...` or `blockd io ...` when args (the
+// Dispatch runs `blockd img ...`, `blockd io ...` or `blockd graph ...` when args (the
 // command line without the program name) start with one of those words;
 // otherwise it returns handled == false and the daemon parses args.
 func Dispatch(args []string) (code int, handled bool) {
@@ -20,6 +20,8 @@ func Dispatch(args []string) (code int, handled bool) {
 		return Img(args[1:], std), true
 	case "io":
 		return IO(args[1:], std), true
+	case "graph":
+		return Graph(args[1:], std), true
 	}
 	return 0, false
 }
