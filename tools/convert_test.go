@@ -57,7 +57,7 @@ func TestQemuConvert(t *testing.T) {
 	for _, src := range images {
 		for _, opts := range [][]string{
 			{"-O", "qcow2"}, {"-O", "raw"}, {"-p", "-O", "qcow2"}, {"-O", "qcow2", "-o", "cluster_size=4k,compat=0.10"},
-			{"-O", "qcow2", "-S", "0"}, {"-O", "qcow2", "-W", "-m", "16"}, {"-O", "qcow2", "-m", "1", "-S", "64k"},
+			{"-O", "qcow2", "-S", "0"}, {"-U", "-O", "raw"}, {"-O", "qcow2", "-W", "-m", "16"}, {"-O", "qcow2", "-m", "1", "-S", "64k"},
 		} {
 			args := append(append([]string{"convert"}, opts...), src, out)
 			why := ""

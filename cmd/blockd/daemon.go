@@ -103,8 +103,12 @@ func (d *daemon) start() error {
 			return fmt.Errorf("--blockdev %s: %s", b.spec, err)
 		}
 	}
+	activated, err := d.serveActivated()
+	if err != nil {
+		return err
+	}
 	monitors := d.cfg.monitors
-	if len(monitors) == 0 {
+	if len(monitors) == 0 && activated == 0 {
 		monitors = []*chardev{{id: "default", backend: "socket", path: defaultSocket()}}
 	}
 	for _, path := range d.cfg.jsonrpc {
@@ -130,6 +134,12 @@ func (d *daemon) listen(path, what string, serve func(net.Listener) error) error
 	if err != nil {
 		return err
 	}
+	d.serve(l, path, what, serve)
+	return nil
+}
+
+// serve serves a listening socket in the background until shutdown.
+func (d *daemon) serve(l net.Listener, path, what string, serve func(net.Listener) error) {
 	d.listeners = append(d.listeners, l)
 	d.log.Info(what, zap.String("socket", path))
 	d.serving.Add(1)
@@ -139,7 +149,6 @@ func (d *daemon) listen(path, what string, serve func(net.Listener) error) error
 			d.log.Error("socket failed", zap.String("socket", path), zap.Error(err))
 		}
 	}()
-	return nil
 }
 
 func (d *daemon) addStartupBlockdev(b blockdevArg) error {
