@@ -236,7 +236,6 @@ func (t *tool) convert(args []string) int {
 			}
 		}
 	}
-	e.noMap = forceShare
 	e.zeroInit = targetIsZero || (!skipCreate && e.minSparse != 0 && !e.hasBacking)
 	if err := e.run(); err != nil {
 		t.errorf("%s", err)

@@ -3,9 +3,7 @@ package tools
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"sync"
-	"syscall"
 
 	"blockd/blockcore"
 	"blockd/blockio"
@@ -37,14 +35,6 @@ const (
 type chunk struct {
 	off, n int64
 	st     chunkStatus
-	// host is where a data chunk's bytes are in the image file holding
-	// them (file "" when unknown), for reading them through a mapping.
-	host hostRange
-}
-
-type hostRange struct {
-	file string
-	off  int64
 }
 
 type copySource struct {
@@ -68,12 +58,6 @@ type copyEngine struct {
 
 	chunks    []chunk
 	allocated int64 // bytes of chunks that count for progress
-
-	// noMap turns off reading data through file mappings (-U: someone
-	// else may be writing the source, so only reads through the driver
-	// give a consistent view).
-	noMap bool
-	maps  fileMaps
 }
 
 func (e *copyEngine) addSource(im *image, size int64) {
@@ -104,67 +88,53 @@ func (e *copyEngine) source(off int64) *copySource {
 // status is convert_iteration_sectors' block status query: the status of
 // the range at off (at most n bytes) and for how many bytes it holds,
 // rounded up to whole sectors.
-func (e *copyEngine) status(off, n int64, postBackingZero bool) (chunkStatus, int64, hostRange, error) {
+func (e *copyEngine) status(off, n int64, postBackingZero bool) (chunkStatus, int64, error) {
 	s := e.source(off)
 	local := off - s.start
 	n = min(n, roundUp512(s.size)-local)
 	if local >= s.size {
 		// The zero padding of a source whose size is not a sector multiple.
-		return chunkZero, n, hostRange{}, nil
+		return chunkZero, n, nil
 	}
 	q := min(n, s.size-local)
 	var data, zero bool
 	var length int64
-	var host hostRange
 	if e.hasBacking {
 		// The target's backing file supplies what the top layer does not.
 		var err error
-		if data, zero, length, host, err = topStatus(s.im.node, local, q); err != nil {
-			return 0, 0, host, err
+		if data, zero, length, err = topStatus(s.im.node, local, q); err != nil {
+			return 0, 0, err
 		}
 	} else {
 		me, err := chainStatus(s.im.node, local, q)
 		if err != nil {
-			return 0, 0, host, err
+			return 0, 0, err
 		}
 		data, zero, length = me.data, me.zero, me.length
-		if me.hasOffset {
-			host = hostRange{me.filename, me.offset}
-		}
-	}
-	if length%512 != 0 {
-		host = hostRange{} // the padded tail is not in the file
 	}
 	length = min(roundUp512(length), n)
 	switch {
 	case zero && postBackingZero:
-		return chunkBacking, length, host, nil
+		return chunkBacking, length, nil
 	case zero:
-		return chunkZero, length, host, nil
+		return chunkZero, length, nil
 	case data:
-		return chunkData, length, host, nil
+		return chunkData, length, nil
 	case e.hasBacking:
-		return chunkBacking, length, host, nil
+		return chunkBacking, length, nil
 	}
-	return chunkData, length, hostRange{}, nil
+	return chunkData, length, nil
 }
 
 // topStatus is bdrv_block_status of one layer: a range the layer does not
 // allocate reads as zero when it has no backing file or lies past its end.
-func topStatus(n *blockcore.Node, off, length int64) (data, zero bool, l int64, host hostRange, err error) {
+func topStatus(n *blockcore.Node, off, length int64) (data, zero bool, l int64, err error) {
 	st, err := n.IO().BlockStatus(off, length)
 	if err != nil {
-		return false, false, 0, host, err
+		return false, false, 0, err
 	}
 	if st.Length <= 0 {
-		return false, false, 0, host, fmt.Errorf("block status of %s at %d: empty range", n.Name(), off)
-	}
-	if st.Flags&blockio.StatusOffsetValid != 0 {
-		if f := n.File(); f != nil {
-			host = hostRange{blockcore.Filename(f), st.HostOffset}
-		} else {
-			host = hostRange{blockcore.Filename(n), st.HostOffset}
-		}
+		return false, false, 0, fmt.Errorf("block status of %s at %d: empty range", n.Name(), off)
 	}
 	data = st.Flags&blockio.StatusData != 0
 	zero = st.Flags&blockio.StatusZero != 0
@@ -174,20 +144,19 @@ func topStatus(n *blockcore.Node, off, length int64) (data, zero bool, l int64, 
 		if b == nil {
 			zero = true
 		} else if bsz, err := b.IO().Size(); err != nil {
-			return false, false, 0, host, err
+			return false, false, 0, err
 		} else if off >= bsz {
 			zero = true
 		}
 	}
-	return data, zero, l, host, nil
+	return data, zero, l, nil
 }
 
 // plan cuts the source into chunks (convert_iteration_sectors, run once:
 // qemu-img's first pass does the same queries to size the progress).
 func (e *copyEngine) plan() error {
 	var cur chunkStatus
-	var host hostRange
-	next, from := int64(0), int64(0) // the range the current status covers
+	next := int64(0) // where the current status ends
 	for off := int64(0); off < e.total; {
 		n := min(e.total-off, maxStatusQuery)
 		postBackingZero := false
@@ -199,22 +168,18 @@ func (e *copyEngine) plan() error {
 			}
 		}
 		if next <= off {
-			st, l, h, err := e.status(off, n, postBackingZero)
+			st, l, err := e.status(off, n, postBackingZero)
 			if err != nil {
 				return fmt.Errorf("error while reading block status at offset %d: %s", off, errText(err))
 			}
-			cur, next, from, host = st, off+l, off, h
+			cur, next = st, off+l
 		}
 		n = min(n, next-off)
 		if cur == chunkData || (e.minSparse == 0 && cur == chunkZero) {
 			n = min(n, e.bufSize)
 			e.allocated += n
 		}
-		c := chunk{off: off, n: n, st: cur}
-		if cur == chunkData && host.file != "" {
-			c.host = hostRange{host.file, host.off + off - from}
-		}
-		e.chunks = append(e.chunks, c)
+		e.chunks = append(e.chunks, chunk{off, n, cur})
 		off += n
 	}
 	return nil
@@ -260,12 +225,9 @@ func (e *copyEngine) run() error {
 			}
 			mu.Unlock()
 			var err error
-			data := buf[:min(c.n, int64(len(buf)))]
 			switch {
 			case c.st == chunkData:
-				if m := e.mapped(c); m != nil {
-					data = m
-				} else if err = e.read(data, c.off); err != nil {
+				if err = e.read(buf[:c.n], c.off); err != nil {
 					err = fmt.Errorf("error while reading at byte %d: %s", c.off, errText(err))
 				}
 			case c.st == chunkZero && e.minSparse == 0:
@@ -280,7 +242,7 @@ func (e *copyEngine) run() error {
 				mu.Unlock()
 			}
 			if err == nil {
-				if err = e.write(data, c); err != nil {
+				if err = e.write(buf[:min(c.n, int64(len(buf)))], c); err != nil {
 					err = fmt.Errorf("error while writing at byte %d: %s", c.off, errText(err))
 				}
 			}
@@ -296,80 +258,12 @@ func (e *copyEngine) run() error {
 			}
 		}
 	}
-	defer e.maps.unmap()
 	for w := 0; w < e.workers; w++ {
 		wg.Add(1)
 		go worker()
 	}
 	wg.Wait()
 	return failed
-}
-
-// mapped returns a data chunk's bytes as a read-only view of the image
-// file's pages, or nil (then the chunk is read through the driver). Where
-// block status gives the data's place in the file, reading it there saves
-// copying it into a buffer first: the write copies it from the page cache
-// straight into the target. The source is opened without sharing write,
-// so nobody changes those bytes while they are mapped.
-func (e *copyEngine) mapped(c chunk) []byte {
-	if e.noMap || c.host.file == "" {
-		return nil
-	}
-	m := e.maps.get(c.host.file)
-	if c.host.off < 0 || c.host.off+c.n > int64(len(m)) {
-		return nil
-	}
-	return m[c.host.off : c.host.off+c.n]
-}
-
-// fileMaps maps image files read-only, once each.
-type fileMaps struct {
-	mu sync.Mutex
-	m  map[string][]byte
-}
-
-func (f *fileMaps) get(name string) []byte {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if m, ok := f.m[name]; ok {
-		return m
-	}
-	if f.m == nil {
-		f.m = map[string][]byte{}
-	}
-	f.m[name] = mapFile(name)
-	return f.m[name]
-}
-
-// mapFile maps a regular file read-only; nil when it cannot.
-func mapFile(name string) []byte {
-	fd, err := os.Open(name)
-	if err != nil {
-		return nil
-	}
-	defer fd.Close() // the mapping stays valid
-	fi, err := fd.Stat()
-	if err != nil || !fi.Mode().IsRegular() || fi.Size() == 0 || fi.Size() != int64(int(fi.Size())) {
-		return nil
-	}
-	m, err := syscall.Mmap(int(fd.Fd()), 0, int(fi.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
-	if err != nil {
-		return nil
-	}
-	_ = syscall.Madvise(m, syscall.MADV_SEQUENTIAL)
-	return m
-}
-
-// unmap releases the mappings.
-func (f *fileMaps) unmap() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, m := range f.m {
-		if m != nil {
-			_ = syscall.Munmap(m)
-		}
-	}
-	f.m = nil
 }
 
 // read fills p from the concatenated sources (convert_co_read); bytes past
