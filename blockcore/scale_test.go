@@ -74,3 +74,86 @@ func TestChainOpenLockCallsLinear(t *testing.T) {
 		}
 	}
 }
+
+// explicitChain adds a chain of depth N the way management software does,
+// one blockdev-add per image (file node fI, qcow2 node nI backed by
+// nI-1), only the top writable; it returns the lock calls of adding the
+// top layer onto the N-1 below it.
+func explicitChain(t *testing.T, e *env, dir string, depth int) uint64 {
+	t.Helper()
+	qcow2Chain(t, dir, depth)
+	var last uint64
+	for i := range depth {
+		ro := i < depth-1
+		backing := "null"
+		if i > 0 {
+			backing = fmt.Sprintf(`"n%d"`, i-1)
+		}
+		last = lockCallsOf(func() {
+			e.mustExec(t, "blockdev-add", fmt.Sprintf(`{"driver": "file", "node-name": "f%d", "read-only": %v, "filename": %q}`,
+				i, ro, filepath.Join(dir, fmt.Sprintf("l%d.qcow2", i))))
+			e.mustExec(t, "blockdev-add", fmt.Sprintf(`{"driver": "qcow2", "node-name": "n%d", "read-only": %v, "file": "f%d", "backing": %s}`,
+				i, ro, i, backing))
+		})
+	}
+	return last
+}
+
+// Changing one node of a chain touches the locks of the files whose
+// permissions change, whatever the depth: adding a layer on top, reopening
+// a node in the middle read-write and back, deleting the top cost the
+// same number of lock calls at depth 10 and 200.
+func TestChainChangesTouchOnlyChangedFiles(t *testing.T) {
+	steps := []string{"add top layer", "reopen middle read-write", "reopen middle read-only", "delete top"}
+	calls := map[int][]uint64{}
+	for _, depth := range []int{10, 200} {
+		e, dir := newEnv(t), t.TempDir()
+		c := []uint64{explicitChain(t, e, dir, depth)}
+		mid := depth / 2
+		reopen := func(ro bool) string {
+			return fmt.Sprintf(`{"options": [{"driver": "file", "node-name": "f%d", "read-only": %v, "filename": %q},
+				{"driver": "qcow2", "node-name": "n%d", "read-only": %v, "file": "f%d", "backing": "n%d"}]}`,
+				mid, ro, filepath.Join(dir, fmt.Sprintf("l%d.qcow2", mid)), mid, ro, mid, mid-1)
+		}
+		c = append(c, lockCallsOf(func() { e.mustExec(t, "blockdev-reopen", reopen(false)) }))
+		c = append(c, lockCallsOf(func() { e.mustExec(t, "blockdev-reopen", reopen(true)) }))
+		c = append(c, lockCallsOf(func() {
+			e.mustExec(t, "blockdev-del", fmt.Sprintf(`{"node-name": "n%d"}`, depth-1))
+		}))
+		calls[depth] = c
+	}
+	for i, s := range steps {
+		t.Logf("%s: %d lock calls at depth 10, %d at depth 200", s, calls[10][i], calls[200][i])
+		if calls[10][i] != calls[200][i] || calls[10][i] == 0 {
+			t.Errorf("%s: %d lock calls at depth 10, %d at depth 200; want the same, not 0", s, calls[10][i], calls[200][i])
+		}
+	}
+}
+
+// Adding a node to a graph of N unrelated nodes costs the same at N=10
+// and N=300: the refresh starts at the new node and reaches nothing else.
+func TestAddBesideUnrelatedNodesCostsTheSame(t *testing.T) {
+	tmpl := qcow2Chain(t, t.TempDir(), 1)
+	img, err := os.ReadFile(tmpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	add := func(e *env, dir string, i int) {
+		p := filepath.Join(dir, fmt.Sprintf("i%d.qcow2", i))
+		if err := os.WriteFile(p, img, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e.mustExec(t, "blockdev-add", fmt.Sprintf(`{"driver": "qcow2", "node-name": "q%d", "file": {"driver": "file", "filename": %q}}`, i, p))
+	}
+	calls := map[int]uint64{}
+	for _, n := range []int{10, 300} {
+		e, dir := newEnv(t), t.TempDir()
+		for i := range n {
+			add(e, dir, i)
+		}
+		calls[n] = lockCallsOf(func() { add(e, dir, n) })
+	}
+	if calls[10] != calls[300] || calls[10] == 0 {
+		t.Errorf("adding a node: %d lock calls beside 10 nodes, %d beside 300", calls[10], calls[300])
+	}
+}
