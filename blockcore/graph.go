@@ -99,6 +99,8 @@ func (g *Graph) unregister(n *Node) {
 // attach adds an edge from parent to child within t (bdrv_attach_child).
 func (g *Graph) attach(parent Parent, child *Node, name string, role Role, t *tx) *Child {
 	c := &Child{Name: name, Role: role, Parent: parent, Node: child}
+	c.gate = &edgeGate{}
+	c.gate.set(child)
 	child.parents = slices.Insert(child.parents, 0, c)
 	if pn, ok := parent.(*Node); ok {
 		pn.children = append(pn.children, c)
