@@ -59,6 +59,10 @@ func validNodeName(s string) bool {
 	return true
 }
 
+// IDWellFormed is QEMU's id_wellformed, for the other ids QMP takes (job
+// and export ids).
+func IDWellFormed(s string) bool { return validNodeName(s) }
+
 func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
 
 // assignName validates and registers a node's name within t

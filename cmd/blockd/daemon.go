@@ -16,6 +16,7 @@ import (
 
 	"blockd/blockcore"
 	"blockd/events"
+	"blockd/exports"
 	"blockd/jobs"
 	"blockd/jsonrpc"
 	"blockd/qmp"
@@ -32,6 +33,7 @@ type daemon struct {
 	owner *blockcore.Owner
 	graph *blockcore.Graph
 	jobs  *jobs.Manager
+	exps  *exports.Registry
 	qmp   *qmp.Server
 	rpc   *jsonrpc.Server
 
@@ -47,6 +49,7 @@ func newDaemon(cfg *config, log *zap.Logger) *daemon {
 	d.graph = blockcore.NewGraph(log, d.bus)
 	d.owner = blockcore.NewOwner(d.reg)
 	d.jobs = jobs.NewManager(d.graph, d.owner, d.bus, log)
+	d.exps = exports.New(d.graph, d.owner, d.bus, log)
 	d.registerCommands()
 	d.qmp = qmp.NewServer(d.owner, d.bus, log, qmp.Options{
 		MaxMessage: cfg.maxMessage,
@@ -71,6 +74,7 @@ func (d *daemon) registerCommands() {
 	})
 	d.graph.RegisterCommands(d.reg)
 	d.jobs.RegisterCommands(d.reg)
+	d.exps.RegisterCommands(d.reg)
 	d.reg.AddIntrospection()
 }
 
@@ -97,6 +101,9 @@ func (d *daemon) start() error {
 		if err := d.addStartupBlockdev(b); err != nil {
 			return fmt.Errorf("--blockdev %s: %s", b.spec, err)
 		}
+	}
+	if err := d.startExports(); err != nil {
+		return err
 	}
 	monitors := d.cfg.monitors
 	if len(monitors) == 0 {
@@ -175,6 +182,7 @@ func (d *daemon) shutdown() {
 	// Cancel jobs and close the graph on its owner, after the command in
 	// flight, so every image is left consistent.
 	_ = d.owner.Do(func() {
+		d.exps.CloseAll()
 		d.jobs.CancelAll()
 		d.graph.CloseAll()
 	})
