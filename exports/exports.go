@@ -163,8 +163,22 @@ func (r *Registry) Add(a *schema.BlockExportOptions) error {
 	if writable {
 		perm |= blockio.PermWrite
 	}
+	// QEMU's export BlockBackend shares everything; then an NBD export
+	// keeps the size it announced (no resize by others), and a fuse
+	// export that may change the size takes resize itself, each as a
+	// second step with its own refusal.
 	edge, err := r.g.AttachUser(user{x}, n, "root", perm, blockio.PermAll)
 	if err != nil {
+		return err
+	}
+	switch {
+	case a.Type == "nbd":
+		err = r.g.SetUserPerm(edge, perm, blockio.PermAll&^blockio.PermResize)
+	case a.Type == "fuse" && (writable || a.Fuse.Growable != nil && *a.Fuse.Growable):
+		err = r.g.SetUserPerm(edge, perm|blockio.PermResize, blockio.PermAll)
+	}
+	if err != nil {
+		r.g.DetachUser(edge)
 		return err
 	}
 	x.edge = edge
