@@ -206,11 +206,8 @@ func (c *conn) validate(req Request) (uint32, string) {
 		return EPERM, "Export is read-only"
 	}
 	if req.Type != CmdFlush && (req.Offset > uint64(e.Size) || uint64(req.Length) > uint64(e.Size)-req.Offset) {
-		msg := fmt.Sprintf("operation past EOF; From: %d, Len: %d, Size: %d", req.Offset, req.Length, e.Size)
-		if req.Type == CmdWrite || req.Type == CmdWriteZeroes {
-			return ENOSPC, msg
-		}
-		return EINVAL, msg
+		// EINVAL for every command, writes included, as QEMU 7.2 answers.
+		return EINVAL, fmt.Sprintf("operation past EOF; From: %d, Len: %d, Size: %d", req.Offset, req.Length, e.Size)
 	}
 	if m := uint64(e.MinBlock); m > 1 && (req.Offset%m != 0 || uint64(req.Length)%m != 0) {
 		return EINVAL, fmt.Sprintf("request not aligned to %d bytes", m)
