@@ -79,6 +79,7 @@ type export struct {
 	nbd          *nbd.Export
 	fuse         FuseExport
 	shuttingDown bool
+	finished     bool
 }
 
 // user is an export as a parent in the graph: an anonymous BlockBackend,
@@ -234,38 +235,48 @@ func (r *Registry) Del(id string, mode *schema.BlockExportRemoveMode) error {
 	if !hard && x.nbd != nil && x.nbd.Connections() > 0 {
 		return schema.Errorf("export '%s' still in use", id)
 	}
-	r.shutdown(x, hard)
+	r.shutdown(x, hard, false)
 	return nil
 }
 
-// shutdown takes x away: with hard, clients are disconnected and the
-// export is gone (event included) when shutdown returns; otherwise a
-// client that still holds it keeps it until it leaves, and the rest
-// happens then, on the owner.
-func (r *Registry) shutdown(x *export, hard bool) {
+// shutdown takes x away. With hard, clients are disconnected; otherwise
+// a client that still holds the export keeps it until it leaves. Without
+// clients the export is gone (event included) when shutdown returns, as
+// in QEMU; with clients that happens once they have left, on the owner,
+// unless wait asks to wait for them here (nbd-server-stop and shutdown,
+// which QEMU also completes before replying).
+func (r *Registry) shutdown(x *export, hard, wait bool) {
 	x.shuttingDown = true
 	if x.nbd == nil {
 		r.finish(x)
 		return
 	}
+	busy := x.nbd.Connections() > 0
 	done := make(chan struct{})
 	r.server.srv.RemoveExport(x.nbd, hard, func() { close(done) })
-	if hard {
+	if wait {
 		<-done // the clients' goroutines end without the owner
 	}
 	select {
 	case <-done:
-		r.finish(x)
+		if !busy || wait {
+			r.finish(x)
+			return
+		}
 	default:
-		go func() {
-			<-done
-			_ = r.owner.Do(func() { r.finish(x) })
-		}()
 	}
+	go func() {
+		<-done
+		_ = r.owner.Do(func() { r.finish(x) })
+	}()
 }
 
 // finish releases what x held and announces its end.
 func (r *Registry) finish(x *export) {
+	if x.finished {
+		return // CloseAll came first
+	}
+	x.finished = true
 	if x.fuse != nil {
 		if err := x.fuse.Unmount(); err != nil {
 			r.log.Warn("unmounting fuse export failed", zap.String("id", x.id), zap.Error(err))
@@ -291,14 +302,25 @@ func (r *Registry) Query() []schema.BlockExportInfo {
 
 // CloseAll removes every export and stops the NBD server (shutdown).
 func (r *Registry) CloseAll() {
-	for _, x := range slices.Clone(r.list) {
-		if !x.shuttingDown {
-			r.shutdown(x, true)
-		}
-	}
 	if r.server != nil {
-		r.server.close()
-		r.server = nil
+		r.server.close() // disconnects every client
+	}
+	r.closeAll(func(*export) bool { return true })
+	r.server = nil
+}
+
+// closeAll finishes the exports keep selects, once the NBD server has no
+// client left: those already shutting down are finished here rather than
+// by their pending goroutine.
+func (r *Registry) closeAll(keep func(*export) bool) {
+	for _, x := range slices.Clone(r.list) {
+		switch {
+		case !keep(x):
+		case x.shuttingDown:
+			r.finish(x)
+		default:
+			r.shutdown(x, true, true)
+		}
 	}
 }
 

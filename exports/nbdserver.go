@@ -120,12 +120,8 @@ func (r *Registry) StopNBD() error {
 	if r.server == nil {
 		return schema.Errorf("NBD server not running")
 	}
-	for _, x := range append([]*export(nil), r.list...) {
-		if x.nbd != nil && !x.shuttingDown {
-			r.shutdown(x, true)
-		}
-	}
-	r.server.close()
+	r.server.close() // disconnects every client, stops listening
+	r.closeAll(func(x *export) bool { return x.nbd != nil })
 	r.server = nil
 	return nil
 }
