@@ -119,3 +119,7 @@ func (c *Client) Close() error {
 	_, _ = c.nc.Write(AppendRequest(nil, Request{Type: CmdDisc}))
 	return c.nc.Close()
 }
+
+// Conn is the client's connection, for callers that speak the protocol
+// themselves after negotiation.
+func (c *Client) Conn() net.Conn { return c.nc }
