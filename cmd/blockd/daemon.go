@@ -69,6 +69,8 @@ func (d *daemon) registerCommands() {
 		}, nil
 	})
 	schema.Define(d.reg, "quit", func(context.Context, *schema.NoArgs) (schema.Empty, error) {
+		// Exports end before the reply, their events first, as in QEMU.
+		d.exps.CloseAll()
 		d.requestQuit("quit command")
 		return schema.Empty{}, nil
 	})
