@@ -48,6 +48,8 @@ func newDaemon(cfg *config, log *zap.Logger) *daemon {
 	d := &daemon{cfg: cfg, log: log, bus: events.NewBus(), reg: schema.NewRegistry(), quit: make(chan struct{})}
 	d.graph = blockcore.NewGraph(log, d.bus)
 	d.owner = blockcore.NewOwner(d.reg)
+	d.owner.SetLogger(log)
+	d.owner.OnPanic(d.graph.RecoverFromPanic)
 	d.jobs = jobs.NewManager(d.graph, d.owner, d.bus, log)
 	d.exps = exports.New(d.graph, d.owner, d.bus, log)
 	d.registerCommands()
@@ -71,6 +73,8 @@ func (d *daemon) registerCommands() {
 	schema.Define(d.reg, "quit", func(context.Context, *schema.NoArgs) (schema.Empty, error) {
 		// Exports end before the reply, their events first, as in QEMU.
 		d.exps.CloseAll()
+		// Then jobs, with their events, as in qemu-storage-daemon.
+		d.jobs.Shutdown()
 		d.requestQuit("quit command")
 		return schema.Empty{}, nil
 	})
@@ -185,7 +189,7 @@ func (d *daemon) shutdown() {
 	// flight, so every image is left consistent.
 	_ = d.owner.Do(func() {
 		d.exps.CloseAll()
-		d.jobs.CancelAll()
+		d.jobs.Shutdown()
 		d.graph.CloseAll()
 	})
 	d.owner.Stop()
