@@ -4,5 +4,5 @@
 #   bench/nbd/run.sh [--size 1G] [--runs 3]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-go build -o /tmp/blockd-bench ./cmd/blockd
-exec python3 bench/nbd/bench.py /tmp/blockd-bench "$@"
+go build -o /tmp/blockd-nbd-bench ./cmd/blockd
+exec python3 bench/nbd/bench.py /tmp/blockd-nbd-bench "$@"
