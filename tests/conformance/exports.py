@@ -28,6 +28,13 @@ def _uri(t, name, sock="nbd.sock"):
     return "nbd+unix:///%s?socket=%s" % (name, t.path(sock))
 
 
+def _reads(t, label, *args):
+    """qemu-io reads, recording the read lines and any pattern failure
+    (not the timings)."""
+    cmd = " ".join("'%s'" % a for a in ["qemu-io"] + list(args))
+    t.sh(label, ["sh", "-c", cmd + " 2>&1 | grep -E '^(read|Pattern)'"], keep=("rc", "out"))
+
+
 def _exports(r):
     return sorted((e["id"], e["type"], e["node-name"], e["shutting-down"]) for e in r)
 
@@ -41,8 +48,8 @@ def scn_export_nbd_roundtrip(t):
                              "description": "a disk", "allocation-depth": True})
     t.q("query-block-exports", project=_exports)
     t.sh("qemu-io writes over nbd", ["qemu-io", "-f", "raw", "-c", "write -P 0x22 1M 1M", _uri(t, "disk")])
-    t.sh("qemu-io pattern read over nbd", ["qemu-io", "-f", "raw", "-c", "read -P 0x22 1M 1M",
-                                           "-c", "read -P 0x11 0 1M", _uri(t, "disk")], keep=("rc", "out"))
+    _reads(t, "qemu-io pattern read over nbd", "-f", "raw", "-c", "read -P 0x22 1M 1M",
+           "-c", "read -P 0x11 0 1M", _uri(t, "disk"))
     t.sh("qemu-img info over nbd", ["qemu-img", "info", "--output=json", _uri(t, "disk")], keep=("rc",))
     t.sh("nbdinfo map", ["nbdinfo", "--map", _uri(t, "disk")], keep=("rc", "out"))
     t.sh("nbdinfo allocation depth", ["nbdinfo", "--map=qemu:allocation-depth", _uri(t, "disk")], keep=("rc", "out"))
@@ -92,11 +99,10 @@ def scn_export_hard_delete_with_client(t):
     t.q("blockdev-add", _qcow2(t, "n", "a.qcow2"))
     _server(t)
     t.q("block-export-add", {"type": "nbd", "id": "e", "node-name": "n", "name": "disk"})
-    client = subprocess.Popen(["nbdsh", "-u", _uri(t, "disk"), "-c", "import sys; sys.stdin.read()"],
-                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = subprocess.Popen(["nbdsh", "-u", _uri(t, "disk"), "-c", "import sys; print('connected', flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        import time
-        time.sleep(1)
+        client.stdout.readline()  # connected: the export is in use
         t.q("block-export-del", {"id": "e"}, label="safe del with a client")
         t.q("block-export-del", {"id": "e", "mode": "hard"}, label="hard del with a client")
         t.ev("BLOCK_EXPORT_DELETED", keys=("id",))
@@ -127,6 +133,5 @@ def scn_export_follows_active_commit(t):
     t.ev("BLOCK_EXPORT_DELETED", keys=("id",))
     t.stop()
     t.check("base clean", "base.qcow2")
-    t.sh("base holds every write", ["qemu-io", "-r", "-c", "read -P 0x11 0 2M", "-c", "read -P 0x22 2M 4M",
-                                    "-c", "read -P 0x33 8M 1M", "-c", "read -P 0x44 9M 1M",
-                                    t.path("base.qcow2")], keep=("rc", "out"))
+    _reads(t, "base holds every write", "-r", "-c", "read -P 0x11 0 2M", "-c", "read -P 0x22 2M 4M",
+           "-c", "read -P 0x33 8M 1M", "-c", "read -P 0x44 9M 1M", t.path("base.qcow2"))
