@@ -62,6 +62,10 @@ func validNodeName(s string) bool {
 	return true
 }
 
+// IDWellFormed is QEMU's id_wellformed, for the other ids QMP takes (job
+// and export ids).
+func IDWellFormed(s string) bool { return validNodeName(s) }
+
 func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
 
 // assignName validates and registers a node's name within t
@@ -102,6 +106,8 @@ func (g *Graph) unregister(n *Node) {
 // attach adds an edge from parent to child within t (bdrv_attach_child).
 func (g *Graph) attach(parent Parent, child *Node, name string, role Role, t *tx) *Child {
 	c := &Child{Name: name, Role: role, Parent: parent, Node: child}
+	c.gate = &edgeGate{}
+	c.gate.set(child)
 	child.parents = slices.Insert(child.parents, 0, c)
 	if pn, ok := parent.(*Node); ok {
 		pn.children = append(pn.children, c)
