@@ -109,6 +109,9 @@ func (g *Graph) attach(parent Parent, child *Node, name string, role Role, t *tx
 	c.gate = &edgeGate{}
 	c.gate.set(child)
 	child.parents = slices.Insert(child.parents, 0, c)
+	// The undo is registered before the driver is asked anything, so an
+	// abort (also after a panic in the driver) finds the edge.
+	t.onAbort(func() { g.detachEdge(c) })
 	if pn, ok := parent.(*Node); ok {
 		pn.children = append(pn.children, c)
 		// Start from what the parent needs now, as bdrv_attach_child does;
@@ -116,7 +119,6 @@ func (g *Graph) attach(parent Parent, child *Node, name string, role Role, t *tx
 		p, sh := pn.cumulativePerm()
 		c.Perm, c.Shared = pn.childPerm(c, nil, p, sh)
 	}
-	t.onAbort(func() { g.detachEdge(c) })
 	return c
 }
 

@@ -86,7 +86,7 @@ func (d *daemon) registerCommands() {
 
 func (d *daemon) requestQuit(why string) {
 	d.quitOnce.Do(func() {
-		d.log.Info("shutting down", zap.String("reason", why))
+		d.log.Debug("shutting down", zap.String("reason", why)) // QSD prints nothing
 		close(d.quit)
 	})
 }
