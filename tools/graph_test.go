@@ -48,10 +48,10 @@ func graphRun(t *testing.T, args ...string) result {
 }
 
 // TestGraphLiveCommit draws a daemon's graph while a speed-limited commit
-// runs: the DOT, parsed back, has the job as a box with its edges to the
-// nodes it holds (with their roles and permissions), the filter it
-// inserted, the chain with its backing and file edges, and the same graph
-// comes over JSON-RPC.
+// runs and an NBD export serves the top node: the DOT, parsed back, has
+// the job as a box with its edges to the nodes it holds (with their roles
+// and permissions), the export as a box using top, the chain with its
+// backing and file edges, and the same graph comes over JSON-RPC.
 func TestGraphLiveCommit(t *testing.T) {
 	requireQemu(t)
 	dir := t.TempDir()
@@ -62,7 +62,8 @@ func TestGraphLiveCommit(t *testing.T) {
 	mustQemu(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", p("top.qcow2"))
 	sock, rpc := p("m.sock"), p("r.sock")
 	startDaemon(t, []string{sock, rpc}, "--socket", sock, "--jsonrpc", rpc, "--blockdev",
-		fmt.Sprintf(`{"driver":"qcow2","node-name":"top","file":{"driver":"file","filename":%q}}`, p("top.qcow2")))
+		fmt.Sprintf(`{"driver":"qcow2","node-name":"top","file":{"driver":"file","filename":%q}}`, p("top.qcow2")),
+		"--nbd-server", "addr.type=unix,addr.path="+p("nbd.sock"), "--export", "type=nbd,id=e1,node-name=top,writable=on")
 
 	c, err := dialQMP(sock)
 	if err != nil {
@@ -117,6 +118,18 @@ func TestGraphLiveCommit(t *testing.T) {
 		if !strings.Contains(jobEdges, want) {
 			t.Errorf("the job's edges %q lack %q:\n%s", jobEdges, want, r.out)
 		}
+	}
+	// The export is a box of its own, using top with write permission.
+	exp, ok := byLabel["nbd export 'e1'"]
+	if !ok || vertices[exp].Shape != "box" {
+		t.Errorf("no export box in:\n%s", r.out)
+	}
+	expEdge := false
+	for _, e := range edges {
+		expEdge = expEdge || e.From == exp && e.To == top && strings.HasPrefix(e.Label, `root\lwr`)
+	}
+	if !expEdge {
+		t.Errorf("no edge from the export to top with write permission:\n%s", r.out)
 	}
 	base := byLabel["[qcow2]"]
 	for id, v := range vertices {
