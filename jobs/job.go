@@ -31,6 +31,7 @@ type Impl interface {
 type Job struct {
 	m            *Manager
 	id           string
+	uuid         string // correlates the job's log lines across reuse of its id
 	typ          schema.JobType
 	status       schema.JobStatus
 	autoFinalize bool

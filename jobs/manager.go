@@ -6,10 +6,12 @@ package jobs
 import (
 	"slices"
 
+	"github.com/google/uuid"
 	"go.uber.org/zap"
 
 	"blockd/blockcore"
 	"blockd/events"
+	"blockd/internal/qemu"
 	"blockd/schema"
 )
 
@@ -36,31 +38,18 @@ func (m *Manager) find(id string) *Job {
 	return nil
 }
 
-// validJobID is QEMU's id_wellformed, as job ids must be.
-func validJobID(id string) bool {
-	if id == "" || !(id[0] >= 'a' && id[0] <= 'z' || id[0] >= 'A' && id[0] <= 'Z') {
-		return false
-	}
-	for i := 1; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
-
 // create registers a job in status created (job_create).
 func (m *Manager) create(id string, typ schema.JobType, speed int64, autoFinalize, autoDismiss bool) (*Job, error) {
-	if !validJobID(id) {
+	if !qemu.IDWellFormed(id) {
 		return nil, schema.Errorf("Invalid job ID '%s'", id)
 	}
 	if m.find(id) != nil {
 		return nil, schema.Errorf("Job ID '%s' already in use", id)
 	}
-	j := &Job{m: m, id: id, typ: typ, status: "undefined", autoFinalize: autoFinalize,
+	j := &Job{m: m, id: id, uuid: uuid.NewString(), typ: typ, status: "undefined", autoFinalize: autoFinalize,
 		autoDismiss: autoDismiss, ctl: newControl(0), workerDone: make(chan struct{})}
 	m.jobs = append(m.jobs, j)
+	m.log.Debug("job created", zap.String("job", id), zap.String("job_uuid", j.uuid))
 	m.transition(j, "created")
 	if speed < 0 {
 		// block_job_create fails after creating the job: it is gone again.
@@ -85,7 +74,7 @@ func (m *Manager) remove(j *Job) {
 // transition moves a job to a new status and announces it.
 func (m *Manager) transition(j *Job, to schema.JobStatus) {
 	if !transitions[statusIndex(j.status)][statusIndex(to)] {
-		m.log.Error("illegal job transition", zap.String("job", j.id),
+		m.log.Error("illegal job transition", zap.String("job", j.id), zap.String("job_uuid", j.uuid),
 			zap.String("from", string(j.status)), zap.String("to", string(to)))
 	}
 	j.status = to

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -344,5 +345,38 @@ func TestAcceptSurvivesFdExhaustion(t *testing.T) {
 	_, _ = rc.Write([]byte(`{"jsonrpc":"2.0","id":1,"method":"query-version"}` + "\n"))
 	if line, err := bufio.NewReader(rc).ReadBytes('\n'); err != nil || !bytes.Contains(line, []byte(`"result"`)) {
 		t.Fatalf("JSON-RPC after fd exhaustion: %v %q", err, line)
+	}
+}
+
+// Each connection and each job carries a uuid in its log fields, so that
+// the lines of one client or one job can be told apart in a busy log.
+func TestLogLinesCarryUUIDs(t *testing.T) {
+	dir := t.TempDir()
+	chain(t, dir)
+	d := StartDaemon(t, blockdBin, dir, "--log-format", "json", "--log-level", "debug")
+	c := Dial(t, d.Sock)
+	negotiate(t, c)
+	addTop(t, c, dir)
+	if r, _ := c.Command(t, "block-commit", commitArgs(dir)); r["return"] == nil {
+		t.Fatalf("block-commit: %v", r)
+	}
+	c.Close()
+	d.Stop(t)
+	uuidRE := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+	var conn, job string
+	for _, line := range strings.Split(d.Stderr(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) != nil {
+			continue
+		}
+		switch m["msg"] {
+		case "monitor connected":
+			conn, _ = m["conn"].(string)
+		case "job created":
+			job, _ = m["job_uuid"].(string)
+		}
+	}
+	if !uuidRE.MatchString(conn) || !uuidRE.MatchString(job) || conn == job {
+		t.Fatalf("connection uuid %q, job uuid %q; log:\n%s", conn, job, d.Stderr())
 	}
 }
