@@ -18,7 +18,7 @@
 //	dispatch.go  `blockd img ...` / `blockd io ...` entry points
 //	session.go   opening an image through the graph, locks, closing
 //	getopt.go    getopt_long-style option parsing (qemu-img, qemu-io)
-//	size.go      qemu_strtosz-style sizes (k, M, G suffixes)
+//	size.go      size limits and size printing (parsing is internal/qemu)
 //	qjson.go     JSON in QEMU's QDict key order and pretty format
 //	create.go    img create
 //	info.go      img info

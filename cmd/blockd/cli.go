@@ -14,6 +14,8 @@ type chardev struct {
 	id      string
 	backend string // "socket" or "stdio"
 	path    string
+	opt     string // the option that declared it and its text, for errors
+	spec    string
 }
 
 // blockdevArg is one --blockdev: JSON arguments, and whether they came
@@ -122,7 +124,7 @@ func (cfg *config) apply(name, val string, monitorSpecs *[]string) error {
 		// Monitors may name chardevs defined later on the command line.
 		*monitorSpecs = append(*monitorSpecs, val)
 	case "socket":
-		c := &chardev{id: fmt.Sprintf("blockd-socket-%d", len(cfg.chardevs)), backend: "socket", path: val}
+		c := &chardev{id: fmt.Sprintf("blockd-socket-%d", len(cfg.chardevs)), backend: "socket", path: val, opt: "socket", spec: val}
 		cfg.chardevs = append(cfg.chardevs, c)
 		cfg.monitors = append(cfg.monitors, c)
 	case "blockdev":
@@ -157,7 +159,7 @@ func (cfg *config) addChardev(spec string) error {
 	if err != nil {
 		return &cliError{"chardev", spec, err.Error()}
 	}
-	c := &chardev{}
+	c := &chardev{opt: "chardev", spec: spec}
 	for k, v := range kv {
 		s, _ := v.(string)
 		switch k {

@@ -148,6 +148,7 @@ func (d *daemon) serveActivated() (int, error) {
 		return 0, err
 	}
 	for _, a := range ls {
+		d.listeners = append(d.listeners, a.l)
 		name := a.l.Addr().String()
 		if a.jsonrpc {
 			d.serve(a.l, name, "JSON-RPC endpoint listening (socket activation)", d.rpc.Serve)
