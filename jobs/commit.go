@@ -42,7 +42,7 @@ func (m *Manager) blockCommit(a *schema.BlockCommitArgs) error {
 	if bs == nil {
 		return schema.ClassErrorf(schema.ClassDeviceNotFound, "Device '%s' not found", a.Device)
 	}
-	if len(bs.Parents()) > 0 {
+	if !bs.IsRoot() {
 		return schema.Errorf("Need a root block node")
 	}
 	top := bs
@@ -209,7 +209,7 @@ func (s *commitSetup) removeFilter(f *blockcore.Node) {
 		return
 	}
 	if err := s.m.g.RemoveFilter(f); err != nil {
-		s.m.log.Error("removing the job's filter failed", zap.String("job", s.job.id),
+		s.m.log.Error("removing the job's filter failed", zap.String("job", s.job.id), zap.String("job_uuid", s.job.uuid),
 			zap.String("filter", f.Name()), zap.Error(err))
 	}
 }
