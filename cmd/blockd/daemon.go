@@ -111,8 +111,12 @@ func (d *daemon) start() error {
 	if err := d.startExports(); err != nil {
 		return err
 	}
+	activated, err := d.serveActivated()
+	if err != nil {
+		return err
+	}
 	monitors := d.cfg.monitors
-	if len(monitors) == 0 {
+	if len(monitors) == 0 && activated == 0 {
 		monitors = []*chardev{{id: "default", backend: "socket", path: defaultSocket()}}
 	}
 	// Every socket is bound before any is served: a client that finds one
@@ -148,14 +152,7 @@ func (d *daemon) start() error {
 		}
 	}
 	for _, ep := range eps {
-		d.log.Info(ep.what, zap.String("socket", ep.path))
-		d.serving.Add(1)
-		go func() {
-			defer d.serving.Done()
-			if err := ep.serve(ep.l); err != nil {
-				d.log.Error("socket failed", zap.String("socket", ep.path), zap.Error(err))
-			}
-		}()
+		d.serve(ep.l, ep.path, ep.what, ep.serve)
 	}
 	for _, c := range monitors {
 		if c.backend == "stdio" {
@@ -163,6 +160,19 @@ func (d *daemon) start() error {
 		}
 	}
 	return nil
+}
+
+// serve serves a bound socket in the background until shutdown; the
+// caller has recorded it in d.listeners so that shutdown closes it.
+func (d *daemon) serve(l net.Listener, path, what string, serve func(net.Listener) error) {
+	d.log.Info(what, zap.String("socket", path))
+	d.serving.Add(1)
+	go func() {
+		defer d.serving.Done()
+		if err := serve(l); err != nil {
+			d.log.Error("socket failed", zap.String("socket", path), zap.Error(err))
+		}
+	}()
 }
 
 func (d *daemon) addStartupBlockdev(b blockdevArg) error {
