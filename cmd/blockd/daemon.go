@@ -111,24 +111,18 @@ func (d *daemon) start() error {
 	if err := d.startExports(); err != nil {
 		return err
 	}
-	activated, err := d.serveActivated()
+	// Every socket is bound (or taken over from systemd) before any is
+	// served: a client that finds one socket can count on the others, and
+	// a path that cannot be bound stops blockd before it has answered
+	// anyone.
+	eps, err := d.activated()
 	if err != nil {
 		return err
 	}
 	monitors := d.cfg.monitors
-	if len(monitors) == 0 && activated == 0 {
+	if len(monitors) == 0 && len(eps) == 0 {
 		monitors = []*chardev{{id: "default", backend: "socket", path: defaultSocket()}}
 	}
-	// Every socket is bound before any is served: a client that finds one
-	// socket can count on the others, and a path that cannot be bound
-	// stops blockd before it has answered anyone.
-	type endpoint struct {
-		l     net.Listener
-		what  string
-		path  string
-		serve func(net.Listener) error
-	}
-	var eps []endpoint
 	bind := func(c *chardev, what string, serve func(net.Listener) error) error {
 		l, err := listenUnix(c)
 		if err != nil {
@@ -160,6 +154,14 @@ func (d *daemon) start() error {
 		}
 	}
 	return nil
+}
+
+// endpoint is a bound socket and how to serve it.
+type endpoint struct {
+	l     net.Listener
+	what  string
+	path  string
+	serve func(net.Listener) error
 }
 
 // serve serves a bound socket in the background until shutdown; the
