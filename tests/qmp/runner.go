@@ -149,6 +149,11 @@ func Dial(t testing.TB, sock string) *Client {
 	deadline := time.Now().Add(replyTimeout)
 	for {
 		c, err := net.Dial("unix", sock)
+		if errors.Is(err, syscall.EAGAIN) && time.Now().Before(deadline) {
+			// The listen backlog is full (other clients connecting).
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
 		if err != nil {
 			t.Fatalf("dial %s: %v", sock, err)
 		}
