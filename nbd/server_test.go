@@ -363,3 +363,29 @@ func TestRemoveExport(t *testing.T) {
 		t.Fatal("hard removal left the client connected")
 	}
 }
+
+// TestMaxConnections: a second client waits (is not accepted) while the
+// one allowed connection is in use, and gets in once it leaves.
+func TestMaxConnections(t *testing.T) {
+	_, sock := serve(t, Options{MaxConnections: 1}, newMem(1<<20).export("x"))
+	a := connect(t, sock, "x")
+	nc, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	var hs [18]byte
+	if _, err := io.ReadFull(nc, hs[:]); err == nil {
+		t.Fatal("a second client was served beyond max-connections")
+	}
+	a.Close()
+	_ = nc.SetReadDeadline(time.Time{})
+	b, err := Connect(nc, "x")
+	if err != nil {
+		t.Fatalf("second client after the first left: %v", err)
+	}
+	if err := b.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
