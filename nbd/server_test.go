@@ -313,7 +313,7 @@ func TestBadClients(t *testing.T) {
 	deaf.nc.Close()
 
 	// Everything the bad clients held is released.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for runtime.NumGoroutine() > g0 || openFDs(t) > f0 {
 		if time.Now().After(deadline) {
 			buf := make([]byte, 1<<20)
