@@ -12,6 +12,9 @@ func (m *Manager) RegisterCommands(r *schema.Registry) {
 	schema.Define(r, "block-commit", func(_ context.Context, a *schema.BlockCommitArgs) (schema.Empty, error) {
 		return schema.Empty{}, m.blockCommit(a)
 	})
+	schema.Define(r, "block-stream", func(_ context.Context, a *schema.BlockStreamArgs) (schema.Empty, error) {
+		return schema.Empty{}, m.blockStream(a)
+	})
 	schema.Define(r, "query-jobs", func(context.Context, *schema.NoArgs) ([]schema.JobInfo, error) {
 		out := []schema.JobInfo{}
 		for _, j := range m.jobs {

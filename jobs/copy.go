@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"encoding/binary"
 	"errors"
 	"sync"
 	"syscall"
@@ -55,8 +56,11 @@ type ioError struct {
 func (e *ioError) Error() string { return e.err.Error() }
 func (e *ioError) Unwrap() error { return e.err }
 
-// copier copies ranges from src to dst with up to maxInFlight requests at
-// once, reporting progress to the job as each finishes.
+// copier is the copy engine every job uses: it copies ranges from src to
+// dst with up to maxInFlight requests at once, reporting progress to the
+// job as each finishes. A range that reads as zeroes is written as a
+// zero write, which keeps sparse targets sparse (qcow2 records a zero
+// cluster, a file gets a hole or fallocated zeroes).
 type copier struct {
 	j        *Job
 	src, dst blockio.Device
@@ -65,6 +69,12 @@ type copier struct {
 	mu       sync.Mutex
 	err      error
 	bufs     sync.Pool
+	// locks, when set, is held over each range for its read and write,
+	// excluding guest writes through the job's filter meanwhile.
+	locks *rangeLock
+	// onlyUnallocated copies just the parts dst does not define itself,
+	// decided under the range lock (copy-on-read into the same node).
+	onlyUnallocated bool
 }
 
 func newCopier(j *Job, src, dst blockio.Device) *copier {
@@ -78,14 +88,14 @@ func (c *copier) start(off, n int64) {
 	c.wg.Add(1)
 	go func() {
 		defer func() { <-c.sem; c.wg.Done() }()
-		bp := c.bufs.Get().(*[]byte)
-		defer c.bufs.Put(bp)
-		buf := (*bp)[:n]
+		if c.locks != nil {
+			defer c.locks.lock(off, n)()
+		}
 		var err error
-		if err = c.src.ReadAt(buf, off); err != nil {
-			err = &ioError{"read", off, err}
-		} else if err = c.dst.WriteAt(buf, off, 0); err != nil {
-			err = &ioError{"write", off, err}
+		if c.onlyUnallocated {
+			err = c.copyUnallocated(off, n)
+		} else {
+			err = c.copy(off, n)
 		}
 		if err != nil {
 			c.mu.Lock()
@@ -97,6 +107,77 @@ func (c *copier) start(off, n int64) {
 		}
 		c.j.Progress(n)
 	}()
+}
+
+// copyUnallocated copies the parts of [off, off+n) dst does not define.
+func (c *copier) copyUnallocated(off, n int64) error {
+	for end := off + n; off < end; {
+		st, err := c.dst.BlockStatus(off, end-off)
+		if err != nil {
+			return &ioError{"read", off, err}
+		}
+		l := min(st.Length, end-off)
+		if st.Flags&blockio.StatusAllocated == 0 {
+			if err := c.copy(off, l); err != nil {
+				return err
+			}
+		}
+		off += l
+	}
+	return nil
+}
+
+// copy reads [off, off+n) from src and writes it to dst.
+func (c *copier) copy(off, n int64) error {
+	bp := c.bufs.Get().(*[]byte)
+	defer c.bufs.Put(bp)
+	buf := (*bp)[:n]
+	if err := c.src.ReadAt(buf, off); err != nil {
+		return &ioError{"read", off, err}
+	}
+	var err error
+	if allZero(buf) {
+		err = c.dst.WriteZeroes(off, n, 0)
+	} else {
+		err = c.dst.WriteAt(buf, off, 0)
+	}
+	if err != nil {
+		return &ioError{"write", off, err}
+	}
+	return nil
+}
+
+// allZero reports whether p holds only zero bytes.
+func allZero(p []byte) bool {
+	for len(p) >= 8 {
+		if binary.NativeEndian.Uint64(p) != 0 {
+			return false
+		}
+		p = p[8:]
+	}
+	for _, b := range p {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// errOffset and errCause take a copy failure apart.
+func errOffset(err error, def int64) int64 {
+	var ie *ioError
+	if errors.As(err, &ie) {
+		return ie.off
+	}
+	return def
+}
+
+func errCause(err error) error {
+	var ie *ioError
+	if errors.As(err, &ie) {
+		return ie.err
+	}
+	return err
 }
 
 // failed returns the first error so far.
