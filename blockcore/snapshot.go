@@ -19,6 +19,10 @@ func opBlocker(n *Node) string {
 	return ""
 }
 
+// OpBlocker is opBlocker for jobs, which check it on the nodes they
+// would use (bdrv_op_is_blocked).
+func OpBlocker(n *Node) string { return opBlocker(n) }
+
 func hasBackend(n *Node) bool {
 	for _, c := range n.parents {
 		if v, ok := c.Parent.(graphVertex); ok && v.VertexType() == "block-backend" {

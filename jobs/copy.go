@@ -217,7 +217,11 @@ func (j *Job) onError(err error, next int64) (goOn bool, from int64) {
 		op, failedAt = ie.op, ie.off
 	}
 	action := schema.BlockErrorAction("report")
-	switch j.onErrorPolicy {
+	policy := j.onErrorPolicy
+	if op == "write" && j.onTargetError != "" {
+		policy = j.onTargetError
+	}
+	switch policy {
 	case "ignore":
 		action = "ignore"
 	case "stop":

@@ -17,9 +17,12 @@ type dirtyMap struct {
 
 const dirtyGranularity = 64 << 10
 
-func newDirtyMap(size int64) *dirtyMap {
-	n := (size + dirtyGranularity - 1) / dirtyGranularity
-	return &dirtyMap{gran: dirtyGranularity, bits: make([]uint64, (n+63)/64), notify: make(chan struct{}, 1)}
+func newDirtyMap(size int64) *dirtyMap { return newDirtyMapGran(size, dirtyGranularity) }
+
+// newDirtyMapGran tracks in granules of gran bytes (a power of two).
+func newDirtyMapGran(size, gran int64) *dirtyMap {
+	n := (size + gran - 1) / gran
+	return &dirtyMap{gran: gran, bits: make([]uint64, (n+63)/64), notify: make(chan struct{}, 1)}
 }
 
 // mark sets every granule touching [off, off+n).
