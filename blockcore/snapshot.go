@@ -23,6 +23,17 @@ func opBlocker(n *Node) string {
 // would use (bdrv_op_is_blocked).
 func OpBlocker(n *Node) string { return opBlocker(n) }
 
+// IsRoot is bdrv_is_root_node: nothing but block backends (exports,
+// tools) uses n.
+func (n *Node) IsRoot() bool {
+	for _, c := range n.parents {
+		if v, ok := c.Parent.(graphVertex); !ok || v.VertexType() != "block-backend" {
+			return false
+		}
+	}
+	return true
+}
+
 func hasBackend(n *Node) bool {
 	for _, c := range n.parents {
 		if v, ok := c.Parent.(graphVertex); ok && v.VertexType() == "block-backend" {

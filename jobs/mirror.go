@@ -46,7 +46,7 @@ func (m *Manager) rootNode(name string) (*blockcore.Node, error) {
 	if bs == nil {
 		return nil, schema.Errorf("Cannot find device='%s' nor node-name='%s'", name, name)
 	}
-	if len(bs.Parents()) > 0 {
+	if !bs.IsRoot() {
 		return nil, schema.Errorf("Need a root block node")
 	}
 	return bs, nil
