@@ -18,6 +18,9 @@ func (m *Manager) RegisterCommands(r *schema.Registry) {
 	schema.Define(r, "blockdev-mirror", func(_ context.Context, a *schema.BlockdevMirrorArgs) (schema.Empty, error) {
 		return schema.Empty{}, m.blockdevMirror(a)
 	})
+	schema.Define(r, "blockdev-backup", func(_ context.Context, a *schema.BlockdevBackupArgs) (schema.Empty, error) {
+		return schema.Empty{}, m.blockdevBackup(a)
+	})
 	schema.Define(r, "query-jobs", func(context.Context, *schema.NoArgs) ([]schema.JobInfo, error) {
 		out := []schema.JobInfo{}
 		for _, j := range m.jobs {

@@ -75,6 +75,10 @@ type copier struct {
 	// onlyUnallocated copies just the parts dst does not define itself,
 	// decided under the range lock (copy-on-read into the same node).
 	onlyUnallocated bool
+	// claim, when set, picks under the range lock the parts of a range
+	// still to copy (a backup's copy map, shared with its filter).
+	claim   func(off, n int64) []span
+	unclaim func(off, n int64)
 }
 
 func newCopier(j *Job, src, dst blockio.Device) *copier {
@@ -92,9 +96,29 @@ func (c *copier) start(off, n int64) {
 			defer c.locks.lock(off, n)()
 		}
 		var err error
-		if c.onlyUnallocated {
+		switch {
+		case c.claim != nil:
+			// Only what is claimed counts: the rest was copied already
+			// (and counted) by whoever claimed it.
+			var done int64
+			spans := c.claim(off, n)
+			for i, sp := range spans {
+				l := min(sp.n, off+n-sp.off)
+				if err = c.copy(sp.off, l); err != nil {
+					for _, rest := range spans[i:] {
+						c.unclaim(rest.off, rest.n) // not copied: still to do
+					}
+					break
+				}
+				done += l
+			}
+			if err == nil {
+				c.j.Progress(done)
+				return
+			}
+		case c.onlyUnallocated:
 			err = c.copyUnallocated(off, n)
-		} else {
+		default:
 			err = c.copy(off, n)
 		}
 		if err != nil {
@@ -137,6 +161,13 @@ func (c *copier) copy(off, n int64) error {
 	}
 	var err error
 	if allZero(buf) {
+		// Already reading as zeroes: keep it sparse. Not for a stream,
+		// whose target loses the backing file it may read them from.
+		if !c.onlyUnallocated {
+			if st, serr := c.dst.BlockStatus(off, n); serr == nil && st.Flags&blockio.StatusZero != 0 && st.Length >= n {
+				return nil
+			}
+		}
 		err = c.dst.WriteZeroes(off, n, 0)
 	} else {
 		err = c.dst.WriteAt(buf, off, 0)

@@ -84,3 +84,28 @@ func (d *dirtyMap) bytes() int64 {
 	defer d.mu.Unlock()
 	return d.count * d.gran
 }
+
+// span is a byte range.
+type span struct{ off, n int64 }
+
+// takeRange clears and returns the dirty runs inside [off, off+n), which
+// must be granule-aligned at off.
+func (d *dirtyMap) takeRange(off, n int64) []span {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []span
+	total := int64(len(d.bits)) * 64
+	for g := off / d.gran; g < total && g*d.gran < off+n; g++ {
+		if d.bits[g/64]&(1<<uint(g%64)) == 0 {
+			continue
+		}
+		d.bits[g/64] &^= 1 << uint(g%64)
+		d.count--
+		if k := len(out) - 1; k >= 0 && out[k].off+out[k].n == g*d.gran {
+			out[k].n += d.gran
+		} else {
+			out = append(out, span{g * d.gran, d.gran})
+		}
+	}
+	return out
+}

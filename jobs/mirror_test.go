@@ -156,3 +156,85 @@ func TestStreamWithConcurrentWrites(t *testing.T) {
 	firstDiff(t, "top", readAll(t, top, size), model)
 	qemuCheck(t, top)
 }
+
+// A backup is a point-in-time copy: guests keep writing through the
+// copy-before-write filter while it runs, and the target still holds the
+// data of the moment the job started.
+func TestBackupIsPointInTime(t *testing.T) {
+	const size = 16 << 20
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "src.qcow2"), filepath.Join(dir, "dst.qcow2")
+	start := make([]byte, size)
+	for i := range start {
+		start[i] = byte(i/4096) | 1
+	}
+	copy(start[9<<20:], make([]byte, 1<<20)) // a zero stretch
+	image(t, src, size, "", map[int64][]byte{0: bytes.Clone(start)})
+	image(t, dst, size, "", nil)
+	d := newDaemon(t)
+	d.call(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": "src",
+		"file": map[string]any{"driver": "file", "filename": src}})
+	d.call(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": "dst",
+		"file": map[string]any{"driver": "file", "filename": dst}})
+	d.call(t, "blockdev-backup", map[string]any{"job-id": "b", "device": "src", "target": "dst",
+		"sync": "full", "speed": 8 << 20, "filter-node-name": "cbw"})
+	var devp atomic.Pointer[blockio.Device]
+	devp.Store(guestView(d, "cbw"))
+	model := bytes.Clone(start)
+	stop := make(chan struct{})
+	wg := guestWriters(t, &devp, size, model, stop)
+	if e := d.waitEvent(t, "BLOCK_JOB_COMPLETED"); bytes.Contains(e.Data, []byte(`"error"`)) {
+		t.Fatalf("job failed: %s", e.Data)
+	}
+	close(stop)
+	wg.Wait()
+	_ = d.owner.Do(func() { d.g.CloseAll() })
+	firstDiff(t, "backup", readAll(t, dst, size), start)
+	firstDiff(t, "source", readAll(t, src, size), model)
+	qemuCheck(t, src, dst)
+}
+
+// Image fleecing (the reference's tests/image-fleecing): a backup with
+// sync=none into a temporary overlay of the source; the overlay keeps
+// reading as the source did when the job started while guests write.
+func TestFleecingReadsThePointInTime(t *testing.T) {
+	const size = 8 << 20
+	dir := t.TempDir()
+	src, fl := filepath.Join(dir, "src.qcow2"), filepath.Join(dir, "fleece.qcow2")
+	start := make([]byte, size)
+	for i := range start {
+		start[i] = byte(i/512) | 1
+	}
+	image(t, src, size, "", map[int64][]byte{0: bytes.Clone(start)})
+	image(t, fl, size, src, nil)
+	d := newDaemon(t)
+	d.call(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": "src",
+		"file": map[string]any{"driver": "file", "filename": src}})
+	d.call(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": "fleece", "backing": "src",
+		"file": map[string]any{"driver": "file", "filename": fl}})
+	d.call(t, "blockdev-backup", map[string]any{"job-id": "f", "device": "src", "target": "fleece",
+		"sync": "none", "filter-node-name": "cbw"})
+	var devp atomic.Pointer[blockio.Device]
+	devp.Store(guestView(d, "cbw"))
+	model := bytes.Clone(start)
+	stop := make(chan struct{})
+	wg := guestWriters(t, &devp, size, model, stop)
+	fleece := *guestView(d, "fleece")
+	for round := 0; round < 5; round++ {
+		time.Sleep(30 * time.Millisecond)
+		got := make([]byte, size)
+		if err := fleece.ReadAt(got, 0); err != nil {
+			t.Fatal(err)
+		}
+		firstDiff(t, "fleecing view", got, start)
+	}
+	close(stop)
+	wg.Wait()
+	d.call(t, "block-job-cancel", map[string]any{"device": "f"})
+	d.waitEvent(t, "BLOCK_JOB_CANCELLED")
+	_ = d.owner.Do(func() { d.g.CloseAll() })
+	if bytes.Equal(model, start) {
+		t.Fatal("the writers changed nothing: the test proves nothing")
+	}
+	qemuCheck(t, src, fl)
+}

@@ -211,3 +211,38 @@ type BlockdevMirrorArgs struct {
 	AutoFinalize   *bool            `qapi:"auto-finalize,optional"`
 	AutoDismiss    *bool            `qapi:"auto-dismiss,optional"`
 }
+
+// BitmapSyncMode says when a backup's bitmap is synchronized.
+type BitmapSyncMode string
+
+func (BitmapSyncMode) EnumValues() []string { return []string{"on-success", "never", "always"} }
+
+// BackupPerf are a backup's x-perf tunables.
+type BackupPerf struct {
+	UseCopyRange *bool  `qapi:"use-copy-range,optional"`
+	MaxWorkers   *int64 `qapi:"max-workers,optional"`
+	MaxChunk     *int64 `qapi:"max-chunk,optional"`
+}
+
+// BackupCommon are the arguments blockdev-backup and drive-backup share.
+type BackupCommon struct {
+	JobID          *string          `qapi:"job-id,optional"`
+	Device         string           `qapi:"device"`
+	Sync           MirrorSyncMode   `qapi:"sync"`
+	Speed          *int64           `qapi:"speed,optional"`
+	Bitmap         *string          `qapi:"bitmap,optional"`
+	BitmapMode     *BitmapSyncMode  `qapi:"bitmap-mode,optional"`
+	Compress       *bool            `qapi:"compress,optional"`
+	OnSourceError  *BlockdevOnError `qapi:"on-source-error,optional"`
+	OnTargetError  *BlockdevOnError `qapi:"on-target-error,optional"`
+	AutoFinalize   *bool            `qapi:"auto-finalize,optional"`
+	AutoDismiss    *bool            `qapi:"auto-dismiss,optional"`
+	FilterNodeName *string          `qapi:"filter-node-name,optional"`
+	XPerf          *BackupPerf      `qapi:"x-perf,optional,features=unstable"`
+}
+
+// BlockdevBackupArgs are blockdev-backup's arguments.
+type BlockdevBackupArgs struct {
+	BackupCommon `qapi:",base"`
+	Target       string `qapi:"target"`
+}
