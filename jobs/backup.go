@@ -290,9 +290,12 @@ func (b *backup) Clean() {
 	if b.filter != nil {
 		blockcore.SetWriteHook(b.filter, nil)
 	}
-	b.release()
+	// The filter goes first, its job edge moving down with its other
+	// parents: closing it as the last edge leaves would not refresh the
+	// permissions below it.
 	b.removeFilter(b.filter)
 	b.filter = nil
+	b.release()
 }
 
 func (b *backup) CanComplete() bool          { return false }

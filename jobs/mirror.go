@@ -342,9 +342,12 @@ func (mj *mirror) Clean() {
 	if mj.filter != nil {
 		blockcore.SetWriteHook(mj.filter, nil)
 	}
-	mj.release()
+	// The filter goes first, its job edge moving down with its other
+	// parents: closing it as the last edge leaves would not refresh the
+	// permissions below it.
 	mj.removeFilter(mj.filter)
 	mj.filter = nil
+	mj.release()
 }
 
 func (mj *mirror) CanComplete() bool          { return true }
