@@ -204,14 +204,24 @@ func (b *backup) copyBeforeWrite(src, dst blockio.Device, off, n int64) error {
 	unlock := b.locks.lock(start, end-start)
 	defer unlock()
 	cp := newCopier(b.job, src, dst)
-	for _, sp := range b.copyMap.takeRange(start, end-start) {
-		size, _ := src.Size()
-		l := min(sp.n, size-sp.off)
-		if err := cp.copy(sp.off, l); err != nil {
-			b.copyMap.mark(sp.off, sp.n) // not saved: the next write tries again
-			return errCause(err)
+	size, err := src.Size()
+	if err != nil {
+		return err
+	}
+	spans := b.copyMap.takeRange(start, end-start)
+	for i, sp := range spans {
+		for o := sp.off; o < min(sp.off+sp.n, size); o += chunkSize {
+			l := min(chunkSize, sp.off+sp.n-o, size-o)
+			if err := cp.copy(o, l); err != nil {
+				// Not saved: the next write (or the job) tries again.
+				b.copyMap.mark(o, sp.off+sp.n-o)
+				for _, rest := range spans[i+1:] {
+					b.copyMap.mark(rest.off, rest.n)
+				}
+				return errCause(err)
+			}
+			b.job.Progress(l)
 		}
-		b.job.Progress(l)
 	}
 	return nil
 }

@@ -170,3 +170,49 @@ func waitEvent(t *testing.T, c *qmptest.Client, name string) {
 		}
 	}
 }
+
+// Image fleecing end to end over NBD (the reference's image-fleecing, old
+// style): a backup with sync=none into an overlay of the source, the
+// overlay exported read-only; a client writes the source through its own
+// export meanwhile, and the fleecing export still reads the data of the
+// moment the backup started.
+func TestFleecingOverNBD(t *testing.T) {
+	dir := t.TempDir()
+	run(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "src.qcow2", "16M")
+	run(t, dir, "qemu-io", "-f", "qcow2", "-c", "write -P 0x55 0 12M", "src.qcow2")
+	run(t, dir, "qemu-img", "convert", "-O", "raw", "src.qcow2", "before.raw")
+	run(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "src.qcow2", "-F", "qcow2", "fleece.qcow2")
+	d := qmptest.StartDaemon(t, blockdBin, dir)
+	defer d.Stop(t)
+	c := qmptest.Dial(t, d.Sock)
+	defer c.Close()
+	ok := func(cmd string, args any) {
+		t.Helper()
+		if rep, _ := c.Command(t, cmd, args); rep["error"] != nil {
+			t.Fatalf("%s: %v", cmd, rep["error"])
+		}
+	}
+	sock := filepath.Join(dir, "nbd.sock")
+	ok("qmp_capabilities", nil)
+	ok("blockdev-add", map[string]any{"driver": "qcow2", "node-name": "src",
+		"file": map[string]any{"driver": "file", "filename": filepath.Join(dir, "src.qcow2")}})
+	ok("blockdev-add", map[string]any{"driver": "qcow2", "node-name": "fleece", "backing": "src",
+		"file": map[string]any{"driver": "file", "filename": filepath.Join(dir, "fleece.qcow2")}})
+	ok("nbd-server-start", map[string]any{"addr": map[string]any{"type": "unix", "data": map[string]any{"path": sock}}})
+	ok("block-export-add", map[string]any{"type": "nbd", "id": "guest", "node-name": "src", "writable": true})
+	ok("blockdev-backup", map[string]any{"job-id": "f", "device": "src", "target": "fleece", "sync": "none"})
+	ok("block-export-add", map[string]any{"type": "nbd", "id": "fl", "node-name": "fleece"})
+	guest := "nbd+unix:///src?socket=" + sock
+	fleece := "nbd+unix:///fleece?socket=" + sock
+	run(t, dir, "qemu-io", "-f", "raw", "-c", "write -P 0x66 1M 2M", "-c", "write -z 8M 1M", "-c", "write -P 0x77 14M 1M", guest)
+	run(t, dir, "qemu-img", "compare", "-q", "-f", "raw", "-F", "raw", fleece, "before.raw")
+	run(t, dir, "qemu-io", "-f", "raw", "-c", "read -P 0x66 1M 2M", guest)
+	ok("block-export-del", map[string]any{"id": "fl"})
+	ok("block-job-cancel", map[string]any{"device": "f"})
+	ok("block-export-del", map[string]any{"id": "guest"})
+	ok("nbd-server-stop", nil)
+	ok("quit", nil)
+	_ = d.Wait()
+	check(t, dir, "src.qcow2")
+	check(t, dir, "fleece.qcow2")
+}
