@@ -3,9 +3,9 @@ package file
 import (
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"syscall"
+
+	"blockd/internal/errtext"
 )
 
 // ErrLocked matches (errors.Is) every error caused by an image lock that
@@ -57,23 +57,7 @@ func lockErrorf(errno syscall.Errno, format string, args ...any) error {
 }
 
 // strerror returns glibc's message for errno, which is what QEMU prints.
-// Go's table carries the same strings with a lower-case first letter.
-func strerror(errno syscall.Errno) string {
-	s := errno.Error()
-	if strings.HasPrefix(s, "errno ") {
-		return "Unknown error " + strconv.Itoa(int(errno))
-	}
-	if s == "" {
-		return s
-	}
-	return strings.ToUpper(s[:1]) + s[1:]
-}
+func strerror(e syscall.Errno) string { return errtext.Strerror(e) }
 
 // asErrno extracts the errno from a syscall error, EIO when there is none.
-func asErrno(err error) syscall.Errno {
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		return errno
-	}
-	return syscall.EIO
-}
+func asErrno(err error) syscall.Errno { return errtext.Errno(err) }

@@ -1,0 +1,432 @@
+package fuse
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"blockd/blockio"
+	"blockd/drivers/file"
+	"blockd/drivers/qcow2"
+	"blockd/internal/needtool"
+)
+
+// requireFuse skips loudly (fails under BLOCKD_REQUIRE_QEMU=1) without a
+// usable /dev/fuse and fusermount3.
+func requireFuse(t *testing.T) {
+	t.Helper()
+	needtool.Find(t, "fusermount3")
+	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err != nil {
+		needtool.Missing(t, fmt.Sprintf("/dev/fuse unusable (%v)", err))
+	}
+	f.Close()
+}
+
+// run runs a tool and fails the test if it fails.
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// runFails runs a tool that must fail and returns its output.
+func runFails(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err == nil {
+		t.Fatalf("%s %s succeeded, want failure\n%s", name, strings.Join(args, " "), out)
+	}
+	return string(out)
+}
+
+func randBytes(t *testing.T, n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func writeFile(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// mountpoint creates the empty regular file an export is mounted over.
+func mountpoint(t *testing.T, dir string) string {
+	mp := filepath.Join(dir, "mp")
+	writeFile(t, mp, nil)
+	return mp
+}
+
+// mount mounts dev and unmounts it at the end of the test.
+func mount(t *testing.T, dev blockio.Device, o Options) *Export {
+	t.Helper()
+	e, err := Mount(dev, o)
+	if err != nil {
+		t.Fatalf("Mount: %v", err)
+	}
+	t.Cleanup(func() { _ = e.Unmount() })
+	return e
+}
+
+func openFile(t *testing.T, path string, ro bool) *file.File {
+	t.Helper()
+	f, err := file.Open(file.Options{Filename: path, ReadOnly: ro, DiscardUnmap: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// checkContent compares the exported file with want, through the export.
+func checkContent(t *testing.T, path string, want []byte) {
+	t.Helper()
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s: content differs from the model (len %d, want %d)", path, len(got), len(want))
+	}
+}
+
+func TestMountErrors(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "nope")
+	_, err := Mount(nil, Options{Mountpoint: missing})
+	if want := fmt.Sprintf("Failed to stat '%s': No such file or directory", missing); err == nil || err.Error() != want {
+		t.Fatalf("missing mountpoint: %v, want %q", err, want)
+	}
+	_, err = Mount(nil, Options{Mountpoint: dir})
+	if want := fmt.Sprintf("'%s' is not a regular file", dir); err == nil || err.Error() != want {
+		t.Fatalf("directory mountpoint: %v, want %q", err, want)
+	}
+	mp := mountpoint(t, dir)
+	_, err = Mount(nil, Options{Mountpoint: mp, AllowOther: "maybe"})
+	if err == nil || err.Error() != "Parameter 'allow-other' does not accept value 'maybe'" {
+		t.Fatalf("bad allow-other: %v", err)
+	}
+}
+
+// TestRawFile drives a writable export of a raw file with dd, cmp,
+// fallocate and truncate, and checks the file underneath after each step.
+func TestRawFile(t *testing.T) {
+	requireFuse(t)
+	needtool.Find(t, "dd", "cmp", "fallocate", "truncate")
+	dir := t.TempDir()
+	const size = 8 << 20
+	model := randBytes(t, size)
+	img := filepath.Join(dir, "disk.raw")
+	writeFile(t, img, model)
+	mp := mountpoint(t, dir)
+	e := mount(t, openFile(t, img, false), Options{Mountpoint: mp, Writable: true, AllowOther: "off"})
+
+	_, err := Mount(openFile(t, img, true), Options{Mountpoint: mp})
+	if want := fmt.Sprintf("There already is a FUSE export on '%s'", mp); err == nil || err.Error() != want {
+		t.Fatalf("second export on the same mountpoint: %v, want %q", err, want)
+	}
+
+	var st syscall.Stat_t
+	if err := syscall.Stat(mp, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode != syscall.S_IFREG|0o600 || st.Size != size || st.Nlink != 1 {
+		t.Fatalf("stat: mode %o size %d nlink %d", st.Mode, st.Size, st.Nlink)
+	}
+	run(t, "cmp", mp, img)
+
+	// dd a random block into the middle, bypassing nothing: the page
+	// cache of the export is written through to the device.
+	src := filepath.Join(dir, "src")
+	chunk := randBytes(t, 1<<20)
+	writeFile(t, src, chunk)
+	run(t, "dd", "if="+src, "of="+mp, "bs=64k", "seek=48", "conv=notrunc,fsync", "status=none")
+	copy(model[48*64<<10:], chunk)
+	checkContent(t, mp, model)
+	checkContent(t, img, model)
+
+	// Punch a hole and zero a range: both read back as zeroes, through
+	// the export and in the file.
+	run(t, "fallocate", "-p", "-o", "1M", "-l", "256K", mp)
+	clear(model[1<<20 : 1<<20+256<<10])
+	run(t, "fallocate", "-z", "-o", "5M", "-l", "300K", mp)
+	clear(model[5<<20 : 5<<20+300<<10])
+	checkContent(t, mp, model)
+	checkContent(t, img, model)
+	// Plain allocation inside the file is not supported (only at EOF).
+	if out := runFails(t, "fallocate", "-o", "0", "-l", "64K", mp); !strings.Contains(out, "Operation not supported") {
+		t.Fatalf("fallocate inside: %s", out)
+	}
+
+	// A write across the end of a non-growable export is clipped, one
+	// starting at the end fails.
+	runFails(t, "dd", "if="+src, "of="+mp, "bs=1M", "seek=8", "conv=notrunc", "status=none")
+	checkContent(t, mp, model)
+
+	// Writable exports may be resized (truncate), growing with zeroes.
+	run(t, "truncate", "-s", "12M", mp)
+	model = append(model, make([]byte, 4<<20)...)
+	checkContent(t, mp, model)
+	checkContent(t, img, model)
+	run(t, "truncate", "-s", "6M", mp)
+	model = model[:6<<20]
+	checkContent(t, img, model)
+	// fallocate at the end grows the file.
+	run(t, "fallocate", "-o", "6M", "-l", "1M", mp)
+	model = append(model, make([]byte, 1<<20)...)
+	checkContent(t, img, model)
+	// touch (set times) is not supported, as with the reference.
+	runFails(t, "touch", mp)
+
+	if err := e.Unmount(); err != nil {
+		t.Fatalf("Unmount: %v", err)
+	}
+	if err := e.Unmount(); err != nil {
+		t.Fatalf("second Unmount: %v", err)
+	}
+	if err := syscall.Stat(mp, &st); err != nil || st.Size != 0 {
+		t.Fatalf("after unmount the mountpoint should be the empty file again: %v size %d", err, st.Size)
+	}
+	// The mountpoint is free again.
+	e2 := mount(t, openFile(t, img, true), Options{Mountpoint: mp})
+	checkContent(t, mp, model)
+	if err := e2.Unmount(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestQcow2 exports a qcow2 image through blockd's engine, writes to it
+// with real tools, unmounts, and has qemu-img check and compare it.
+func TestQcow2(t *testing.T) {
+	requireFuse(t)
+	needtool.Find(t, "dd", "fallocate", "truncate", "qemu-img")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.qcow2")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "16M")
+	f := openFile(t, img, false)
+	q, err := qcow2.Open(f, qcow2.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp := mountpoint(t, dir)
+	e := mount(t, q, Options{Mountpoint: mp, Writable: true, Growable: true})
+
+	model := make([]byte, 16<<20)
+	src := filepath.Join(dir, "src")
+	data := randBytes(t, 3<<20)
+	writeFile(t, src, data)
+	run(t, "dd", "if="+src, "of="+mp, "bs=1M", "seek=2", "conv=notrunc,fsync", "status=none")
+	copy(model[2<<20:], data)
+	// Cluster-aligned punch (qcow2 discards whole clusters) and an
+	// unaligned zero range.
+	run(t, "fallocate", "-p", "-o", "2M", "-l", "128K", mp)
+	clear(model[2<<20 : 2<<20+128<<10])
+	run(t, "fallocate", "-z", "-o", "3000000", "-l", "100000", mp)
+	clear(model[3000000:3100000])
+	checkContent(t, mp, model)
+
+	// Growable: a write past the end grows the image.
+	run(t, "dd", "if="+src, "of="+mp, "bs=1M", "count=1", "seek=16", "conv=notrunc,fsync", "status=none")
+	model = append(model, data[:1<<20]...)
+	run(t, "truncate", "-s", "20M", mp)
+	model = append(model, make([]byte, 3<<20)...)
+	checkContent(t, mp, model)
+
+	if err := e.Unmount(); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var check struct {
+		Corruptions, Leaks int
+		CheckErrors        int `json:"check-errors"`
+	}
+	out, _ := exec.Command("qemu-img", "check", "--output=json", img).Output()
+	if err := json.Unmarshal(out, &check); err != nil || check.Corruptions+check.Leaks+check.CheckErrors != 0 {
+		t.Fatalf("qemu-img check: %v %s", err, out)
+	}
+	want := filepath.Join(dir, "model.raw")
+	writeFile(t, want, model)
+	run(t, "qemu-img", "compare", "-f", "qcow2", "-F", "raw", img, want)
+}
+
+// TestReadOnly: a read-only export refuses every kind of write with the
+// reference's errno and leaves the image alone.
+func TestReadOnly(t *testing.T) {
+	requireFuse(t)
+	needtool.Find(t, "dd", "fallocate", "truncate", "chmod")
+	dir := t.TempDir()
+	model := randBytes(t, 1<<20)
+	img := filepath.Join(dir, "disk.raw")
+	writeFile(t, img, model)
+	mp := mountpoint(t, dir)
+	mount(t, openFile(t, img, true), Options{Mountpoint: mp, Growable: true})
+
+	var st syscall.Stat_t
+	if err := syscall.Stat(mp, &st); err != nil || st.Mode != syscall.S_IFREG|0o400 {
+		t.Fatalf("stat: %v mode %o", err, st.Mode)
+	}
+	// The writes themselves are refused (root passes the mode check at
+	// open), as are resizes, allocation and +w.
+	f, err := os.OpenFile(mp, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("x"), 0); !errors.Is(err, syscall.EACCES) {
+		t.Fatalf("write: %v, want EACCES", err)
+	}
+	f.Close()
+	if err := os.Truncate(mp, 4096); !errors.Is(err, syscall.EACCES) {
+		t.Fatalf("truncate: %v, want EACCES", err)
+	}
+	if out := runFails(t, "fallocate", "-z", "-o", "0", "-l", "4096", mp); !strings.Contains(out, "Permission denied") {
+		t.Fatalf("fallocate: %s", out)
+	}
+	if err := os.Chmod(mp, 0o600); !errors.Is(err, syscall.EROFS) {
+		t.Fatalf("chmod +w: %v, want EROFS", err)
+	}
+	if err := os.Chmod(mp, 0o440); err != nil { // no +w: allowed
+		t.Fatalf("chmod 0440: %v", err)
+	}
+	checkContent(t, mp, model)
+	checkContent(t, img, model)
+}
+
+// TestUnmountWithOpenReader: clients still reading do not keep Unmount
+// from returning; they get errors afterwards and the device is no longer
+// touched.
+func TestUnmountWithOpenReader(t *testing.T) {
+	requireFuse(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.raw")
+	writeFile(t, img, randBytes(t, 4<<20))
+	mp := mountpoint(t, dir)
+	e := mount(t, openFile(t, img, true), Options{Mountpoint: mp})
+
+	f, err := os.Open(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	started := make(chan struct{})
+	readerErr := make(chan error, 1)
+	go func() {
+		// O_DIRECT is not used by FUSE page-cache files; drop caches by
+		// reading ever new offsets so that requests reach the export.
+		buf := make([]byte, 64<<10)
+		once := sync.Once{}
+		for i := 0; ; i++ {
+			_, err := f.ReadAt(buf, int64(i%64)*int64(len(buf)))
+			once.Do(func() { close(started) })
+			if err != nil {
+				readerErr <- err
+				return
+			}
+			if i%64 == 63 {
+				_ = fadviseDontNeed(f)
+			}
+		}
+	}()
+	<-started
+	if err := e.Unmount(); err != nil {
+		t.Fatalf("Unmount with an open reader: %v", err)
+	}
+	// The mountpoint is the plain file again for new opens.
+	var st syscall.Stat_t
+	if err := syscall.Stat(mp, &st); err != nil || st.Size != 0 {
+		t.Fatalf("mountpoint after unmount: %v size %d", err, st.Size)
+	}
+	// The reader's next uncached request fails.
+	if err := <-readerErr; err == nil {
+		t.Fatal("reader saw no error")
+	}
+}
+
+func fadviseDontNeed(f *os.File) error {
+	const posixFadvDontneed = 4
+	_, _, e := syscall.Syscall6(syscall.SYS_FADVISE64, f.Fd(), 0, 0, posixFadvDontneed, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// TestConcurrentClients: several clients write and read disjoint ranges
+// at once through the export (run with -race).
+func TestConcurrentClients(t *testing.T) {
+	requireFuse(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.qcow2")
+	needtool.Find(t, "qemu-img")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "8M")
+	f := openFile(t, img, false)
+	q, err := qcow2.Open(f, qcow2.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	mp := mountpoint(t, dir)
+	mount(t, q, Options{Mountpoint: mp, Writable: true})
+
+	const workers, span = 4, 2 << 20
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			fd, err := os.OpenFile(mp, os.O_RDWR, 0)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer fd.Close()
+			data := make([]byte, span)
+			for i := range data {
+				data[i] = byte(w*37 + i)
+			}
+			if _, err := fd.WriteAt(data, int64(w)*span); err != nil {
+				errs <- err
+				return
+			}
+			if err := fd.Sync(); err != nil {
+				errs <- err
+				return
+			}
+			got := make([]byte, span)
+			if _, err := fd.ReadAt(got, int64(w)*span); err != nil {
+				errs <- err
+				return
+			}
+			if !bytes.Equal(got, data) {
+				errs <- fmt.Errorf("worker %d read back other data", w)
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
