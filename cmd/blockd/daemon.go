@@ -18,6 +18,7 @@ import (
 	"blockd/events"
 	"blockd/jobs"
 	"blockd/jsonrpc"
+	"blockd/objects"
 	"blockd/qmp"
 	"blockd/schema"
 )
@@ -32,6 +33,7 @@ type daemon struct {
 	owner *blockcore.Owner
 	graph *blockcore.Graph
 	jobs  *jobs.Manager
+	objs  *objects.Registry
 	qmp   *qmp.Server
 	rpc   *jsonrpc.Server
 
@@ -47,6 +49,7 @@ func newDaemon(cfg *config, log *zap.Logger) *daemon {
 	d.graph = blockcore.NewGraph(log, d.bus)
 	d.owner = blockcore.NewOwner(d.reg)
 	d.jobs = jobs.NewManager(d.graph, d.owner, d.bus, log)
+	d.objs = objects.NewRegistry(log)
 	d.registerCommands()
 	d.qmp = qmp.NewServer(d.owner, d.bus, log, qmp.Options{
 		MaxMessage: cfg.maxMessage,
@@ -71,6 +74,7 @@ func (d *daemon) registerCommands() {
 	})
 	d.graph.RegisterCommands(d.reg)
 	d.jobs.RegisterCommands(d.reg)
+	d.objs.RegisterCommands(d.reg)
 	d.reg.AddIntrospection()
 }
 
@@ -92,6 +96,11 @@ func (d *daemon) start() error {
 			return fmt.Errorf("cannot create pid file: %w", err)
 		}
 		d.pidfile = f
+	}
+	for _, spec := range d.cfg.objects {
+		if err := d.objs.AddFromCLI(spec); err != nil {
+			return fmt.Errorf("--object %s: %s", spec, err)
+		}
 	}
 	for _, b := range d.cfg.blockdevs {
 		if err := d.addStartupBlockdev(b); err != nil {

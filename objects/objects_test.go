@@ -1,0 +1,368 @@
+package objects
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"blockd/schema"
+)
+
+// pki makes certificates with crypto/x509 in the directory layout the
+// reference expects (ca-cert.pem, server-cert.pem, server-key.pem, ...).
+type pki struct {
+	t      *testing.T
+	caCert *x509.Certificate
+	caKey  *ecdsa.PrivateKey
+	serial int64
+}
+
+func newPKI(t *testing.T, cn string) *pki {
+	p := &pki{t: t, serial: 1}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(p.serial), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.caCert, _ = x509.ParseCertificate(der)
+	p.caKey = key
+	return p
+}
+
+// issue signs a leaf certificate and writes it and its key as
+// dir/<prefix>-cert.pem and dir/<prefix>-key.pem.
+func (p *pki) issue(dir, prefix string, subject pkix.Name, usage x509.ExtKeyUsage) *x509.Certificate {
+	p.serial++
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(p.serial), Subject: subject, DNSNames: []string{"localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		BasicConstraintsValid: true, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+		KeyUsage: x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.caCert, &key.PublicKey, p.caKey)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(key)
+	writePEM(p.t, filepath.Join(dir, prefix+"-cert.pem"), "CERTIFICATE", der)
+	writePEM(p.t, filepath.Join(dir, prefix+"-key.pem"), "PRIVATE KEY", kder)
+	c, _ := x509.ParseCertificate(der)
+	return c
+}
+
+func (p *pki) writeCA(dir string) {
+	writePEM(p.t, filepath.Join(dir, "ca-cert.pem"), "CERTIFICATE", p.caCert.Raw)
+}
+
+func (p *pki) writeCRL(dir string, revoked ...*x509.Certificate) {
+	var entries []x509.RevocationListEntry
+	for _, c := range revoked {
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: time.Now()})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number: big.NewInt(1), ThisUpdate: time.Now().Add(-time.Hour), NextUpdate: time.Now().Add(time.Hour),
+		RevokedCertificateEntries: entries,
+	}, p.caCert, p.caKey)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	writePEM(p.t, filepath.Join(dir, "ca-crl.pem"), "X509 CRL", der)
+}
+
+func writePEM(t *testing.T, path, typ string, der []byte) {
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mkdir(t *testing.T, parts ...string) string {
+	d := filepath.Join(parts...)
+	if err := os.MkdirAll(d, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func mustAdd(t *testing.T, r *Registry, spec string) {
+	t.Helper()
+	if err := r.AddFromCLI(spec); err != nil {
+		t.Fatalf("--object %s: %v", spec, err)
+	}
+}
+
+// handshake runs a TLS handshake between cfg on a server and a crypto/tls
+// client holding the given certificate files (none when certDir is "");
+// it returns the server's error and, if it succeeded, the client's name.
+func handshake(t *testing.T, cfg *tls.Config, roots *x509.CertPool, certDir string) (string, error) {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		name string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer c.Close()
+		tc := c.(*tls.Conn)
+		if err := tc.Handshake(); err != nil {
+			done <- result{err: err}
+			return
+		}
+		name := ""
+		if pc := tc.ConnectionState().PeerCertificates; len(pc) > 0 {
+			name = PeerName(pc[0])
+		}
+		_, _ = tc.Write([]byte("ok"))
+		done <- result{name: name}
+	}()
+	ccfg := &tls.Config{RootCAs: roots, ServerName: "localhost"}
+	if certDir != "" {
+		cert, err := tls.LoadX509KeyPair(filepath.Join(certDir, "client-cert.pem"), filepath.Join(certDir, "client-key.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ccfg.Certificates = []tls.Certificate{cert}
+	}
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", ln.Addr().String(), ccfg)
+	if err == nil {
+		_, _ = io.ReadAll(conn) // TLS 1.3 reports client-cert refusals on the first read
+		conn.Close()
+	}
+	res := <-done
+	return res.name, res.err
+}
+
+// TestX509ServerConfig: credentials made with crypto/x509 in QEMU's
+// layout serve TLS; verify-peer requires a client certificate from the
+// same CA; ca-crl.pem revokes; authz-simple matches the peer's name.
+func TestX509ServerConfig(t *testing.T) {
+	dir := t.TempDir()
+	ca := newPKI(t, "Test CA")
+	srv := mkdir(t, dir, "server")
+	ca.writeCA(srv)
+	ca.issue(srv, "server", pkix.Name{CommonName: "localhost"}, x509.ExtKeyUsageServerAuth)
+	cli := mkdir(t, dir, "client")
+	ca.writeCA(cli)
+	clientCert := ca.issue(cli, "client", pkix.Name{CommonName: "client", Organization: []string{"Example"}}, x509.ExtKeyUsageClientAuth)
+	other := newPKI(t, "Other CA")
+	stranger := mkdir(t, dir, "stranger")
+	other.issue(stranger, "client", pkix.Name{CommonName: "client"}, x509.ExtKeyUsageClientAuth)
+
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.caCert)
+	r := NewRegistry(nil)
+	mustAdd(t, r, "tls-creds-x509,id=tls0,endpoint=server,dir="+srv)
+	mustAdd(t, r, "tls-creds-x509,id=tlsnv,endpoint=server,verify-peer=off,dir="+srv)
+	mustAdd(t, r, "tls-creds-x509,id=tlsc,dir="+cli)
+	mustAdd(t, r, "authz-simple,id=auth0,identity=CN=client,,O=Example")
+
+	cfg, err := r.TLSServerConfig("tls0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, err := handshake(t, cfg, roots, cli)
+	if err != nil {
+		t.Fatalf("client with a certificate from the CA: %v", err)
+	}
+	if name != "CN=client,O=Example" {
+		t.Fatalf("peer name %q", name)
+	}
+	if ok, err := r.Authorize("auth0", name); !ok || err != nil {
+		t.Fatalf("Authorize(%q) = %v, %v", name, ok, err)
+	}
+	if ok, err := r.Authorize("auth0", "CN=other"); ok || err != nil {
+		t.Fatalf("Authorize(CN=other) = %v, %v", ok, err)
+	}
+	if _, err := handshake(t, cfg, roots, ""); err == nil {
+		t.Fatal("verify-peer=on accepted a client without a certificate")
+	}
+	if _, err := handshake(t, cfg, roots, stranger); err == nil {
+		t.Fatal("verify-peer=on accepted a certificate from another CA")
+	}
+	nv, err := r.TLSServerConfig("tlsnv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := handshake(t, nv, roots, ""); err != nil {
+		t.Fatalf("verify-peer=off refused a client without certificate: %v", err)
+	}
+
+	// A CRL naming the client's certificate revokes it.
+	ca.writeCRL(srv, clientCert)
+	mustAdd(t, r, "tls-creds-x509,id=tlscrl,endpoint=server,dir="+srv)
+	crlCfg, _ := r.TLSServerConfig("tlscrl")
+	if _, err := handshake(t, crlCfg, roots, cli); err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("revoked client certificate: %v", err)
+	}
+
+	for id, want := range map[string]string{
+		"nope":  "No TLS credentials with id 'nope'",
+		"auth0": "Object with id 'auth0' is not TLS credentials",
+		"tlsc":  "Expected TLS credentials for a server endpoint",
+	} {
+		if _, err := r.TLSServerConfig(id); err == nil || err.Error() != want {
+			t.Errorf("TLSServerConfig(%s): %v, want %q", id, err, want)
+		}
+	}
+	if _, err := r.Authorize("nope", "x"); err == nil || err.Error() != "Cannot find QAuthZ object ID nope" {
+		t.Errorf("Authorize(nope): %v", err)
+	}
+	if _, err := r.Authorize("tls0", "x"); err == nil || err.Error() != "Object 'tls0' is not a QAuthZ subclass" {
+		t.Errorf("Authorize(tls0): %v", err)
+	}
+
+	// A configuration already handed out survives object-del, as the
+	// reference's NBD server keeps its credentials.
+	if err := r.del("tls0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := handshake(t, cfg, roots, cli); err != nil {
+		t.Fatalf("config after object-del: %v", err)
+	}
+}
+
+// TestX509SanityCheck: the reference's checks at creation time.
+func TestX509SanityCheck(t *testing.T) {
+	dir := t.TempDir()
+	ca := newPKI(t, "CA")
+	// A server certificate that is itself a CA is refused.
+	bad := mkdir(t, dir, "bad")
+	ca.writeCA(bad)
+	writePEM(t, filepath.Join(bad, "server-cert.pem"), "CERTIFICATE", ca.caCert.Raw)
+	kder, _ := x509.MarshalPKCS8PrivateKey(ca.caKey)
+	writePEM(t, filepath.Join(bad, "server-key.pem"), "PRIVATE KEY", kder)
+	r := NewRegistry(nil)
+	err := r.AddFromCLI("tls-creds-x509,id=t,endpoint=server,dir=" + bad)
+	if want := "The certificate " + bad + "/server-cert.pem basic constraints show it as a CA"; err == nil || err.Error() != want {
+		t.Fatalf("CA as server certificate: %v, want %q", err, want)
+	}
+	if err := r.AddFromCLI("tls-creds-x509,id=t,endpoint=server,sanity-check=off,dir=" + bad); err != nil {
+		t.Fatalf("sanity-check=off: %v", err)
+	}
+	// A client certificate used as a server certificate has the wrong
+	// purpose.
+	wrong := mkdir(t, dir, "wrong")
+	ca.writeCA(wrong)
+	ca.issue(wrong, "server", pkix.Name{CommonName: "x"}, x509.ExtKeyUsageClientAuth)
+	if err := r.AddFromCLI("tls-creds-x509,id=t2,endpoint=server,dir=" + wrong); err == nil ||
+		!strings.Contains(err.Error(), "failed validation against") {
+		t.Fatalf("client certificate as server certificate: %v", err)
+	}
+}
+
+// TestPSK: keys.psk loads, but Go's TLS stack cannot serve PSK.
+func TestPSK(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "keys.psk"), []byte("qemu:0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := NewRegistry(nil)
+	mustAdd(t, r, "tls-creds-psk,id=p,endpoint=server,dir="+dir)
+	mustAdd(t, r, "tls-creds-psk,id=pc,endpoint=client,dir="+dir)
+	if _, err := r.TLSServerConfig("p"); !errors.Is(err, ErrPSKUnsupported) {
+		t.Fatalf("PSK server config: %v", err)
+	}
+}
+
+// TestSecrets: inline, file, base64, and AES-256-CBC encrypted secrets
+// under a master key, decrypted as the reference does.
+func TestSecrets(t *testing.T) {
+	dir := t.TempDir()
+	master := make([]byte, 32)
+	_, _ = rand.Read(master)
+	mfile := filepath.Join(dir, "master.key")
+	if err := os.WriteFile(mfile, master, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	iv := make([]byte, 16)
+	_, _ = rand.Read(iv)
+	plain := []byte("the disk password")
+	pad := 16 - len(plain)%16
+	padded := append(append([]byte{}, plain...), []byte(strings.Repeat(string(rune(pad)), pad))...)
+	block, _ := aes.NewCipher(master)
+	ct := make([]byte, len(padded))
+	cipher.NewCBCEncrypter(block, iv).CryptBlocks(ct, padded)
+
+	r := NewRegistry(nil)
+	mustAdd(t, r, "secret,id=raw,data=abc")
+	mustAdd(t, r, "secret,id=b64,data=YWJj,format=base64")
+	mustAdd(t, r, "secret,id=master,file="+mfile)
+	mustAdd(t, r, "secret,id=enc,keyid=master,format=base64,data="+base64.StdEncoding.EncodeToString(ct)+
+		",iv="+base64.StdEncoding.EncodeToString(iv))
+	for id, want := range map[string]string{"raw": "abc", "b64": "abc", "enc": string(plain)} {
+		got, err := r.Secret(id)
+		if err != nil || string(got) != want {
+			t.Errorf("Secret(%s) = %q, %v; want %q", id, got, err, want)
+		}
+	}
+	for spec, want := range map[string]string{
+		"secret,id=e1,keyid=master,data=abc":                                             "IV is required to decrypt secret",
+		"secret,id=e2,keyid=master,data=abc,iv=AAAA":                                     "IV should be 16 bytes in length not 3",
+		"secret,id=e3,keyid=raw,data=abc,iv=AAAA":                                        "Key should be 32 bytes in length",
+		"secret,id=e4,keyid=nope,data=abc":                                               "No secret with id 'nope'",
+		"secret,id=e5,keyid=master,data=abc,iv=" + base64.StdEncoding.EncodeToString(iv): "Length 3 must be a multiple of block size 16",
+	} {
+		if err := r.AddFromCLI(spec); err == nil || err.Error() != want {
+			t.Errorf("%s: %v, want %q", spec, err, want)
+		}
+	}
+	if _, err := r.Secret("nope"); err == nil || err.Error() != "No secret with id 'nope'" {
+		t.Errorf("Secret(nope): %v", err)
+	}
+	mustAdd(t, r, "iothread,id=io")
+	if _, err := r.Secret("io"); err == nil || err.Error() != "Object with id 'io' is not a secret" {
+		t.Errorf("Secret(io): %v", err)
+	}
+}
+
+// TestUse: a pinned object cannot be deleted until released.
+func TestUse(t *testing.T) {
+	r := NewRegistry(nil)
+	mustAdd(t, r, "secret,id=s,data=x")
+	release, err := r.Use("s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.del("s"); err == nil || err.Error() != "object 's' is in use, can not be deleted" {
+		t.Fatalf("del of a pinned object: %v", err)
+	}
+	release()
+	release() // idempotent
+	if err := r.del("s"); err != nil {
+		t.Fatalf("del after release: %v", err)
+	}
+	if _, err := r.Use("s"); schema.AsError(err) == nil {
+		t.Fatal("Use of a deleted object")
+	}
+}
