@@ -6,13 +6,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"blockd/blockio"
 	"blockd/drivers/file"
@@ -428,5 +431,91 @@ func TestConcurrentClients(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestMain lets the test binary act as a process that serves an export
+// until SIGTERM, as the daemon does (see TestSigterm).
+func TestMain(m *testing.M) {
+	if spec := os.Getenv("BLOCKD_FUSE_HELPER"); spec != "" {
+		os.Exit(sigtermHelper(spec))
+	}
+	os.Exit(m.Run())
+}
+
+func sigtermHelper(spec string) int {
+	img, mp, _ := strings.Cut(spec, ",")
+	f, err := file.Open(file.Options{Filename: img, ReadOnly: true})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer f.Close()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM)
+	e, err := Mount(f, Options{Mountpoint: mp})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println("ready")
+	<-sigs
+	if err := e.Unmount(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// TestSigterm: a process serving an export that gets SIGTERM while a
+// client keeps reading unmounts and exits; the mountpoint is the plain
+// file again.
+func TestSigterm(t *testing.T) {
+	requireFuse(t)
+	needtool.Find(t, "dd")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.raw")
+	writeFile(t, img, randBytes(t, 8<<20))
+	mp := mountpoint(t, dir)
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "BLOCKD_FUSE_HELPER="+img+","+mp)
+	stdout, _ := cmd.StdoutPipe()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line := make([]byte, 6)
+	if _, err := io.ReadFull(stdout, line); err != nil || string(line) != "ready\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("helper did not mount: %v %q %s", err, line, stderr.String())
+	}
+	// A client with the file open, reading uncached data in a loop.
+	marker := filepath.Join(dir, "reading")
+	reader := exec.Command("sh", "-c", "dd if=\"$0\" of=/dev/null bs=64k iflag=direct status=none && touch \"$1\" && "+
+		"while dd if=\"$0\" of=/dev/null bs=64k iflag=direct status=none; do :; done", mp, marker)
+	if err := reader.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { reader.Process.Kill(); reader.Wait() }()
+	for i := 0; ; i++ {
+		if _, err := os.Stat(marker); err == nil {
+			break
+		}
+		if i == 1000 {
+			t.Fatal("the reader never got through one pass")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("helper after SIGTERM: %v\n%s", err, stderr.String())
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(mp, &st); err != nil || st.Size != 0 {
+		t.Fatalf("mountpoint after SIGTERM: %v size %d", err, st.Size)
 	}
 }
