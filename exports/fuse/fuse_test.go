@@ -519,3 +519,97 @@ func TestSigterm(t *testing.T) {
 		t.Fatalf("mountpoint after SIGTERM: %v size %d", err, st.Size)
 	}
 }
+
+// TestSeekDataHole: SEEK_DATA/SEEK_HOLE follow the qcow2 image's
+// allocation.
+func TestSeekDataHole(t *testing.T) {
+	requireFuse(t)
+	needtool.Find(t, "qemu-img", "qemu-io")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.qcow2")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "16M")
+	run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 2M 3M", "-c", "write -P 0x5b 12M 64k", img)
+	f := openFile(t, img, true)
+	q, err := qcow2.Open(f, qcow2.OpenOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	mp := mountpoint(t, dir)
+	mount(t, q, Options{Mountpoint: mp})
+	fd, err := os.Open(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	const seekData, seekHole = 3, 4
+	for _, c := range []struct {
+		off    int64
+		whence int
+		want   int64
+	}{
+		{0, seekData, 2 << 20}, {2 << 20, seekHole, 5 << 20}, {5 << 20, seekData, 12 << 20},
+		{12 << 20, seekHole, 12<<20 + 64<<10}, {13 << 20, seekHole, 13 << 20}, {0, seekHole, 0},
+		{16 << 20, seekHole, 16 << 20},
+	} {
+		got, err := syscall.Seek(int(fd.Fd()), c.off, c.whence)
+		if err != nil || got != c.want {
+			t.Errorf("lseek(%d, %d) = %d, %v; want %d", c.off, c.whence, got, err, c.want)
+		}
+	}
+	if _, err := syscall.Seek(int(fd.Fd()), 13<<20, seekData); err != syscall.ENXIO {
+		t.Errorf("SEEK_DATA after the last data: %v, want ENXIO", err)
+	}
+}
+
+// TestAllowOther: "on" and "off" mount with and without allow_other;
+// "auto" uses it when the process may (root may).
+func TestAllowOther(t *testing.T) {
+	requireFuse(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.raw")
+	writeFile(t, img, make([]byte, 1<<20))
+	mp := mountpoint(t, dir)
+	for _, c := range []struct {
+		mode string
+		want bool
+	}{{"off", false}, {"on", true}, {"auto", os.Geteuid() == 0}} {
+		e, err := Mount(openFile(t, img, true), Options{Mountpoint: mp, AllowOther: c.mode})
+		if err != nil {
+			if c.mode == "on" && os.Geteuid() != 0 {
+				continue // needs user_allow_other in /etc/fuse.conf
+			}
+			t.Fatalf("allow-other=%s: %v", c.mode, err)
+		}
+		got := mountHasOption(t, mp, "allow_other")
+		if err := e.Unmount(); err != nil {
+			t.Fatal(err)
+		}
+		if got != c.want {
+			t.Errorf("allow-other=%s: mounted with allow_other %v, want %v", c.mode, got, c.want)
+		}
+	}
+}
+
+// mountHasOption looks for a super-block option of the mount on path in
+// /proc/self/mountinfo.
+func mountHasOption(t *testing.T, path, opt string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 10 || f[4] != path {
+			continue
+		}
+		for _, o := range strings.Split(f[len(f)-1], ",") {
+			if o == opt {
+				return true
+			}
+		}
+		return false
+	}
+	t.Fatalf("%s is not mounted", path)
+	return false
+}
