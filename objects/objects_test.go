@@ -16,11 +16,14 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"blockd/internal/needtool"
 	"blockd/schema"
 )
 
@@ -364,5 +367,77 @@ func TestUse(t *testing.T) {
 	}
 	if _, err := r.Use("s"); schema.AsError(err) == nil {
 		t.Fatal("Use of a deleted object")
+	}
+}
+
+// TestX509WithGnuTLSClient: GnuTLS, the library QEMU's TLS clients use,
+// handshakes with the server configuration built from a credentials
+// directory, presenting the client certificate a QEMU client would load
+// from its own directory; without one it is refused.
+func TestX509WithGnuTLSClient(t *testing.T) {
+	cli := needtool.Find(t, "gnutls-cli")[0]
+	dir := t.TempDir()
+	ca := newPKI(t, "Test CA")
+	srv := mkdir(t, dir, "server")
+	ca.writeCA(srv)
+	ca.issue(srv, "server", pkix.Name{CommonName: "localhost"}, x509.ExtKeyUsageServerAuth)
+	cdir := mkdir(t, dir, "client")
+	ca.writeCA(cdir)
+	ca.issue(cdir, "client", pkix.Name{CommonName: "qemu-client", Organization: []string{"Example"}}, x509.ExtKeyUsageClientAuth)
+	r := NewRegistry(nil)
+	mustAdd(t, r, "tls-creds-x509,id=tls0,endpoint=server,dir="+srv)
+	mustAdd(t, r, "authz-simple,id=auth0,identity=CN=qemu-client,,O=Example")
+	cfg, err := r.TLSServerConfig("tls0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		allowed bool
+		err     error
+	}
+	results := make(chan result, 2)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			tc := c.(*tls.Conn)
+			err = tc.Handshake()
+			res := result{err: err}
+			if err == nil {
+				res.allowed, res.err = r.Authorize("auth0", PeerName(tc.ConnectionState().PeerCertificates[0]))
+				_, _ = tc.Write([]byte("hello\n"))
+			}
+			tc.Close()
+			results <- res
+		}
+	}()
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	gnutls := func(withCert bool) (string, error) {
+		args := []string{"--x509cafile=" + filepath.Join(cdir, "ca-cert.pem"), "-p", port, "localhost"}
+		if withCert {
+			args = append(args, "--x509certfile="+filepath.Join(cdir, "client-cert.pem"),
+				"--x509keyfile="+filepath.Join(cdir, "client-key.pem"))
+		}
+		cmd := exec.Command(cli, args...)
+		cmd.Stdin = strings.NewReader("")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := gnutls(true)
+	res := <-results
+	if err != nil || res.err != nil || !res.allowed {
+		t.Fatalf("gnutls-cli with the client certificate: %v, server: %+v\n%s", err, res, out)
+	}
+	out, err = gnutls(false)
+	res = <-results
+	if res.err == nil {
+		t.Fatalf("the server accepted gnutls-cli without a client certificate (%v)\n%s", err, out)
 	}
 }
