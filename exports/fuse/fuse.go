@@ -202,7 +202,9 @@ func (e *Export) Mountpoint() string { return e.mountpoint }
 // Unmount stops the export: it waits for requests inside the device,
 // refuses new ones, and detaches the mount lazily so that a client
 // holding the file open cannot block it (its later requests fail). It is
-// idempotent and safe to call from a signal-driven shutdown.
+// idempotent and safe to call from a signal-driven shutdown. It waits for
+// requests inside the device, so it must not be called while the device
+// is held drained (a request waiting on the drain would never finish).
 func (e *Export) Unmount() error {
 	e.unmountOnce.Do(func() {
 		e.gate.Lock()
