@@ -21,6 +21,9 @@ type Graph struct {
 	// the newest first, as qemu-storage-daemon does.
 	named       []*Node
 	autoCounter uint64
+
+	openTx []*tx           // transactions in progress, oldest first
+	drains []*drainSection // drained sections in progress
 }
 
 // NewGraph returns an empty graph.
@@ -185,9 +188,17 @@ func (g *Graph) Delete(name string) error {
 	if n.inUse() {
 		return schema.Errorf("Block device %s is in use", name)
 	}
+	for _, c := range n.children {
+		if c.frozen {
+			return frozenLinkError(c)
+		}
+		if err := checkReleasable(c.Node, c); err != nil {
+			return err
+		}
+	}
 	// No drain: the node has no parents, so no request can come through
 	// it, and closing it must still be able to flush into its children.
-	t := &tx{}
+	t := g.begin()
 	kids := make([]*Node, 0, len(n.children))
 	for _, c := range n.children {
 		kids = append(kids, c.Node)

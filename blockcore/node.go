@@ -42,6 +42,7 @@ type Child struct {
 	Node   *Node
 	Perm   blockio.Perm // what the parent needs
 	Shared blockio.Perm // what the parent lets others do
+	frozen bool         // a job depends on this link (frozen.go)
 }
 
 // Node is a block node. All fields are owned by the graph owner goroutine,

@@ -48,6 +48,8 @@ func newDaemon(cfg *config, log *zap.Logger) *daemon {
 	d := &daemon{cfg: cfg, log: log, bus: events.NewBus(), reg: schema.NewRegistry(), quit: make(chan struct{})}
 	d.graph = blockcore.NewGraph(log, d.bus)
 	d.owner = blockcore.NewOwner(d.reg)
+	d.owner.SetLogger(log)
+	d.owner.OnPanic(d.graph.RecoverFromPanic)
 	d.jobs = jobs.NewManager(d.graph, d.owner, d.bus, log)
 	d.objs = objects.NewRegistry(log)
 	d.registerCommands()
@@ -69,6 +71,9 @@ func (d *daemon) registerCommands() {
 		}, nil
 	})
 	schema.Define(d.reg, "quit", func(context.Context, *schema.NoArgs) (schema.Empty, error) {
+		// Jobs end before the reply, with their events, as in
+		// qemu-storage-daemon.
+		d.jobs.Shutdown()
 		d.requestQuit("quit command")
 		return schema.Empty{}, nil
 	})
@@ -184,7 +189,7 @@ func (d *daemon) shutdown() {
 	// Cancel jobs and close the graph on its owner, after the command in
 	// flight, so every image is left consistent.
 	_ = d.owner.Do(func() {
-		d.jobs.CancelAll()
+		d.jobs.Shutdown()
 		d.graph.CloseAll()
 	})
 	d.owner.Stop()

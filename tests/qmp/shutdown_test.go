@@ -26,15 +26,23 @@ func TestShutdownWithRunningJob(t *testing.T) {
 			if r, _ := c.Command(t, "block-commit", args); r["return"] == nil {
 				t.Fatalf("block-commit: %v", r)
 			}
+			// The job is cancelled on the way out, and says so: for quit,
+			// before the reply, as qemu-storage-daemon does.
+			var seen []string
 			if how == "quit" {
-				if r, _ := c.Command(t, "quit", nil); r["return"] == nil {
+				r, evs := c.Command(t, "quit", nil)
+				if r["return"] == nil {
 					t.Fatalf("quit: %v", r)
+				}
+				for _, e := range evs {
+					seen = append(seen, e["event"].(string))
+				}
+				if !strings.Contains(strings.Join(seen, " "), "BLOCK_JOB_CANCELLED") {
+					t.Errorf("events before quit's reply: %v", seen)
 				}
 			} else {
 				_ = d.cmd.Process.Signal(syscall.SIGTERM)
 			}
-			// The job is cancelled on the way out, and says so.
-			var seen []string
 			for {
 				m, _, err := c.Next()
 				if err != nil {
