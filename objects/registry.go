@@ -135,6 +135,16 @@ func (r *Registry) add(o *ObjectOptions) error {
 		return schema.Errorf("attempt to add duplicate property '%s' to object (type 'container')", o.ID)
 	}
 	obj := &object{id: o.ID, typ: o.QomType}
+	// A variant without members given may come decoded as nil.
+	if o.Secret == nil {
+		o.Secret = &SecretProperties{}
+	}
+	if o.TLSCredsX509 == nil {
+		o.TLSCredsX509 = &TLSCredsX509Properties{}
+	}
+	if o.TLSCredsPSK == nil {
+		o.TLSCredsPSK = &TLSCredsPSKProperties{}
+	}
 	var err error
 	switch o.QomType {
 	case "secret":
@@ -144,7 +154,9 @@ func (r *Registry) add(o *ObjectOptions) error {
 	case "tls-creds-psk":
 		obj.tls, err = loadPSK(o.TLSCredsPSK)
 	case "authz-simple":
-		obj.authz = o.AuthzSimple.Identity
+		if o.AuthzSimple != nil { // identity is required: decoding checked it
+			obj.authz = o.AuthzSimple.Identity
+		}
 	case "iothread":
 		// Accepted so that managers' usual command lines work; blockd
 		// has no event-loop threads to configure.
