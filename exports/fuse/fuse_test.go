@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -612,4 +613,119 @@ func mountHasOption(t *testing.T, path, opt string) bool {
 	}
 	t.Fatalf("%s is not mounted", path)
 	return false
+}
+
+// TestOddRequests: requests at the edges get the reference's answers and
+// leave the image consistent.
+func TestOddRequests(t *testing.T) {
+	requireFuse(t)
+	needtool.Find(t, "qemu-img")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.qcow2")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "4M")
+	f := openFile(t, img, false)
+	q, err := qcow2.Open(f, qcow2.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp := mountpoint(t, dir)
+	e := mount(t, q, Options{Mountpoint: mp, Writable: true, Growable: true})
+	fd, err := os.OpenFile(mp, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	const (
+		keepSize      = 0x01
+		collapseRange = 0x08
+		zeroRange     = 0x10
+	)
+	size := func() int64 {
+		var st syscall.Stat_t
+		if err := syscall.Fstat(int(fd.Fd()), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Size
+	}
+	if err := syscall.Fallocate(int(fd.Fd()), collapseRange, 0, 64<<10); err != syscall.EOPNOTSUPP {
+		t.Errorf("collapse range: %v, want EOPNOTSUPP", err)
+	}
+	// Zero range with keep-size past the end changes nothing.
+	if err := syscall.Fallocate(int(fd.Fd()), zeroRange|keepSize, 4<<20, 1<<20); err != nil || size() != 4<<20 {
+		t.Errorf("zero range, keep size, past the end: %v, size %d", err, size())
+	}
+	// Without keep-size it grows the image.
+	if err := syscall.Fallocate(int(fd.Fd()), zeroRange, 4<<20, 1<<20); err != nil || size() != 5<<20 {
+		t.Errorf("zero range past the end: %v, size %d", err, size())
+	}
+	// A read far past the end returns nothing.
+	if n, err := fd.ReadAt(make([]byte, 4096), 1<<40); n != 0 || err == nil {
+		t.Errorf("read past the end: %d, %v", n, err)
+	}
+	// A write beyond what qcow2 can address fails and grows nothing.
+	if _, err := fd.WriteAt([]byte("x"), 1<<62); err == nil {
+		t.Error("write at 2^62 succeeded")
+	}
+	if size() != 5<<20 {
+		t.Errorf("size after the refused write: %d", size())
+	}
+	// An unaligned growth is refused by qcow2 (sizes are sector
+	// multiples); the image keeps its size.
+	if _, err := fd.WriteAt([]byte("x"), 5<<20); err == nil {
+		t.Error("unaligned growth succeeded")
+	}
+	fd.Close()
+	if err := e.Unmount(); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "qemu-img", "check", "-q", img)
+	if out := run(t, "qemu-img", "info", "--output=json", img); !strings.Contains(out, `"virtual-size": 5242880`) {
+		t.Errorf("image size after the test: %s", out)
+	}
+}
+
+// TestNoLeak: mounting and unmounting leaves no goroutine and no file
+// descriptor behind (the /dev/fuse connection is closed).
+func TestNoLeak(t *testing.T) {
+	requireFuse(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.raw")
+	writeFile(t, img, make([]byte, 1<<20))
+	mp := mountpoint(t, dir)
+	dev := openFile(t, img, false)
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	// One round first, so that lazily started runtime goroutines exist.
+	for round := 0; round < 4; round++ {
+		g0, f0 := runtime.NumGoroutine(), fds()
+		e, err := Mount(dev, Options{Mountpoint: mp, Writable: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		run(t, "dd", "if=/dev/zero", "of="+mp, "bs=64k", "count=4", "conv=notrunc,fsync", "status=none")
+		if err := e.Unmount(); err != nil {
+			t.Fatal(err)
+		}
+		if round == 0 {
+			continue
+		}
+		var g, f int
+		for i := 0; i < 500; i++ { // the server's goroutines end just after the connection
+			if g, f = runtime.NumGoroutine(), fds(); g <= g0 && f <= f0 {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if g > g0 || f > f0 {
+			t.Fatalf("round %d: goroutines %d -> %d, fds %d -> %d", round, g0, g, f0, f)
+		}
+	}
 }
