@@ -120,6 +120,21 @@ func mustAdd(t *testing.T, r *Registry, spec string) {
 // it returns the server's error and, if it succeeded, the client's name.
 func handshake(t *testing.T, cfg *tls.Config, roots *x509.CertPool, certDir string) (string, error) {
 	t.Helper()
+	ccfg := &tls.Config{RootCAs: roots}
+	if certDir != "" {
+		cert, err := tls.LoadX509KeyPair(filepath.Join(certDir, "client-cert.pem"), filepath.Join(certDir, "client-key.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ccfg.Certificates = []tls.Certificate{cert}
+	}
+	return handshakeWith(t, cfg, ccfg)
+}
+
+// handshakeWith runs a TLS handshake between a server with cfg and a
+// client with ccfg (ServerName is set to localhost).
+func handshakeWith(t *testing.T, cfg, ccfg *tls.Config) (string, error) {
+	t.Helper()
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -149,14 +164,8 @@ func handshake(t *testing.T, cfg *tls.Config, roots *x509.CertPool, certDir stri
 		_, _ = tc.Write([]byte("ok"))
 		done <- result{name: name}
 	}()
-	ccfg := &tls.Config{RootCAs: roots, ServerName: "localhost"}
-	if certDir != "" {
-		cert, err := tls.LoadX509KeyPair(filepath.Join(certDir, "client-cert.pem"), filepath.Join(certDir, "client-key.pem"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ccfg.Certificates = []tls.Certificate{cert}
-	}
+	ccfg = ccfg.Clone()
+	ccfg.ServerName = "localhost"
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", ln.Addr().String(), ccfg)
 	if err == nil {
 		_, _ = io.ReadAll(conn) // TLS 1.3 reports client-cert refusals on the first read
@@ -219,6 +228,19 @@ func TestX509ServerConfig(t *testing.T) {
 	}
 	if _, err := handshake(t, nv, roots, ""); err != nil {
 		t.Fatalf("verify-peer=off refused a client without certificate: %v", err)
+	}
+
+	// The client side, from the client's own directory, as a future nbd
+	// client driver would load it.
+	ccfg, err := r.TLSClientConfig("tlsc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name, err := handshakeWith(t, cfg, ccfg); err != nil || name != "CN=client,O=Example" {
+		t.Fatalf("TLSClientConfig against TLSServerConfig: %q, %v", name, err)
+	}
+	if _, err := r.TLSClientConfig("tls0"); err == nil || err.Error() != "Expecting TLS credentials with a client endpoint" {
+		t.Errorf("TLSClientConfig of server credentials: %v", err)
 	}
 
 	// A CRL naming the client's certificate revokes it.

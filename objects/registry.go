@@ -247,6 +247,24 @@ func (r *Registry) TLSServerConfig(id string) (*tls.Config, error) {
 	return obj.tls.serverConfig(id)
 }
 
+// TLSClientConfig returns the client-side TLS configuration of the TLS
+// credentials id (for a future nbd client driver's tls-creds): the CA to
+// verify servers with, and the client certificate when the directory has
+// one. The caller sets ServerName (the reference's tls-hostname).
+func (r *Registry) TLSClientConfig(id string) (*tls.Config, error) {
+	obj := r.lookup(id)
+	if obj == nil {
+		return nil, schema.Errorf("No TLS credentials with id '%s'", id)
+	}
+	if obj.tls == nil {
+		return nil, schema.Errorf("Object with id '%s' is not TLS credentials", id)
+	}
+	if obj.tls.endpoint != "client" {
+		return nil, schema.Errorf("Expecting TLS credentials with a client endpoint")
+	}
+	return obj.tls.clientConfig(id)
+}
+
 // Authorize says whether the authorization object authzID lets the peer
 // with the given distinguished name in (see PeerName); the error carries
 // the reference's text when the object is missing or of another type.

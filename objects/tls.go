@@ -275,6 +275,18 @@ func loadPSK(p *TLSCredsPSKProperties) (*tlsCreds, error) {
 // credentials load but cannot serve connections.
 var ErrPSKUnsupported = errors.New("TLS-PSK credentials are not supported by blockd (its TLS stack has no PSK key exchange); use tls-creds-x509")
 
+// clientConfig builds the crypto/tls client configuration.
+func (c *tlsCreds) clientConfig(id string) (*tls.Config, error) {
+	if c.psk {
+		return nil, fmt.Errorf("'%s': %w", id, ErrPSKUnsupported)
+	}
+	cfg := &tls.Config{RootCAs: c.roots, MinVersion: tls.VersionTLS12}
+	if c.cert.Certificate != nil {
+		cfg.Certificates = []tls.Certificate{c.cert}
+	}
+	return cfg, nil
+}
+
 // serverConfig builds the crypto/tls server configuration: our
 // certificate, and with verify-peer a client certificate that must
 // chain to the CA (and not be revoked by ca-crl.pem).
