@@ -8,7 +8,7 @@ require (
 	github.com/klauspost/compress v1.20.3
 	github.com/sourcegraph/jsonrpc2 v0.2.3
 	go.uber.org/zap v1.28.0
-	golang.org/x/sys v0.28.0
+	golang.org/x/sys v0.50.0
 )
 
 require (

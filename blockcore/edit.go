@@ -163,16 +163,18 @@ func (g *Graph) retarget(c *Child, to *Node, t *tx) {
 		old.parents = slices.Delete(old.parents, i, i+1)
 	}
 	c.Node = to
+	c.gate.set(to)
 	to.parents = slices.Insert(to.parents, 0, c)
-	g.notifyBacking(c)
 	t.onAbort(func() {
 		if i := slices.Index(to.parents, c); i >= 0 {
 			to.parents = slices.Delete(to.parents, i, i+1)
 		}
 		c.Node = old
+		c.gate.set(old)
 		old.parents = slices.Insert(old.parents, 0, c)
 		g.notifyBacking(c)
 	})
+	g.notifyBacking(c)
 }
 
 func (g *Graph) notifyBacking(c *Child) {

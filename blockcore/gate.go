@@ -58,12 +58,20 @@ func (g *gate) drainEnd() {
 func (g *gate) ReadAt(p []byte, off int64) error {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
+	return g.readAt(p, off)
+}
+
+func (g *gate) readAt(p []byte, off int64) error {
 	return g.impl.ReadAt(p, off)
 }
 
 func (g *gate) WriteAt(p []byte, off int64, flags blockio.WriteFlags) error {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
+	return g.writeAt(p, off, flags)
+}
+
+func (g *gate) writeAt(p []byte, off int64, flags blockio.WriteFlags) error {
 	if g.readOnly {
 		return blockio.ErrReadOnly
 	}
@@ -83,6 +91,10 @@ func (g *gate) WriteAt(p []byte, off int64, flags blockio.WriteFlags) error {
 func (g *gate) WriteZeroes(off, length int64, flags blockio.WriteFlags) error {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
+	return g.writeZeroes(off, length, flags)
+}
+
+func (g *gate) writeZeroes(off, length int64, flags blockio.WriteFlags) error {
 	if g.readOnly {
 		return blockio.ErrReadOnly
 	}
@@ -92,6 +104,10 @@ func (g *gate) WriteZeroes(off, length int64, flags blockio.WriteFlags) error {
 func (g *gate) Discard(off, length int64) error {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
+	return g.discard(off, length)
+}
+
+func (g *gate) discard(off, length int64) error {
 	if g.readOnly {
 		return blockio.ErrReadOnly
 	}
@@ -101,6 +117,10 @@ func (g *gate) Discard(off, length int64) error {
 func (g *gate) Flush() error {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
+	return g.flush()
+}
+
+func (g *gate) flush() error {
 	if g.readOnly {
 		return nil
 	}
@@ -110,6 +130,10 @@ func (g *gate) Flush() error {
 func (g *gate) BlockStatus(off, length int64) (blockio.Status, error) {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
+	return g.blockStatus(off, length)
+}
+
+func (g *gate) blockStatus(off, length int64) (blockio.Status, error) {
 	return g.impl.BlockStatus(off, length)
 }
 
@@ -119,6 +143,10 @@ func (g *gate) BlockStatus(off, length int64) (blockio.Status, error) {
 func (g *gate) Size() (int64, error) {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
+	return g.size()
+}
+
+func (g *gate) size() (int64, error) {
 	n, err := g.impl.Size()
 	return (n + sectorSize - 1) &^ (sectorSize - 1), err
 }
@@ -128,6 +156,10 @@ const sectorSize = 512
 func (g *gate) Truncate(size int64) error {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
+	return g.truncate(size)
+}
+
+func (g *gate) truncate(size int64) error {
 	if g.readOnly {
 		return blockio.ErrReadOnly
 	}

@@ -62,6 +62,10 @@ func validNodeName(s string) bool {
 	return true
 }
 
+// IDWellFormed is QEMU's id_wellformed, for the other ids QMP takes (job
+// and export ids).
+func IDWellFormed(s string) bool { return validNodeName(s) }
+
 func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
 
 // assignName validates and registers a node's name within t
@@ -102,7 +106,12 @@ func (g *Graph) unregister(n *Node) {
 // attach adds an edge from parent to child within t (bdrv_attach_child).
 func (g *Graph) attach(parent Parent, child *Node, name string, role Role, t *tx) *Child {
 	c := &Child{Name: name, Role: role, Parent: parent, Node: child}
+	c.gate = &edgeGate{}
+	c.gate.set(child)
 	child.parents = slices.Insert(child.parents, 0, c)
+	// The undo is registered before the driver is asked anything, so an
+	// abort (also after a panic in the driver) finds the edge.
+	t.onAbort(func() { g.detachEdge(c) })
 	if pn, ok := parent.(*Node); ok {
 		pn.children = append(pn.children, c)
 		// Start from what the parent needs now, as bdrv_attach_child does;
@@ -110,7 +119,6 @@ func (g *Graph) attach(parent Parent, child *Node, name string, role Role, t *tx
 		p, sh := pn.cumulativePerm()
 		c.Perm, c.Shared = pn.childPerm(c, nil, p, sh)
 	}
-	t.onAbort(func() { g.detachEdge(c) })
 	return c
 }
 

@@ -42,7 +42,9 @@ type Child struct {
 	Node   *Node
 	Perm   blockio.Perm // what the parent needs
 	Shared blockio.Perm // what the parent lets others do
-	frozen bool         // a job depends on this link (frozen.go)
+
+	gate   *edgeGate // Node's data path, for IO; shared by copies of the edge
+	frozen bool      // a job depends on this link (frozen.go)
 }
 
 // Node is a block node. All fields are owned by the graph owner goroutine,
@@ -69,6 +71,8 @@ type Node struct {
 
 	children []*Child // in attach order: file before backing
 	parents  []*Child // newest first, as QEMU links new parents at the head
+
+	permSeen permInputs // what the last permission refresh saw (perm.go)
 }
 
 // Name returns the node name.

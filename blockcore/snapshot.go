@@ -19,6 +19,17 @@ func opBlocker(n *Node) string {
 	return ""
 }
 
+// IsRoot is bdrv_is_root_node: nothing but block backends (exports,
+// tools) uses n.
+func (n *Node) IsRoot() bool {
+	for _, c := range n.parents {
+		if v, ok := c.Parent.(graphVertex); !ok || v.VertexType() != "block-backend" {
+			return false
+		}
+	}
+	return true
+}
+
 func hasBackend(n *Node) bool {
 	for _, c := range n.parents {
 		if v, ok := c.Parent.(graphVertex); ok && v.VertexType() == "block-backend" {

@@ -42,7 +42,7 @@ func (m *Manager) blockCommit(a *schema.BlockCommitArgs) error {
 	if bs == nil {
 		return schema.ClassErrorf(schema.ClassDeviceNotFound, "Device '%s' not found", a.Device)
 	}
-	if len(bs.Parents()) > 0 {
+	if !bs.IsRoot() {
 		return schema.Errorf("Need a root block node")
 	}
 	top := bs

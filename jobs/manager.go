@@ -38,20 +38,6 @@ func (m *Manager) find(id string) *Job {
 	return nil
 }
 
-// validJobID is QEMU's id_wellformed, as job ids must be.
-func validJobID(id string) bool {
-	if id == "" || !(id[0] >= 'a' && id[0] <= 'z' || id[0] >= 'A' && id[0] <= 'Z') {
-		return false
-	}
-	for i := 1; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
-
 // The lifecycle below is the one way a job is made and moved; a new kind
 // of job uses it as commit does:
 //
@@ -66,7 +52,7 @@ func validJobID(id string) bool {
 
 // create registers a job in status created (job_create).
 func (m *Manager) create(id string, typ schema.JobType, speed int64, autoFinalize, autoDismiss bool) (*Job, error) {
-	if !validJobID(id) {
+	if !blockcore.IDWellFormed(id) {
 		return nil, schema.Errorf("Invalid job ID '%s'", id)
 	}
 	if m.find(id) != nil {

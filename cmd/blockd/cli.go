@@ -30,6 +30,8 @@ type config struct {
 	monitors   []*chardev // each monitor's chardev
 	blockdevs  []blockdevArg
 	objects    []string // --object specs, created before the nodes
+	nbdServer  *optionArg
+	exports    []optionArg
 	jsonrpc    []string
 	pidfile    string
 	logFormat  string
@@ -55,7 +57,8 @@ var takesValue = map[string]bool{
 	"chardev": true, "monitor": true, "blockdev": true, "pidfile": true,
 	"socket": true, "jsonrpc": true, "log-format": true, "log-level": true,
 	"max-message-size": true, "help": false, "version": false,
-	"object": true,
+	"object":     true,
+	"nbd-server": true, "export": true,
 }
 
 func parseArgs(args []string) (*config, error) {
@@ -125,6 +128,10 @@ func (cfg *config) apply(name, val string, monitorSpecs *[]string) error {
 		return cfg.addBlockdev(val)
 	case "object":
 		cfg.objects = append(cfg.objects, val)
+	case "nbd-server":
+		return cfg.addNbdServer(val)
+	case "export":
+		return cfg.addExport(val)
 	case "jsonrpc":
 		cfg.jsonrpc = append(cfg.jsonrpc, val)
 	case "pidfile":
@@ -296,6 +303,22 @@ blockd storage daemon (qemu-storage-daemon compatible)
 
   --monitor [chardev=]name[,mode=control]
                          configure a QMP monitor
+
+  --export [type=]nbd,id=<id>,node-name=<node-name>[,name=<export-name>]
+           [,writable=on|off][,bitmap=<name>][,allocation-depth=on|off]
+           [,description=<text>]
+                         export the specified block node over NBD
+                         (requires --nbd-server)
+
+  --export [type=]fuse,id=<id>,node-name=<node-name>,mountpoint=<file>
+           [,growable=on|off][,writable=on|off][,allow-other=on|off|auto]
+                         export the specified block node over FUSE
+
+  --nbd-server addr.type=inet,addr.host=<host>,addr.port=<port>
+               [,tls-creds=<id>][,tls-authz=<id>][,max-connections=<n>]
+  --nbd-server addr.type=unix,addr.path=<path>
+               [,tls-creds=<id>][,tls-authz=<id>][,max-connections=<n>]
+                         start an NBD server for exporting block nodes
 
   --pidfile <path>       write own pid to this file
 

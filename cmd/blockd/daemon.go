@@ -15,7 +15,10 @@ import (
 	"go.uber.org/zap"
 
 	"blockd/blockcore"
+	"blockd/blockio"
 	"blockd/events"
+	"blockd/exports"
+	"blockd/exports/fuse"
 	"blockd/jobs"
 	"blockd/jsonrpc"
 	"blockd/objects"
@@ -34,6 +37,7 @@ type daemon struct {
 	graph *blockcore.Graph
 	jobs  *jobs.Manager
 	objs  *objects.Registry
+	exps  *exports.Registry
 	qmp   *qmp.Server
 	rpc   *jsonrpc.Server
 
@@ -52,6 +56,9 @@ func newDaemon(cfg *config, log *zap.Logger) *daemon {
 	d.owner.OnPanic(d.graph.RecoverFromPanic)
 	d.jobs = jobs.NewManager(d.graph, d.owner, d.bus, log)
 	d.objs = objects.NewRegistry(log)
+	d.exps = exports.New(d.graph, d.owner, d.bus, log)
+	d.exps.TLS = d.objs
+	d.exps.Fuse = mountFuse
 	d.registerCommands()
 	d.qmp = qmp.NewServer(d.owner, d.bus, log, qmp.Options{
 		MaxMessage: cfg.maxMessage,
@@ -71,8 +78,9 @@ func (d *daemon) registerCommands() {
 		}, nil
 	})
 	schema.Define(d.reg, "quit", func(context.Context, *schema.NoArgs) (schema.Empty, error) {
-		// Jobs end before the reply, with their events, as in
-		// qemu-storage-daemon.
+		// Exports end before the reply, their events first, as in QEMU.
+		d.exps.CloseAll()
+		// Then jobs, with their events, as in qemu-storage-daemon.
 		d.jobs.Shutdown()
 		d.requestQuit("quit command")
 		return schema.Empty{}, nil
@@ -80,12 +88,13 @@ func (d *daemon) registerCommands() {
 	d.graph.RegisterCommands(d.reg)
 	d.jobs.RegisterCommands(d.reg)
 	d.objs.RegisterCommands(d.reg)
+	d.exps.RegisterCommands(d.reg)
 	d.reg.AddIntrospection()
 }
 
 func (d *daemon) requestQuit(why string) {
 	d.quitOnce.Do(func() {
-		d.log.Info("shutting down", zap.String("reason", why))
+		d.log.Debug("shutting down", zap.String("reason", why)) // QSD prints nothing
 		close(d.quit)
 	})
 }
@@ -111,6 +120,9 @@ func (d *daemon) start() error {
 		if err := d.addStartupBlockdev(b); err != nil {
 			return fmt.Errorf("--blockdev %s: %s", b.spec, err)
 		}
+	}
+	if err := d.startExports(); err != nil {
+		return err
 	}
 	monitors := d.cfg.monitors
 	if len(monitors) == 0 {
@@ -189,6 +201,7 @@ func (d *daemon) shutdown() {
 	// Cancel jobs and close the graph on its owner, after the command in
 	// flight, so every image is left consistent.
 	_ = d.owner.Do(func() {
+		d.exps.CloseAll()
 		d.jobs.Shutdown()
 		d.graph.CloseAll()
 	})
@@ -252,3 +265,12 @@ func (stdio) Write(p []byte) (int, error) { return os.Stdout.Write(p) }
 func (stdio) Close() error                { return nil }
 
 var _ io.ReadWriteCloser = stdio{}
+
+// mountFuse is the exports registry's FUSE driver.
+func mountFuse(dev blockio.Device, o exports.FuseOptions) (exports.FuseExport, error) {
+	e, err := fuse.Mount(dev, fuse.Options(o))
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}

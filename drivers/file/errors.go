@@ -3,7 +3,7 @@ package file
 import (
 	"errors"
 	"fmt"
-	"syscall"
+	"golang.org/x/sys/unix"
 
 	"blockd/internal/errtext"
 )
@@ -29,8 +29,8 @@ func (e *qemuError) Is(target error) bool {
 	if target != ErrLocked {
 		return false
 	}
-	errno, ok := e.cause.(syscall.Errno)
-	return ok && (errno == syscall.EAGAIN || errno == syscall.EACCES)
+	errno, ok := e.cause.(unix.Errno)
+	return ok && (errno == unix.EAGAIN || errno == unix.EACCES)
 }
 
 // errorf builds an error with QEMU's text and no errno suffix.
@@ -39,7 +39,7 @@ func errorf(cause error, format string, args ...any) error {
 }
 
 // errnoErrorf mirrors QEMU's error_setg_errno: the text, ": ", strerror.
-func errnoErrorf(errno syscall.Errno, format string, args ...any) error {
+func errnoErrorf(errno unix.Errno, format string, args ...any) error {
 	return &qemuError{
 		msg:   fmt.Sprintf(format, args...) + ": " + strerror(errno),
 		cause: errno,
@@ -49,15 +49,15 @@ func errnoErrorf(errno syscall.Errno, format string, args ...any) error {
 // lockErrorf mirrors raw_lock_error_setg_errno: EAGAIN and EACCES mean
 // "someone else holds the byte", which is common enough that QEMU leaves
 // the errno text out.
-func lockErrorf(errno syscall.Errno, format string, args ...any) error {
-	if errno == syscall.EAGAIN || errno == syscall.EACCES {
+func lockErrorf(errno unix.Errno, format string, args ...any) error {
+	if errno == unix.EAGAIN || errno == unix.EACCES {
 		return errorf(errno, format, args...)
 	}
 	return errnoErrorf(errno, format, args...)
 }
 
 // strerror returns glibc's message for errno, which is what QEMU prints.
-func strerror(e syscall.Errno) string { return errtext.Strerror(e) }
+func strerror(e unix.Errno) string { return errtext.Strerror(e) }
 
 // asErrno extracts the errno from a syscall error, EIO when there is none.
-func asErrno(err error) syscall.Errno { return errtext.Errno(err) }
+func asErrno(err error) unix.Errno { return errtext.Errno(err) }

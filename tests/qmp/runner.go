@@ -124,6 +124,9 @@ func (d *Daemon) Wait() error {
 	}
 }
 
+// Pid is the daemon's process id.
+func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
+
 // Stderr returns what blockd logged so far.
 func (d *Daemon) Stderr() string { return d.stderr.String() }
 
