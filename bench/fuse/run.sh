@@ -3,10 +3,9 @@
 # qemu-storage-daemon's (--export type=fuse) of the same kind of qcow2
 # image, in the same run, alternating which goes first.
 #   bench/fuse/run.sh [--size-mib 1024] [--runs 3]
-# blockd's side is bench/fuse/serve: the FUSE export on the file driver
-# and the qcow2 engine directly (the daemon's --export type=fuse runs the
-# same export on its node). Direct I/O (iflag/oflag=direct) keeps the
-# page cache of the exported file out of the figures.
+# Both daemons get the same command line (--blockdev file + qcow2,
+# --export type=fuse). Direct I/O (iflag/oflag=direct) keeps the page
+# cache of the exported file out of the figures.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 size=1024 runs=3
@@ -19,7 +18,7 @@ while [ $# -gt 0 ]; do
 done
 command -v qemu-storage-daemon >/dev/null || { echo "qemu-storage-daemon is required" >&2; exit 1; }
 command -v fusermount3 >/dev/null || { echo "fusermount3 is required" >&2; exit 1; }
-go build -o /tmp/blockd-fuse-serve ./bench/fuse/serve
+go build -o /tmp/blockd-bench ./cmd/blockd
 work=$(mktemp -d /var/tmp/fusebench.XXXXXX)
 pid=
 cleanup() {
@@ -34,13 +33,11 @@ touch "$work/mp"
 start() {
   local before
   before=$(stat -c %d "$work/mp")
-  if [ "$1" = blockd ]; then
-    /tmp/blockd-fuse-serve -f qcow2 -w -o "$work/mp" "$2" >/dev/null &
-  else
-    qemu-storage-daemon --blockdev file,node-name=f,filename="$2" \
-      --blockdev qcow2,node-name=q,file=f \
-      --export type=fuse,id=e,node-name=q,mountpoint="$work/mp",writable=on >/dev/null &
-  fi
+  local bin=qemu-storage-daemon
+  [ "$1" = blockd ] && bin=/tmp/blockd-bench
+  "$bin" --chardev socket,id=m,path="$work/qmp.sock",server=on,wait=off --monitor chardev=m \
+    --blockdev file,node-name=f,filename="$2" --blockdev qcow2,node-name=q,file=f \
+    --export type=fuse,id=e,node-name=q,mountpoint="$work/mp",writable=on >/dev/null 2>&1 &
   pid=$!
   for _ in $(seq 200); do
     [ "$(stat -c %d "$work/mp")" != "$before" ] && return 0
