@@ -3,17 +3,13 @@ package objects
 import (
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -24,81 +20,9 @@ import (
 	"time"
 
 	"blockd/internal/needtool"
+	"blockd/internal/testpki"
 	"blockd/schema"
 )
-
-// pki makes certificates with crypto/x509 in the directory layout the
-// reference expects (ca-cert.pem, server-cert.pem, server-key.pem, ...).
-type pki struct {
-	t      *testing.T
-	caCert *x509.Certificate
-	caKey  *ecdsa.PrivateKey
-	serial int64
-}
-
-func newPKI(t *testing.T, cn string) *pki {
-	p := &pki{t: t, serial: 1}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(p.serial), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.caCert, _ = x509.ParseCertificate(der)
-	p.caKey = key
-	return p
-}
-
-// issue signs a leaf certificate and writes it and its key as
-// dir/<prefix>-cert.pem and dir/<prefix>-key.pem.
-func (p *pki) issue(dir, prefix string, subject pkix.Name, usage x509.ExtKeyUsage) *x509.Certificate {
-	p.serial++
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(p.serial), Subject: subject, DNSNames: []string{"localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		BasicConstraintsValid: true, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-		KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.caCert, &key.PublicKey, p.caKey)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	kder, _ := x509.MarshalPKCS8PrivateKey(key)
-	writePEM(p.t, filepath.Join(dir, prefix+"-cert.pem"), "CERTIFICATE", der)
-	writePEM(p.t, filepath.Join(dir, prefix+"-key.pem"), "PRIVATE KEY", kder)
-	c, _ := x509.ParseCertificate(der)
-	return c
-}
-
-func (p *pki) writeCA(dir string) {
-	writePEM(p.t, filepath.Join(dir, "ca-cert.pem"), "CERTIFICATE", p.caCert.Raw)
-}
-
-func (p *pki) writeCRL(dir string, revoked ...*x509.Certificate) {
-	var entries []x509.RevocationListEntry
-	for _, c := range revoked {
-		entries = append(entries, x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: time.Now()})
-	}
-	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
-		Number: big.NewInt(1), ThisUpdate: time.Now().Add(-time.Hour), NextUpdate: time.Now().Add(time.Hour),
-		RevokedCertificateEntries: entries,
-	}, p.caCert, p.caKey)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	writePEM(p.t, filepath.Join(dir, "ca-crl.pem"), "X509 CRL", der)
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
 
 func mkdir(t *testing.T, parts ...string) string {
 	d := filepath.Join(parts...)
@@ -180,19 +104,19 @@ func handshakeWith(t *testing.T, cfg, ccfg *tls.Config) (string, error) {
 // same CA; ca-crl.pem revokes; authz-simple matches the peer's name.
 func TestX509ServerConfig(t *testing.T) {
 	dir := t.TempDir()
-	ca := newPKI(t, "Test CA")
+	ca := testpki.NewCA(t, "Test CA")
 	srv := mkdir(t, dir, "server")
-	ca.writeCA(srv)
-	ca.issue(srv, "server", pkix.Name{CommonName: "localhost"}, x509.ExtKeyUsageServerAuth)
+	ca.WriteCA(srv)
+	ca.Issue(srv, "server", pkix.Name{CommonName: "localhost"}, x509.ExtKeyUsageServerAuth)
 	cli := mkdir(t, dir, "client")
-	ca.writeCA(cli)
-	clientCert := ca.issue(cli, "client", pkix.Name{CommonName: "client", Organization: []string{"Example"}}, x509.ExtKeyUsageClientAuth)
-	other := newPKI(t, "Other CA")
+	ca.WriteCA(cli)
+	clientCert := ca.Issue(cli, "client", pkix.Name{CommonName: "client", Organization: []string{"Example"}}, x509.ExtKeyUsageClientAuth)
+	other := testpki.NewCA(t, "Other CA")
 	stranger := mkdir(t, dir, "stranger")
-	other.issue(stranger, "client", pkix.Name{CommonName: "client"}, x509.ExtKeyUsageClientAuth)
+	other.Issue(stranger, "client", pkix.Name{CommonName: "client"}, x509.ExtKeyUsageClientAuth)
 
 	roots := x509.NewCertPool()
-	roots.AddCert(ca.caCert)
+	roots.AddCert(ca.Cert)
 	r := NewRegistry(nil)
 	mustAdd(t, r, "tls-creds-x509,id=tls0,endpoint=server,dir="+srv)
 	mustAdd(t, r, "tls-creds-x509,id=tlsnv,endpoint=server,verify-peer=off,dir="+srv)
@@ -244,7 +168,7 @@ func TestX509ServerConfig(t *testing.T) {
 	}
 
 	// A CRL naming the client's certificate revokes it.
-	ca.writeCRL(srv, clientCert)
+	ca.WriteCRL(srv, clientCert)
 	mustAdd(t, r, "tls-creds-x509,id=tlscrl,endpoint=server,dir="+srv)
 	crlCfg, _ := r.TLSServerConfig("tlscrl")
 	if _, err := handshake(t, crlCfg, roots, cli); err == nil || !strings.Contains(err.Error(), "revoked") {
@@ -280,13 +204,13 @@ func TestX509ServerConfig(t *testing.T) {
 // TestX509SanityCheck: the reference's checks at creation time.
 func TestX509SanityCheck(t *testing.T) {
 	dir := t.TempDir()
-	ca := newPKI(t, "CA")
+	ca := testpki.NewCA(t, "CA")
 	// A server certificate that is itself a CA is refused.
 	bad := mkdir(t, dir, "bad")
-	ca.writeCA(bad)
-	writePEM(t, filepath.Join(bad, "server-cert.pem"), "CERTIFICATE", ca.caCert.Raw)
-	kder, _ := x509.MarshalPKCS8PrivateKey(ca.caKey)
-	writePEM(t, filepath.Join(bad, "server-key.pem"), "PRIVATE KEY", kder)
+	ca.WriteCA(bad)
+	testpki.WritePEM(t, filepath.Join(bad, "server-cert.pem"), "CERTIFICATE", ca.Cert.Raw)
+	kder, _ := x509.MarshalPKCS8PrivateKey(ca.Key)
+	testpki.WritePEM(t, filepath.Join(bad, "server-key.pem"), "PRIVATE KEY", kder)
 	r := NewRegistry(nil)
 	err := r.AddFromCLI("tls-creds-x509,id=t,endpoint=server,dir=" + bad)
 	if want := "The certificate " + bad + "/server-cert.pem basic constraints show it as a CA"; err == nil || err.Error() != want {
@@ -298,8 +222,8 @@ func TestX509SanityCheck(t *testing.T) {
 	// A client certificate used as a server certificate has the wrong
 	// purpose.
 	wrong := mkdir(t, dir, "wrong")
-	ca.writeCA(wrong)
-	ca.issue(wrong, "server", pkix.Name{CommonName: "x"}, x509.ExtKeyUsageClientAuth)
+	ca.WriteCA(wrong)
+	ca.Issue(wrong, "server", pkix.Name{CommonName: "x"}, x509.ExtKeyUsageClientAuth)
 	if err := r.AddFromCLI("tls-creds-x509,id=t2,endpoint=server,dir=" + wrong); err == nil ||
 		!strings.Contains(err.Error(), "failed validation against") {
 		t.Fatalf("client certificate as server certificate: %v", err)
@@ -399,13 +323,13 @@ func TestUse(t *testing.T) {
 func TestX509WithGnuTLSClient(t *testing.T) {
 	cli := needtool.Find(t, "gnutls-cli")[0]
 	dir := t.TempDir()
-	ca := newPKI(t, "Test CA")
+	ca := testpki.NewCA(t, "Test CA")
 	srv := mkdir(t, dir, "server")
-	ca.writeCA(srv)
-	ca.issue(srv, "server", pkix.Name{CommonName: "localhost"}, x509.ExtKeyUsageServerAuth)
+	ca.WriteCA(srv)
+	ca.Issue(srv, "server", pkix.Name{CommonName: "localhost"}, x509.ExtKeyUsageServerAuth)
 	cdir := mkdir(t, dir, "client")
-	ca.writeCA(cdir)
-	ca.issue(cdir, "client", pkix.Name{CommonName: "qemu-client", Organization: []string{"Example"}}, x509.ExtKeyUsageClientAuth)
+	ca.WriteCA(cdir)
+	ca.Issue(cdir, "client", pkix.Name{CommonName: "qemu-client", Organization: []string{"Example"}}, x509.ExtKeyUsageClientAuth)
 	r := NewRegistry(nil)
 	mustAdd(t, r, "tls-creds-x509,id=tls0,endpoint=server,dir="+srv)
 	mustAdd(t, r, "authz-simple,id=auth0,identity=CN=qemu-client,,O=Example")
