@@ -15,10 +15,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"blockd/blockcore"
+	"blockd/blockio"
 	"blockd/events"
 	"blockd/exports"
+	"blockd/exports/fuse"
 	"blockd/jobs"
 	"blockd/jsonrpc"
+	"blockd/objects"
 	"blockd/qmp"
 	"blockd/schema"
 )
@@ -33,6 +36,7 @@ type daemon struct {
 	owner *blockcore.Owner
 	graph *blockcore.Graph
 	jobs  *jobs.Manager
+	objs  *objects.Registry
 	exps  *exports.Registry
 	qmp   *qmp.Server
 	rpc   *jsonrpc.Server
@@ -51,7 +55,10 @@ func newDaemon(cfg *config, log *zap.Logger) *daemon {
 	d.owner.SetLogger(log)
 	d.owner.OnPanic(d.graph.RecoverFromPanic)
 	d.jobs = jobs.NewManager(d.graph, d.owner, d.bus, log)
+	d.objs = objects.NewRegistry(log)
 	d.exps = exports.New(d.graph, d.owner, d.bus, log)
+	d.exps.TLS = d.objs
+	d.exps.Fuse = mountFuse
 	d.registerCommands()
 	d.qmp = qmp.NewServer(d.owner, d.bus, log, qmp.Options{
 		MaxMessage: cfg.maxMessage,
@@ -80,6 +87,7 @@ func (d *daemon) registerCommands() {
 	})
 	d.graph.RegisterCommands(d.reg)
 	d.jobs.RegisterCommands(d.reg)
+	d.objs.RegisterCommands(d.reg)
 	d.exps.RegisterCommands(d.reg)
 	d.reg.AddIntrospection()
 }
@@ -102,6 +110,11 @@ func (d *daemon) start() error {
 			return fmt.Errorf("cannot create pid file: %w", err)
 		}
 		d.pidfile = f
+	}
+	for _, spec := range d.cfg.objects {
+		if err := d.objs.AddFromCLI(spec); err != nil {
+			return fmt.Errorf("--object %s: %s", spec, err)
+		}
 	}
 	for _, b := range d.cfg.blockdevs {
 		if err := d.addStartupBlockdev(b); err != nil {
@@ -322,3 +335,12 @@ func (stdio) Write(p []byte) (int, error) { return os.Stdout.Write(p) }
 func (stdio) Close() error                { return nil }
 
 var _ io.ReadWriteCloser = stdio{}
+
+// mountFuse is the exports registry's FUSE driver.
+func mountFuse(dev blockio.Device, o exports.FuseOptions) (exports.FuseExport, error) {
+	e, err := fuse.Mount(dev, fuse.Options(o))
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}
