@@ -88,6 +88,7 @@ func startStdio(t *testing.T, bin, dir string) *stdioRun {
 	t.Helper()
 	r := &stdioRun{cmd: exec.Command(bin, "--chardev", "stdio,id=s", "--monitor", "chardev=s"), lines: make(chan string, 256)}
 	r.cmd.Dir = dir
+	r.cmd.SysProcAttr = DieWithTest()
 	r.cmd.Stderr = &r.stderr
 	out, err := r.cmd.StdoutPipe()
 	if err != nil {
