@@ -165,7 +165,6 @@ func (g *Graph) retarget(c *Child, to *Node, t *tx) {
 	c.Node = to
 	c.gate.set(to)
 	to.parents = slices.Insert(to.parents, 0, c)
-	g.notifyBacking(c)
 	t.onAbort(func() {
 		if i := slices.Index(to.parents, c); i >= 0 {
 			to.parents = slices.Delete(to.parents, i, i+1)
@@ -175,6 +174,7 @@ func (g *Graph) retarget(c *Child, to *Node, t *tx) {
 		old.parents = slices.Insert(old.parents, 0, c)
 		g.notifyBacking(c)
 	})
+	g.notifyBacking(c)
 }
 
 func (g *Graph) notifyBacking(c *Child) {

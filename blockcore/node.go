@@ -71,6 +71,8 @@ type Node struct {
 
 	children []*Child // in attach order: file before backing
 	parents  []*Child // newest first, as QEMU links new parents at the head
+
+	permSeen permInputs // what the last permission refresh saw (perm.go)
 }
 
 // Name returns the node name.

@@ -196,10 +196,15 @@ func (o *Owner) Guard(f func() error) (err error) {
 		for _, h := range o.onPanic {
 			h()
 		}
-		err = schema.Errorf("Internal error: %v", p)
+		err = &panicError{p}
 	}()
 	return f()
 }
+
+// panicError is a recovered panic, before Execute words it for the client.
+type panicError struct{ p any }
+
+func (e *panicError) Error() string { return fmt.Sprintf("internal error: %v", e.p) }
 
 // Lookup reports whether a command exists and whether it allows OOB.
 func (o *Owner) Lookup(name string) (allowOOB, ok bool) {
@@ -231,6 +236,9 @@ func (o *Owner) Execute(ctx context.Context, name string, args json.RawMessage,
 			ret, err = o.reg.Call(ctx, name, args)
 			return err
 		})
+		if pe, ok := err.(*panicError); ok {
+			ret, err = nil, schema.Errorf("internal error: command %s failed: %v", name, pe.p)
+		}
 		deliver(ret, err)
 	})
 	if err != nil {
