@@ -157,3 +157,22 @@ func TestAddBesideUnrelatedNodesCostsTheSame(t *testing.T) {
 		t.Errorf("adding a node: %d lock calls beside 10 nodes, %d beside 300", calls[10], calls[300])
 	}
 }
+
+// BenchmarkChainOpen opens a qcow2 chain with one blockdev-add (the
+// figures against qemu-storage-daemon come from bench/scale).
+func BenchmarkChainOpen(b *testing.B) {
+	for _, depth := range []int{100, 500} {
+		b.Run(fmt.Sprint("depth", depth), func(b *testing.B) {
+			top := qcow2Chain(b, b.TempDir(), depth)
+			for b.Loop() {
+				b.StopTimer()
+				e := newEnv(b)
+				b.StartTimer()
+				addChainTop(b, e, top)
+				b.StopTimer()
+				_ = e.do(func() error { e.g.CloseAll(); return nil })
+				b.StartTimer()
+			}
+		})
+	}
+}
