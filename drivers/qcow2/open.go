@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"unsafe"
 
 	"blockd/blockio"
 )
@@ -229,11 +230,14 @@ func readTable(f blockio.Device, off, n int64) ([]uint64, error) {
 	if n == 0 {
 		return nil, nil
 	}
-	raw := make([]byte, n*8)
+	// Read straight into the table's memory and convert in place: a
+	// second buffer of the same size doubled the allocation (and the page
+	// faults filling it) of every open, a cluster per refcount table.
+	t := make([]uint64, n)
+	raw := unsafe.Slice((*byte)(unsafe.Pointer(&t[0])), n*8)
 	if err := f.ReadAt(raw, off); err != nil {
 		return nil, err
 	}
-	t := make([]uint64, n)
 	for i := range t {
 		t[i] = binary.BigEndian.Uint64(raw[i*8:])
 	}
