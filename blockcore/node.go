@@ -42,6 +42,9 @@ type Child struct {
 	Node   *Node
 	Perm   blockio.Perm // what the parent needs
 	Shared blockio.Perm // what the parent lets others do
+
+	gate   *edgeGate // Node's data path, for IO; shared by copies of the edge
+	frozen bool      // a job depends on this link (frozen.go)
 }
 
 // Node is a block node. All fields are owned by the graph owner goroutine,

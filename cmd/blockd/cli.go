@@ -29,6 +29,8 @@ type config struct {
 	chardevs   []*chardev
 	monitors   []*chardev // each monitor's chardev
 	blockdevs  []blockdevArg
+	nbdServer  *optionArg
+	exports    []optionArg
 	jsonrpc    []string
 	pidfile    string
 	logFormat  string
@@ -54,6 +56,7 @@ var takesValue = map[string]bool{
 	"chardev": true, "monitor": true, "blockdev": true, "pidfile": true,
 	"socket": true, "jsonrpc": true, "log-format": true, "log-level": true,
 	"max-message-size": true, "help": false, "version": false,
+	"nbd-server": true, "export": true,
 }
 
 func parseArgs(args []string) (*config, error) {
@@ -121,6 +124,10 @@ func (cfg *config) apply(name, val string, monitorSpecs *[]string) error {
 		cfg.monitors = append(cfg.monitors, c)
 	case "blockdev":
 		return cfg.addBlockdev(val)
+	case "nbd-server":
+		return cfg.addNbdServer(val)
+	case "export":
+		return cfg.addExport(val)
 	case "jsonrpc":
 		cfg.jsonrpc = append(cfg.jsonrpc, val)
 	case "pidfile":
@@ -282,6 +289,22 @@ blockd storage daemon (qemu-storage-daemon compatible)
 
   --monitor [chardev=]name[,mode=control]
                          configure a QMP monitor
+
+  --export [type=]nbd,id=<id>,node-name=<node-name>[,name=<export-name>]
+           [,writable=on|off][,bitmap=<name>][,allocation-depth=on|off]
+           [,description=<text>]
+                         export the specified block node over NBD
+                         (requires --nbd-server)
+
+  --export [type=]fuse,id=<id>,node-name=<node-name>,mountpoint=<file>
+           [,growable=on|off][,writable=on|off][,allow-other=on|off|auto]
+                         export the specified block node over FUSE
+
+  --nbd-server addr.type=inet,addr.host=<host>,addr.port=<port>
+               [,tls-creds=<id>][,tls-authz=<id>][,max-connections=<n>]
+  --nbd-server addr.type=unix,addr.path=<path>
+               [,tls-creds=<id>][,tls-authz=<id>][,max-connections=<n>]
+                         start an NBD server for exporting block nodes
 
   --pidfile <path>       write own pid to this file
 

@@ -16,6 +16,7 @@ import (
 
 	"blockd/blockcore"
 	"blockd/events"
+	"blockd/exports"
 	"blockd/jobs"
 	"blockd/jsonrpc"
 	"blockd/qmp"
@@ -32,6 +33,7 @@ type daemon struct {
 	owner *blockcore.Owner
 	graph *blockcore.Graph
 	jobs  *jobs.Manager
+	exps  *exports.Registry
 	qmp   *qmp.Server
 	rpc   *jsonrpc.Server
 
@@ -46,7 +48,10 @@ func newDaemon(cfg *config, log *zap.Logger) *daemon {
 	d := &daemon{cfg: cfg, log: log, bus: events.NewBus(), reg: schema.NewRegistry(), quit: make(chan struct{})}
 	d.graph = blockcore.NewGraph(log, d.bus)
 	d.owner = blockcore.NewOwner(d.reg)
+	d.owner.SetLogger(log)
+	d.owner.OnPanic(d.graph.RecoverFromPanic)
 	d.jobs = jobs.NewManager(d.graph, d.owner, d.bus, log)
+	d.exps = exports.New(d.graph, d.owner, d.bus, log)
 	d.registerCommands()
 	d.qmp = qmp.NewServer(d.owner, d.bus, log, qmp.Options{
 		MaxMessage: cfg.maxMessage,
@@ -66,17 +71,22 @@ func (d *daemon) registerCommands() {
 		}, nil
 	})
 	schema.Define(d.reg, "quit", func(context.Context, *schema.NoArgs) (schema.Empty, error) {
+		// Exports end before the reply, their events first, as in QEMU.
+		d.exps.CloseAll()
+		// Then jobs, with their events, as in qemu-storage-daemon.
+		d.jobs.Shutdown()
 		d.requestQuit("quit command")
 		return schema.Empty{}, nil
 	})
 	d.graph.RegisterCommands(d.reg)
 	d.jobs.RegisterCommands(d.reg)
+	d.exps.RegisterCommands(d.reg)
 	d.reg.AddIntrospection()
 }
 
 func (d *daemon) requestQuit(why string) {
 	d.quitOnce.Do(func() {
-		d.log.Info("shutting down", zap.String("reason", why))
+		d.log.Debug("shutting down", zap.String("reason", why)) // QSD prints nothing
 		close(d.quit)
 	})
 }
@@ -97,6 +107,9 @@ func (d *daemon) start() error {
 		if err := d.addStartupBlockdev(b); err != nil {
 			return fmt.Errorf("--blockdev %s: %s", b.spec, err)
 		}
+	}
+	if err := d.startExports(); err != nil {
+		return err
 	}
 	monitors := d.cfg.monitors
 	if len(monitors) == 0 {
@@ -175,7 +188,8 @@ func (d *daemon) shutdown() {
 	// Cancel jobs and close the graph on its owner, after the command in
 	// flight, so every image is left consistent.
 	_ = d.owner.Do(func() {
-		d.jobs.CancelAll()
+		d.exps.CloseAll()
+		d.jobs.Shutdown()
 		d.graph.CloseAll()
 	})
 	d.owner.Stop()

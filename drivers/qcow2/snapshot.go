@@ -52,7 +52,7 @@ func readSnapshots(f blockio.Device, off int64, n int, fsz int64) ([]snapshot, i
 	for i := 0; i < n; i++ {
 		h, err := r.read(snapshotHdrSize)
 		if err != nil {
-			return snaps, 0, fmt.Errorf("Failed to read snapshot table: %v", err)
+			return snaps, 0, fmt.Errorf("Failed to read snapshot table: %w", err)
 		}
 		be := binary.BigEndian
 		s := snapshot{l1Offset: int64(be.Uint64(h[0:])), l1Size: int64(be.Uint32(h[8:]))}
@@ -62,7 +62,7 @@ func readSnapshots(f blockio.Device, off int64, n int, fsz int64) ([]snapshot, i
 			return snaps, 0, fmt.Errorf("Too much extra metadata in snapshot table entry %d", i)
 		}
 		if _, err := r.read(extra + idLen + nameLen); err != nil {
-			return snaps, 0, fmt.Errorf("Failed to read snapshot table: %v", err)
+			return snaps, 0, fmt.Errorf("Failed to read snapshot table: %w", err)
 		}
 		r.off = roundUp(r.off-off, 8) + off
 		if s.l1Size > maxL1Bytes/8 || s.l1Offset < 0 {
