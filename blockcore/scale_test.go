@@ -176,3 +176,17 @@ func BenchmarkChainOpen(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkChainReopen reopens the top of a depth-200 chain read-only and
+// read-write in turn.
+func BenchmarkChainReopen(b *testing.B) {
+	top := qcow2Chain(b, b.TempDir(), 200)
+	e := newEnv(b)
+	e.mustExec(b, "blockdev-add", fmt.Sprintf(`{"driver": "qcow2", "node-name": "top", "file": {"driver": "file", "node-name": "top-file", "filename": %q}}`, top))
+	backing := e.node(b, "top").Backing().Name()
+	ro := true
+	for b.Loop() {
+		e.mustExec(b, "blockdev-reopen", fmt.Sprintf(`{"options": [{"driver": "qcow2", "node-name": "top", "read-only": %v, "file": "top-file", "backing": %q}]}`, ro, backing))
+		ro = !ro
+	}
+}

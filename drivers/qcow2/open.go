@@ -51,9 +51,19 @@ func Open(file blockio.Device, o OpenOptions) (*Image, error) {
 		return nil, err
 	}
 	cs := int64(1) << h.clusterBits
-	hc := make([]byte, min(fsz, cs))
+	// The header, its extensions and the backing file name nearly always
+	// sit in the first few hundred bytes: read a page, and the whole
+	// cluster only when what the parse needs may lie beyond it (a cluster
+	// per open dominated opening deep chains).
+	hc := make([]byte, min(fsz, cs, headerPrefix))
 	if err := file.ReadAt(hc, 0); err != nil {
 		return nil, fmt.Errorf("Could not read qcow2 header: %w", err)
+	}
+	if int64(len(hc)) < min(fsz, cs) && !h.fitsIn(hc) {
+		hc = make([]byte, min(fsz, cs))
+		if err := file.ReadAt(hc, 0); err != nil {
+			return nil, fmt.Errorf("Could not read qcow2 header: %w", err)
+		}
 	}
 	if err := parseHeaderCluster(h, hc); err != nil {
 		return nil, err
