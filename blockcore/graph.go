@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"blockd/events"
+	"blockd/internal/qemu"
 	"blockd/schema"
 )
 
@@ -47,27 +48,6 @@ func (g *Graph) Nodes() []*Node {
 // maxNodeName is QEMU's limit (the node_name buffer is 32 bytes).
 const maxNodeName = 31
 
-// validNodeName is QEMU's id_wellformed: a letter, then letters, digits,
-// '-', '.', '_'.
-func validNodeName(s string) bool {
-	if s == "" || !isLetter(s[0]) {
-		return false
-	}
-	for i := 1; i < len(s); i++ {
-		c := s[i]
-		if !isLetter(c) && !(c >= '0' && c <= '9') && c != '-' && c != '.' && c != '_' {
-			return false
-		}
-	}
-	return true
-}
-
-// IDWellFormed is QEMU's id_wellformed, for the other ids QMP takes (job
-// and export ids).
-func IDWellFormed(s string) bool { return validNodeName(s) }
-
-func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
-
 // assignName validates and registers a node's name within t
 // (bdrv_assign_node_name). A node whose options give no node-name gets an
 // automatic one; an explicit empty name is invalid, as in QEMU.
@@ -79,7 +59,7 @@ func (g *Graph) assignName(n *Node, name string, t *tx) error {
 		g.autoCounter++
 		n.auto = true
 	} else {
-		if !validNodeName(name) {
+		if !qemu.IDWellFormed(name) {
 			return schema.Errorf("Invalid node-name: '%s'", name)
 		}
 		if g.nodes[name] != nil {

@@ -19,6 +19,7 @@ import (
 	"blockd/blockcore"
 	"blockd/blockio"
 	"blockd/events"
+	"blockd/internal/qemu"
 	"blockd/nbd"
 	"blockd/schema"
 )
@@ -101,7 +102,7 @@ func (r *Registry) find(id string) *export {
 
 // Add is block-export-add (blk_exp_add), its checks in QEMU's order.
 func (r *Registry) Add(a *schema.BlockExportOptions) error {
-	if !blockcore.IDWellFormed(a.ID) {
+	if !qemu.IDWellFormed(a.ID) {
 		return schema.Errorf("Invalid block export id")
 	}
 	if r.find(a.ID) != nil {

@@ -209,7 +209,7 @@ func (s *commitSetup) removeFilter(f *blockcore.Node) {
 		return
 	}
 	if err := s.m.g.RemoveFilter(f); err != nil {
-		s.m.log.Error("removing the job's filter failed", zap.String("job", s.job.id),
+		s.m.log.Error("removing the job's filter failed", zap.String("job", s.job.id), zap.String("job_uuid", s.job.uuid),
 			zap.String("filter", f.Name()), zap.Error(err))
 	}
 }

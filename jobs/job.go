@@ -34,6 +34,7 @@ type Impl interface {
 type Job struct {
 	m            *Manager
 	id           string
+	uuid         string // correlates the job's log lines across reuse of its id
 	typ          schema.JobType
 	status       Status // changed only by Manager.transition
 	autoFinalize bool
@@ -44,6 +45,7 @@ type Job struct {
 	userPaused    bool
 	drained       int                        // drained sections of its nodes in progress (owner)
 	onErrorPolicy string                     // report, ignore, stop, enospc
+	onTargetError string                     // for write failures, when it differs (mirror, backup)
 	ioStatus      schema.BlockDeviceIoStatus // set when on-error=stop paused the job
 	hardCancel    bool                       // cancelled, and to be reported as cancelled
 	workerDone    chan struct{}              // closed after the worker's last report is queued
@@ -98,7 +100,7 @@ func (j *Job) HandleReport(r blockcore.Report) {
 	case blockcore.ReportProgress:
 		// Progress is counted in ctl; nothing to change on the owner.
 	default:
-		m.log.Error("unknown job report", zap.String("job", j.id), zap.Stringer("kind", r.Kind))
+		m.log.Error("unknown job report", zap.String("job", j.id), zap.String("job_uuid", j.uuid), zap.Stringer("kind", r.Kind))
 	}
 }
 

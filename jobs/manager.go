@@ -8,10 +8,12 @@ import (
 	"slices"
 	"syscall"
 
+	"github.com/google/uuid"
 	"go.uber.org/zap"
 
 	"blockd/blockcore"
 	"blockd/events"
+	"blockd/internal/qemu"
 	"blockd/schema"
 )
 
@@ -52,15 +54,16 @@ func (m *Manager) find(id string) *Job {
 
 // create registers a job in status created (job_create).
 func (m *Manager) create(id string, typ schema.JobType, speed int64, autoFinalize, autoDismiss bool) (*Job, error) {
-	if !blockcore.IDWellFormed(id) {
+	if !qemu.IDWellFormed(id) {
 		return nil, schema.Errorf("Invalid job ID '%s'", id)
 	}
 	if m.find(id) != nil {
 		return nil, schema.Errorf("Job ID '%s' already in use", id)
 	}
-	j := &Job{m: m, id: id, typ: typ, status: StatusUndefined, autoFinalize: autoFinalize,
+	j := &Job{m: m, id: id, uuid: uuid.NewString(), typ: typ, status: StatusUndefined, autoFinalize: autoFinalize,
 		autoDismiss: autoDismiss, ctl: newControl(0), workerDone: make(chan struct{})}
 	m.jobs = append(m.jobs, j)
+	m.log.Debug("job created", zap.String("job", id), zap.String("job_uuid", j.uuid))
 	m.transition(j, StatusCreated)
 	if speed < 0 {
 		// block_job_create fails after creating the job: it is gone again.
@@ -86,7 +89,7 @@ func (m *Manager) remove(j *Job) {
 // error level and refused, leaving the status as it was.
 func (m *Manager) transition(j *Job, to Status) bool {
 	if !allowed(j.status, to) {
-		m.log.Error("illegal job transition refused", zap.String("job", j.id),
+		m.log.Error("illegal job transition refused", zap.String("job", j.id), zap.String("job_uuid", j.uuid),
 			zap.Stringer("from", j.status), zap.Stringer("to", to))
 		return false
 	}
@@ -174,7 +177,7 @@ func (m *Manager) ready(j *Job) {
 func (m *Manager) ioError(j *Job, err error) {
 	var je *jobError
 	if !errors.As(err, &je) {
-		m.log.Error("job error report without details", zap.String("job", j.id), zap.Error(err))
+		m.log.Error("job error report without details", zap.String("job", j.id), zap.String("job_uuid", j.uuid), zap.Error(err))
 		return
 	}
 	m.bus.Publish(schema.BlockJobError{Device: j.id, Operation: je.op, Action: je.action})
@@ -196,7 +199,7 @@ func (m *Manager) ioError(j *Job, err error) {
 // aborting; then finalize unless the user finalizes by hand.
 func (m *Manager) completedRun(j *Job, err error) {
 	if j.completed {
-		m.log.Error("second completion report ignored", zap.String("job", j.id))
+		m.log.Error("second completion report ignored", zap.String("job", j.id), zap.String("job_uuid", j.uuid))
 		return
 	}
 	j.completed = true

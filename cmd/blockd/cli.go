@@ -14,6 +14,8 @@ type chardev struct {
 	id      string
 	backend string // "socket" or "stdio"
 	path    string
+	opt     string // the option that declared it and its text, for errors
+	spec    string
 }
 
 // blockdevArg is one --blockdev: JSON arguments, and whether they came
@@ -29,6 +31,7 @@ type config struct {
 	chardevs   []*chardev
 	monitors   []*chardev // each monitor's chardev
 	blockdevs  []blockdevArg
+	objects    []string // --object specs, created before the nodes
 	nbdServer  *optionArg
 	exports    []optionArg
 	jsonrpc    []string
@@ -38,6 +41,7 @@ type config struct {
 	maxMessage int
 	help       bool
 	version    bool
+	daemonize  bool
 }
 
 // cliError is an error about one option, printed as qemu-storage-daemon
@@ -55,7 +59,8 @@ func (e *cliError) Error() string {
 var takesValue = map[string]bool{
 	"chardev": true, "monitor": true, "blockdev": true, "pidfile": true,
 	"socket": true, "jsonrpc": true, "log-format": true, "log-level": true,
-	"max-message-size": true, "help": false, "version": false,
+	"max-message-size": true, "help": false, "version": false, "daemonize": false,
+	"object":     true,
 	"nbd-server": true, "export": true,
 }
 
@@ -113,17 +118,21 @@ func (cfg *config) apply(name, val string, monitorSpecs *[]string) error {
 		cfg.help = true
 	case "version":
 		cfg.version = true
+	case "daemonize":
+		cfg.daemonize = true
 	case "chardev":
 		return cfg.addChardev(val)
 	case "monitor":
 		// Monitors may name chardevs defined later on the command line.
 		*monitorSpecs = append(*monitorSpecs, val)
 	case "socket":
-		c := &chardev{id: fmt.Sprintf("blockd-socket-%d", len(cfg.chardevs)), backend: "socket", path: val}
+		c := &chardev{id: fmt.Sprintf("blockd-socket-%d", len(cfg.chardevs)), backend: "socket", path: val, opt: "socket", spec: val}
 		cfg.chardevs = append(cfg.chardevs, c)
 		cfg.monitors = append(cfg.monitors, c)
 	case "blockdev":
 		return cfg.addBlockdev(val)
+	case "object":
+		cfg.objects = append(cfg.objects, val)
 	case "nbd-server":
 		return cfg.addNbdServer(val)
 	case "export":
@@ -154,7 +163,7 @@ func (cfg *config) addChardev(spec string) error {
 	if err != nil {
 		return &cliError{"chardev", spec, err.Error()}
 	}
-	c := &chardev{}
+	c := &chardev{opt: "chardev", spec: spec}
 	for k, v := range kv {
 		s, _ := v.(string)
 		switch k {
@@ -283,6 +292,16 @@ blockd storage daemon (qemu-storage-daemon compatible)
              [,driver specific parameters...]
                          configure a block node (or a JSON object)
 
+  --object secret,id=<id>,data=<data>|file=<file>[,format=raw|base64]
+           [,keyid=<id>,iv=<base64>]
+  --object tls-creds-x509,id=<id>,dir=<dir>[,endpoint=server|client]
+           [,verify-peer=on|off][,sanity-check=on|off]
+  --object tls-creds-psk,id=<id>,dir=<dir>[,endpoint=server|client]
+           [,username=<name>]
+  --object authz-simple,id=<id>,identity=<distinguished name>
+  --object iothread,id=<id>   (accepted; blockd has no I/O threads)
+                         create a user object (or a JSON object)
+
   --chardev socket,id=<id>,path=<path>,server=on[,wait=off]
   --chardev stdio,id=<id>
                          configure a character device for a monitor
@@ -308,6 +327,9 @@ blockd storage daemon (qemu-storage-daemon compatible)
 
   --pidfile <path>       write own pid to this file
 
+  --daemonize            daemonize the process, and have the parent exit
+                         once startup is complete
+
 blockd's own options:
   --socket <path>        QMP monitor on a new unix socket at <path>
   --jsonrpc <path>       JSON-RPC 2.0 endpoint on a unix socket at <path>
@@ -318,4 +340,7 @@ blockd's own options:
 
 Without any monitor option blockd listens on $XDG_RUNTIME_DIR/blockd.sock,
 or /tmp/blockd-$UID.sock when XDG_RUNTIME_DIR is not set.
+
+Under systemd socket activation (LISTEN_FDS) the sockets passed in are
+served too: QMP, or JSON-RPC for one named "jsonrpc" (FileDescriptorName=).
 `

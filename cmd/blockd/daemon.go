@@ -9,16 +9,19 @@ import (
 	"os"
 	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"blockd/blockcore"
+	"blockd/blockio"
 	"blockd/events"
 	"blockd/exports"
+	"blockd/exports/fuse"
 	"blockd/jobs"
 	"blockd/jsonrpc"
+	"blockd/objects"
 	"blockd/qmp"
 	"blockd/schema"
 )
@@ -33,6 +36,7 @@ type daemon struct {
 	owner *blockcore.Owner
 	graph *blockcore.Graph
 	jobs  *jobs.Manager
+	objs  *objects.Registry
 	exps  *exports.Registry
 	qmp   *qmp.Server
 	rpc   *jsonrpc.Server
@@ -51,7 +55,10 @@ func newDaemon(cfg *config, log *zap.Logger) *daemon {
 	d.owner.SetLogger(log)
 	d.owner.OnPanic(d.graph.RecoverFromPanic)
 	d.jobs = jobs.NewManager(d.graph, d.owner, d.bus, log)
+	d.objs = objects.NewRegistry(log)
 	d.exps = exports.New(d.graph, d.owner, d.bus, log)
+	d.exps.TLS = d.objs
+	d.exps.Fuse = mountFuse
 	d.registerCommands()
 	d.qmp = qmp.NewServer(d.owner, d.bus, log, qmp.Options{
 		MaxMessage: cfg.maxMessage,
@@ -80,6 +87,7 @@ func (d *daemon) registerCommands() {
 	})
 	d.graph.RegisterCommands(d.reg)
 	d.jobs.RegisterCommands(d.reg)
+	d.objs.RegisterCommands(d.reg)
 	d.exps.RegisterCommands(d.reg)
 	d.reg.AddIntrospection()
 }
@@ -103,6 +111,11 @@ func (d *daemon) start() error {
 		}
 		d.pidfile = f
 	}
+	for _, spec := range d.cfg.objects {
+		if err := d.objs.AddFromCLI(spec); err != nil {
+			return fmt.Errorf("--object %s: %s", spec, err)
+		}
+	}
 	for _, b := range d.cfg.blockdevs {
 		if err := d.addStartupBlockdev(b); err != nil {
 			return fmt.Errorf("--blockdev %s: %s", b.spec, err)
@@ -111,34 +124,62 @@ func (d *daemon) start() error {
 	if err := d.startExports(); err != nil {
 		return err
 	}
+	// Every socket is bound (or taken over from systemd) before any is
+	// served: a client that finds one socket can count on the others, and
+	// a path that cannot be bound stops blockd before it has answered
+	// anyone.
+	eps, err := d.activated()
+	if err != nil {
+		return err
+	}
 	monitors := d.cfg.monitors
-	if len(monitors) == 0 {
+	if len(monitors) == 0 && len(eps) == 0 {
 		monitors = []*chardev{{id: "default", backend: "socket", path: defaultSocket()}}
 	}
+	bind := func(c *chardev, what string, serve func(net.Listener) error) error {
+		l, err := listenUnix(c)
+		if err != nil {
+			return err
+		}
+		d.listeners = append(d.listeners, l)
+		eps = append(eps, endpoint{l, what, c.path, serve})
+		return nil
+	}
 	for _, path := range d.cfg.jsonrpc {
-		if err := d.listen(path, "JSON-RPC endpoint listening", d.rpc.Serve); err != nil {
+		if err := bind(&chardev{path: path, opt: "jsonrpc", spec: path}, "JSON-RPC endpoint listening", d.rpc.Serve); err != nil {
 			return err
 		}
 	}
 	for _, c := range monitors {
 		if c.backend == "stdio" {
-			d.qmp.ServeConn(stdio{})
 			continue
 		}
-		if err := d.listen(c.path, "QMP monitor listening", d.qmp.Serve); err != nil {
+		if err := bind(c, "QMP monitor listening", d.qmp.Serve); err != nil {
 			return err
+		}
+	}
+	for _, ep := range eps {
+		d.serve(ep.l, ep.path, ep.what, ep.serve)
+	}
+	for _, c := range monitors {
+		if c.backend == "stdio" {
+			d.qmp.ServeConn(stdio{})
 		}
 	}
 	return nil
 }
 
-// listen opens a socket and serves it in the background.
-func (d *daemon) listen(path, what string, serve func(net.Listener) error) error {
-	l, err := listenUnix(path)
-	if err != nil {
-		return err
-	}
-	d.listeners = append(d.listeners, l)
+// endpoint is a bound socket and how to serve it.
+type endpoint struct {
+	l     net.Listener
+	what  string
+	path  string
+	serve func(net.Listener) error
+}
+
+// serve serves a bound socket in the background until shutdown; the
+// caller has recorded it in d.listeners so that shutdown closes it.
+func (d *daemon) serve(l net.Listener, path, what string, serve func(net.Listener) error) {
 	d.log.Info(what, zap.String("socket", path))
 	d.serving.Add(1)
 	go func() {
@@ -147,7 +188,6 @@ func (d *daemon) listen(path, what string, serve func(net.Listener) error) error
 			d.log.Error("socket failed", zap.String("socket", path), zap.Error(err))
 		}
 	}()
-	return nil
 }
 
 func (d *daemon) addStartupBlockdev(b blockdevArg) error {
@@ -159,14 +199,15 @@ func (d *daemon) addStartupBlockdev(b blockdevArg) error {
 	return err
 }
 
-// handleSignals turns SIGINT and SIGTERM into a quit request. It is
+// handleSignals turns SIGINT, SIGTERM and SIGHUP (blockd has no
+// configuration to reload) into a quit request. It is
 // installed before anything is started, so a signal that arrives while
 // blockd starts up still ends it cleanly, and it stays installed so that
 // a second signal during shutdown cannot kill blockd half way through
 // closing its images.
 func (d *daemon) handleSignals() {
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
 	go func() {
 		for s := range sigs {
 			d.requestQuit(s.String())
@@ -202,34 +243,76 @@ func (d *daemon) shutdown() {
 }
 
 // listenUnix creates a 0600 socket; a stale socket file left by a dead
-// process is replaced, a live one is an error.
-func listenUnix(path string) (net.Listener, error) {
-	if _, err := os.Lstat(path); err == nil {
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			_ = c.Close()
+// process is replaced, a live one is an error, and a directory at the
+// path is refused (as the reference does) rather than removed.
+func listenUnix(c *chardev) (net.Listener, error) {
+	path := c.path
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.IsDir() {
+			// The reference's text: it tries to unlink(2) the path.
+			return nil, &cliError{c.opt, c.spec, fmt.Sprintf("Failed to unlink socket %s: Is a directory", path)}
+		}
+		if conn, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			_ = conn.Close()
 			return nil, fmt.Errorf("socket %s is in use by another process", path)
 		}
 		if err := os.Remove(path); err != nil {
 			return nil, fmt.Errorf("cannot replace stale socket %s: %w", path, err)
 		}
 	}
-	old := syscall.Umask(0o177)
-	l, err := net.Listen("unix", path)
-	syscall.Umask(old)
+	l, err := listenBacklog(path, listenBacklogLen)
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen on %s: %w", path, err)
 	}
 	return l, nil
 }
 
-// writePidfile writes our pid under an exclusive lock held for the life of
-// the process, so a second daemon with the same pidfile fails to start.
-func writePidfile(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+// listenBacklogLen bounds the connections the kernel queues before
+// blockd accepts them. Go's default (somaxconn, 4096) lets a storm of
+// clients that connect and close at once put thousands of dead
+// connections ahead of a real client; the reference listens with a
+// backlog of 1. A client that finds the queue full waits in connect(2)
+// (blocking) or gets EAGAIN (non-blocking) and tries again.
+const listenBacklogLen = 32
+
+// listenBacklog is net.Listen("unix", path) with a chosen backlog and a
+// 0600 socket file, removed again when the listener closes.
+func listenBacklog(path string, backlog int) (net.Listener, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	old := unix.Umask(0o177)
+	err = unix.Bind(fd, &unix.SockaddrUnix{Name: path})
+	unix.Umask(old)
+	if err == nil {
+		err = unix.Listen(fd, backlog)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	if err != nil {
+		return nil, err
+	}
+	l, err := net.FileListener(f)
+	if err != nil {
+		_ = os.Remove(path)
+		return nil, err
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(true)
+	return l, nil
+}
+
+// writePidfile writes our pid under an exclusive lock held for the life of
+// the process, so a second daemon with the same pidfile fails to start.
+// The file is private (0600) and never opened through a symlink, so a
+// link planted at the path cannot make blockd overwrite another file.
+func writePidfile(path string) (*os.File, error) {
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		_ = f.Close()
 		return nil, fmt.Errorf("%s is locked by another process", path)
 	}
@@ -252,3 +335,12 @@ func (stdio) Write(p []byte) (int, error) { return os.Stdout.Write(p) }
 func (stdio) Close() error                { return nil }
 
 var _ io.ReadWriteCloser = stdio{}
+
+// mountFuse is the exports registry's FUSE driver.
+func mountFuse(dev blockio.Device, o exports.FuseOptions) (exports.FuseExport, error) {
+	e, err := fuse.Mount(dev, fuse.Options(o))
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -70,6 +72,7 @@ func StartDaemon(t testing.TB, bin, dir string, extra ...string) *Daemon {
 		"--monitor", "chardev=m"}, extra...)
 	d.cmd = exec.Command(bin, args...)
 	d.cmd.Dir = dir
+	d.cmd.SysProcAttr = DieWithTest()
 	d.cmd.Stderr = &d.stderr
 	if err := d.cmd.Start(); err != nil {
 		t.Fatalf("start blockd: %v", err)
@@ -132,18 +135,41 @@ func (d *Daemon) Stderr() string { return d.stderr.String() }
 
 // Client is a raw line-oriented connection to a monitor.
 type Client struct {
-	Conn net.Conn
-	r    *bufio.Reader
+	Conn     net.Conn
+	r        *bufio.Reader
+	greeting []byte // read by Dial, returned by the first Next
 }
 
-// Dial connects to a monitor socket.
+// Dial connects to a monitor socket and waits for its greeting, which the
+// first Next returns. A connection closed before the greeting is retried:
+// qemu-storage-daemon's monitor can drop the connection that follows
+// another client's quick connect and close (StartDaemon's readiness
+// probe), and the reference side of a test must not flake on that.
 func Dial(t testing.TB, sock string) *Client {
 	t.Helper()
-	c, err := net.Dial("unix", sock)
-	if err != nil {
-		t.Fatalf("dial %s: %v", sock, err)
+	deadline := time.Now().Add(replyTimeout)
+	for {
+		c, err := net.Dial("unix", sock)
+		if errors.Is(err, syscall.EAGAIN) && time.Now().Before(deadline) {
+			// The listen backlog is full (other clients connecting).
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("dial %s: %v", sock, err)
+		}
+		r := bufio.NewReaderSize(c, 1<<20)
+		_ = c.SetReadDeadline(deadline)
+		line, err := r.ReadBytes('\n')
+		if err == nil {
+			return &Client{Conn: c, r: r, greeting: line}
+		}
+		_ = c.Close()
+		if !errors.Is(err, io.EOF) || time.Now().After(deadline) {
+			t.Fatalf("greeting from %s: %v", sock, err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	return &Client{Conn: c, r: bufio.NewReaderSize(c, 1<<20)}
 }
 
 // Send writes raw bytes.
@@ -156,7 +182,12 @@ func (c *Client) Send(b []byte) error {
 // Next reads the next message.
 func (c *Client) Next() (map[string]any, []byte, error) {
 	_ = c.Conn.SetReadDeadline(time.Now().Add(replyTimeout))
-	line, err := c.r.ReadBytes('\n')
+	line, err := c.greeting, error(nil)
+	if line != nil {
+		c.greeting = nil
+	} else {
+		line, err = c.r.ReadBytes('\n')
+	}
 	if err != nil {
 		return nil, line, err
 	}
@@ -248,6 +279,9 @@ func Run(t *testing.T, bin string, tr *Transcript) {
 			if err != nil {
 				t.Fatalf("%s: expected %s\n  got error %v (%q)\nblockd stderr:\n%s", where, st.Text, err, raw, d.Stderr())
 			}
+			if err := sameMemberOrder([]byte(st.Text), raw); err != nil {
+				t.Fatalf("%s: %v\n  want: %s\n  got:  %s", where, err, st.Text, raw)
+			}
 			norm, err := normalize(got, dir)
 			if err != nil {
 				t.Fatalf("%s: %v", where, err)
@@ -277,4 +311,11 @@ func runShell(t *testing.T, dir, cmdline string, line int) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("line %d: %s: %v\n%s", line, cmdline, err, out)
 	}
+}
+
+// DieWithTest makes a daemon started by a test die with the test binary:
+// a test binary killed by its timeout must not leave daemons behind that
+// hold image locks and sockets for the next run.
+func DieWithTest() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }

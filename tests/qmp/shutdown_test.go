@@ -2,7 +2,6 @@ package qmptest
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"io"
 	"os/exec"
@@ -82,13 +81,14 @@ type stdioRun struct {
 	cmd    *exec.Cmd
 	in     io.WriteCloser
 	lines  chan string
-	stderr bytes.Buffer
+	stderr lockedBuffer
 }
 
 func startStdio(t *testing.T, bin, dir string) *stdioRun {
 	t.Helper()
 	r := &stdioRun{cmd: exec.Command(bin, "--chardev", "stdio,id=s", "--monitor", "chardev=s"), lines: make(chan string, 256)}
 	r.cmd.Dir = dir
+	r.cmd.SysProcAttr = DieWithTest()
 	r.cmd.Stderr = &r.stderr
 	out, err := r.cmd.StdoutPipe()
 	if err != nil {
@@ -102,6 +102,7 @@ func startStdio(t *testing.T, bin, dir string) *stdioRun {
 	}
 	go func() {
 		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<16), 1<<26) // query-qmp-schema is one long line
 		for sc.Scan() {
 			r.lines <- sc.Text()
 		}
