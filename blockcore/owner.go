@@ -126,7 +126,7 @@ func (o *Owner) ObserveWait(f func(time.Duration)) { o.observeWait = f }
 // running, or "" and a background context outside a command (a job
 // report). Owner goroutine only.
 func (o *Owner) Command() (string, context.Context) {
-	if o.cmd.ctx == nil {
+	if o == nil || o.cmd.ctx == nil {
 		return "", context.Background()
 	}
 	return o.cmd.name, o.cmd.ctx
