@@ -141,4 +141,3 @@ func latencyHistogram(d *prometheus.Desc, o blockcore.OpSnapshot, labels ...stri
 	}
 	return prometheus.MustNewConstHistogram(d, o.Ops, float64(o.TotalNs)/1e9, buckets, labels...)
 }
-
