@@ -46,7 +46,7 @@ func LatencyBound(i int) time.Duration { return time.Duration(1) << (latencyShif
 type IOStats struct {
 	ops             [numIOOps]opStats
 	wrHighestOffset atomic.Int64 // end of the highest write, as wr_highest_offset
-	lastIO          atomic.Int64 // UnixNano of the last request's end, for idle_time_ns
+	lastIO          atomic.Int64 // IOStart of the last request's end, plus 1; for idle_time_ns
 }
 
 type opStats struct {
@@ -54,14 +54,25 @@ type opStats struct {
 	hist                        [LatencyBuckets]atomic.Uint64
 }
 
+// clockBase anchors IOStart: time.Since of a fixed time reads only the
+// monotonic clock, one clock read where time.Now takes two.
+var clockBase = time.Now()
+
+// IOStart is when a request started: monotonic nanoseconds since
+// clockBase.
+type IOStart int64
+
+// StartIO returns the start of a request to Account.
+func StartIO() IOStart { return IOStart(time.Since(clockBase)) }
+
 // Account records one request of kind op over n bytes that started at
 // start and ended with err. A nil IOStats counts nothing.
-func (s *IOStats) Account(op IOOp, off, n int64, start time.Time, err error) {
+func (s *IOStats) Account(op IOOp, off, n int64, start IOStart, err error) {
 	if s == nil {
 		return
 	}
-	end := time.Now()
-	d := end.Sub(start)
+	end := StartIO()
+	d := end - start
 	o := &s.ops[op]
 	o.ops.Add(1)
 	if err != nil {
@@ -80,7 +91,7 @@ func (s *IOStats) Account(op IOOp, off, n int64, start time.Time, err error) {
 	ns := max(int64(d), 0)
 	o.totalNs.Add(uint64(ns))
 	o.hist[latencyBucket(ns)].Add(1)
-	s.lastIO.Store(end.UnixNano())
+	s.lastIO.Store(int64(end) + 1) // +1: 0 means no request yet
 }
 
 // latencyBucket is the first bucket whose bound is >= ns.
@@ -123,7 +134,7 @@ func (s *IOStats) Snapshot() IOSnapshot {
 	}
 	out.WrHighestOffset = s.wrHighestOffset.Load()
 	if ns := s.lastIO.Load(); ns != 0 {
-		out.LastIO = time.Unix(0, ns)
+		out.LastIO = clockBase.Add(time.Duration(ns - 1))
 	}
 	return out
 }
@@ -135,9 +146,9 @@ func (n *Node) Stats() *IOStats { return n.io.stats }
 
 // begin is the start time of a request to account, without reading the
 // clock when nothing is counted.
-func (s *IOStats) begin() time.Time {
+func (s *IOStats) begin() IOStart {
 	if s == nil {
-		return time.Time{}
+		return 0
 	}
-	return time.Now()
+	return StartIO()
 }

@@ -110,10 +110,10 @@ func TestIOStatsCountsEveryRequest(t *testing.T) {
 
 func TestLatencyBuckets(t *testing.T) {
 	var s blockcore.IOStats
-	now := time.Now()
+	now := blockcore.StartIO()
 	// A request that has not started yet takes no time: bucket 0.
-	s.Account(blockcore.OpRead, 0, 1, now.Add(time.Hour), nil)
-	s.Account(blockcore.OpRead, 0, 1, now.Add(-10*time.Second), nil)
+	s.Account(blockcore.OpRead, 0, 1, now+blockcore.IOStart(time.Hour), nil)
+	s.Account(blockcore.OpRead, 0, 1, now-blockcore.IOStart(10*time.Second), nil)
 	s.Account(blockcore.OpRead, 0, 7, now, errors.New("EIO"))
 	rd := s.Snapshot().Ops[blockcore.OpRead]
 	if rd.Ops != 3 || rd.Failed != 1 || rd.Bytes != 2 {

@@ -1,8 +1,6 @@
 package exports
 
 import (
-	"time"
-
 	"blockd/blockcore"
 	"blockd/blockio"
 )
@@ -38,35 +36,35 @@ type counted struct {
 }
 
 func (c counted) ReadAt(p []byte, off int64) error {
-	t := time.Now()
+	t := blockcore.StartIO()
 	err := c.Device.ReadAt(p, off)
 	c.s.Account(blockcore.OpRead, off, int64(len(p)), t, err)
 	return err
 }
 
 func (c counted) WriteAt(p []byte, off int64, f blockio.WriteFlags) error {
-	t := time.Now()
+	t := blockcore.StartIO()
 	err := c.Device.WriteAt(p, off, f)
 	c.s.Account(blockcore.OpWrite, off, int64(len(p)), t, err)
 	return err
 }
 
 func (c counted) WriteZeroes(off, n int64, f blockio.WriteFlags) error {
-	t := time.Now()
+	t := blockcore.StartIO()
 	err := c.Device.WriteZeroes(off, n, f)
 	c.s.Account(blockcore.OpWriteZeroes, off, n, t, err)
 	return err
 }
 
 func (c counted) Discard(off, n int64) error {
-	t := time.Now()
+	t := blockcore.StartIO()
 	err := c.Device.Discard(off, n)
 	c.s.Account(blockcore.OpDiscard, off, n, t, err)
 	return err
 }
 
 func (c counted) Flush() error {
-	t := time.Now()
+	t := blockcore.StartIO()
 	err := c.Device.Flush()
 	c.s.Account(blockcore.OpFlush, 0, 0, t, err)
 	return err

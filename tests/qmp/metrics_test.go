@@ -303,4 +303,3 @@ func keysWith(m map[string]float64, sub string) []string {
 	}
 	return out
 }
-
