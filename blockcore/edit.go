@@ -80,6 +80,46 @@ type FilterPerms func(perm, shared blockio.Perm) (blockio.Perm, blockio.Perm)
 type filterImpl struct {
 	passThrough
 	perms FilterPerms
+	hook  WriteHook
+}
+
+// WriteHook wraps every request that changes data through a job's filter:
+// it runs write (the request on the node below) and may act before and
+// after it. Jobs use it for what their filter does to guest writes: the
+// copy-on-read filter serializes them with the range being streamed, the
+// mirror filter copies them to the target in write-blocking mode, the
+// copy-before-write filter saves the old data first.
+type WriteHook func(off, length int64, write func() error) error
+
+func (f *filterImpl) hooked(off, n int64, write func() error) error {
+	if f.hook == nil {
+		return write()
+	}
+	return f.hook(off, n, write)
+}
+
+func (f *filterImpl) WriteAt(b []byte, off int64, fl blockio.WriteFlags) error {
+	return f.hooked(off, int64(len(b)), func() error { return f.dev().WriteAt(b, off, fl) })
+}
+
+func (f *filterImpl) WriteZeroes(off, n int64, fl blockio.WriteFlags) error {
+	return f.hooked(off, n, func() error { return f.dev().WriteZeroes(off, n, fl) })
+}
+
+func (f *filterImpl) Discard(off, n int64) error {
+	return f.hooked(off, n, func() error { return f.dev().Discard(off, n) })
+}
+
+// SetWriteHook installs h on a job filter made by InsertFilterAbove;
+// the filter is drained meanwhile so no request sees half of it.
+func SetWriteHook(f *Node, h WriteHook) {
+	fi, ok := f.impl.(*filterImpl)
+	if !ok {
+		return
+	}
+	f.io.drainBegin()
+	fi.hook = h
+	f.io.drainEnd()
 }
 
 func (f *filterImpl) ChildPerm(c *Child, st NodeState, perm, shared blockio.Perm) (blockio.Perm, blockio.Perm) {
@@ -92,7 +132,7 @@ func (f *filterImpl) ChildPerm(c *Child, st NodeState, perm, shared blockio.Perm
 func (g *Graph) InsertFilterAbove(n *Node, driverName, name string, perms FilterPerms) (*Node, error) {
 	t := g.begin()
 	f := &Node{drv: &Driver{Name: driverName, Filter: true}, readOnly: n.readOnly}
-	impl := &filterImpl{passThrough{n}, perms}
+	impl := &filterImpl{passThrough: passThrough{n}, perms: perms}
 	f.impl, f.io = impl, newGate(impl, n.readOnly)
 	if err := g.assignName(f, name, t); err != nil {
 		return nil, t.finish(err)

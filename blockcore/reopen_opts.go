@@ -31,10 +31,12 @@ var qcow2RuntimeOpts = []string{
 
 var reopenSpecs = map[string]*reopenSpec{
 	// file-posix: raw_reopen_prepare absorbs raw_runtime_opts, keeps
-	// drop-cache and puts the rest back for the generic check.
+	// drop-cache and x-check-cache-dropped and puts the rest back for the
+	// generic check.
 	"file": {
-		consumed:  []string{"drop-cache"},
+		consumed:  []string{"drop-cache", "x-check-cache-dropped"},
 		stringify: []string{"filename", "aio", "aio-max-batch", "locking", "pr-manager"},
+		mutable:   []string{"x-check-cache-dropped"},
 	},
 	"raw":   {consumed: []string{"offset", "size"}, mutable: []string{"offset", "size"}},
 	"qcow2": {consumed: qcow2RuntimeOpts, mutable: qcow2RuntimeOpts, join: qcow2JoinOptions},

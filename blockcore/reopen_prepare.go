@@ -13,6 +13,23 @@ var (
 	genericReturned = []string{"node-name", "driver", "force-share"}
 )
 
+// checkReset refuses a reopen of a driver that cannot reopen, and one
+// that leaves out an option the node has which may not go back to its
+// default (bdrv_reset_options_allowed): the checks before any option's
+// value is compared.
+func checkReset(n *Node, opts *flatOpts) error {
+	if !reopenable(n) {
+		return schema.Errorf("Block format '%s' used by node '%s' does not support reopening files", n.drv.Name, n.name)
+	}
+	spec := reopenSpecs[n.drv.Name]
+	for _, k := range n.explicitOptions().ordered() {
+		if !opts.has(k) && !slices.Contains(resetIgnore, k) && !slices.Contains(spec.mutable, k) {
+			return schema.Errorf("Option '%s' cannot be reset to its default value", k)
+		}
+	}
+	return nil
+}
+
 // prepareEntry is bdrv_reopen_prepare: check every option of the entry in
 // QEMU's order, let the driver prepare, switch children within t. On
 // error nothing of the entry stays prepared once t aborts.
@@ -39,15 +56,10 @@ func (g *Graph) prepareEntry(e *reopenEntry, t *tx) error {
 		}
 	}
 
-	if !reopenable(n) {
-		return schema.Errorf("Block format '%s' used by node '%s' does not support reopening files", n.drv.Name, n.name)
+	if err := checkReset(n, opts); err != nil {
+		return err
 	}
 	spec := reopenSpecs[n.drv.Name]
-	for _, k := range n.explicitOptions().ordered() {
-		if !opts.has(k) && !slices.Contains(resetIgnore, k) && !slices.Contains(spec.mutable, k) {
-			return schema.Errorf("Option '%s' cannot be reset to its default value", k)
-		}
-	}
 
 	e.state.opts = opts.clone()
 	for _, k := range spec.consumed {

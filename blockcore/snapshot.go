@@ -19,6 +19,10 @@ func opBlocker(n *Node) string {
 	return ""
 }
 
+// OpBlocker is opBlocker for jobs, which check it on the nodes they
+// would use (bdrv_op_is_blocked).
+func OpBlocker(n *Node) string { return opBlocker(n) }
+
 // IsRoot is bdrv_is_root_node: nothing but block backends (exports,
 // tools) uses n.
 func (n *Node) IsRoot() bool {

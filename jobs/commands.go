@@ -12,6 +12,15 @@ func (m *Manager) RegisterCommands(r *schema.Registry) {
 	schema.Define(r, "block-commit", func(_ context.Context, a *schema.BlockCommitArgs) (schema.Empty, error) {
 		return schema.Empty{}, m.blockCommit(a)
 	})
+	schema.Define(r, "block-stream", func(_ context.Context, a *schema.BlockStreamArgs) (schema.Empty, error) {
+		return schema.Empty{}, m.blockStream(a)
+	})
+	schema.Define(r, "blockdev-mirror", func(_ context.Context, a *schema.BlockdevMirrorArgs) (schema.Empty, error) {
+		return schema.Empty{}, m.blockdevMirror(a)
+	})
+	schema.Define(r, "blockdev-backup", func(_ context.Context, a *schema.BlockdevBackupArgs) (schema.Empty, error) {
+		return schema.Empty{}, m.blockdevBackup(a)
+	})
 	schema.Define(r, "query-jobs", func(context.Context, *schema.NoArgs) ([]schema.JobInfo, error) {
 		out := []schema.JobInfo{}
 		for _, j := range m.jobs {
@@ -73,7 +82,11 @@ func (m *Manager) RegisterCommands(r *schema.Registry) {
 		if err != nil {
 			return schema.Empty{}, err
 		}
-		return schema.Empty{}, m.userCancel(j, a.Force != nil && *a.Force)
+		force := a.Force != nil && *a.Force
+		if j.userPaused && !force {
+			return schema.Empty{}, schema.Errorf("The block job for device '%s' is currently paused", a.Device)
+		}
+		return schema.Empty{}, m.userCancel(j, force)
 	})
 	schema.Define(r, "block-job-set-speed", func(_ context.Context, a *schema.BlockJobSetSpeedArgs) (schema.Empty, error) {
 		j, err := m.findBlockJob(a.Device)

@@ -122,58 +122,7 @@ func (c *activeCommit) Run(j *Job) error {
 		}
 		off += n
 	}
-	cp := newCopier(j, src, dst)
-	announced := false
-	var pos int64
-	for {
-		if err := j.Checkpoint(); err != nil {
-			if cerr := cp.wait(); cerr != nil {
-				return cerr
-			}
-			if announced && !j.m.hardCancelled(j) {
-				return nil // cancelled after READY: ends without the switch
-			}
-			return err
-		}
-		j.SetTotal(j.Current() + c.dirty.bytes())
-		off, n, ok := c.dirty.take(pos, chunkSize)
-		if ok {
-			n = min(n, size-off)
-			pos = off + n
-			if n > 0 {
-				cp.start(off, n)
-				if err := j.Limit(n); err != nil {
-					continue // checkpoint above decides what cancel means
-				}
-			}
-			continue
-		}
-		if err := cp.wait(); err != nil {
-			goOn, from := j.onError(err, pos)
-			if !goOn {
-				return err
-			}
-			if from != pos {
-				c.dirty.mark(from, chunkSize) // stop: copy it again after resume
-			}
-		}
-		cp = newCopier(j, src, dst)
-		j.SetTotal(j.Current() + c.dirty.bytes())
-		if c.dirty.bytes() > 0 {
-			continue
-		}
-		if !announced {
-			if err := dst.Flush(); err != nil {
-				return err
-			}
-			announced = true
-			j.Ready()
-		}
-		if j.ShouldComplete() {
-			return dst.Flush()
-		}
-		j.Wait(c.dirty.notify)
-	}
+	return (&syncLoop{src: src, dst: dst, dirty: c.dirty}).run(j, size)
 }
 
 // hardCancelled reads the cancel kind decided on the owner.
@@ -195,27 +144,7 @@ func (c *activeCommit) Prepare() error {
 	c.thaw() // the job changes its own chain now
 	resume := g.DrainNodes(c.filter, c.top)
 	defer resume()
-	src, dst := c.top.Impl(), c.base.IO()
-	buf := make([]byte, chunkSize)
-	for {
-		off, n, ok := c.dirty.take(0, chunkSize)
-		if !ok {
-			break
-		}
-		size, _ := src.Size()
-		n = min(n, size-off)
-		if n <= 0 {
-			continue
-		}
-		if err := src.ReadAt(buf[:n], off); err != nil {
-			return err
-		}
-		if err := dst.WriteAt(buf[:n], off, 0); err != nil {
-			return err
-		}
-		c.job.Progress(n)
-	}
-	if err := dst.Flush(); err != nil {
+	if err := finalCopy(c.job, c.top.Impl(), c.base.IO(), c.dirty); err != nil {
 		return err
 	}
 	c.stopObs()

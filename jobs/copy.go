@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"encoding/binary"
 	"errors"
 	"sync"
 	"syscall"
@@ -55,8 +56,11 @@ type ioError struct {
 func (e *ioError) Error() string { return e.err.Error() }
 func (e *ioError) Unwrap() error { return e.err }
 
-// copier copies ranges from src to dst with up to maxInFlight requests at
-// once, reporting progress to the job as each finishes.
+// copier is the copy engine every job uses: it copies ranges from src to
+// dst with up to maxInFlight requests at once, reporting progress to the
+// job as each finishes. A range that reads as zeroes is written as a
+// zero write, which keeps sparse targets sparse (qcow2 records a zero
+// cluster, a file gets a hole or fallocated zeroes).
 type copier struct {
 	j        *Job
 	src, dst blockio.Device
@@ -65,6 +69,16 @@ type copier struct {
 	mu       sync.Mutex
 	err      error
 	bufs     sync.Pool
+	// locks, when set, is held over each range for its read and write,
+	// excluding guest writes through the job's filter meanwhile.
+	locks *rangeLock
+	// onlyUnallocated copies just the parts dst does not define itself,
+	// decided under the range lock (copy-on-read into the same node).
+	onlyUnallocated bool
+	// claim, when set, picks under the range lock the parts of a range
+	// still to copy (a backup's copy map, shared with its filter).
+	claim   func(off, n int64) []span
+	unclaim func(off, n int64)
 }
 
 func newCopier(j *Job, src, dst blockio.Device) *copier {
@@ -78,14 +92,34 @@ func (c *copier) start(off, n int64) {
 	c.wg.Add(1)
 	go func() {
 		defer func() { <-c.sem; c.wg.Done() }()
-		bp := c.bufs.Get().(*[]byte)
-		defer c.bufs.Put(bp)
-		buf := (*bp)[:n]
+		if c.locks != nil {
+			defer c.locks.lock(off, n)()
+		}
 		var err error
-		if err = c.src.ReadAt(buf, off); err != nil {
-			err = &ioError{"read", off, err}
-		} else if err = c.dst.WriteAt(buf, off, 0); err != nil {
-			err = &ioError{"write", off, err}
+		switch {
+		case c.claim != nil:
+			// Only what is claimed counts: the rest was copied already
+			// (and counted) by whoever claimed it.
+			var done int64
+			spans := c.claim(off, n)
+			for i, sp := range spans {
+				l := min(sp.n, off+n-sp.off)
+				if err = c.copy(sp.off, l); err != nil {
+					for _, rest := range spans[i:] {
+						c.unclaim(rest.off, rest.n) // not copied: still to do
+					}
+					break
+				}
+				done += l
+			}
+			if err == nil {
+				c.j.Progress(done)
+				return
+			}
+		case c.onlyUnallocated:
+			err = c.copyUnallocated(off, n)
+		default:
+			err = c.copy(off, n)
 		}
 		if err != nil {
 			c.mu.Lock()
@@ -97,6 +131,84 @@ func (c *copier) start(off, n int64) {
 		}
 		c.j.Progress(n)
 	}()
+}
+
+// copyUnallocated copies the parts of [off, off+n) dst does not define.
+func (c *copier) copyUnallocated(off, n int64) error {
+	for end := off + n; off < end; {
+		st, err := c.dst.BlockStatus(off, end-off)
+		if err != nil {
+			return &ioError{"read", off, err}
+		}
+		l := min(st.Length, end-off)
+		if st.Flags&blockio.StatusAllocated == 0 {
+			if err := c.copy(off, l); err != nil {
+				return err
+			}
+		}
+		off += l
+	}
+	return nil
+}
+
+// copy reads [off, off+n) from src and writes it to dst.
+func (c *copier) copy(off, n int64) error {
+	bp := c.bufs.Get().(*[]byte)
+	defer c.bufs.Put(bp)
+	buf := (*bp)[:n]
+	if err := c.src.ReadAt(buf, off); err != nil {
+		return &ioError{"read", off, err}
+	}
+	var err error
+	if allZero(buf) {
+		// Already reading as zeroes: keep it sparse. Not for a stream,
+		// whose target loses the backing file it may read them from.
+		if !c.onlyUnallocated {
+			if st, serr := c.dst.BlockStatus(off, n); serr == nil && st.Flags&blockio.StatusZero != 0 && st.Length >= n {
+				return nil
+			}
+		}
+		err = c.dst.WriteZeroes(off, n, 0)
+	} else {
+		err = c.dst.WriteAt(buf, off, 0)
+	}
+	if err != nil {
+		return &ioError{"write", off, err}
+	}
+	return nil
+}
+
+// allZero reports whether p holds only zero bytes.
+func allZero(p []byte) bool {
+	for len(p) >= 8 {
+		if binary.NativeEndian.Uint64(p) != 0 {
+			return false
+		}
+		p = p[8:]
+	}
+	for _, b := range p {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// errOffset and errCause take a copy failure apart.
+func errOffset(err error, def int64) int64 {
+	var ie *ioError
+	if errors.As(err, &ie) {
+		return ie.off
+	}
+	return def
+}
+
+func errCause(err error) error {
+	var ie *ioError
+	if errors.As(err, &ie) {
+		return ie.err
+	}
+	return err
 }
 
 // failed returns the first error so far.
@@ -136,7 +248,11 @@ func (j *Job) onError(err error, next int64) (goOn bool, from int64) {
 		op, failedAt = ie.op, ie.off
 	}
 	action := schema.BlockErrorAction("report")
-	switch j.onErrorPolicy {
+	policy := j.onErrorPolicy
+	if op == "write" && j.onTargetError != "" {
+		policy = j.onTargetError
+	}
+	switch policy {
 	case "ignore":
 		action = "ignore"
 	case "stop":

@@ -17,9 +17,12 @@ type dirtyMap struct {
 
 const dirtyGranularity = 64 << 10
 
-func newDirtyMap(size int64) *dirtyMap {
-	n := (size + dirtyGranularity - 1) / dirtyGranularity
-	return &dirtyMap{gran: dirtyGranularity, bits: make([]uint64, (n+63)/64), notify: make(chan struct{}, 1)}
+func newDirtyMap(size int64) *dirtyMap { return newDirtyMapGran(size, dirtyGranularity) }
+
+// newDirtyMapGran tracks in granules of gran bytes (a power of two).
+func newDirtyMapGran(size, gran int64) *dirtyMap {
+	n := (size + gran - 1) / gran
+	return &dirtyMap{gran: gran, bits: make([]uint64, (n+63)/64), notify: make(chan struct{}, 1)}
 }
 
 // mark sets every granule touching [off, off+n).
@@ -80,4 +83,29 @@ func (d *dirtyMap) bytes() int64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.count * d.gran
+}
+
+// span is a byte range.
+type span struct{ off, n int64 }
+
+// takeRange clears and returns the dirty runs inside [off, off+n), which
+// must be granule-aligned at off.
+func (d *dirtyMap) takeRange(off, n int64) []span {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []span
+	total := int64(len(d.bits)) * 64
+	for g := off / d.gran; g < total && g*d.gran < off+n; g++ {
+		if d.bits[g/64]&(1<<uint(g%64)) == 0 {
+			continue
+		}
+		d.bits[g/64] &^= 1 << uint(g%64)
+		d.count--
+		if k := len(out) - 1; k >= 0 && out[k].off+out[k].n == g*d.gran {
+			out[k].n += d.gran
+		} else {
+			out = append(out, span{g * d.gran, d.gran})
+		}
+	}
+	return out
 }

@@ -45,6 +45,7 @@ type Job struct {
 	userPaused    bool
 	drained       int                        // drained sections of its nodes in progress (owner)
 	onErrorPolicy string                     // report, ignore, stop, enospc
+	onTargetError string                     // for write failures, when it differs (mirror, backup)
 	ioStatus      schema.BlockDeviceIoStatus // set when on-error=stop paused the job
 	hardCancel    bool                       // cancelled, and to be reported as cancelled
 	workerDone    chan struct{}              // closed after the worker's last report is queued

@@ -141,3 +141,20 @@ func (c *control) isCancelled() bool {
 	defer c.mu.Unlock()
 	return c.cancelled
 }
+
+// idleUntilCancelled parks the worker, idle as if paused, until the job
+// is cancelled (a backup with sync=none: its filter does the work).
+func (c *control) idleUntilCancelled() error {
+	for {
+		c.mu.Lock()
+		if c.cancelled {
+			c.idle = false
+			c.mu.Unlock()
+			return ErrCancelled
+		}
+		c.idle = true
+		c.mu.Unlock()
+		c.busy.Store(false)
+		<-c.wake
+	}
+}

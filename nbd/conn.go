@@ -34,17 +34,23 @@ type conn struct {
 	exp        *Export
 
 	abortOnce sync.Once
+	ncMu      sync.Mutex // nc changes once, at STARTTLS
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
 	return &conn{s: s, nc: nc, r: bufio.NewReaderSize(nc, readBuffer)}
 }
 
-// send writes b whole.
+// send writes b whole. A failed write means the client is gone or
+// unreachable: the connection is closed, so that the reader stops instead
+// of running requests nobody will see answered.
 func (c *conn) send(b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	_, err := c.nc.Write(b)
+	if err != nil {
+		c.abort()
+	}
 	return err
 }
 
@@ -54,11 +60,22 @@ func (c *conn) sendv(bufs ...[]byte) error {
 	defer c.wmu.Unlock()
 	nb := net.Buffers(bufs)
 	_, err := nb.WriteTo(c.nc)
+	if err != nil {
+		c.abort()
+	}
 	return err
 }
 
-// abort disconnects the client; its goroutines end on their own.
-func (c *conn) abort() { c.abortOnce.Do(func() { _ = c.nc.Close() }) }
+// abort disconnects the client; its goroutines end on their own. It may
+// run on any goroutine, also while STARTTLS replaces nc.
+func (c *conn) abort() {
+	c.abortOnce.Do(func() {
+		c.ncMu.Lock()
+		nc := c.nc
+		c.ncMu.Unlock()
+		_ = nc.Close()
+	})
+}
 
 // serve runs the connection to its end. A panic in a request is caught
 // where it happens; nothing here reaches the client or the daemon.

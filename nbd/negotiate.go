@@ -188,7 +188,9 @@ func (c *conn) optStartTLS(data []byte) error {
 			return fmt.Errorf("nbd: TLS client '%s' is not authorized", dn)
 		}
 	}
+	c.ncMu.Lock()
 	c.nc = tc
+	c.ncMu.Unlock()
 	c.r = bufio.NewReaderSize(tc, readBuffer)
 	c.tls = true
 	return nil

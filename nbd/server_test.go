@@ -313,7 +313,7 @@ func TestBadClients(t *testing.T) {
 	deaf.nc.Close()
 
 	// Everything the bad clients held is released.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for runtime.NumGoroutine() > g0 || openFDs(t) > f0 {
 		if time.Now().After(deadline) {
 			buf := make([]byte, 1<<20)
@@ -361,5 +361,31 @@ func TestRemoveExport(t *testing.T) {
 	<-gone2
 	if err := c2.Flush(); err == nil {
 		t.Fatal("hard removal left the client connected")
+	}
+}
+
+// TestMaxConnections: a second client waits (is not accepted) while the
+// one allowed connection is in use, and gets in once it leaves.
+func TestMaxConnections(t *testing.T) {
+	_, sock := serve(t, Options{MaxConnections: 1}, newMem(1<<20).export("x"))
+	a := connect(t, sock, "x")
+	nc, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	var hs [18]byte
+	if _, err := io.ReadFull(nc, hs[:]); err == nil {
+		t.Fatal("a second client was served beyond max-connections")
+	}
+	a.Close()
+	_ = nc.SetReadDeadline(time.Time{})
+	b, err := Connect(nc, "x")
+	if err != nil {
+		t.Fatalf("second client after the first left: %v", err)
+	}
+	if err := b.Flush(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -63,6 +63,9 @@ type BlockdevOptionsFile struct {
 	Aio         *BlockdevAioOptions `qapi:"aio,optional"`
 	AioMaxBatch *int64              `qapi:"aio-max-batch,optional"`
 	DropCache   *bool               `qapi:"drop-cache,optional"`
+	// XCheckCacheDropped is accepted as QEMU does; it only matters to
+	// cache invalidation on incoming migration, which blockd has not.
+	XCheckCacheDropped *bool `qapi:"x-check-cache-dropped,optional"`
 }
 
 // BlockdevOptionsNull are the null-co driver's options.

@@ -6,7 +6,10 @@ package schema
 // JobType is the kind of a job.
 type JobType string
 
-func (JobType) EnumValues() []string { return []string{"commit"} }
+func (JobType) EnumValues() []string {
+	return []string{"commit", "stream", "mirror", "backup", "create", "x-amend",
+		"snapshot-load", "snapshot-save", "snapshot-delete"}
+}
 
 // JobStatus is a job's state in QEMU's job state machine.
 type JobStatus string
@@ -163,3 +166,83 @@ type BlockJobError struct {
 }
 
 func (BlockJobError) EventName() string { return "BLOCK_JOB_ERROR" }
+
+// BlockStreamArgs are block-stream's arguments.
+type BlockStreamArgs struct {
+	JobID          *string          `qapi:"job-id,optional"`
+	Device         string           `qapi:"device"`
+	Base           *string          `qapi:"base,optional"`
+	BaseNode       *string          `qapi:"base-node,optional"`
+	BackingFile    *string          `qapi:"backing-file,optional"`
+	Bottom         *string          `qapi:"bottom,optional"`
+	Speed          *int64           `qapi:"speed,optional"`
+	OnError        *BlockdevOnError `qapi:"on-error,optional"`
+	FilterNodeName *string          `qapi:"filter-node-name,optional"`
+	AutoFinalize   *bool            `qapi:"auto-finalize,optional"`
+	AutoDismiss    *bool            `qapi:"auto-dismiss,optional"`
+}
+
+// MirrorSyncMode says what a mirror or backup job copies.
+type MirrorSyncMode string
+
+func (MirrorSyncMode) EnumValues() []string {
+	return []string{"top", "full", "none", "incremental", "bitmap"}
+}
+
+// MirrorCopyMode says whether guest writes wait for the mirror target.
+type MirrorCopyMode string
+
+func (MirrorCopyMode) EnumValues() []string { return []string{"background", "write-blocking"} }
+
+// BlockdevMirrorArgs are blockdev-mirror's arguments.
+type BlockdevMirrorArgs struct {
+	JobID          *string          `qapi:"job-id,optional"`
+	Device         string           `qapi:"device"`
+	Target         string           `qapi:"target"`
+	Replaces       *string          `qapi:"replaces,optional"`
+	Sync           MirrorSyncMode   `qapi:"sync"`
+	Speed          *int64           `qapi:"speed,optional"`
+	Granularity    *uint32          `qapi:"granularity,optional"`
+	BufSize        *int64           `qapi:"buf-size,optional"`
+	OnSourceError  *BlockdevOnError `qapi:"on-source-error,optional"`
+	OnTargetError  *BlockdevOnError `qapi:"on-target-error,optional"`
+	FilterNodeName *string          `qapi:"filter-node-name,optional"`
+	CopyMode       *MirrorCopyMode  `qapi:"copy-mode,optional"`
+	AutoFinalize   *bool            `qapi:"auto-finalize,optional"`
+	AutoDismiss    *bool            `qapi:"auto-dismiss,optional"`
+}
+
+// BitmapSyncMode says when a backup's bitmap is synchronized.
+type BitmapSyncMode string
+
+func (BitmapSyncMode) EnumValues() []string { return []string{"on-success", "never", "always"} }
+
+// BackupPerf are a backup's x-perf tunables.
+type BackupPerf struct {
+	UseCopyRange *bool  `qapi:"use-copy-range,optional"`
+	MaxWorkers   *int64 `qapi:"max-workers,optional"`
+	MaxChunk     *int64 `qapi:"max-chunk,optional"`
+}
+
+// BackupCommon are the arguments blockdev-backup and drive-backup share.
+type BackupCommon struct {
+	JobID          *string          `qapi:"job-id,optional"`
+	Device         string           `qapi:"device"`
+	Sync           MirrorSyncMode   `qapi:"sync"`
+	Speed          *int64           `qapi:"speed,optional"`
+	Bitmap         *string          `qapi:"bitmap,optional"`
+	BitmapMode     *BitmapSyncMode  `qapi:"bitmap-mode,optional"`
+	Compress       *bool            `qapi:"compress,optional"`
+	OnSourceError  *BlockdevOnError `qapi:"on-source-error,optional"`
+	OnTargetError  *BlockdevOnError `qapi:"on-target-error,optional"`
+	AutoFinalize   *bool            `qapi:"auto-finalize,optional"`
+	AutoDismiss    *bool            `qapi:"auto-dismiss,optional"`
+	FilterNodeName *string          `qapi:"filter-node-name,optional"`
+	XPerf          *BackupPerf      `qapi:"x-perf,optional,features=unstable"`
+}
+
+// BlockdevBackupArgs are blockdev-backup's arguments.
+type BlockdevBackupArgs struct {
+	BackupCommon `qapi:",base"`
+	Target       string `qapi:"target"`
+}

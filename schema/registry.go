@@ -23,8 +23,22 @@ type Command struct {
 	AllowPreconfig bool
 	Features       []string // e.g. "deprecated", "unstable"
 	Handler        Handler
+	// OnArgumentError, when set, may answer an argument error in the
+	// command's own terms (nil keeps the decoding error).
+	OnArgumentError ArgumentErrorHook
 
 	args, ret *typeInfo // compiled by Add
+}
+
+// ArgumentErrorHook sees the arguments as sent and the decoding error;
+// it runs where the command would have run.
+type ArgumentErrorHook func(ctx context.Context, raw json.RawMessage, err *Error) error
+
+// OnArgumentError declares an ArgumentErrorHook: blockdev-reopen uses it
+// to refuse a change of driver before the driver's name is checked
+// against the drivers blockd has, as QEMU does.
+func OnArgumentError(h ArgumentErrorHook) Option {
+	return func(c *Command) { c.OnArgumentError = h }
 }
 
 // NoArgs is the argument type of a command without arguments.
@@ -206,6 +220,11 @@ func (r *Registry) Call(ctx context.Context, name string, args json.RawMessage) 
 		decode = DecodeKeyval
 	}
 	if err := decode(args, a); err != nil {
+		if c.OnArgumentError != nil {
+			if own := c.OnArgumentError(ctx, args, AsError(err)); own != nil {
+				return nil, AsError(own)
+			}
+		}
 		return nil, &argumentError{AsError(err)}
 	}
 	out, err := c.run(ctx, a)

@@ -22,13 +22,20 @@ src = os.path.join(d, "src.raw")
 subprocess.run(["dd", "if=/dev/urandom", f"of={src}", "bs=1M", f"count={size_mib}", "status=none"], check=True)
 
 
+full_img = os.path.join(d, "full.qcow2")
+subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", full_img, a.size], check=True)
+subprocess.run(["qemu-io", "-c", f"write -P 0x5a 0 {a.size}", full_img], check=True, stdout=subprocess.DEVNULL)
+
+
 def image(full):
+    """A fresh copy of the fully written image, or a fresh empty one."""
     img = os.path.join(d, "a.qcow2")
     if os.path.exists(img):
         os.unlink(img)
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", img, a.size], check=True)
     if full:
-        subprocess.run(["qemu-io", "-c", f"write -P 0x5a 0 {a.size}", img], check=True, stdout=subprocess.DEVNULL)
+        shutil.copyfile(full_img, img)
+    else:
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", img, a.size], check=True)
     return img
 
 

@@ -33,6 +33,7 @@ type config struct {
 	chardevs   []*chardev
 	monitors   []*chardev // each monitor's chardev
 	blockdevs  []blockdevArg
+	objects    []string // --object specs, created before the nodes
 	nbdServer  *optionArg
 	exports    []optionArg
 	jsonrpc    []string
@@ -62,6 +63,7 @@ var takesValue = map[string]bool{
 	"chardev": true, "monitor": true, "blockdev": true, "pidfile": true,
 	"socket": true, "jsonrpc": true, "log-format": true, "log-level": true,
 	"max-message-size": true, "help": false, "version": false, "daemonize": false,
+	"object":     true,
 	"nbd-server": true, "export": true, "metrics": true,
 }
 
@@ -132,6 +134,8 @@ func (cfg *config) apply(name, val string, monitorSpecs *[]string) error {
 		cfg.monitors = append(cfg.monitors, c)
 	case "blockdev":
 		return cfg.addBlockdev(val)
+	case "object":
+		cfg.objects = append(cfg.objects, val)
 	case "nbd-server":
 		return cfg.addNbdServer(val)
 	case "export":
@@ -295,6 +299,16 @@ blockd storage daemon (qemu-storage-daemon compatible)
              [,force-share=on|off][,detect-zeroes=on|off|unmap]
              [,driver specific parameters...]
                          configure a block node (or a JSON object)
+
+  --object secret,id=<id>,data=<data>|file=<file>[,format=raw|base64]
+           [,keyid=<id>,iv=<base64>]
+  --object tls-creds-x509,id=<id>,dir=<dir>[,endpoint=server|client]
+           [,verify-peer=on|off][,sanity-check=on|off]
+  --object tls-creds-psk,id=<id>,dir=<dir>[,endpoint=server|client]
+           [,username=<name>]
+  --object authz-simple,id=<id>,identity=<distinguished name>
+  --object iothread,id=<id>   (accepted; blockd has no I/O threads)
+                         create a user object (or a JSON object)
 
   --chardev socket,id=<id>,path=<path>,server=on[,wait=off]
   --chardev stdio,id=<id>

@@ -15,11 +15,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"blockd/blockcore"
+	"blockd/blockio"
 	"blockd/events"
 	"blockd/exports"
+	"blockd/exports/fuse"
 	"blockd/jobs"
 	"blockd/jsonrpc"
 	"blockd/metrics"
+	"blockd/objects"
 	"blockd/qmp"
 	"blockd/schema"
 )
@@ -34,6 +37,7 @@ type daemon struct {
 	owner *blockcore.Owner
 	graph *blockcore.Graph
 	jobs  *jobs.Manager
+	objs  *objects.Registry
 	exps  *exports.Registry
 	qmp   *qmp.Server
 	rpc   *jsonrpc.Server
@@ -53,7 +57,10 @@ func newDaemon(cfg *config, log *zap.Logger) *daemon {
 	d.owner.SetLogger(log)
 	d.owner.OnPanic(d.graph.RecoverFromPanic)
 	d.jobs = jobs.NewManager(d.graph, d.owner, d.bus, log)
+	d.objs = objects.NewRegistry(log)
 	d.exps = exports.New(d.graph, d.owner, d.bus, log)
+	d.exps.TLS = d.objs
+	d.exps.Fuse = mountFuse
 	d.registerCommands()
 	var qmpD, rpcD qmp.Dispatcher = d.owner, d.owner
 	if cfg.metrics != "" {
@@ -90,6 +97,7 @@ func (d *daemon) registerCommands() {
 	})
 	d.graph.RegisterCommands(d.reg)
 	d.jobs.RegisterCommands(d.reg)
+	d.objs.RegisterCommands(d.reg)
 	d.exps.RegisterCommands(d.reg)
 	d.reg.AddIntrospection()
 }
@@ -113,6 +121,11 @@ func (d *daemon) start() error {
 		}
 		d.pidfile = f
 	}
+	for _, spec := range d.cfg.objects {
+		if err := d.objs.AddFromCLI(spec); err != nil {
+			return fmt.Errorf("--object %s: %s", spec, err)
+		}
+	}
 	for _, b := range d.cfg.blockdevs {
 		if err := d.addStartupBlockdev(b); err != nil {
 			return fmt.Errorf("--blockdev %s: %s", b.spec, err)
@@ -121,24 +134,18 @@ func (d *daemon) start() error {
 	if err := d.startExports(); err != nil {
 		return err
 	}
-	activated, err := d.serveActivated()
+	// Every socket is bound (or taken over from systemd) before any is
+	// served: a client that finds one socket can count on the others, and
+	// a path that cannot be bound stops blockd before it has answered
+	// anyone.
+	eps, err := d.activated()
 	if err != nil {
 		return err
 	}
 	monitors := d.cfg.monitors
-	if len(monitors) == 0 && activated == 0 {
+	if len(monitors) == 0 && len(eps) == 0 {
 		monitors = []*chardev{{id: "default", backend: "socket", path: defaultSocket()}}
 	}
-	// Every socket is bound before any is served: a client that finds one
-	// socket can count on the others, and a path that cannot be bound
-	// stops blockd before it has answered anyone.
-	type endpoint struct {
-		l     net.Listener
-		what  string
-		path  string
-		serve func(net.Listener) error
-	}
-	var eps []endpoint
 	bind := func(c *chardev, what string, serve func(net.Listener) error) error {
 		l, err := listenUnix(c)
 		if err != nil {
@@ -178,6 +185,14 @@ func (d *daemon) start() error {
 		}
 	}
 	return nil
+}
+
+// endpoint is a bound socket and how to serve it.
+type endpoint struct {
+	l     net.Listener
+	what  string
+	path  string
+	serve func(net.Listener) error
 }
 
 // serve serves a bound socket in the background until shutdown; the
@@ -263,12 +278,45 @@ func listenUnix(c *chardev) (net.Listener, error) {
 			return nil, fmt.Errorf("cannot replace stale socket %s: %w", path, err)
 		}
 	}
-	old := unix.Umask(0o177)
-	l, err := net.Listen("unix", path)
-	unix.Umask(old)
+	l, err := listenBacklog(path, listenBacklogLen)
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen on %s: %w", path, err)
 	}
+	return l, nil
+}
+
+// listenBacklogLen bounds the connections the kernel queues before
+// blockd accepts them. Go's default (somaxconn, 4096) lets a storm of
+// clients that connect and close at once put thousands of dead
+// connections ahead of a real client; the reference listens with a
+// backlog of 1. A client that finds the queue full waits in connect(2)
+// (blocking) or gets EAGAIN (non-blocking) and tries again.
+const listenBacklogLen = 32
+
+// listenBacklog is net.Listen("unix", path) with a chosen backlog and a
+// 0600 socket file, removed again when the listener closes.
+func listenBacklog(path string, backlog int) (net.Listener, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	old := unix.Umask(0o177)
+	err = unix.Bind(fd, &unix.SockaddrUnix{Name: path})
+	unix.Umask(old)
+	if err == nil {
+		err = unix.Listen(fd, backlog)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	if err != nil {
+		return nil, err
+	}
+	l, err := net.FileListener(f)
+	if err != nil {
+		_ = os.Remove(path)
+		return nil, err
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(true)
 	return l, nil
 }
 
@@ -319,4 +367,13 @@ func (d *daemon) listenMetrics() (net.Listener, string, error) {
 		return nil, "", fmt.Errorf("--metrics %s: %w", d.cfg.metrics, err)
 	}
 	return l, l.Addr().String(), nil
+}
+
+// mountFuse is the exports registry's FUSE driver.
+func mountFuse(dev blockio.Device, o exports.FuseOptions) (exports.FuseExport, error) {
+	e, err := fuse.Mount(dev, fuse.Options(o))
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
 }

@@ -140,21 +140,21 @@ func activatedListeners() ([]activatedListener, error) {
 	return out, nil
 }
 
-// serveActivated serves the sockets systemd passed in and returns how
-// many there were.
-func (d *daemon) serveActivated() (int, error) {
+// activated returns the sockets systemd passed in, recorded in
+// d.listeners so that shutdown closes them, each with how to serve it.
+func (d *daemon) activated() ([]endpoint, error) {
 	ls, err := activatedListeners()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
+	var eps []endpoint
 	for _, a := range ls {
 		d.listeners = append(d.listeners, a.l)
-		name := a.l.Addr().String()
+		ep := endpoint{a.l, "QMP monitor listening (socket activation)", a.l.Addr().String(), d.qmp.Serve}
 		if a.jsonrpc {
-			d.serve(a.l, name, "JSON-RPC endpoint listening (socket activation)", d.rpc.Serve)
-		} else {
-			d.serve(a.l, name, "QMP monitor listening (socket activation)", d.qmp.Serve)
+			ep.what, ep.serve = "JSON-RPC endpoint listening (socket activation)", d.rpc.Serve
 		}
+		eps = append(eps, ep)
 	}
-	return len(ls), nil
+	return eps, nil
 }

@@ -6,6 +6,7 @@ import (
 
 	"blockd/blockcore"
 	"blockd/blockio"
+	"blockd/schema"
 )
 
 func init() {
@@ -38,9 +39,19 @@ func openNode(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 		opts.Direct = c.Direct != nil && *c.Direct
 		opts.NoFlush = c.NoFlush != nil && *c.NoFlush
 	}
+	// raw_open_common's order: the reservation manager is looked up
+	// before the file is opened; blockd has no pr-manager objects.
+	if o.PrManager != nil {
+		return nil, schema.Errorf("No persistent reservation manager with id '%s'", *o.PrManager)
+	}
 	f, err := Open(opts)
 	if err != nil {
 		return nil, err
+	}
+	// Linux AIO needs O_DIRECT; checked once the file is open, as QEMU.
+	if o.Aio != nil && *o.Aio == "native" && !opts.Direct {
+		_ = f.Close()
+		return nil, schema.Errorf("aio=native was specified, but it requires cache.direct=on, which was not specified.")
 	}
 	return &node{File: f, opts: opts}, nil
 }

@@ -3,10 +3,9 @@ package file
 import (
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
-
 	"golang.org/x/sys/unix"
+
+	"blockd/internal/errtext"
 )
 
 // ErrLocked matches (errors.Is) every error caused by an image lock that
@@ -58,23 +57,7 @@ func lockErrorf(errno unix.Errno, format string, args ...any) error {
 }
 
 // strerror returns glibc's message for errno, which is what QEMU prints.
-// Go's table carries the same strings with a lower-case first letter.
-func strerror(errno unix.Errno) string {
-	s := errno.Error()
-	if strings.HasPrefix(s, "errno ") {
-		return "Unknown error " + strconv.Itoa(int(errno))
-	}
-	if s == "" {
-		return s
-	}
-	return strings.ToUpper(s[:1]) + s[1:]
-}
+func strerror(e unix.Errno) string { return errtext.Strerror(e) }
 
 // asErrno extracts the errno from a syscall error, EIO when there is none.
-func asErrno(err error) unix.Errno {
-	var errno unix.Errno
-	if errors.As(err, &errno) {
-		return errno
-	}
-	return unix.EIO
-}
+func asErrno(err error) unix.Errno { return errtext.Errno(err) }

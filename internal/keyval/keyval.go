@@ -1,5 +1,6 @@
-// Package keyval owns QEMU's option-string splitting, shared by blockd's
-// command line (--blockdev, --chardev) and its tools (-o options).
+// Package keyval owns QEMU's option-string syntax (util/keyval.c),
+// shared by blockd's command line (--blockdev, --chardev, --object) and
+// its tools (-o options).
 package keyval
 
 import (

@@ -35,18 +35,10 @@ func referenceDaemon(t *testing.T) string {
 	return p
 }
 
-// qemuTool finds a QEMU tool or skips the test (fails with
-// BLOCKD_REQUIRE_QEMU=1).
+// qemuTool is QemuTool for this package's tests.
 func qemuTool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("BLOCKD_REQUIRE_QEMU") == "1" {
-			t.Fatalf("%s not found and BLOCKD_REQUIRE_QEMU=1: %v", name, err)
-		}
-		t.Skipf("SKIP LOUDLY: %s not installed; QEMU interop untested (set BLOCKD_REQUIRE_QEMU=1 to fail instead)", name)
-	}
-	return p
+	return QemuTool(t, name)
 }
 
 // session is one run of a scenario against one daemon.

@@ -72,6 +72,7 @@ func StartDaemon(t testing.TB, bin, dir string, extra ...string) *Daemon {
 		"--monitor", "chardev=m"}, extra...)
 	d.cmd = exec.Command(bin, args...)
 	d.cmd.Dir = dir
+	d.cmd.SysProcAttr = DieWithTest()
 	d.cmd.Stderr = &d.stderr
 	if err := d.cmd.Start(); err != nil {
 		t.Fatalf("start blockd: %v", err)
@@ -149,6 +150,11 @@ func Dial(t testing.TB, sock string) *Client {
 	deadline := time.Now().Add(replyTimeout)
 	for {
 		c, err := net.Dial("unix", sock)
+		if errors.Is(err, syscall.EAGAIN) && time.Now().Before(deadline) {
+			// The listen backlog is full (other clients connecting).
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
 		if err != nil {
 			t.Fatalf("dial %s: %v", sock, err)
 		}
@@ -305,4 +311,11 @@ func runShell(t *testing.T, dir, cmdline string, line int) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("line %d: %s: %v\n%s", line, cmdline, err, out)
 	}
+}
+
+// DieWithTest makes a daemon started by a test die with the test binary:
+// a test binary killed by its timeout must not leave daemons behind that
+// hold image locks and sockets for the next run.
+func DieWithTest() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }

@@ -2,7 +2,6 @@ package qmptest
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"io"
 	"os/exec"
@@ -82,7 +81,7 @@ type stdioRun struct {
 	cmd    *exec.Cmd
 	in     io.WriteCloser
 	lines  chan string
-	stderr bytes.Buffer
+	stderr lockedBuffer
 }
 
 func startStdio(t *testing.T, bin, dir string) *stdioRun {
@@ -96,6 +95,7 @@ func startStdio(t *testing.T, bin, dir string) *stdioRun {
 	}
 	r := &stdioRun{cmd: exec.Command(bin, args...), lines: make(chan string, 256)}
 	r.cmd.Dir = dir
+	r.cmd.SysProcAttr = DieWithTest()
 	r.cmd.Stderr = &r.stderr
 	out, err := r.cmd.StdoutPipe()
 	if err != nil {
@@ -109,6 +109,7 @@ func startStdio(t *testing.T, bin, dir string) *stdioRun {
 	}
 	go func() {
 		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<16), 1<<26) // query-qmp-schema is one long line
 		for sc.Scan() {
 			r.lines <- sc.Text()
 		}

@@ -380,3 +380,49 @@ func TestLogLinesCarryUUIDs(t *testing.T) {
 		t.Fatalf("connection uuid %q, job uuid %q; log:\n%s", conn, job, d.Stderr())
 	}
 }
+
+// A storm of clients that connect and close at once leaves nothing
+// behind (every session is reaped, its descriptor closed) and a normal
+// client is still greeted, during and after it.
+func TestConnectCloseStormIsReaped(t *testing.T) {
+	d := StartDaemon(t, blockdBin, t.TempDir())
+	defer d.Stop(t)
+	fdDir := fmt.Sprintf("/proc/%d/fd", d.cmd.Process.Pid)
+	countFDs := func() int {
+		ents, err := os.ReadDir(fdDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	c := Dial(t, d.Sock)
+	negotiate(t, c)
+	baseline := countFDs()
+	done := make(chan struct{})
+	for range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for range 500 {
+				if s, err := net.Dial("unix", d.Sock); err == nil {
+					_ = s.Close()
+				}
+			}
+		}()
+	}
+	other := Dial(t, d.Sock)
+	negotiate(t, other)
+	other.Close()
+	for range 4 {
+		<-done
+	}
+	deadline := time.Now().Add(replyTimeout)
+	for countFDs() > baseline {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d descriptors open after the storm, %d before", countFDs(), baseline)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if r, _ := c.Command(t, "query-version", nil); r["return"] == nil {
+		t.Fatalf("after the storm: %v", r)
+	}
+}

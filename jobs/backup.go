@@ -1,0 +1,312 @@
+package jobs
+
+import (
+	"math"
+
+	"blockd/blockcore"
+	"blockd/blockio"
+	"blockd/schema"
+)
+
+// backup copies a point-in-time image of a node to a target while the
+// node keeps being written: a copy-before-write filter above the source
+// copies the old data of every cluster a guest write is about to change,
+// and the job copies the rest (QEMU's backup_job_create / backup_run with
+// block/copy-before-write.c). Both share one copy map: a cluster is copied
+// once, by whichever gets to it first, under the range lock that keeps a
+// guest write to it waiting meanwhile.
+type backup struct {
+	commitSetup
+	source, target *blockcore.Node
+	sync           schema.MirrorSyncMode
+	copyMap        *dirtyMap // clusters whose point-in-time data is not on the target yet
+	locks          *rangeLock
+	gran           int64
+}
+
+// backupCluster is the copy granularity: the target's cluster size in
+// the reference (64 KiB for qcow2), so a copy never writes part of a
+// target cluster.
+const backupCluster = 64 << 10
+
+// backupOptions are what blockdev-backup, drive-backup and a transaction
+// action pass on to startBackup.
+type backupOptions struct {
+	jobID                        string
+	sync                         schema.MirrorSyncMode
+	speed                        int64
+	compress                     bool
+	filterName                   string
+	onSourceError, onTargetError string
+	autoFinalize, autoDismiss    bool
+	maxWorkers, maxChunk         int64
+}
+
+// blockdevBackup is qmp_blockdev_backup run as the reference runs it, as
+// a one-action transaction: every job sees a drained section first.
+func (m *Manager) blockdevBackup(a *schema.BlockdevBackupArgs) error {
+	m.g.QuiesceAll()
+	return m.BackupAction(a)
+}
+
+// BackupAction starts a backup from blockdev-backup's arguments; it is
+// what a transaction's blockdev-backup action calls (inside the drained
+// section the transaction opens).
+func (m *Manager) BackupAction(a *schema.BlockdevBackupArgs) error {
+	bs := m.g.Lookup(a.Device)
+	if bs == nil {
+		return schema.Errorf("Cannot find device='%s' nor node-name='%s'", a.Device, a.Device)
+	}
+	target := m.g.Lookup(a.Target)
+	if target == nil {
+		return schema.Errorf("Cannot find device='%s' nor node-name='%s'", a.Target, a.Target)
+	}
+	return m.backupCommon(&a.BackupCommon, bs, target)
+}
+
+// backupCommon is do_backup_common.
+func (m *Manager) backupCommon(a *schema.BackupCommon, bs, target *blockcore.Node) error {
+	if a.Bitmap != nil {
+		// blockd has no dirty bitmaps yet: no name can be found.
+		return schema.Errorf("Bitmap '%s' could not be found", *a.Bitmap)
+	}
+	if a.BitmapMode != nil {
+		return schema.Errorf("Cannot specify bitmap sync mode without a bitmap")
+	}
+	o := backupOptions{
+		jobID: deref(a.JobID, ""), sync: a.Sync, speed: deref(a.Speed, 0), compress: deref(a.Compress, false),
+		filterName:    deref(a.FilterNodeName, ""),
+		onSourceError: string(deref(a.OnSourceError, "report")),
+		onTargetError: string(deref(a.OnTargetError, "report")),
+		autoFinalize:  deref(a.AutoFinalize, true), autoDismiss: deref(a.AutoDismiss, true),
+		maxWorkers: 64,
+	}
+	if p := a.XPerf; p != nil {
+		o.maxWorkers = deref(p.MaxWorkers, 64)
+		o.maxChunk = deref(p.MaxChunk, 0)
+	}
+	if a.Sync == "bitmap" || a.Sync == "incremental" {
+		return schema.Errorf("must provide a valid bitmap name for '%s' sync mode", a.Sync)
+	}
+	return m.startBackup(bs, target, o)
+}
+
+// compressedWriter is implemented by formats that store compressed
+// clusters (qcow2).
+type compressedWriter interface {
+	WriteCompressed(p []byte, off int64) error
+}
+
+// startBackup is backup_job_create and job_start.
+func (m *Manager) startBackup(bs, target *blockcore.Node, o backupOptions) error {
+	if bs == target {
+		return schema.Errorf("Source and target cannot be the same")
+	}
+	if o.compress {
+		if _, ok := target.Impl().(compressedWriter); !ok {
+			// The device name of a node without a backend is empty.
+			return schema.Errorf("Compression is not supported for this drive ")
+		}
+	}
+	if b := jobBlocker(bs); b != "" {
+		return schema.Errorf("Node '%s' is busy: %s", bs.Name(), b)
+	}
+	if b := jobBlocker(target); b != "" {
+		return schema.Errorf("Node '%s' is busy: %s", target.Name(), b)
+	}
+	if o.maxWorkers < 1 || o.maxWorkers > math.MaxInt32 {
+		return schema.Errorf("max-workers must be between 1 and %d", math.MaxInt32)
+	}
+	if o.maxChunk < 0 {
+		return schema.Errorf("max-chunk must be zero (which means no limit) or positive")
+	}
+	size, err := bs.IO().Size()
+	if err != nil {
+		return schema.Errorf("Unable to get length for '%s'", bs.Name())
+	}
+	if tsize, err := target.IO().Size(); err != nil || tsize != size {
+		return schema.Errorf("Source and target image have different sizes")
+	}
+	if o.filterName != "" && m.g.Lookup(o.filterName) != nil {
+		return schema.Errorf("Could not create node: Duplicate nodes with node-name='%s'", o.filterName)
+	}
+	if o.maxChunk != 0 && o.maxChunk < backupCluster {
+		return schema.Errorf("Required max-chunk (%d) is less than backup cluster size (%d)", o.maxChunk, backupCluster)
+	}
+	j, err := m.create(o.jobID, "backup", o.speed, o.autoFinalize, o.autoDismiss)
+	if err != nil {
+		return err
+	}
+	j.onErrorPolicy, j.onTargetError = o.onSourceError, o.onTargetError
+	b := &backup{commitSetup: commitSetup{m: m, job: j}, source: bs, target: target, sync: o.sync,
+		locks: newRangeLock(), gran: backupCluster, copyMap: newDirtyMapGran(size, backupCluster)}
+	if err := b.setup(o.filterName); err != nil {
+		b.Clean()
+		m.discard(j)
+		return err
+	}
+	if b.sync != "top" {
+		b.copyMap.mark(0, size)
+		j.SetTotal(size)
+	}
+	m.start(j, b)
+	// The job starts inside the transaction's drained section of the
+	// source: it pauses at once and runs again when the section ends.
+	m.drainBegin(j)
+	m.drainEnd(j)
+	return nil
+}
+
+// cbwPerms is the copy-before-write filter's take on its source: what
+// its parents need, with consistent-read to copy old data before a write,
+// and nobody else writing or resizing behind its back.
+func cbwPerms(perm, shared blockio.Perm) (blockio.Perm, blockio.Perm) {
+	const pass = blockio.PermConsistentRead | blockio.PermWrite | blockio.PermWriteUnchanged | blockio.PermResize
+	np, ns := perm&pass, shared&pass|blockio.PermWriteUnchanged
+	if perm&blockio.PermWrite != 0 {
+		np |= blockio.PermConsistentRead
+	}
+	return np, ns &^ (blockio.PermWrite | blockio.PermResize)
+}
+
+func (b *backup) setup(filterName string) error {
+	g, j := b.m.g, b.job
+	user := jobUser{j}
+	f, err := g.InsertFilterAbove(b.source, "copy-before-write", filterName, cbwPerms)
+	if err != nil {
+		return err
+	}
+	b.filter = f
+	if err := b.hold(user, f, "main node", 0, permAll); err != nil {
+		return err
+	}
+	// The filter's target child in the reference: a node edge, not a
+	// backend, so blockdev-del of the target names the job.
+	if err := b.hold(user, b.target, "target", blockio.PermWrite, permAll&^blockio.PermResize); err != nil {
+		return err
+	}
+	src, dst := b.source.IO(), b.target.IO()
+	blockcore.SetWriteHook(f, func(off, n int64, write func() error) error {
+		if err := b.copyBeforeWrite(src, dst, off, n); err != nil {
+			return err
+		}
+		return write()
+	})
+	return nil
+}
+
+// copyBeforeWrite saves the point-in-time data of the clusters [off,
+// off+n) touches to the target, unless that happened already; the guest
+// write waits for it (on-cbw-error=break-guest-write).
+func (b *backup) copyBeforeWrite(src, dst blockio.Device, off, n int64) error {
+	start := off &^ (b.gran - 1)
+	end := (off + n + b.gran - 1) &^ (b.gran - 1)
+	unlock := b.locks.lock(start, end-start)
+	defer unlock()
+	cp := newCopier(b.job, src, dst)
+	size, err := src.Size()
+	if err != nil {
+		return err
+	}
+	spans := b.copyMap.takeRange(start, end-start)
+	for i, sp := range spans {
+		for o := sp.off; o < min(sp.off+sp.n, size); o += chunkSize {
+			l := min(chunkSize, sp.off+sp.n-o, size-o)
+			if err := cp.copy(o, l); err != nil {
+				// Not saved: the next write (or the job) tries again.
+				b.copyMap.mark(o, sp.off+sp.n-o)
+				for _, rest := range spans[i+1:] {
+					b.copyMap.mark(rest.off, rest.n)
+				}
+				return errCause(err)
+			}
+			b.job.Progress(l)
+		}
+	}
+	return nil
+}
+
+// Run is backup_run: for sync=top only what the source itself defines is
+// copied; sync=none copies nothing itself and ends when cancelled.
+func (b *backup) Run(j *Job) error {
+	src, dst := b.source.IO(), b.target.IO()
+	size, err := src.Size()
+	if err != nil {
+		return err
+	}
+	if b.sync == "none" {
+		return j.ctl.idleUntilCancelled()
+	}
+	if b.sync == "top" {
+		layers := []blockio.Device{src}
+		for off := int64(0); off < size; {
+			if err := j.Checkpoint(); err != nil {
+				return err
+			}
+			alloc, n, err := isAllocatedAbove(layers, off, min(int64(chunkSize), size-off))
+			if err != nil {
+				return &ioError{"read", off, err}
+			}
+			if alloc {
+				b.copyMap.mark(off, n)
+				j.SetTotal(j.Current() + b.copyMap.bytes())
+			}
+			off += n
+		}
+	}
+	newCp := func() *copier {
+		cp := newCopier(j, src, dst)
+		cp.locks = b.locks
+		cp.claim, cp.unclaim = b.copyMap.takeRange, b.copyMap.mark
+		return cp
+	}
+	cp := newCp()
+	for off := int64(0); off < size; {
+		if err := j.Checkpoint(); err != nil {
+			cp.wait()
+			return err
+		}
+		if err := cp.failed(); err != nil {
+			cp.wait()
+			goOn, from := j.onError(err, off)
+			if !goOn {
+				return err
+			}
+			off = min(off, from) &^ (b.gran - 1)
+			cp = newCp()
+			continue
+		}
+		n := min(int64(chunkSize), size-off)
+		cp.start(off, n)
+		if err := j.Limit(n); err != nil {
+			cp.wait()
+			return err
+		}
+		off += n
+	}
+	if err := cp.wait(); err != nil {
+		if goOn, _ := j.onError(err, size); !goOn {
+			return err
+		}
+	}
+	return dst.Flush()
+}
+
+func (b *backup) Prepare() error { return nil }
+func (b *backup) Abort()         {}
+
+// Clean drops the filter (bdrv_cbw_drop) after the job's edges.
+func (b *backup) Clean() {
+	if b.filter != nil {
+		blockcore.SetWriteHook(b.filter, nil)
+	}
+	// The filter goes first, its job edge moving down with its other
+	// parents: closing it as the last edge leaves would not refresh the
+	// permissions below it.
+	b.removeFilter(b.filter)
+	b.filter = nil
+	b.release()
+}
+
+func (b *backup) CanComplete() bool          { return false }
+func (b *backup) SoftCancelAfterReady() bool { return false }
