@@ -27,6 +27,8 @@ type gate struct {
 	// a write of zeroes becomes a zero write, as bdrv_aligned_pwritev
 	// does. Changed only while drained.
 	detectZeroes string
+	// stats counts every request (iostats.go); nil counts nothing.
+	stats *IOStats
 }
 
 func (g *gate) changed(off, length int64, err error) error {
@@ -38,7 +40,9 @@ func (g *gate) changed(off, length int64, err error) error {
 	return err
 }
 
-func newGate(impl Impl, readOnly bool) *gate { return &gate{impl: impl, readOnly: readOnly} }
+func newGate(impl Impl, readOnly bool) *gate {
+	return &gate{impl: impl, readOnly: readOnly, stats: new(IOStats)}
+}
 
 // Drains nest: only the owner goroutine drains, so depth needs no lock.
 func (g *gate) drainBegin() {
@@ -62,7 +66,10 @@ func (g *gate) ReadAt(p []byte, off int64) error {
 }
 
 func (g *gate) readAt(p []byte, off int64) error {
-	return g.impl.ReadAt(p, off)
+	t := g.stats.begin()
+	err := g.impl.ReadAt(p, off)
+	g.stats.Account(OpRead, off, int64(len(p)), t, err)
+	return err
 }
 
 func (g *gate) WriteAt(p []byte, off int64, flags blockio.WriteFlags) error {
@@ -75,6 +82,13 @@ func (g *gate) writeAt(p []byte, off int64, flags blockio.WriteFlags) error {
 	if g.readOnly {
 		return blockio.ErrReadOnly
 	}
+	t := g.stats.begin()
+	err := g.write(p, off, flags)
+	g.stats.Account(OpWrite, off, int64(len(p)), t, err)
+	return err
+}
+
+func (g *gate) write(p []byte, off int64, flags blockio.WriteFlags) error {
 	if g.detectZeroes != "" && allZero(p) {
 		zf := flags | blockio.NoFallback
 		if g.detectZeroes == "unmap" {
@@ -98,7 +112,10 @@ func (g *gate) writeZeroes(off, length int64, flags blockio.WriteFlags) error {
 	if g.readOnly {
 		return blockio.ErrReadOnly
 	}
-	return g.changed(off, length, g.impl.WriteZeroes(off, length, flags))
+	t := g.stats.begin()
+	err := g.changed(off, length, g.impl.WriteZeroes(off, length, flags))
+	g.stats.Account(OpWriteZeroes, off, length, t, err)
+	return err
 }
 
 func (g *gate) Discard(off, length int64) error {
@@ -111,7 +128,10 @@ func (g *gate) discard(off, length int64) error {
 	if g.readOnly {
 		return blockio.ErrReadOnly
 	}
-	return g.changed(off, length, g.impl.Discard(off, length))
+	t := g.stats.begin()
+	err := g.changed(off, length, g.impl.Discard(off, length))
+	g.stats.Account(OpDiscard, off, length, t, err)
+	return err
 }
 
 func (g *gate) Flush() error {
@@ -124,7 +144,10 @@ func (g *gate) flush() error {
 	if g.readOnly {
 		return nil
 	}
-	return g.impl.Flush()
+	t := g.stats.begin()
+	err := g.impl.Flush()
+	g.stats.Account(OpFlush, 0, 0, t, err)
+	return err
 }
 
 func (g *gate) BlockStatus(off, length int64) (blockio.Status, error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -39,6 +40,19 @@ type Owner struct {
 	mail    chan struct{} // one token: the mailbox is not empty
 
 	onPanic []func()
+
+	// observeWait, when set, is told how long each input sent by Do or
+	// Execute waited for the owner (metrics).
+	observeWait func(time.Duration)
+	// cmd is the command running now (owner goroutine only).
+	cmd runningCommand
+}
+
+// runningCommand is the command the owner is executing, so that what it
+// creates (a job) can name the client that asked for it in its logs.
+type runningCommand struct {
+	name string
+	ctx  context.Context
 }
 
 // ReportKind says what a job worker tells the owner.
@@ -104,6 +118,20 @@ func (o *Owner) SetLogger(log *zap.Logger) { o.log = log }
 // its open transactions and resumes drained nodes there. Call before Run.
 func (o *Owner) OnPanic(f func()) { o.onPanic = append(o.onPanic, f) }
 
+// ObserveWait makes the owner report, for every input sent by Do or
+// Execute, how long it waited before the owner took it. Call before Run.
+func (o *Owner) ObserveWait(f func(time.Duration)) { o.observeWait = f }
+
+// Command returns the name and context of the command the owner is
+// running, or "" and a background context outside a command (a job
+// report). Owner goroutine only.
+func (o *Owner) Command() (string, context.Context) {
+	if o == nil || o.cmd.ctx == nil {
+		return "", context.Background()
+	}
+	return o.cmd.name, o.cmd.ctx
+}
+
 // Run processes commands and reports until Stop. The input in progress
 // when Stop is called is finished; nothing starts after it.
 func (o *Owner) Run() {
@@ -134,13 +162,7 @@ func (o *Owner) Stop() {
 // from the owner goroutine itself would deadlock; handlers already run
 // there and call graph code directly. A panic in f is caught, logged and
 // recovered from (see Guard); Do then returns its error.
-func (o *Owner) Do(f func()) error {
-	done := make(chan error, 1)
-	if err := o.submit(context.Background(), func() { done <- o.Guard(func() error { f(); return nil }) }); err != nil {
-		return err
-	}
-	return <-done
-}
+func (o *Owner) Do(f func()) error { return o.DoContext(context.Background(), f) }
 
 // Report hands r to the owner without waiting. Reports are handled in the
 // order Report was called, after the input in progress.
@@ -231,6 +253,9 @@ func (o *Owner) Execute(ctx context.Context, name string, args json.RawMessage,
 			return
 		}
 		var ret json.RawMessage
+		prev := o.cmd
+		o.cmd = runningCommand{name, ctx}
+		defer func() { o.cmd = prev }()
 		err := o.Guard(func() error {
 			var err error
 			ret, err = o.reg.Call(ctx, name, args)
@@ -251,10 +276,25 @@ func (o *Owner) Execute(ctx context.Context, name string, args json.RawMessage,
 	<-done
 }
 
+// DoContext is Do, except that it gives up with ctx's error, without
+// running f, if the owner has not taken f when ctx ends (a metrics
+// scrape does not hang on a busy owner).
+func (o *Owner) DoContext(ctx context.Context, f func()) error {
+	done := make(chan error, 1)
+	if err := o.submit(ctx, func() { done <- o.Guard(func() error { f(); return nil }) }); err != nil {
+		return err
+	}
+	return <-done
+}
+
 // submit hands f to the owner unless it stops or ctx ends first.
 func (o *Owner) submit(ctx context.Context, f func()) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if obs := o.observeWait; obs != nil {
+		sent, inner := time.Now(), f
+		f = func() { obs(time.Since(sent)); inner() }
 	}
 	select {
 	case o.work <- f:

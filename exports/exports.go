@@ -81,6 +81,7 @@ type export struct {
 	fuse         FuseExport
 	shuttingDown bool
 	finished     bool
+	stats        blockcore.IOStats // requests of the export's clients (stats.go)
 }
 
 // user is an export as a parent in the graph: an anonymous BlockBackend,
@@ -184,7 +185,7 @@ func (r *Registry) Add(a *schema.BlockExportOptions) error {
 		return err
 	}
 	x.edge = edge
-	dev := edge.IO()
+	var dev blockio.Device = counted{edge.IO(), &x.stats}
 	if a.Writethrough != nil && *a.Writethrough {
 		dev = writethrough{dev}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"blockd/blockcore"
 	"blockd/events"
+	"blockd/internal/corr"
 	"blockd/internal/qemu"
 	"blockd/schema"
 )
@@ -63,7 +64,9 @@ func (m *Manager) create(id string, typ schema.JobType, speed int64, autoFinaliz
 	j := &Job{m: m, id: id, uuid: uuid.NewString(), typ: typ, status: StatusUndefined, autoFinalize: autoFinalize,
 		autoDismiss: autoDismiss, ctl: newControl(0), workerDone: make(chan struct{})}
 	m.jobs = append(m.jobs, j)
-	m.log.Debug("job created", zap.String("job", id), zap.String("job_uuid", j.uuid))
+	cmd, ctx := m.owner.Command()
+	m.log.Info("job created", zap.String("job", id), zap.String("job_uuid", j.uuid),
+		zap.String("type", string(typ)), zap.String("command", cmd), zap.String("conn", corr.Conn(ctx)))
 	m.transition(j, StatusCreated)
 	if speed < 0 {
 		// block_job_create fails after creating the job: it is gone again.
@@ -93,7 +96,16 @@ func (m *Manager) transition(j *Job, to Status) bool {
 			zap.Stringer("from", j.status), zap.Stringer("to", to))
 		return false
 	}
+	from := j.status
 	j.status = to
+	fields := []zap.Field{zap.String("job", j.id), zap.String("job_uuid", j.uuid),
+		zap.Stringer("from", from), zap.Stringer("to", to)}
+	// A transition a command caused (pause, cancel, dismiss) names the
+	// connection that sent it.
+	if cmd, ctx := m.owner.Command(); cmd != "" {
+		fields = append(fields, zap.String("command", cmd), zap.String("conn", corr.Conn(ctx)))
+	}
+	m.log.Info("job status changed", fields...)
 	m.bus.Publish(schema.JobStatusChange{ID: j.id, Status: to.QAPI()})
 	return true
 }
@@ -237,6 +249,8 @@ func (m *Manager) finalize(j *Job) {
 	}
 	j.impl.Clean()
 	l, o, s := j.progressData()
+	m.log.Info("job finished", zap.String("job", j.id), zap.String("job_uuid", j.uuid),
+		zap.Bool("cancelled", j.hardCancel), zap.Int64("offset", o), zap.Int64("len", l), zap.NamedError("result", j.ret))
 	if j.hardCancel {
 		m.bus.Publish(schema.BlockJobCancelled{Type: j.typ, Device: j.id, Len: l, Offset: o, Speed: s})
 	} else {
@@ -256,6 +270,7 @@ func (m *Manager) finalize(j *Job) {
 func (m *Manager) dismiss(j *Job) {
 	m.transition(j, StatusNull)
 	m.remove(j)
+	m.log.Info("job dismissed", zap.String("job", j.id), zap.String("job_uuid", j.uuid))
 }
 
 // cancel is job_cancel: the worker is told to stop, and the job ends when

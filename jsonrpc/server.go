@@ -19,6 +19,7 @@ import (
 
 	"blockd/events"
 	"blockd/internal/accept"
+	"blockd/internal/corr"
 	"blockd/internal/wire"
 	"blockd/qmp"
 	"blockd/schema"
@@ -43,14 +44,16 @@ type Server struct {
 	mu        sync.Mutex
 	closing   bool
 	conns     map[*conn]struct{}
+	accepted  uint64 // connections served since start, under mu
 	wg        sync.WaitGroup
 }
 
 // conn is one client connection.
 type conn struct {
-	c   net.Conn
-	out *wire.Queue
-	log *zap.Logger
+	c    net.Conn
+	out  *wire.Queue
+	log  *zap.Logger
+	uuid string // correlates the connection's log lines and the jobs it starts
 }
 
 // NewServer returns a server running commands through d.
@@ -70,7 +73,8 @@ func (s *Server) serveConn(c net.Conn) {
 		_ = c.Close()
 		return
 	}
-	cn := &conn{c: c, log: s.log.With(zap.String("conn", uuid.NewString()))}
+	id := uuid.NewString()
+	cn := &conn{c: c, log: s.log.With(zap.String("conn", id)), uuid: id}
 	cn.out = wire.NewQueue(c, func(m []byte) []byte { return append(m, '\n') }, func(queued int) {
 		cn.log.Warn("JSON-RPC client lets its events pile up without reading; disconnecting",
 			zap.Int("queued", queued))
@@ -78,10 +82,11 @@ func (s *Server) serveConn(c net.Conn) {
 	})
 	unsubscribe := s.bus.Subscribe(func(e events.Event) { cn.out.Push(notification(e)) })
 	s.conns[cn] = struct{}{}
+	s.accepted++
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		cn.log.Debug("JSON-RPC client connected")
+		cn.log.Info("JSON-RPC client connected")
 		s.readLoop(cn)
 		unsubscribe()
 		cn.out.Finish(finishTimeout)
@@ -90,7 +95,7 @@ func (s *Server) serveConn(c net.Conn) {
 		s.mu.Lock()
 		delete(s.conns, cn)
 		s.mu.Unlock()
-		cn.log.Debug("JSON-RPC client disconnected")
+		cn.log.Info("JSON-RPC client disconnected")
 	}()
 }
 
@@ -174,8 +179,10 @@ func (s *Server) handle(cn *conn, line []byte) {
 	}
 	// The response is queued on the owner goroutine, as on QMP, so that it
 	// precedes notifications of anything the owner does afterwards.
-	s.d.Execute(context.Background(), method, args, func(ret json.RawMessage, err error) {
+	cn.log.Info("command received", zap.String("command", method))
+	s.d.Execute(corr.WithConn(context.Background(), cn.uuid), method, args, func(ret json.RawMessage, err error) {
 		if err != nil {
+			cn.log.Info("command failed", zap.String("command", method), zap.Error(err))
 			code := codeServerError
 			if schema.IsDecodeError(err) {
 				code = codeInvalidParams
@@ -279,4 +286,12 @@ func (s *Server) Close() {
 		_ = cn.c.Close()
 	}
 	s.wg.Wait()
+}
+
+// Clients returns how many clients are connected now and how many have
+// connected since the server started (metrics).
+func (s *Server) Clients() (now int, total uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns), s.accepted
 }

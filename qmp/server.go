@@ -88,7 +88,7 @@ func (s *Server) ServeConn(rw io.ReadWriteCloser) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		sess.log.Debug("monitor connected")
+		sess.log.Info("monitor connected")
 		sess.enqueue(s.greeting())
 		sess.readLoop()
 		// Send what is queued (the reply to a last command before EOF),
@@ -99,7 +99,7 @@ func (s *Server) ServeConn(rw io.ReadWriteCloser) {
 		s.mu.Lock()
 		delete(s.sessions, sess)
 		s.mu.Unlock()
-		sess.log.Debug("monitor disconnected")
+		sess.log.Info("monitor disconnected")
 	}()
 }
 
@@ -164,3 +164,11 @@ func (s *Server) Close() {
 
 // closeTimeout bounds how long shutdown waits for sessions to flush.
 const closeTimeout = 10 * time.Second
+
+// Clients returns how many monitors are connected now and how many have
+// connected since the server started (metrics).
+func (s *Server) Clients() (now int, total uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions), s.nextID.Load()
+}

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"blockd/events"
+	"blockd/internal/corr"
 	"blockd/internal/wire"
 	"blockd/schema"
 )
@@ -108,9 +109,11 @@ func (s *Session) handle(msg []byte) {
 		s.enqueue(reply(nil, schema.Errorf("The command %s does not support OOB", req.name), req.id))
 		return
 	}
-	ctx := context.WithValue(context.Background(), sessionKey{}, s)
+	ctx := corr.WithConn(context.WithValue(context.Background(), sessionKey{}, s), s.UUID)
+	s.log.Info("command received", zap.String("command", req.name))
 	s.srv.d.Execute(ctx, req.name, req.args, func(ret json.RawMessage, err error) {
 		if err != nil {
+			s.log.Info("command failed", zap.String("command", req.name), zap.Error(err))
 			s.enqueue(reply(nil, schema.AsError(err), req.id))
 			return
 		}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"blockd/metrics"
 )
 
 // chardev is a --chardev backend a monitor can use.
@@ -35,6 +37,7 @@ type config struct {
 	nbdServer  *optionArg
 	exports    []optionArg
 	jsonrpc    []string
+	metrics    string // --metrics unix:PATH or tcp:HOST:PORT
 	pidfile    string
 	logFormat  string
 	logLevel   string
@@ -61,7 +64,7 @@ var takesValue = map[string]bool{
 	"socket": true, "jsonrpc": true, "log-format": true, "log-level": true,
 	"max-message-size": true, "help": false, "version": false, "daemonize": false,
 	"object":     true,
-	"nbd-server": true, "export": true,
+	"nbd-server": true, "export": true, "metrics": true,
 }
 
 func parseArgs(args []string) (*config, error) {
@@ -139,6 +142,11 @@ func (cfg *config) apply(name, val string, monitorSpecs *[]string) error {
 		return cfg.addExport(val)
 	case "jsonrpc":
 		cfg.jsonrpc = append(cfg.jsonrpc, val)
+	case "metrics":
+		if _, _, err := metrics.ParseAddress(val); err != nil {
+			return &cliError{name, val, err.Error()}
+		}
+		cfg.metrics = val
 	case "pidfile":
 		cfg.pidfile = val
 	case "log-format":
@@ -333,6 +341,8 @@ blockd storage daemon (qemu-storage-daemon compatible)
 blockd's own options:
   --socket <path>        QMP monitor on a new unix socket at <path>
   --jsonrpc <path>       JSON-RPC 2.0 endpoint on a unix socket at <path>
+  --metrics unix:<path>|tcp:<host>:<port>
+                         serve Prometheus metrics (off by default)
   --log-format console|json
   --log-level debug|info|warn|error
   --max-message-size <bytes>

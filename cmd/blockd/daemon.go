@@ -21,6 +21,7 @@ import (
 	"blockd/exports/fuse"
 	"blockd/jobs"
 	"blockd/jsonrpc"
+	"blockd/metrics"
 	"blockd/objects"
 	"blockd/qmp"
 	"blockd/schema"
@@ -40,6 +41,7 @@ type daemon struct {
 	exps  *exports.Registry
 	qmp   *qmp.Server
 	rpc   *jsonrpc.Server
+	mets  *metrics.Metrics // nil without --metrics
 
 	listeners []net.Listener
 	pidfile   *os.File
@@ -60,12 +62,20 @@ func newDaemon(cfg *config, log *zap.Logger) *daemon {
 	d.exps.TLS = d.objs
 	d.exps.Fuse = mountFuse
 	d.registerCommands()
-	d.qmp = qmp.NewServer(d.owner, d.bus, log, qmp.Options{
+	var qmpD, rpcD qmp.Dispatcher = d.owner, d.owner
+	if cfg.metrics != "" {
+		d.mets = metrics.New(metrics.Sources{Owner: d.owner, Graph: d.graph, Jobs: d.jobs, Exports: d.exps})
+		qmpD, rpcD = d.mets.Dispatcher("qmp", d.owner), d.mets.Dispatcher("jsonrpc", d.owner)
+	}
+	d.qmp = qmp.NewServer(qmpD, d.bus, log, qmp.Options{
 		MaxMessage: cfg.maxMessage,
 		Greeting: qmp.Greeting{Major: qemuMajor, Minor: qemuMinor, Micro: qemuMicro,
 			Package: "blockd " + Version},
 	})
-	d.rpc = jsonrpc.NewServer(d.owner, d.bus, log)
+	d.rpc = jsonrpc.NewServer(rpcD, d.bus, log)
+	if d.mets != nil {
+		d.mets.SetClients(map[string]metrics.ClientCounter{"qmp": d.qmp, "jsonrpc": d.rpc})
+	}
 	return d
 }
 
@@ -149,6 +159,14 @@ func (d *daemon) start() error {
 		if err := bind(&chardev{path: path, opt: "jsonrpc", spec: path}, "JSON-RPC endpoint listening", d.rpc.Serve); err != nil {
 			return err
 		}
+	}
+	if d.cfg.metrics != "" {
+		l, path, err := d.listenMetrics()
+		if err != nil {
+			return err
+		}
+		d.listeners = append(d.listeners, l)
+		eps = append(eps, endpoint{l, "metrics endpoint listening", path, d.mets.Serve})
 	}
 	for _, c := range monitors {
 		if c.backend == "stdio" {
@@ -335,6 +353,21 @@ func (stdio) Write(p []byte) (int, error) { return os.Stdout.Write(p) }
 func (stdio) Close() error                { return nil }
 
 var _ io.ReadWriteCloser = stdio{}
+
+// listenMetrics binds --metrics: a Unix socket as private as the monitor's,
+// or a TCP address.
+func (d *daemon) listenMetrics() (net.Listener, string, error) {
+	network, addr, _ := metrics.ParseAddress(d.cfg.metrics)
+	if network == "unix" {
+		l, err := listenUnix(&chardev{path: addr, opt: "metrics", spec: d.cfg.metrics})
+		return l, addr, err
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("--metrics %s: %w", d.cfg.metrics, err)
+	}
+	return l, l.Addr().String(), nil
+}
 
 // mountFuse is the exports registry's FUSE driver.
 func mountFuse(dev blockio.Device, o exports.FuseOptions) (exports.FuseExport, error) {
