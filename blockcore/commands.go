@@ -20,6 +20,9 @@ func (g *Graph) RegisterCommands(r *schema.Registry) {
 	schema.Define(r, "blockdev-snapshot", func(_ context.Context, a *schema.BlockdevSnapshotArgs) (schema.Empty, error) {
 		return schema.Empty{}, g.Snapshot(a.Node, a.Overlay)
 	})
+	schema.Define(r, "block_resize", func(_ context.Context, a *schema.BlockResizeArgs) (schema.Empty, error) {
+		return schema.Empty{}, g.Resize(a.Device, a.NodeName, a.Size)
+	})
 	schema.Define(r, "query-named-block-nodes", func(_ context.Context, a *schema.QueryNamedBlockNodesArgs) ([]schema.BlockDeviceInfo, error) {
 		flat := a.Flat != nil && *a.Flat
 		out := []schema.BlockDeviceInfo{}

@@ -194,7 +194,7 @@ func (img *Image) zeroChunk(off, n int64, op zeroOp, flags blockio.WriteFlags) (
 		return 0, err
 	}
 	l1i, _, _ := img.slicePos(off)
-	if img.l1[l1i]&l1eOffsetMask == 0 && op == opDiscard && (!img.hasBacking() || img.version < 3) {
+	if img.l1[l1i]&l1eOffsetMask == 0 && (op == opCrop || op == opDiscard && (!img.hasBacking() || img.version < 3)) {
 		return n, nil // unallocated and stays so
 	}
 	slot, buf, idx, err := img.l2ForWrite(off)
@@ -217,6 +217,8 @@ func (img *Image) zeroChunk(off, n int64, op zeroOp, flags blockio.WriteFlags) (
 		allocated := compressed || e&l2eOffsetMask != 0
 		newE, newBM, free := e, bm, false
 		switch {
+		case op == opCrop:
+			newE, newBM, free = 0, 0, allocated
 		case op == opDiscard:
 			if img.hasBacking() || allocated {
 				newE, newBM = 0, 0
