@@ -20,6 +20,18 @@ func (g *Graph) RegisterCommands(r *schema.Registry) {
 	schema.Define(r, "blockdev-snapshot", func(_ context.Context, a *schema.BlockdevSnapshotArgs) (schema.Empty, error) {
 		return schema.Empty{}, g.Snapshot(a.Node, a.Overlay)
 	})
+	schema.Define(r, "blockdev-snapshot-sync", func(_ context.Context, a *schema.BlockdevSnapshotSyncArgs) (schema.Empty, error) {
+		return schema.Empty{}, g.SnapshotSync(a)
+	})
+	schema.Define(r, "change-backing-file", func(_ context.Context, a *schema.ChangeBackingFileArgs) (schema.Empty, error) {
+		return schema.Empty{}, g.ChangeBackingFile(a.Device, a.ImageNodeName, a.BackingFile)
+	})
+	schema.Define(r, "blockdev-snapshot-internal-sync", func(_ context.Context, a *schema.BlockdevSnapshotInternalArgs) (schema.Empty, error) {
+		return schema.Empty{}, g.SnapshotInternal(a.Device, a.Name)
+	})
+	schema.Define(r, "blockdev-snapshot-delete-internal-sync", func(_ context.Context, a *schema.BlockdevSnapshotDeleteInternalArgs) (*schema.SnapshotInfo, error) {
+		return g.DeleteSnapshotInternal(a.Device, a.ID, a.Name)
+	})
 	schema.Define(r, "block_resize", func(_ context.Context, a *schema.BlockResizeArgs) (schema.Empty, error) {
 		return schema.Empty{}, g.Resize(a.Device, a.NodeName, a.Size)
 	})

@@ -126,6 +126,11 @@ func (g *Graph) imageInfo(n *Node) schema.ImageInfo {
 	if d, ok := dirtyFlag(n); ok {
 		info.DirtyFlag = &d
 	}
+	if _, fwd := n.impl.(InfoForwarder); fwd && n.File() != nil {
+		// bdrv_get_info answers for the file: a raw node over a qcow2
+		// node reports the qcow2 cluster size.
+		info.ClusterSize = g.imageInfo(n.File()).ClusterSize
+	}
 	if ii, ok := n.impl.(ImageInfoer); ok {
 		ii.FillImageInfo(&info)
 	}

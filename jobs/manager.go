@@ -178,7 +178,9 @@ func (m *Manager) finalize(j *Job) {
 	}
 	j.impl.Clean()
 	l, o, s := j.progressData()
-	if j.hardCancel {
+	if !j.isBlockJob() {
+		// No BLOCK_JOB_* event.
+	} else if j.hardCancel {
 		m.bus.Publish(schema.BlockJobCancelled{Type: j.typ, Device: j.id, Len: l, Offset: o, Speed: s})
 	} else {
 		ev := schema.BlockJobCompleted{Type: j.typ, Device: j.id, Len: l, Offset: o, Speed: s}

@@ -6,7 +6,7 @@ package schema
 // JobType is the kind of a job.
 type JobType string
 
-func (JobType) EnumValues() []string { return []string{"commit"} }
+func (JobType) EnumValues() []string { return []string{"commit", "create", "amend"} }
 
 // JobStatus is a job's state in QEMU's job state machine.
 type JobStatus string

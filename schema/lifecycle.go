@@ -61,3 +61,52 @@ type BlockdevCreateOptionsQcow2 struct {
 	RefcountBits    *int64                `qapi:"refcount-bits,optional"`
 	CompressionType *Qcow2CompressionType `qapi:"compression-type,optional"`
 }
+
+// NewImageMode says whether blockdev-snapshot-sync creates the overlay.
+type NewImageMode string
+
+func (NewImageMode) EnumValues() []string { return []string{"existing", "absolute-paths"} }
+
+// BlockdevSnapshotSyncArgs are blockdev-snapshot-sync's arguments.
+type BlockdevSnapshotSyncArgs struct {
+	Device           *string       `qapi:"device,optional"`
+	NodeName         *string       `qapi:"node-name,optional"`
+	SnapshotFile     string        `qapi:"snapshot-file"`
+	SnapshotNodeName *string       `qapi:"snapshot-node-name,optional"`
+	Format           *string       `qapi:"format,optional"`
+	Mode             *NewImageMode `qapi:"mode,optional"`
+}
+
+// ChangeBackingFileArgs are change-backing-file's arguments.
+type ChangeBackingFileArgs struct {
+	Device        string `qapi:"device"`
+	ImageNodeName string `qapi:"image-node-name"`
+	BackingFile   string `qapi:"backing-file"`
+}
+
+// SnapshotInfo describes an internal snapshot.
+type SnapshotInfo struct {
+	ID          string `qapi:"id"`
+	Name        string `qapi:"name"`
+	VMStateSize int64  `qapi:"vm-state-size"`
+	DateSec     int64  `qapi:"date-sec"`
+	DateNsec    int64  `qapi:"date-nsec"`
+	VMClockSec  int64  `qapi:"vm-clock-sec"`
+	VMClockNsec int64  `qapi:"vm-clock-nsec"`
+	Icount      *int64 `qapi:"icount,optional"`
+}
+
+// BlockdevSnapshotInternalArgs are blockdev-snapshot-internal-sync's
+// arguments.
+type BlockdevSnapshotInternalArgs struct {
+	Device string `qapi:"device"`
+	Name   string `qapi:"name"`
+}
+
+// BlockdevSnapshotDeleteInternalArgs are
+// blockdev-snapshot-delete-internal-sync's arguments.
+type BlockdevSnapshotDeleteInternalArgs struct {
+	Device string  `qapi:"device"`
+	ID     *string `qapi:"id,optional"`
+	Name   *string `qapi:"name,optional"`
+}

@@ -91,6 +91,8 @@ func Img(args []string, s Stdio) int {
 		return t.check(args[1:])
 	case "compare":
 		return t.compare(args[1:])
+	case "snapshot":
+		return t.snapshot(args[1:])
 	}
 	t.errorf("Command not found: %s", args[0])
 	return 1

@@ -13,7 +13,8 @@ import (
 //  1. clusters from the new end (rounded up to a cluster) to the old end
 //     become unallocated, through the normal discard path (L2 entries
 //     written before the refcounts drop), for the part covered by L2
-//     tables that stay;
+//     tables that stay; as in QEMU, that part gets an L2 table if it had
+//     none;
 //  2. L1 entries past the new L1 size are zeroed on disk and flushed, and
 //     only then are the L2 tables they referenced, and the clusters those
 //     tables alone referenced, freed (QEMU's qcow2_shrink_l1_table; the
@@ -79,6 +80,9 @@ func (img *Image) shrink(size int64) error {
 	img.mu.Lock()
 	defer img.mu.Unlock()
 	if err := img.usable(true); err != nil {
+		return err
+	}
+	if err := img.growLikeQemu(keepL1, g.l1EntriesFor(old)); err != nil {
 		return err
 	}
 	if err := img.shrinkL1(keepL1); err != nil {
@@ -179,4 +183,42 @@ func (img *Image) cutFile() error {
 		}
 	}
 	return nil
+}
+
+// growLikeQemu reproduces the file length QEMU reaches while shrinking:
+// its discard of the cropped range also gives each dropped L1 entry that
+// has no L2 table of its own (none, or one shared with a snapshot) a new
+// table before the entries are dropped, so the file grows by them before
+// it is cut after the last cluster in use. The clusters QEMU would take
+// are taken and released again, and the file extended to cover them;
+// cutFile then gives the same length as QEMU's.
+func (img *Image) growLikeQemu(keep, oldEntries int64) error {
+	g := &img.g
+	var taken []int64
+	for i := keep; i < min(oldEntries, int64(len(img.l1))); i++ {
+		e := img.l1[i]
+		if e&l1eOffsetMask != 0 && e&oflagCopied != 0 {
+			continue
+		}
+		c, err := img.allocRun(1)
+		if err != nil {
+			return err
+		}
+		taken = append(taken, c)
+	}
+	if len(taken) == 0 {
+		return nil
+	}
+	end := int64(0)
+	for _, c := range taken {
+		end = max(end, (c+1)<<g.clusterBits)
+		if _, err := img.addRefcount(c, -1); err != nil {
+			return err
+		}
+	}
+	fsz, err := img.file.Size()
+	if err != nil || fsz >= end {
+		return err
+	}
+	return img.file.Truncate(end)
 }

@@ -194,7 +194,7 @@ func (img *Image) zeroChunk(off, n int64, op zeroOp, flags blockio.WriteFlags) (
 		return 0, err
 	}
 	l1i, _, _ := img.slicePos(off)
-	if img.l1[l1i]&l1eOffsetMask == 0 && (op == opCrop || op == opDiscard && (!img.hasBacking() || img.version < 3)) {
+	if img.l1[l1i]&l1eOffsetMask == 0 && op == opDiscard && (!img.hasBacking() || img.version < 3) {
 		return n, nil // unallocated and stays so
 	}
 	slot, buf, idx, err := img.l2ForWrite(off)
