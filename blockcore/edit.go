@@ -3,6 +3,8 @@ package blockcore
 import (
 	"slices"
 
+	"go.uber.org/zap"
+
 	"blockd/blockio"
 	"blockd/schema"
 )
@@ -14,7 +16,7 @@ import (
 // AttachUser gives a parent that is not a node (a job, a backend) an edge
 // to n with fixed permissions (bdrv_root_attach_child).
 func (g *Graph) AttachUser(p Parent, n *Node, name string, perm, shared blockio.Perm) (*Child, error) {
-	t := &tx{}
+	t := g.begin()
 	c := g.attach(p, n, name, RoleFilteredPrimary, t)
 	c.Perm, c.Shared = perm, shared
 	if err := g.refreshPerms([]*Node{n}, nil, t); err != nil {
@@ -25,7 +27,7 @@ func (g *Graph) AttachUser(p Parent, n *Node, name string, perm, shared blockio.
 
 // SetUserPerm changes a user edge's permissions (bdrv_child_try_set_perm).
 func (g *Graph) SetUserPerm(c *Child, perm, shared blockio.Perm) error {
-	t := &tx{}
+	t := g.begin()
 	setChildPerm(c, perm, shared, t)
 	return t.finish(g.refreshPerms([]*Node{c.Node}, nil, t))
 }
@@ -33,7 +35,13 @@ func (g *Graph) SetUserPerm(c *Child, perm, shared blockio.Perm) error {
 // DetachUser removes a user edge; permissions below can only relax, and
 // a node nobody holds any more is closed (bdrv_root_unref_child).
 func (g *Graph) DetachUser(c *Child) {
-	t := &tx{}
+	if err := checkReleasable(c.Node, c); err != nil {
+		// A job detaches its edges after unfreezing its links; anything
+		// else is a bug, and closing the node would break a chain.
+		g.log.Error("user edge kept: its node has frozen links", zap.String("node", c.Node.name), zap.Error(err))
+		return
+	}
+	t := g.begin()
 	g.detachEdge(c)
 	t.onAbort(func() { g.reattach(c) })
 	if g.nodes[c.Node.name] == c.Node {
@@ -82,14 +90,17 @@ func (f *filterImpl) ChildPerm(c *Child, st NodeState, perm, shared blockio.Perm
 // filter takes over n's parents and uses n as its backing child
 // (bdrv_append). name "" gives an automatic name.
 func (g *Graph) InsertFilterAbove(n *Node, driverName, name string, perms FilterPerms) (*Node, error) {
-	t := &tx{}
+	t := g.begin()
 	f := &Node{drv: &Driver{Name: driverName, Filter: true}, readOnly: n.readOnly}
 	impl := &filterImpl{passThrough{n}, perms}
 	f.impl, f.io = impl, newGate(impl, n.readOnly)
 	if err := g.assignName(f, name, t); err != nil {
 		return nil, t.finish(err)
 	}
-	resume := drain(topoOrder([]*Node{n}))
+	if err := checkMovable(n, nil); err != nil {
+		return nil, t.finish(err)
+	}
+	resume := g.drain(topoOrder([]*Node{n}))
 	defer resume()
 	g.moveParents(n, f, nil, t)
 	g.attach(f, n, "backing", RoleBacking|RoleFiltered, t)
@@ -103,11 +114,17 @@ func (g *Graph) RemoveFilter(f *Node) error {
 	if child == nil {
 		return schema.Errorf("'%s' is not a filter with a child", f.name)
 	}
-	t := &tx{}
-	resume := drain(topoOrder([]*Node{f}))
+	c := f.Child("backing")
+	if c.frozen {
+		return frozenLinkError(c)
+	}
+	if err := checkMovable(f, nil); err != nil {
+		return err
+	}
+	t := g.begin()
+	resume := g.drain(topoOrder([]*Node{f}))
 	defer resume()
 	g.moveParents(f, child, nil, t)
-	c := f.Child("backing")
 	g.detachEdge(c)
 	t.onAbort(func() { g.reattach(c) })
 	g.unregister(f)
@@ -118,8 +135,11 @@ func (g *Graph) RemoveFilter(f *Node) error {
 // ReplaceNode makes every parent of from use to instead, except the edges
 // in keep (bdrv_replace_node).
 func (g *Graph) ReplaceNode(from, to *Node, keep []*Child) error {
-	t := &tx{}
-	resume := drain(topoOrder([]*Node{from, to}))
+	if err := checkMovable(from, keep); err != nil {
+		return err
+	}
+	t := g.begin()
+	resume := g.drain(topoOrder([]*Node{from, to}))
 	defer resume()
 	g.moveParents(from, to, keep, t)
 	return t.finish(g.refreshPerms([]*Node{to, from}, nil, t))
@@ -143,16 +163,18 @@ func (g *Graph) retarget(c *Child, to *Node, t *tx) {
 		old.parents = slices.Delete(old.parents, i, i+1)
 	}
 	c.Node = to
+	c.gate.set(to)
 	to.parents = slices.Insert(to.parents, 0, c)
-	g.notifyBacking(c)
 	t.onAbort(func() {
 		if i := slices.Index(to.parents, c); i >= 0 {
 			to.parents = slices.Delete(to.parents, i, i+1)
 		}
 		c.Node = old
+		c.gate.set(old)
 		old.parents = slices.Insert(old.parents, 0, c)
 		g.notifyBacking(c)
 	})
+	g.notifyBacking(c)
 }
 
 func (g *Graph) notifyBacking(c *Child) {
@@ -172,8 +194,16 @@ func (g *Graph) notifyBacking(c *Child) {
 // SetBacking replaces n's backing child with b (nil detaches), closing
 // nodes nobody holds any more, within one transaction.
 func (g *Graph) SetBacking(n, b *Node) error {
-	t := &tx{}
 	old := n.Child("backing")
+	if old != nil && old.Node != b {
+		if old.frozen {
+			return frozenLinkError(old)
+		}
+		if err := checkReleasable(old.Node, old); err != nil {
+			return err
+		}
+	}
+	t := g.begin()
 	var oldNode *Node
 	if old != nil {
 		oldNode = old.Node

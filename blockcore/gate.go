@@ -58,12 +58,20 @@ func (g *gate) drainEnd() {
 func (g *gate) ReadAt(p []byte, off int64) error {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
+	return g.readAt(p, off)
+}
+
+func (g *gate) readAt(p []byte, off int64) error {
 	return g.impl.ReadAt(p, off)
 }
 
 func (g *gate) WriteAt(p []byte, off int64, flags blockio.WriteFlags) error {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
+	return g.writeAt(p, off, flags)
+}
+
+func (g *gate) writeAt(p []byte, off int64, flags blockio.WriteFlags) error {
 	if g.readOnly {
 		return blockio.ErrReadOnly
 	}
@@ -83,6 +91,10 @@ func (g *gate) WriteAt(p []byte, off int64, flags blockio.WriteFlags) error {
 func (g *gate) WriteZeroes(off, length int64, flags blockio.WriteFlags) error {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
+	return g.writeZeroes(off, length, flags)
+}
+
+func (g *gate) writeZeroes(off, length int64, flags blockio.WriteFlags) error {
 	if g.readOnly {
 		return blockio.ErrReadOnly
 	}
@@ -92,6 +104,10 @@ func (g *gate) WriteZeroes(off, length int64, flags blockio.WriteFlags) error {
 func (g *gate) Discard(off, length int64) error {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
+	return g.discard(off, length)
+}
+
+func (g *gate) discard(off, length int64) error {
 	if g.readOnly {
 		return blockio.ErrReadOnly
 	}
@@ -101,6 +117,10 @@ func (g *gate) Discard(off, length int64) error {
 func (g *gate) Flush() error {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
+	return g.flush()
+}
+
+func (g *gate) flush() error {
 	if g.readOnly {
 		return nil
 	}
@@ -110,6 +130,10 @@ func (g *gate) Flush() error {
 func (g *gate) BlockStatus(off, length int64) (blockio.Status, error) {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
+	return g.blockStatus(off, length)
+}
+
+func (g *gate) blockStatus(off, length int64) (blockio.Status, error) {
 	return g.impl.BlockStatus(off, length)
 }
 
@@ -119,6 +143,10 @@ func (g *gate) BlockStatus(off, length int64) (blockio.Status, error) {
 func (g *gate) Size() (int64, error) {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
+	return g.size()
+}
+
+func (g *gate) size() (int64, error) {
 	n, err := g.impl.Size()
 	return (n + sectorSize - 1) &^ (sectorSize - 1), err
 }
@@ -128,6 +156,10 @@ const sectorSize = 512
 func (g *gate) Truncate(size int64) error {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
+	return g.truncate(size)
+}
+
+func (g *gate) truncate(size int64) error {
 	if g.readOnly {
 		return blockio.ErrReadOnly
 	}
@@ -137,19 +169,106 @@ func (g *gate) Truncate(size int64) error {
 // DrainNodes drains exactly the given nodes (parents first) until the
 // returned function is called. The owner may still reach their drivers
 // through Impl while they are drained.
-func (g *Graph) DrainNodes(nodes ...*Node) (resume func()) { return drain(nodes) }
+func (g *Graph) DrainNodes(nodes ...*Node) (resume func()) { return g.drain(nodes) }
 
 // drain drains nodes in the given (parents-first) order and returns the
-// function that resumes them.
-func drain(nodes []*Node) (resume func()) {
+// function that resumes them; calling it again does nothing. The graph
+// remembers the drains in progress, so that recovery from a panic
+// resumes those whose resume never ran.
+func (g *Graph) drain(nodes []*Node) (resume func()) {
+	d := &drainSection{quiescers: quiescersOf(nodes)}
+	for _, q := range d.quiescers {
+		q.DrainBegin()
+	}
 	for _, n := range nodes {
 		n.io.drainBegin()
 	}
+	d.nodes = nodes
+	g.drains = append(g.drains, d)
 	return func() {
-		for i := len(nodes) - 1; i >= 0; i-- {
-			nodes[i].io.drainEnd()
+		if d.done {
+			return
+		}
+		d.end()
+		g.drains = slices.DeleteFunc(g.drains, func(x *drainSection) bool { return x == d })
+	}
+}
+
+// quiesce tells the users of nodes (and of their ancestors) that a
+// drained section begins, without holding their I/O back yet: QEMU's
+// drained sections start before checks that may still do I/O (a flush).
+func (g *Graph) quiesce(nodes []*Node) (end func()) {
+	d := &drainSection{quiescers: quiescersOf(nodes)}
+	for _, q := range d.quiescers {
+		q.DrainBegin()
+	}
+	g.drains = append(g.drains, d)
+	return func() {
+		if d.done {
+			return
+		}
+		d.end()
+		g.drains = slices.DeleteFunc(g.drains, func(x *drainSection) bool { return x == d })
+	}
+}
+
+// QuiesceAll is bdrv_drain_all's effect on users: every quiescer of the
+// graph sees a drained section begin and end.
+func (g *Graph) QuiesceAll() {
+	end := g.quiesce(g.named)
+	end()
+}
+
+type drainSection struct {
+	nodes     []*Node
+	quiescers []Quiescer
+	done      bool
+}
+
+func (d *drainSection) end() {
+	d.done = true
+	for i := len(d.nodes) - 1; i >= 0; i-- {
+		d.nodes[i].io.drainEnd()
+	}
+	for i := len(d.quiescers) - 1; i >= 0; i-- {
+		d.quiescers[i].DrainEnd()
+	}
+}
+
+// Quiescer is a user of nodes that is not a node (a job) and reacts to
+// drained sections: a drained node drains its parents, up to users, and a
+// job pauses for the section, as QEMU's child_job does. Calls nest.
+type Quiescer interface {
+	DrainBegin()
+	DrainEnd()
+}
+
+// quiescersOf lists, once each and in a stable order, the Quiescer
+// parents of nodes and of every node above them.
+func quiescersOf(nodes []*Node) []Quiescer {
+	seen := map[*Node]bool{}
+	var out []Quiescer
+	var visit func(n *Node)
+	visit = func(n *Node) {
+		if seen[n] {
+			return
+		}
+		seen[n] = true
+		for _, c := range n.parents {
+			switch p := c.Parent.(type) {
+			case *Node:
+				visit(p)
+			case Quiescer:
+				if !slices.Contains(out, Quiescer(p)) {
+					out = append(out, p)
+				}
+			}
 		}
 	}
+	for _, n := range nodes {
+		visit(n)
+	}
+	return out
 }
 
 // ObserveWrites calls f for every range of n changed from now on, until

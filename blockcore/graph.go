@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"blockd/events"
+	"blockd/internal/qemu"
 	"blockd/schema"
 )
 
@@ -21,6 +22,9 @@ type Graph struct {
 	// the newest first, as qemu-storage-daemon does.
 	named       []*Node
 	autoCounter uint64
+
+	openTx []*tx           // transactions in progress, oldest first
+	drains []*drainSection // drained sections in progress
 }
 
 // NewGraph returns an empty graph.
@@ -44,23 +48,6 @@ func (g *Graph) Nodes() []*Node {
 // maxNodeName is QEMU's limit (the node_name buffer is 32 bytes).
 const maxNodeName = 31
 
-// validNodeName is QEMU's id_wellformed: a letter, then letters, digits,
-// '-', '.', '_'.
-func validNodeName(s string) bool {
-	if s == "" || !isLetter(s[0]) {
-		return false
-	}
-	for i := 1; i < len(s); i++ {
-		c := s[i]
-		if !isLetter(c) && !(c >= '0' && c <= '9') && c != '-' && c != '.' && c != '_' {
-			return false
-		}
-	}
-	return true
-}
-
-func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
-
 // assignName validates and registers a node's name within t
 // (bdrv_assign_node_name). A node whose options give no node-name gets an
 // automatic one; an explicit empty name is invalid, as in QEMU.
@@ -72,7 +59,7 @@ func (g *Graph) assignName(n *Node, name string, t *tx) error {
 		g.autoCounter++
 		n.auto = true
 	} else {
-		if !validNodeName(name) {
+		if !qemu.IDWellFormed(name) {
 			return schema.Errorf("Invalid node-name: '%s'", name)
 		}
 		if g.nodes[name] != nil {
@@ -99,7 +86,12 @@ func (g *Graph) unregister(n *Node) {
 // attach adds an edge from parent to child within t (bdrv_attach_child).
 func (g *Graph) attach(parent Parent, child *Node, name string, role Role, t *tx) *Child {
 	c := &Child{Name: name, Role: role, Parent: parent, Node: child}
+	c.gate = &edgeGate{}
+	c.gate.set(child)
 	child.parents = slices.Insert(child.parents, 0, c)
+	// The undo is registered before the driver is asked anything, so an
+	// abort (also after a panic in the driver) finds the edge.
+	t.onAbort(func() { g.detachEdge(c) })
 	if pn, ok := parent.(*Node); ok {
 		pn.children = append(pn.children, c)
 		// Start from what the parent needs now, as bdrv_attach_child does;
@@ -107,7 +99,6 @@ func (g *Graph) attach(parent Parent, child *Node, name string, role Role, t *tx
 		p, sh := pn.cumulativePerm()
 		c.Perm, c.Shared = pn.childPerm(c, nil, p, sh)
 	}
-	t.onAbort(func() { g.detachEdge(c) })
 	return c
 }
 
@@ -185,9 +176,17 @@ func (g *Graph) Delete(name string) error {
 	if n.inUse() {
 		return schema.Errorf("Block device %s is in use", name)
 	}
+	for _, c := range n.children {
+		if c.frozen {
+			return frozenLinkError(c)
+		}
+		if err := checkReleasable(c.Node, c); err != nil {
+			return err
+		}
+	}
 	// No drain: the node has no parents, so no request can come through
 	// it, and closing it must still be able to flush into its children.
-	t := &tx{}
+	t := g.begin()
 	kids := make([]*Node, 0, len(n.children))
 	for _, c := range n.children {
 		kids = append(kids, c.Node)

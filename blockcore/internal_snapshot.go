@@ -49,7 +49,7 @@ func (g *Graph) SnapshotInternal(device, name string) error {
 		return schema.Errorf("Snapshot with name '%s' already exists on device '%s'", name, device)
 	}
 	now := time.Now()
-	resume := drain([]*Node{n})
+	resume := g.drain([]*Node{n})
 	err = s.TakeSnapshot(name, now, uint64(now.UnixNano()/1000*1000))
 	resume()
 	if err != nil {
@@ -90,7 +90,7 @@ func (g *Graph) DeleteSnapshotInternal(device string, id, name *string) (*schema
 		}
 		return nil, schema.Errorf("Snapshot with id '%s' and name '%s' does not exist on device '%s'", null(id), null(name), device)
 	}
-	resume := drain([]*Node{n})
+	resume := g.drain([]*Node{n})
 	err = s.DropSnapshot(str(id), str(name))
 	resume()
 	if err != nil {

@@ -42,6 +42,9 @@ type Child struct {
 	Node   *Node
 	Perm   blockio.Perm // what the parent needs
 	Shared blockio.Perm // what the parent lets others do
+
+	gate   *edgeGate // Node's data path, for IO; shared by copies of the edge
+	frozen bool      // a job depends on this link (frozen.go)
 }
 
 // Node is a block node. All fields are owned by the graph owner goroutine,
@@ -63,11 +66,14 @@ type Node struct {
 	options         Options
 
 	bitmaps []*bitmapInfo // dirty bitmaps shown by queries
+	threshold *writeThreshold // block-set-write-threshold, once set
 
 	reopen reopenInfo // what a reopen needs to know (reopen_opts.go)
 
 	children []*Child // in attach order: file before backing
 	parents  []*Child // newest first, as QEMU links new parents at the head
+
+	permSeen permInputs // what the last permission refresh saw (perm.go)
 }
 
 // Name returns the node name.

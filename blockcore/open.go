@@ -53,7 +53,7 @@ func (g *Graph) Add(opts *schema.BlockdevOptions) error {
 	if opts.NodeName == nil {
 		return schema.Errorf("'node-name' must be specified for the root node")
 	}
-	t := &tx{}
+	t := g.begin()
 	n, err := g.open(opts, inherited{}, t)
 	if err == nil {
 		err = g.refreshPerms([]*Node{n}, nil, t)

@@ -1,6 +1,7 @@
 package blockcore
 
 import (
+	"slices"
 	"strings"
 
 	"blockd/blockio"
@@ -16,17 +17,74 @@ import (
 // registers its undo in the transaction, so a refusal anywhere restores
 // every edge and every driver state.
 
+//
+// A node below the roots whose inputs (its parent edges and whether it is
+// writable) are what its last refresh worked from is skipped: every check
+// would pass again, the driver would be handed what it already holds, and
+// the child edges would come out unchanged, so its children are skipped
+// in turn unless something else reaches them. A refresh therefore costs
+// driver calls (image locks) only where permissions change, in the same
+// order as a full pass.
+
 // refreshPerms recomputes permissions below roots within t.
 func (g *Graph) refreshPerms(roots []*Node, q *reopenQueue, t *tx) error {
+	isRoot := func(n *Node) bool { return slices.Contains(roots, n) }
+	if len(roots) > 8 {
+		set := make(map[*Node]bool, len(roots))
+		for _, r := range roots {
+			set[r] = true
+		}
+		isRoot = func(n *Node) bool { return set[n] }
+	}
 	for _, n := range topoOrder(roots) {
+		if !isRoot(n) && !q.has(n) && n.permSeen.matches(n, q) {
+			continue
+		}
 		if err := parentConflict(n); err != nil {
 			return err
 		}
 		if err := g.refreshNodePerm(n, q, t); err != nil {
 			return err
 		}
+		n.recordPermInputs(q, t)
 	}
 	return nil
+}
+
+// permInputs is what a node's last permission refresh worked from.
+type permInputs struct {
+	valid    bool
+	writable bool
+	parents  []edgePerm
+}
+
+type edgePerm struct {
+	c            *Child
+	perm, shared blockio.Perm
+}
+
+// matches reports whether n's inputs are still those recorded in in.
+func (in *permInputs) matches(n *Node, q *reopenQueue) bool {
+	if !in.valid || in.writable != q.writable(n) || len(in.parents) != len(n.parents) {
+		return false
+	}
+	for i, c := range n.parents {
+		if e := in.parents[i]; e.c != c || e.perm != c.Perm || e.shared != c.Shared {
+			return false
+		}
+	}
+	return true
+}
+
+// recordPermInputs remembers what n was just refreshed with, within t.
+func (n *Node) recordPermInputs(q *reopenQueue, t *tx) {
+	old := n.permSeen
+	in := permInputs{valid: true, writable: q.writable(n), parents: make([]edgePerm, len(n.parents))}
+	for i, c := range n.parents {
+		in.parents[i] = edgePerm{c, c.Perm, c.Shared}
+	}
+	n.permSeen = in
+	t.onAbort(func() { n.permSeen = old })
 }
 
 // topoOrder lists the nodes reachable from roots, every parent before its

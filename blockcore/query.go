@@ -175,6 +175,9 @@ func (g *Graph) DeviceInfo(n *Node, flat bool) schema.BlockDeviceInfo {
 		Image:        g.imageInfo(n),
 		Cache:        schema.BlockdevCacheInfo{Writeback: true},
 	}
+	if n.threshold != nil {
+		di.WriteThreshold = int64(n.threshold.get())
+	}
 	if o := n.options; o != nil {
 		if o.DetectZeroes != nil {
 			di.DetectZeroes = *o.DetectZeroes

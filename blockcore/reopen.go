@@ -43,17 +43,17 @@ func (g *Graph) reopenQueued(q *reopenQueue) error {
 	if len(q.entries) == 0 {
 		return nil // qemu-storage-daemon aborts on an empty list
 	}
-	resume := drain(q.quiesceSet())
-	t := &tx{}
+	resume := g.drain(q.quiesceSet())
+	defer resume()
+	t := g.begin()
 	if err := g.reopenPrepare(q, t); err != nil {
-		err = t.finish(err)
-		resume()
-		return err
+		return t.finish(err)
 	}
 	// Commit with every reopened node drained: flags, descriptors and
 	// driver state change while no request is inside. Nothing in the
 	// commit does I/O through a drained node.
-	resumeAll := drain(q.queued())
+	resumeAll := g.drain(q.queued())
+	defer resumeAll()
 	_ = t.finish(nil)
 	resumeAll()
 	resume()

@@ -57,6 +57,14 @@ func (g *Graph) reopenChild(e *reopenEntry, opts *flatOpts, name string, t *tx) 
 	if to != nil && below(to, n) {
 		return schema.Errorf("Making '%s' a %s child of '%s' would create a cycle", to.name, name, n.name)
 	}
+	if edge != nil {
+		if edge.frozen {
+			return frozenLinkError(edge)
+		}
+		if err := checkReleasable(old, edge); err != nil {
+			return err
+		}
+	}
 	g.switchChild(n, edge, to, name, role, t)
 	if backing {
 		e.oldBacking, e.backingChanged = old, true
@@ -160,7 +168,7 @@ func (g *Graph) releaseReplaced(q *reopenQueue) {
 				continue
 			}
 			sub := topoOrder([]*Node{old})
-			t := &tx{}
+			t := g.begin()
 			g.releaseIfUnused(old, t)
 			var live []*Node
 			for _, x := range sub {

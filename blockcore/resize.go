@@ -61,7 +61,7 @@ func (g *Graph) Resize(device, nodeName *string, size int64) error {
 		return schema.Errorf("Image is read-only")
 	}
 	// Only n is drained: its driver still reaches its children.
-	resume := drain([]*Node{n})
+	resume := g.drain([]*Node{n})
 	defer resume()
 	if err := n.impl.Truncate(size); err != nil {
 		if errors.Is(err, blockio.ErrNotSupported) {

@@ -19,6 +19,17 @@ func opBlocker(n *Node) string {
 	return ""
 }
 
+// IsRoot is bdrv_is_root_node: nothing but block backends (exports,
+// tools) uses n.
+func (n *Node) IsRoot() bool {
+	for _, c := range n.parents {
+		if v, ok := c.Parent.(graphVertex); !ok || v.VertexType() != "block-backend" {
+			return false
+		}
+	}
+	return true
+}
+
 func hasBackend(n *Node) bool {
 	for _, c := range n.parents {
 		if v, ok := c.Parent.(graphVertex); ok && v.VertexType() == "block-backend" {
@@ -34,10 +45,15 @@ func hasBackend(n *Node) bool {
 // (external_snapshot_prepare and _commit with bdrv_append). The overlay's
 // header is not rewritten, as in QEMU.
 func (g *Graph) Snapshot(nodeName, overlayName string) error {
+	// As QEMU's transaction: everything is drained once, then node for
+	// the whole action, which jobs see as pauses.
+	g.QuiesceAll()
 	n := g.nodes[nodeName]
 	if n == nil {
 		return schema.Errorf("Cannot find device='%s' nor node-name='%s'", nodeName, nodeName)
 	}
+	endQuiesce := g.quiesce([]*Node{n})
+	defer endQuiesce()
 	if err := snapshotSource(n); err != nil {
 		return err
 	}
@@ -63,8 +79,8 @@ func snapshotSource(n *Node) error {
 
 // appendOverlay puts o on top of n and then reopens n read-only.
 func (g *Graph) appendOverlay(n, o *Node) error {
-	t := &tx{}
-	resume := drain(topoOrder([]*Node{n}))
+	t := g.begin()
+	resume := g.drain(topoOrder([]*Node{n}))
 	err := t.finish(g.appendOverlayTx(n, o, t))
 	resume()
 	if err != nil {
@@ -92,6 +108,9 @@ func (g *Graph) appendOverlayTx(n, o *Node, t *tx) error {
 	}
 	if reaches(n, o) {
 		return schema.Errorf("Making '%s' a backing child of '%s' would create a cycle", n.name, o.name)
+	}
+	if err := checkMovable(n, nil); err != nil {
+		return err
 	}
 	g.moveParents(n, o, nil, t)
 	c := g.attach(o, n, "backing", RoleBacking, t)

@@ -15,7 +15,7 @@ type externalSnapshot struct {
 
 // SnapshotSync is blockdev-snapshot-sync on its own.
 func (g *Graph) SnapshotSync(a *schema.BlockdevSnapshotSyncArgs) error {
-	t := &tx{}
+	t := g.begin()
 	s, err := g.prepareSnapshotSync(a, t)
 	err = t.finish(err)
 	if s != nil {
@@ -40,7 +40,7 @@ func (g *Graph) prepareSnapshotSync(a *schema.BlockdevSnapshotSyncArgs, t *tx) (
 	if err := snapshotSource(old); err != nil {
 		return nil, err
 	}
-	s := &externalSnapshot{g: g, old: old, resume: drain(topoOrder([]*Node{old}))}
+	s := &externalSnapshot{g: g, old: old, resume: g.drain(topoOrder([]*Node{old}))}
 	format := "qcow2"
 	if a.Format != nil {
 		format = *a.Format
@@ -108,7 +108,7 @@ func (s *externalSnapshot) clean(committed bool) {
 		return
 	}
 	s.g.afterAppend(s.old)
-	t := &tx{}
+	t := s.g.begin()
 	s.g.releaseIfUnused(s.ov, t)
 	if err := t.finish(s.g.refreshPerms([]*Node{s.old}, nil, t)); err != nil {
 		s.g.log.Sugar().Warnf("releasing the unused overlay '%s': %v", s.ov.name, err)

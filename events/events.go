@@ -37,13 +37,15 @@ func (e Event) Stamp() Timestamp {
 	return Timestamp{Seconds: e.Time.Unix(), Microseconds: int64(e.Time.Nanosecond() / 1000)}
 }
 
-// MarshalQMP encodes the event as QMP sends it.
+// MarshalQMP encodes the event as QMP sends it, with the reference's
+// member order (timestamp, event, data): clients and tests that compare
+// raw text see the same bytes from both daemons.
 func (e Event) MarshalQMP() []byte {
 	b, _ := json.Marshal(struct {
+		Timestamp Timestamp       `json:"timestamp"`
 		Event     string          `json:"event"`
 		Data      json.RawMessage `json:"data"`
-		Timestamp Timestamp       `json:"timestamp"`
-	}{e.Name, e.Data, e.Stamp()})
+	}{e.Stamp(), e.Name, e.Data})
 	return b
 }
 

@@ -114,12 +114,7 @@ func (m *Manager) userPause(j *Job) error {
 	j.ctl.mu.Lock()
 	j.ctl.paused = true
 	j.ctl.mu.Unlock()
-	switch j.status {
-	case "running":
-		m.transition(j, "paused")
-	case "ready":
-		m.transition(j, "standby")
-	}
+	m.pause(j)
 	return nil
 }
 
@@ -135,13 +130,7 @@ func (m *Manager) userResume(j *Job) error {
 	j.ctl.paused = false
 	j.ctl.mu.Unlock()
 	j.ctl.nudge()
-	switch j.status {
-	case "paused":
-		m.transition(j, "running")
-	case "standby":
-		m.transition(j, "ready")
-	}
-	m.advance(j)
+	m.unpause(j)
 	return nil
 }
 

@@ -3,6 +3,8 @@ package jobs
 import (
 	"path/filepath"
 
+	"go.uber.org/zap"
+
 	"blockd/blockcore"
 	"blockd/blockio"
 	"blockd/schema"
@@ -14,6 +16,12 @@ type jobUser struct{ j *Job }
 func (u jobUser) ParentDesc() string                        { return string(u.j.typ) + " job '" + u.j.id + "'" }
 func (u jobUser) VertexType() schema.XDbgBlockGraphNodeType { return "block-job" }
 func (u jobUser) VertexName() string                        { return u.j.id }
+
+// DrainBegin and DrainEnd make the job pause for a drained section of a
+// node it uses, as QEMU's child_job does (JOB_STATUS_CHANGE paused and
+// running, or standby and ready, around the section).
+func (u jobUser) DrainBegin() { u.j.m.drainBegin(u.j) }
+func (u jobUser) DrainEnd()   { u.j.m.drainEnd(u.j) }
 
 // Blocker is QEMU's op blocker text for the nodes a job holds.
 func (u jobUser) Blocker() string { return "block device is in use by block job: " + string(u.j.typ) }
@@ -34,7 +42,7 @@ func (m *Manager) blockCommit(a *schema.BlockCommitArgs) error {
 	if bs == nil {
 		return schema.ClassErrorf(schema.ClassDeviceNotFound, "Device '%s' not found", a.Device)
 	}
-	if len(bs.Parents()) > 0 {
+	if !bs.IsRoot() {
 		return schema.Errorf("Need a root block node")
 	}
 	top := bs
@@ -161,6 +169,49 @@ type commitSetup struct {
 	base    *blockcore.Node
 	baseRO  bool // base was read-only before the job and is again after
 	baseDev blockio.Device
+	// layers is the chain from top down to base (base excluded, filters
+	// skipped), taken on the owner at setup: the worker reads it instead
+	// of the live graph, which the frozen links keep equal to it.
+	layers   []blockio.Device
+	unfreeze func()
+}
+
+// freeze freezes the chain links from top down to base for the job's
+// life and takes the worker's snapshot of the chain.
+func (s *commitSetup) freeze(top *blockcore.Node) error {
+	unfreeze, err := s.m.g.FreezeBackingChain(top, s.base)
+	if err != nil {
+		return err
+	}
+	s.unfreeze = unfreeze
+	s.layers = nil
+	for x := top; x != nil && x != s.base; x = backingOf(x) {
+		if !blockcore.IsFilterOf(x) {
+			s.layers = append(s.layers, x.IO())
+		}
+	}
+	return nil
+}
+
+// thaw unfreezes the job's links, before the job changes them itself.
+func (s *commitSetup) thaw() {
+	if s.unfreeze != nil {
+		s.unfreeze()
+		s.unfreeze = nil
+	}
+}
+
+// removeFilter takes the job's filter out of the graph, after the job's
+// own edges are gone (mirror_exit_common, commit_abort), unless it went
+// with them or with the job's graph change.
+func (s *commitSetup) removeFilter(f *blockcore.Node) {
+	if f == nil || s.m.g.Lookup(f.Name()) != f {
+		return
+	}
+	if err := s.m.g.RemoveFilter(f); err != nil {
+		s.m.log.Error("removing the job's filter failed", zap.String("job", s.job.id), zap.String("job_uuid", s.job.uuid),
+			zap.String("filter", f.Name()), zap.Error(err))
+	}
 }
 
 // hold attaches a job or backend edge, remembering it for cleanup.
@@ -187,6 +238,7 @@ func (s *commitSetup) makeBaseWritable() error {
 
 // release detaches every edge the job holds and restores base's mode.
 func (s *commitSetup) release() {
+	s.thaw()
 	for i := len(s.edges) - 1; i >= 0; i-- {
 		s.m.g.DetachUser(s.edges[i])
 	}

@@ -61,6 +61,9 @@ func (c *activeCommit) setup(filterName string) error {
 		return err
 	}
 	c.filter = f
+	if err := c.freeze(f); err != nil {
+		return err
+	}
 	rww := blockio.PermConsistentRead | blockio.PermWrite | blockio.PermWriteUnchanged
 	if err := c.hold(user, f, "main node", blockio.PermConsistentRead, rww); err != nil {
 		return err
@@ -110,7 +113,7 @@ func (c *activeCommit) Run(j *Job) error {
 	}
 	// What the chain above base defines is what must reach base.
 	for off := int64(0); off < size; {
-		alloc, n, err := isAllocatedAbove(c.top, c.base, off, min(int64(chunkSize), size-off))
+		alloc, n, err := isAllocatedAbove(c.layers, off, min(int64(chunkSize), size-off))
 		if err != nil {
 			return err
 		}
@@ -189,6 +192,7 @@ func (c *activeCommit) Prepare() error {
 		return nil
 	}
 	g := c.m.g
+	c.thaw() // the job changes its own chain now
 	resume := g.DrainNodes(c.filter, c.top)
 	defer resume()
 	src, dst := c.top.Impl(), c.base.IO()
@@ -226,34 +230,29 @@ func (c *activeCommit) Prepare() error {
 		return err
 	}
 	c.switched = true
-	return g.RemoveFilter(c.filter)
+	return nil
 }
 
-// Abort removes the filter; the active layer stays as it was.
+// Abort stops tracking writes; the active layer stays as it was, and
+// Clean takes the filter away.
 func (c *activeCommit) Abort() {
 	if c.stopObs != nil {
 		c.stopObs()
 		c.stopObs = nil
 	}
-	if c.filter != nil && !c.switched {
-		if err := c.m.g.RemoveFilter(c.filter); err != nil {
-			c.m.log.Warn("removing the mirror filter failed")
-		}
-	}
-	c.filter = nil
 }
 
-// Clean releases what the job held.
+// Clean releases what the job held, in mirror_exit_common's order: the
+// job's own edges first, then the filter, whose parents go back to the
+// node below it (base after a switch, the active layer otherwise).
 func (c *activeCommit) Clean() {
 	if c.stopObs != nil {
 		c.stopObs()
 		c.stopObs = nil
 	}
-	if c.filter != nil && !c.switched {
-		_ = c.m.g.RemoveFilter(c.filter)
-		c.filter = nil
-	}
 	c.release()
+	c.removeFilter(c.filter)
+	c.filter = nil
 }
 
 func (c *activeCommit) CanComplete() bool          { return true }

@@ -65,6 +65,9 @@ func (c *intermediateCommit) setup(bs *blockcore.Node, filterName string) error 
 		return err
 	}
 	c.filter = f
+	if err := c.freeze(f); err != nil {
+		return err
+	}
 	for x := c.top; x != nil && x != c.base; x = x.Backing() {
 		if err := c.hold(user, x, "intermediate node", 0, blockio.PermWrite|blockio.PermWriteUnchanged); err != nil {
 			return err
@@ -117,7 +120,7 @@ func (c *intermediateCommit) Run(j *Job) error {
 			continue
 		}
 		n := min(int64(chunkSize), size-off)
-		alloc, pnum, err := isAllocatedAbove(c.top, c.base, off, n)
+		alloc, pnum, err := isAllocatedAbove(c.layers, off, n)
 		if err != nil {
 			cp.wait()
 			return err
@@ -152,6 +155,7 @@ type backingFileWriter interface {
 // filter and the nodes between it and base that nobody else holds.
 func (c *intermediateCommit) Prepare() error {
 	g := c.m.g
+	c.thaw() // the job changes its own chain now
 	name := g.Filename(c.base)
 	if c.backingFile != nil {
 		name = *c.backingFile
@@ -169,18 +173,17 @@ func (c *intermediateCommit) Prepare() error {
 	return nil
 }
 
-// Abort puts the chain back as it was: the filter goes.
-func (c *intermediateCommit) Abort() {
-	if c.filter != nil {
-		if err := c.m.g.RemoveFilter(c.filter); err != nil {
-			c.m.log.Warn("removing the commit filter failed")
-		}
-		c.filter = nil
-	}
-}
+// Abort leaves the chain as it was; Clean takes the filter away.
+func (c *intermediateCommit) Abort() {}
 
-// Clean releases the job's edges and base's temporary write access.
-func (c *intermediateCommit) Clean() { c.release() }
+// Clean releases the job's edges and base's temporary write access, then
+// removes the filter if the job's graph change has not (commit_abort's
+// order).
+func (c *intermediateCommit) Clean() {
+	c.release()
+	c.removeFilter(c.filter)
+	c.filter = nil
+}
 
 func (c *intermediateCommit) CanComplete() bool          { return false }
 func (c *intermediateCommit) SoftCancelAfterReady() bool { return false }

@@ -4,15 +4,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"blockd/blockcore"
 	"blockd/blockio"
@@ -28,18 +32,23 @@ type daemon struct {
 	g     *blockcore.Graph
 	owner *blockcore.Owner
 	evs   chan events.Event
+	logs  *observer.ObservedLogs // warnings and errors of graph and jobs
 }
 
 func newDaemon(t *testing.T) *daemon {
 	bus := events.NewBus()
 	reg := schema.NewRegistry()
-	g := blockcore.NewGraph(zap.NewNop(), bus)
+	core, logs := observer.New(zapcore.WarnLevel)
+	log := zap.New(core)
+	g := blockcore.NewGraph(log, bus)
 	owner := blockcore.NewOwner(reg)
-	m := jobs.NewManager(g, owner, bus, zap.NewNop())
+	owner.SetLogger(log)
+	owner.OnPanic(g.RecoverFromPanic)
+	m := jobs.NewManager(g, owner, bus, log)
 	g.RegisterCommands(reg)
 	m.RegisterCommands(reg)
 	go owner.Run()
-	d := &daemon{g: g, owner: owner, evs: make(chan events.Event, 1024)}
+	d := &daemon{g: g, owner: owner, evs: make(chan events.Event, 1024), logs: logs}
 	bus.Subscribe(func(e events.Event) { d.evs <- e })
 	t.Cleanup(func() {
 		_ = owner.Do(func() { m.CancelAll(); g.CloseAll() })
@@ -222,5 +231,108 @@ func TestSpeedLimitIsALowerBound(t *testing.T) {
 	_ = d.owner.Do(func() { d.g.CloseAll() })
 	if got := readAll(t, base, size); !bytes.Equal(got[:data], pattern(0x22, data)) {
 		t.Fatal("base does not hold the committed data")
+	}
+}
+
+// Cancelling an active commit before READY takes the job's own edges away
+// before the filter (mirror_exit_common's order): the filter's removal
+// succeeds, nothing is logged as failed, and the graph is exactly as
+// before the job.
+func TestCancelActiveCommitBeforeReadyRemovesEdgesThenFilter(t *testing.T) {
+	const size = 16 << 20
+	dir := t.TempDir()
+	base, mid, top := filepath.Join(dir, "base.qcow2"), filepath.Join(dir, "mid.qcow2"), filepath.Join(dir, "top.qcow2")
+	image(t, base, size, "", nil)
+	image(t, mid, size, base, map[int64][]byte{0: pattern(0x22, 8<<20)})
+	image(t, top, size, mid, map[int64][]byte{1 << 20: pattern(0x33, 1<<20)})
+	d := newDaemon(t)
+	d.call(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": "top",
+		"file": map[string]any{"driver": "file", "filename": top}})
+	// The graph's shape: node names and named edges. (Permissions differ
+	// on purpose: base stays writable once an active commit started.)
+	graphOf := func() string {
+		r, err := d.owner.Call(context.Background(), "x-debug-query-block-graph", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gr struct {
+			Nodes []struct {
+				ID   int
+				Name string
+			}
+			Edges []struct {
+				Parent, Child int
+				Name          string
+			}
+		}
+		if err := json.Unmarshal(r, &gr); err != nil {
+			t.Fatal(err)
+		}
+		names := map[int]string{}
+		var out []string
+		for _, n := range gr.Nodes {
+			names[n.ID] = n.Name
+			out = append(out, n.Name)
+		}
+		for _, e := range gr.Edges {
+			out = append(out, names[e.Parent]+"-"+e.Name+"->"+names[e.Child])
+		}
+		return strings.Join(out, " ")
+	}
+	before := graphOf()
+	d.call(t, "block-commit", map[string]any{"job-id": "j", "device": "top", "speed": 1 << 20,
+		"filter-node-name": "mt"})
+	d.call(t, "block-job-cancel", map[string]any{"device": "j"})
+	d.waitEvent(t, "BLOCK_JOB_CANCELLED")
+	if logs := d.logs.All(); len(logs) > 0 {
+		t.Fatalf("cancel logged %d problems, first: %s %v", len(logs), logs[0].Message, logs[0].ContextMap())
+	}
+	if after := graphOf(); after != before {
+		t.Fatalf("graph after cancel differs:\nbefore %s\nafter  %s", before, after)
+	}
+	_ = d.owner.Do(func() {
+		if d.g.Lookup("mt") != nil {
+			t.Error("the mirror_top filter is still in the graph")
+		}
+	})
+}
+
+// A node's frozen links hold while the job runs and are free once it has
+// ended, whatever the end.
+func TestJobFreezesItsChainUntilItEnds(t *testing.T) {
+	const size = 8 << 20
+	dir := t.TempDir()
+	base, mid, top := filepath.Join(dir, "base.qcow2"), filepath.Join(dir, "mid.qcow2"), filepath.Join(dir, "top.qcow2")
+	image(t, base, size, "", nil)
+	image(t, mid, size, base, map[int64][]byte{0: pattern(0x22, 4<<20)})
+	image(t, top, size, mid, nil)
+	d := newDaemon(t)
+	d.call(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": "top",
+		"file": map[string]any{"driver": "file", "filename": top}})
+	frozen := func() []string {
+		var out []string
+		_ = d.owner.Do(func() {
+			for _, n := range d.g.Nodes() {
+				for _, c := range n.Children() {
+					if c.Frozen() {
+						out = append(out, n.Name()+"->"+c.Node.Name())
+					}
+				}
+			}
+		})
+		return out
+	}
+	d.call(t, "block-commit", map[string]any{"job-id": "j", "device": "top", "top": mid, "speed": 1024,
+		"filter-node-name": "ct"})
+	if got := fmt.Sprint(frozen()); !strings.Contains(got, "ct->") || len(frozen()) != 2 {
+		t.Fatalf("frozen links during an intermediate commit: %v, want ct->mid and mid->base", got)
+	}
+	d.call(t, "block-job-cancel", map[string]any{"device": "j"})
+	d.waitEvent(t, "BLOCK_JOB_CANCELLED")
+	if got := frozen(); len(got) != 0 {
+		t.Fatalf("links still frozen after the job: %v", got)
+	}
+	if logs := d.logs.All(); len(logs) > 0 {
+		t.Fatalf("logged: %s %v", logs[0].Message, logs[0].ContextMap())
 	}
 }

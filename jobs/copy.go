@@ -18,15 +18,13 @@ const (
 	maxInFlight = 4
 )
 
-// isAllocatedAbove is bdrv_is_allocated_above(top, base, include_base=false):
-// whether [off, off+n) is defined by a layer from top down to (not
-// including) base, and for how many bytes that answer holds.
-func isAllocatedAbove(top, base *blockcore.Node, off, n int64) (bool, int64, error) {
-	for x := top; x != nil && x != base; x = x.Backing() {
-		if blockcore.IsFilterOf(x) {
-			continue
-		}
-		size, err := x.IO().Size()
+// isAllocatedAbove is bdrv_is_allocated_above(top, base, include_base=false)
+// over the job's snapshot of the chain (layers, top first, base
+// excluded): whether [off, off+n) is defined by one of the layers, and
+// for how many bytes that answer holds.
+func isAllocatedAbove(layers []blockio.Device, off, n int64) (bool, int64, error) {
+	for _, x := range layers {
+		size, err := x.Size()
 		if err != nil {
 			return false, 0, err
 		}
@@ -34,7 +32,7 @@ func isAllocatedAbove(top, base *blockcore.Node, off, n int64) (bool, int64, err
 			// Past the end of a shorter layer: it defines zeroes there.
 			return true, n, nil
 		}
-		st, err := x.IO().BlockStatus(off, min(n, size-off))
+		st, err := x.BlockStatus(off, min(n, size-off))
 		if err != nil {
 			return false, 0, err
 		}
@@ -114,44 +112,54 @@ func (c *copier) wait() error {
 	return c.failed()
 }
 
-// onError applies the job's on-error policy to a failed copy and reports
-// BLOCK_JOB_ERROR. It returns whether the job goes on, and from where:
-// ignore skips the failed range, stop pauses the job (the user resumes
-// it, and the range is tried again), report ends the job with the error.
+// jobError is the detail of an error report: what failed and what the
+// on-error policy made the worker do about it.
+type jobError struct {
+	op     schema.IoOperationType
+	action schema.BlockErrorAction
+	err    error
+}
+
+func (e *jobError) Error() string { return e.err.Error() }
+func (e *jobError) Unwrap() error { return e.err }
+
+// onError applies the job's on-error policy to a failed copy (QEMU's
+// block_job_error_action) and reports BLOCK_JOB_ERROR through the owner.
+// It returns whether the job goes on, and from where: ignore skips the
+// failed range; stop, and enospc for ENOSPC alone, pause the job (the
+// user resumes it, and the range is tried again); report, and enospc for
+// any other error, end the job with the error.
 func (j *Job) onError(err error, next int64) (goOn bool, from int64) {
 	var ie *ioError
 	op, failedAt := schema.IoOperationType("read"), next
 	if errors.As(err, &ie) {
 		op, failedAt = ie.op, ie.off
 	}
-	m := j.m
+	action := schema.BlockErrorAction("report")
 	switch j.onErrorPolicy {
 	case "ignore":
-		m.bus.Publish(schema.BlockJobError{Device: j.id, Operation: op, Action: "ignore"})
-		return true, next
-	case "stop", "enospc":
+		action = "ignore"
+	case "stop":
+		action = "stop"
+	case "enospc":
+		if errors.Is(err, syscall.ENOSPC) {
+			action = "stop"
+		}
+	}
+	if action == "stop" {
+		// Paused here, so the worker parks at its next checkpoint; the
+		// owner shows the pause when it handles the report.
 		j.ctl.mu.Lock()
 		j.ctl.paused = true
 		j.ctl.mu.Unlock()
-		ioStatus := schema.BlockDeviceIoStatus("failed")
-		if errors.Is(err, syscall.ENOSPC) {
-			ioStatus = "nospace"
-		}
-		m.owner.Post(func() {
-			m.bus.Publish(schema.BlockJobError{Device: j.id, Operation: op, Action: "stop"})
-			if !j.userPaused && (j.status == "running" || j.status == "ready") {
-				j.userPaused = true
-				j.ioStatus = ioStatus
-				if j.status == "running" {
-					m.transition(j, "paused")
-				} else {
-					m.transition(j, "standby")
-				}
-			}
-		})
+	}
+	j.report(blockcore.ReportError, &jobError{op: op, action: action, err: err})
+	switch action {
+	case "ignore":
+		return true, next
+	case "stop":
 		return true, failedAt
 	}
-	m.bus.Publish(schema.BlockJobError{Device: j.id, Operation: op, Action: "report"})
 	return false, next
 }
 

@@ -68,8 +68,7 @@ func (m *Manager) startOneShot(id string, typ schema.JobType, o *oneShot) error 
 	}
 	m.start(j, o)
 	if o.err != nil {
-		<-j.workerDone
-		m.advance(j)
+		m.waitWorker(j)
 	}
 	return nil
 }

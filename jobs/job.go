@@ -1,6 +1,9 @@
 package jobs
 
 import (
+	"go.uber.org/zap"
+
+	"blockd/blockcore"
 	"blockd/schema"
 )
 
@@ -31,22 +34,22 @@ type Impl interface {
 type Job struct {
 	m            *Manager
 	id           string
+	uuid         string // correlates the job's log lines across reuse of its id
 	typ          schema.JobType
-	status       schema.JobStatus
+	status       Status // changed only by Manager.transition
 	autoFinalize bool
 	autoDismiss  bool
 	impl         Impl
 	ctl          *control
 
 	userPaused    bool
+	drained       int                        // drained sections of its nodes in progress (owner)
 	onErrorPolicy string                     // report, ignore, stop, enospc
 	ioStatus      schema.BlockDeviceIoStatus // set when on-error=stop paused the job
 	hardCancel    bool                       // cancelled, and to be reported as cancelled
-	workerDone    chan struct{}
-	workerErr     error
-	readySent     bool
-	readyWanted   bool // the worker reached sync (set through the owner)
-	completed     bool // worker result processed
+	workerDone    chan struct{}              // closed after the worker's last report is queued
+	readySent     bool                       // BLOCK_JOB_READY announced
+	completed     bool                       // the worker's completion report was handled
 	ret           error
 }
 
@@ -74,11 +77,30 @@ func (j *Job) SetTotal(n int64) { j.ctl.total.Store(n) }
 func (j *Job) Current() int64 { return j.ctl.current.Load() }
 
 // Ready tells the owner the job is in sync (active jobs).
-func (j *Job) Ready() {
-	j.m.owner.Post(func() {
-		j.readyWanted = true
-		j.m.advance(j)
-	})
+func (j *Job) Ready() { j.report(blockcore.ReportReady, nil) }
+
+// report queues a typed report for the owner; it never blocks.
+func (j *Job) report(kind blockcore.ReportKind, err error) {
+	j.m.owner.Report(blockcore.Report{To: j, Kind: kind, Err: err})
+}
+
+// HandleReport applies a worker's report on the owner goroutine. Reports
+// of one worker arrive in the order it sent them: ready (if ever) and
+// errors before completion.
+func (j *Job) HandleReport(r blockcore.Report) {
+	m := j.m
+	switch r.Kind {
+	case blockcore.ReportReady:
+		m.ready(j)
+	case blockcore.ReportError:
+		m.ioError(j, r.Err)
+	case blockcore.ReportCompleted:
+		m.completedRun(j, r.Err)
+	case blockcore.ReportProgress:
+		// Progress is counted in ctl; nothing to change on the owner.
+	default:
+		m.log.Error("unknown job report", zap.String("job", j.id), zap.String("job_uuid", j.uuid), zap.Stringer("kind", r.Kind))
+	}
 }
 
 // ShouldComplete reports whether completion was requested.

@@ -4,12 +4,16 @@
 package jobs
 
 import (
+	"errors"
 	"slices"
+	"syscall"
 
+	"github.com/google/uuid"
 	"go.uber.org/zap"
 
 	"blockd/blockcore"
 	"blockd/events"
+	"blockd/internal/qemu"
 	"blockd/schema"
 )
 
@@ -36,36 +40,34 @@ func (m *Manager) find(id string) *Job {
 	return nil
 }
 
-// validJobID is QEMU's id_wellformed, as job ids must be.
-func validJobID(id string) bool {
-	if id == "" || !(id[0] >= 'a' && id[0] <= 'z' || id[0] >= 'A' && id[0] <= 'Z') {
-		return false
-	}
-	for i := 1; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
+// The lifecycle below is the one way a job is made and moved; a new kind
+// of job uses it as commit does:
+//
+//	j, err := m.create(id, typ, speed, autoFinalize, autoDismiss) // created
+//	... attach edges, freeze links; on failure: m.discard(j)      // null
+//	m.start(j, impl)                                              // running
+//
+// after which the worker reports (Job.Ready, Job.onError, its return)
+// drive the job through ready, waiting, pending, aborting and concluded on
+// the owner goroutine, and the user verbs (commands.go) do the rest.
+// Every status change goes through transition.
 
 // create registers a job in status created (job_create).
 func (m *Manager) create(id string, typ schema.JobType, speed int64, autoFinalize, autoDismiss bool) (*Job, error) {
-	if !validJobID(id) {
+	if !qemu.IDWellFormed(id) {
 		return nil, schema.Errorf("Invalid job ID '%s'", id)
 	}
 	if m.find(id) != nil {
 		return nil, schema.Errorf("Job ID '%s' already in use", id)
 	}
-	j := &Job{m: m, id: id, typ: typ, status: "undefined", autoFinalize: autoFinalize,
+	j := &Job{m: m, id: id, uuid: uuid.NewString(), typ: typ, status: StatusUndefined, autoFinalize: autoFinalize,
 		autoDismiss: autoDismiss, ctl: newControl(0), workerDone: make(chan struct{})}
 	m.jobs = append(m.jobs, j)
-	m.transition(j, "created")
+	m.log.Debug("job created", zap.String("job", id), zap.String("job_uuid", j.uuid))
+	m.transition(j, StatusCreated)
 	if speed < 0 {
 		// block_job_create fails after creating the job: it is gone again.
-		m.transition(j, "null")
-		m.remove(j)
+		m.discard(j)
 		return nil, schema.Errorf("Parameter 'speed' expects a non-negative value")
 	}
 	j.ctl.speed = speed
@@ -74,7 +76,7 @@ func (m *Manager) create(id string, typ schema.JobType, speed int64, autoFinaliz
 
 // discard drops a created job whose setup failed.
 func (m *Manager) discard(j *Job) {
-	m.transition(j, "null")
+	m.transition(j, StatusNull)
 	m.remove(j)
 }
 
@@ -82,81 +84,138 @@ func (m *Manager) remove(j *Job) {
 	m.jobs = slices.DeleteFunc(m.jobs, func(x *Job) bool { return x == j })
 }
 
-// transition moves a job to a new status and announces it.
-func (m *Manager) transition(j *Job, to schema.JobStatus) {
-	if !transitions[statusIndex(j.status)][statusIndex(to)] {
-		m.log.Error("illegal job transition", zap.String("job", j.id),
-			zap.String("from", string(j.status)), zap.String("to", string(to)))
+// transition moves a job to a new status through QEMU's table and
+// announces it. An illegal transition is a bug in blockd: it is logged at
+// error level and refused, leaving the status as it was.
+func (m *Manager) transition(j *Job, to Status) bool {
+	if !allowed(j.status, to) {
+		m.log.Error("illegal job transition refused", zap.String("job", j.id), zap.String("job_uuid", j.uuid),
+			zap.Stringer("from", j.status), zap.Stringer("to", to))
+		return false
 	}
 	j.status = to
-	m.bus.Publish(schema.JobStatusChange{ID: j.id, Status: to})
+	m.bus.Publish(schema.JobStatusChange{ID: j.id, Status: to.QAPI()})
+	return true
 }
 
-// start runs the job's worker (job_start).
+// drainBegin pauses a running job for a drained section of its nodes;
+// sections nest, and a job the user paused stays as it is.
+func (m *Manager) drainBegin(j *Job) {
+	j.drained++
+	if j.drained == 1 && !j.userPaused {
+		m.pause(j)
+	}
+}
+
+// drainEnd resumes the job when the last section ends.
+func (m *Manager) drainEnd(j *Job) {
+	j.drained--
+	if j.drained == 0 && !j.userPaused {
+		m.unpause(j)
+	}
+}
+
+// unpause takes a paused job back to where it was (paused to running,
+// standby to ready).
+func (m *Manager) unpause(j *Job) {
+	switch j.status {
+	case StatusPaused:
+		m.transition(j, StatusRunning)
+	case StatusStandby:
+		m.transition(j, StatusReady)
+	}
+}
+
+// pause is the other direction (running to paused, ready to standby).
+func (m *Manager) pause(j *Job) {
+	switch j.status {
+	case StatusRunning:
+		m.transition(j, StatusPaused)
+	case StatusReady:
+		m.transition(j, StatusStandby)
+	}
+}
+
+// start runs the job's worker (job_start). The worker's last act is its
+// completion report, queued before workerDone closes, so whoever waits
+// for workerDone on the owner finds it with Owner.DeliverReports.
 func (m *Manager) start(j *Job, impl Impl) {
 	j.impl = impl
-	m.transition(j, "running")
+	m.transition(j, StatusRunning)
 	go func() {
 		err := impl.Run(j)
 		j.ctl.busy.Store(false)
-		j.workerErr = err
+		j.report(blockcore.ReportCompleted, err)
 		close(j.workerDone)
-		m.owner.Post(func() { m.advance(j) })
 	}()
 }
 
-func (j *Job) workerFinished() bool {
-	select {
-	case <-j.workerDone:
-		return true
-	default:
-		return false
-	}
-}
-
-// advance applies what the worker reported: readiness, then completion.
-// It is idempotent, so reports may arrive in any order and more than once.
-func (m *Manager) advance(j *Job) {
-	if j.completed {
+// ready handles the worker's ready report: READY is announced once, unless
+// the job was cancelled (hard) or ended before the report was handled.
+// A job the user paused meanwhile shows ready, then standby.
+func (m *Manager) ready(j *Job) {
+	if j.completed || j.readySent || j.hardCancel {
 		return
 	}
-	if j.readyWanted && !j.readySent && !j.workerFinished() {
-		j.readySent = true
-		if j.status == "paused" {
-			// Paused before the announcement: it becomes standby.
-			j.status = "running"
-		}
-		m.transition(j, "ready")
-		if j.userPaused {
-			m.transition(j, "standby")
-		}
-		l, o, s := j.progressData()
-		m.bus.Publish(schema.BlockJobReady{Type: j.typ, Device: j.id, Len: l, Offset: o, Speed: s})
+	paused := j.status == StatusPaused
+	if paused {
+		m.transition(j, StatusRunning)
 	}
-	if j.workerFinished() {
-		m.completedRun(j)
+	if !m.transition(j, StatusReady) {
+		return
+	}
+	j.readySent = true
+	if paused {
+		m.transition(j, StatusStandby)
+	}
+	l, o, s := j.progressData()
+	m.bus.Publish(schema.BlockJobReady{Type: j.typ, Device: j.id, Len: l, Offset: o, Speed: s})
+}
+
+// ioError handles an I/O error report: BLOCK_JOB_ERROR with the action
+// the worker took, and for stop a pause with the io-status to show.
+func (m *Manager) ioError(j *Job, err error) {
+	var je *jobError
+	if !errors.As(err, &je) {
+		m.log.Error("job error report without details", zap.String("job", j.id), zap.String("job_uuid", j.uuid), zap.Error(err))
+		return
+	}
+	m.bus.Publish(schema.BlockJobError{Device: j.id, Operation: je.op, Action: je.action})
+	if je.action != "stop" || j.completed {
+		return
+	}
+	if !j.userPaused && (j.status == StatusRunning || j.status == StatusReady) {
+		j.userPaused = true
+		j.ioStatus = "failed"
+		if errors.Is(err, syscall.ENOSPC) {
+			j.ioStatus = "nospace"
+		}
+		m.pause(j)
 	}
 }
 
-// completedRun is job_completed: success goes to waiting and pending,
-// failure or cancellation to aborting; then finalize unless the user
-// finalizes by hand.
-func (m *Manager) completedRun(j *Job) {
+// completedRun is job_completed, on the worker's completion report:
+// success goes to waiting and pending, failure or cancellation to
+// aborting; then finalize unless the user finalizes by hand.
+func (m *Manager) completedRun(j *Job, err error) {
+	if j.completed {
+		m.log.Error("second completion report ignored", zap.String("job", j.id), zap.String("job_uuid", j.uuid))
+		return
+	}
 	j.completed = true
-	j.ret = j.workerErr
+	j.ret = err
 	if j.hardCancel && j.ret == nil {
 		j.ret = ErrCancelled
 	}
+	// The worker finished while a pause was pending: the pause is over.
+	m.unpause(j)
 	if j.ret != nil {
-		m.transition(j, "aborting")
+		m.transition(j, StatusAborting)
 		m.finalize(j)
 		return
 	}
-	if j.status == "paused" || j.status == "standby" {
-		j.status = "running" // the worker finished while a pause was pending
-	}
-	m.transition(j, "waiting")
-	m.transition(j, "pending")
+	m.transition(j, StatusWaiting)
+	m.transition(j, StatusPending)
 	if !j.autoFinalize {
 		m.bus.Publish(schema.BlockJobPending{Type: j.typ, ID: j.id})
 		return
@@ -170,7 +229,7 @@ func (m *Manager) finalize(j *Job) {
 	if j.ret == nil {
 		if err := j.impl.Prepare(); err != nil {
 			j.ret = err
-			m.transition(j, "aborting")
+			m.transition(j, StatusAborting)
 		}
 	}
 	if j.ret != nil {
@@ -190,19 +249,24 @@ func (m *Manager) finalize(j *Job) {
 		}
 		m.bus.Publish(ev)
 	}
-	m.transition(j, "concluded")
+	m.transition(j, StatusConcluded)
 	if j.autoDismiss {
 		m.dismiss(j)
 	}
 }
 
 func (m *Manager) dismiss(j *Job) {
-	m.transition(j, "null")
+	m.transition(j, StatusNull)
 	m.remove(j)
 }
 
 // cancel is job_cancel: the worker is told to stop, and the job ends when
-// it has (see below for when that is before the reply).
+// its completion report is handled. A worker asleep on its speed limit or
+// parked by a pause ends at once without starting I/O (control.cancel
+// decides that under the lock the worker sleeps with, so it is not a
+// guess), and QEMU's job coroutine ends before the command returns: the
+// owner waits for it. A worker that is copying or idle in sync ends after
+// the reply.
 func (m *Manager) cancel(j *Job, force bool) {
 	soft := !force && j.readySent && j.impl.SoftCancelAfterReady()
 	if !soft {
@@ -211,55 +275,67 @@ func (m *Manager) cancel(j *Job, force bool) {
 	// A paused job is resumed to be cancelled (job_cancel_async).
 	if j.userPaused {
 		j.userPaused, j.ioStatus = false, ""
-		switch j.status {
-		case "paused":
-			m.transition(j, "running")
-		case "standby":
-			m.transition(j, "ready")
-		}
+		m.unpause(j)
 	}
-	j.ctl.mu.Lock()
-	j.ctl.cancelled = true
-	j.ctl.hard = !soft
-	j.ctl.paused = false
-	j.ctl.mu.Unlock()
-	j.ctl.nudge()
-	if j.status == "pending" {
+	idle := j.ctl.cancel(!soft)
+	if j.status == StatusPending {
 		// Cancelling a job waiting for job-finalize fails it.
 		j.ret = ErrCancelled
-		m.transition(j, "aborting")
+		m.transition(j, StatusAborting)
 		m.finalize(j)
 		return
 	}
-	// A worker asleep on the speed limit or parked by a pause stops at
-	// once, and QEMU's job coroutine ends before the command returns; one
-	// that is copying or idle in sync ends after the reply, when its
-	// report arrives.
-	if j.ctl.sleeping.Load() || j.ctl.parked.Load() {
-		<-j.workerDone
-		m.advance(j)
+	if idle && !j.completed {
+		m.waitWorker(j)
 	}
 }
 
-// CancelAll cancels every job and waits for them (shutdown).
+// waitWorker waits on the owner for a worker that is about to return and
+// handles its last reports.
+func (m *Manager) waitWorker(j *Job) {
+	<-j.workerDone
+	m.owner.DeliverReports()
+}
+
+// Shutdown ends every job as qemu-storage-daemon does on quit: draining
+// pauses the running ones (paused, standby), the cancel resumes them and
+// they abort (BLOCK_JOB_CANCELLED, concluded, null), all before quit's
+// reply. Owner goroutine only.
+func (m *Manager) Shutdown() {
+	for _, j := range slices.Clone(m.jobs) {
+		if !j.userPaused {
+			m.pause(j)
+		}
+	}
+	m.CancelAll()
+}
+
+// CancelAll cancels every job and waits for them.
 func (m *Manager) CancelAll() {
 	for _, j := range slices.Clone(m.jobs) {
-		if !j.completed {
-			m.cancel(j, true)
-			<-j.workerDone
-			m.advance(j)
+		if j.status == StatusPaused || j.status == StatusStandby {
+			// Resumed to be cancelled, also when paused by Shutdown.
+			j.userPaused = true
 		}
-		if j.status == "pending" {
-			m.finalize(j)
+		if !j.completed && j.status != StatusConcluded && j.status != StatusNull {
+			if verbTable[verbCancel][j.status] {
+				m.cancel(j, true)
+			}
+			if !j.completed {
+				m.waitWorker(j)
+			}
+		}
+		if j.status == StatusPending {
+			m.cancel(j, true)
 		}
 	}
 }
 
 // info for query-jobs.
 func (j *Job) info() schema.JobInfo {
-	in := schema.JobInfo{ID: j.id, Type: j.typ, Status: j.status,
+	in := schema.JobInfo{ID: j.id, Type: j.typ, Status: j.status.QAPI(),
 		CurrentProgress: j.ctl.current.Load(), TotalProgress: j.ctl.total.Load()}
-	if j.status == "concluded" && j.ret != nil {
+	if j.status == StatusConcluded && j.ret != nil {
 		msg := errorText(j.ret)
 		in.Error = &msg
 	}
@@ -271,9 +347,9 @@ func (j *Job) blockInfo() schema.BlockJobInfo {
 	l, o, s := j.progressData()
 	in := schema.BlockJobInfo{Type: string(j.typ), Device: j.id, Len: l, Offset: o,
 		Busy: j.ctl.busy.Load(), Paused: j.userPaused, Speed: s, IoStatus: j.ioStatusOrOK(),
-		Ready:  j.readySent && (j.status == "ready" || j.status == "standby"),
-		Status: j.status, AutoFinalize: j.autoFinalize, AutoDismiss: j.autoDismiss}
-	if j.status == "concluded" && j.ret != nil {
+		Ready:  j.readySent && (j.status == StatusReady || j.status == StatusStandby),
+		Status: j.status.QAPI(), AutoFinalize: j.autoFinalize, AutoDismiss: j.autoDismiss}
+	if j.status == StatusConcluded && j.ret != nil {
 		msg := errorText(j.ret)
 		in.Error = &msg
 	}

@@ -4,21 +4,40 @@ import (
 	"blockd/schema"
 )
 
-// Statuses in QEMU's order (JobStatus), which indexes the tables below.
-var statuses = []schema.JobStatus{"undefined", "created", "running", "paused", "ready",
+// Status is a job's state (QEMU's JobStatus, in its order, which indexes
+// the tables below). It changes only through Manager.transition.
+type Status uint8
+
+const (
+	StatusUndefined Status = iota
+	StatusCreated
+	StatusRunning
+	StatusPaused
+	StatusReady
+	StatusStandby
+	StatusWaiting
+	StatusPending
+	StatusAborting
+	StatusConcluded
+	StatusNull
+	numStatuses
+)
+
+var statusNames = [numStatuses]schema.JobStatus{"undefined", "created", "running", "paused", "ready",
 	"standby", "waiting", "pending", "aborting", "concluded", "null"}
 
-func statusIndex(s schema.JobStatus) int {
-	for i, x := range statuses {
-		if x == s {
-			return i
-		}
+// QAPI is the status's name on the wire.
+func (s Status) QAPI() schema.JobStatus {
+	if s < numStatuses {
+		return statusNames[s]
 	}
-	return 0
+	return "undefined"
 }
 
+func (s Status) String() string { return string(s.QAPI()) }
+
 // transitions is QEMU's JobSTT: transitions[from][to].
-var transitions = [11][11]bool{
+var transitions = [numStatuses][numStatuses]bool{
 	/* U */ {false, true, false, false, false, false, false, false, false, false, false},
 	/* C */ {false, false, true, false, false, false, false, false, true, false, true},
 	/* R */ {false, false, false, true, true, false, true, false, true, false, false},
@@ -30,6 +49,11 @@ var transitions = [11][11]bool{
 	/* X */ {false, false, false, false, false, false, false, false, true, true, false},
 	/* E */ {false, false, false, false, false, false, false, false, false, false, true},
 	/* N */ {false, false, false, false, false, false, false, false, false, false, false},
+}
+
+// allowed reports whether the table permits from -> to.
+func allowed(from, to Status) bool {
+	return from < numStatuses && to < numStatuses && transitions[from][to]
 }
 
 // Verbs a user can apply, and the statuses that accept each (JobVerbTable).
@@ -45,7 +69,7 @@ const (
 	verbDismiss  verb = "dismiss"
 )
 
-var verbTable = map[verb][11]bool{
+var verbTable = map[verb][numStatuses]bool{
 	verbCancel:   {false, true, true, true, true, true, true, true, false, false, false},
 	verbPause:    {false, true, true, true, true, true, false, false, false, false, false},
 	verbResume:   {false, true, true, true, true, true, false, false, false, false, false},
@@ -57,7 +81,7 @@ var verbTable = map[verb][11]bool{
 
 // applyVerb refuses a verb the job's status does not accept, with QEMU's text.
 func (j *Job) applyVerb(v verb) error {
-	if verbTable[v][statusIndex(j.status)] {
+	if verbTable[v][j.status] {
 		return nil
 	}
 	return schema.Errorf("Job '%s' in state '%s' cannot accept command verb '%s'", j.id, j.status, v)

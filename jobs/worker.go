@@ -22,10 +22,14 @@ type control struct {
 	speed             int64
 	wake              chan struct{} // a nudge: something above changed
 
+	// idle: the worker is asleep on the speed limit or parked by a pause.
+	// It is set and cleared under mu together with the check of
+	// cancelled, so a cancel that sees it knows the worker will return
+	// without starting more I/O.
+	idle bool
+
 	current, total atomic.Int64
 	busy           atomic.Bool
-	sleeping       atomic.Bool // waiting out the speed limit
-	parked         atomic.Bool // held at a checkpoint by a pause
 
 	// rate limiting: when the next chunk may start.
 	nextSlot time.Time
@@ -33,6 +37,18 @@ type control struct {
 
 func newControl(speed int64) *control {
 	return &control{speed: speed, wake: make(chan struct{}, 1)}
+}
+
+// cancel marks the job cancelled (hard: reported as a cancel), lifts a
+// pause, wakes the worker, and reports whether it was idle: then it is
+// about to return ErrCancelled without starting more I/O.
+func (c *control) cancel(hard bool) (idle bool) {
+	c.mu.Lock()
+	c.cancelled, c.hard, c.paused = true, hard, false
+	idle = c.idle
+	c.mu.Unlock()
+	c.nudge()
+	return idle
 }
 
 func (c *control) nudge() {
@@ -47,19 +63,21 @@ func (c *control) nudge() {
 func (c *control) checkpoint() error {
 	for {
 		c.mu.Lock()
-		paused, cancelled := c.paused, c.cancelled
-		c.mu.Unlock()
-		if cancelled {
+		if c.cancelled {
+			c.idle = false
+			c.mu.Unlock()
 			return ErrCancelled
 		}
-		if !paused {
+		if !c.paused {
+			c.idle = false
+			c.mu.Unlock()
 			c.busy.Store(true)
 			return nil
 		}
+		c.idle = true
+		c.mu.Unlock()
 		c.busy.Store(false)
-		c.parked.Store(true)
 		<-c.wake
-		c.parked.Store(false)
 	}
 }
 
@@ -83,16 +101,22 @@ func (c *control) limit(n int64) error {
 		if delay <= 0 {
 			return c.checkpoint()
 		}
+		c.mu.Lock()
+		if c.cancelled {
+			c.mu.Unlock()
+			return ErrCancelled
+		}
+		c.idle = true
+		c.mu.Unlock()
 		c.busy.Store(false)
-		c.sleeping.Store(true)
 		timer := time.NewTimer(delay)
 		select {
 		case <-timer.C:
 		case <-c.wake:
 			timer.Stop()
 		}
-		c.sleeping.Store(false)
 		c.mu.Lock()
+		c.idle = false
 		cancelled, newSpeed := c.cancelled, c.speed
 		c.mu.Unlock()
 		if cancelled {

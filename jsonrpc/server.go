@@ -1,30 +1,36 @@
 // Package jsonrpc owns blockd's JSON-RPC 2.0 endpoint: the same commands
 // as QMP (method = command name, params = arguments), run by the same
 // dispatcher, with events sent as "event" notifications. Framing is one
-// JSON message per line so that `socat - UNIX-CONNECT:PATH` works.
+// JSON message per line so that `socat - UNIX-CONNECT:PATH` works. Output
+// goes through the same queue as QMP's (internal/wire), with the same
+// flow control.
 package jsonrpc
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"net"
 	"sync"
+	"time"
 
-	"github.com/sourcegraph/jsonrpc2"
+	"github.com/google/uuid"
 	"go.uber.org/zap"
 
 	"blockd/events"
 	"blockd/internal/accept"
+	"blockd/internal/wire"
 	"blockd/qmp"
 	"blockd/schema"
 )
 
-// Limits per connection: the largest message, and how many outgoing
-// messages may wait for a slow client before it is disconnected.
+// maxMessage is the largest accepted message (QEMU's QMP limit).
+const maxMessage = 64 << 20
+
+// Flush bounds: after a client half-closes, and at shutdown.
 const (
-	maxMessage = 64 << 20
-	queueLen   = 1024
+	finishTimeout = 5 * time.Second
+	closeTimeout  = 10 * time.Second
 )
 
 // Server serves JSON-RPC connections.
@@ -36,17 +42,26 @@ type Server struct {
 	listeners accept.Listeners
 	mu        sync.Mutex
 	closing   bool
-	conns     map[*jsonrpc2.Conn]struct{}
+	conns     map[*conn]struct{}
 	wg        sync.WaitGroup
+}
+
+// conn is one client connection.
+type conn struct {
+	c   net.Conn
+	out *wire.Queue
+	log *zap.Logger
 }
 
 // NewServer returns a server running commands through d.
 func NewServer(d qmp.Dispatcher, bus *events.Bus, log *zap.Logger) *Server {
-	return &Server{d: d, bus: bus, log: log, conns: map[*jsonrpc2.Conn]struct{}{}}
+	return &Server{d: d, bus: bus, log: log, conns: map[*conn]struct{}{}}
 }
 
 // Serve accepts connections on l until Close.
-func (s *Server) Serve(l net.Listener) error { return s.listeners.Serve(l, s.serveConn) }
+func (s *Server) Serve(l net.Listener) error {
+	return s.listeners.Serve(l, s.serveConn, s.log)
+}
 
 func (s *Server) serveConn(c net.Conn) {
 	s.mu.Lock()
@@ -55,111 +70,213 @@ func (s *Server) serveConn(c net.Conn) {
 		_ = c.Close()
 		return
 	}
-	stream := newLineStream(c, maxMessage, queueLen, func() {
-		s.log.Warn("JSON-RPC client is not reading its replies and events; disconnecting")
+	cn := &conn{c: c, log: s.log.With(zap.String("conn", uuid.NewString()))}
+	cn.out = wire.NewQueue(c, func(m []byte) []byte { return append(m, '\n') }, func(queued int) {
+		cn.log.Warn("JSON-RPC client lets its events pile up without reading; disconnecting",
+			zap.Int("queued", queued))
+		_ = c.Close()
 	})
-	// Handlers run one at a time per connection, in order, as on QMP.
-	conn := jsonrpc2.NewConn(context.Background(), stream, handlerFunc(s.handle),
-		jsonrpc2.SetLogger(zapPrintf{s.log}))
-	unsubscribe := s.bus.Subscribe(func(e events.Event) {
-		_ = stream.enqueue(notification(e))
-	})
-	s.conns[conn] = struct{}{}
+	unsubscribe := s.bus.Subscribe(func(e events.Event) { cn.out.Push(notification(e)) })
+	s.conns[cn] = struct{}{}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		<-conn.DisconnectNotify()
+		cn.log.Debug("JSON-RPC client connected")
+		s.readLoop(cn)
 		unsubscribe()
-		_ = stream.Close()
+		cn.out.Finish(finishTimeout)
+		<-cn.out.Done()
+		_ = c.Close()
 		s.mu.Lock()
-		delete(s.conns, conn)
+		delete(s.conns, cn)
 		s.mu.Unlock()
+		cn.log.Debug("JSON-RPC client disconnected")
 	}()
 }
 
-// handle maps a request onto the QMP command of the same name. The
-// response is queued on the owner goroutine, as on QMP, so that it
-// precedes notifications of anything the owner does afterwards.
-func (s *Server) handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) {
-	respond := func(ret json.RawMessage, rerr *jsonrpc2.Error) {
-		if req.Notif {
+// readLoop handles requests one at a time, in order, as QMP does, and
+// stops reading while the client's output queue is full.
+func (s *Server) readLoop(cn *conn) {
+	lr := newLineReader(cn.c, maxMessage)
+	for cn.out.WaitRoom() {
+		line, tooLong, err := lr.next()
+		if err != nil {
 			return
 		}
-		var err error
-		if rerr != nil {
-			err = conn.ReplyWithError(ctx, req.ID, rerr)
-		} else {
-			err = conn.Reply(ctx, req.ID, ret)
+		if tooLong {
+			cn.out.Push(errorResponse(nil, codeInvalidRequest, "Invalid Request: message too long", nil))
+			continue
 		}
-		if err != nil && !errors.Is(err, jsonrpc2.ErrClosed) {
-			s.log.Debug("JSON-RPC reply not sent", zap.Error(err))
+		s.handle(cn, line)
+	}
+}
+
+// request is the part of a JSON-RPC request blockd reads.
+type request struct {
+	Method *string          `json:"method"`
+	Params json.RawMessage  `json:"params"`
+	ID     *json.RawMessage `json:"id"`
+}
+
+func (s *Server) handle(cn *conn, line []byte) {
+	line = bytes.TrimSpace(line)
+	if len(line) == 0 {
+		return
+	}
+	if !json.Valid(line) {
+		cn.out.Push(errorResponse(nil, codeParseError, "Parse error", nil))
+		return
+	}
+	if text := wire.Check(line); text != "" {
+		cn.out.Push(errorResponse(nil, codeParseError, "Parse error", schema.Errorf("%s", text)))
+		return
+	}
+	if line[0] == '[' {
+		cn.out.Push(errorResponse(nil, codeInvalidRequest, "Invalid Request: batch requests are not supported by blockd", nil))
+		return
+	}
+	var req request
+	if line[0] != '{' || json.Unmarshal(line, &req) != nil || req.Method == nil {
+		cn.out.Push(errorResponse(nil, codeInvalidRequest, "Invalid Request: not a request object with a string method", nil))
+		return
+	}
+	var id json.RawMessage
+	if req.ID != nil {
+		id = *req.ID
+		if c := id[0]; c == '{' || c == '[' || c == 't' || c == 'f' {
+			cn.out.Push(errorResponse(nil, codeInvalidRequest, "Invalid Request: id must be a string, a number or null", nil))
+			return
 		}
 	}
-	if _, ok := s.d.Lookup(req.Method); !ok {
-		respond(nil, rpcError(codeMethodNotFound, schema.ClassErrorf(schema.ClassCommandNotFound,
-			"The command %s has not been found", req.Method)))
+	respond := func(ret json.RawMessage, code int, qe *schema.Error) {
+		if req.ID == nil {
+			return // a notification gets no response
+		}
+		if qe != nil {
+			cn.out.Push(errorResponse(id, code, qe.Desc, qe))
+			return
+		}
+		cn.out.Push(resultResponse(id, ret))
+	}
+	method := *req.Method
+	if _, ok := s.d.Lookup(method); !ok {
+		respond(nil, codeMethodNotFound, schema.ClassErrorf(schema.ClassCommandNotFound,
+			"The command %s has not been found", method))
 		return
 	}
 	var args json.RawMessage
-	if req.Params != nil && string(*req.Params) != "null" {
-		if p := *req.Params; len(p) == 0 || p[0] != '{' {
-			respond(nil, rpcError(codeInvalidParams, schema.Errorf("QMP input member 'arguments' must be an object")))
+	if p := bytes.TrimSpace(req.Params); len(p) > 0 && string(p) != "null" {
+		if p[0] != '{' {
+			respond(nil, codeInvalidParams, schema.Errorf("QMP input member 'arguments' must be an object"))
 			return
 		}
-		args = *req.Params
+		args = p
 	}
-	s.d.Execute(ctx, req.Method, args, func(ret json.RawMessage, err error) {
+	// The response is queued on the owner goroutine, as on QMP, so that it
+	// precedes notifications of anything the owner does afterwards.
+	s.d.Execute(context.Background(), method, args, func(ret json.RawMessage, err error) {
 		if err != nil {
 			code := codeServerError
 			if schema.IsDecodeError(err) {
 				code = codeInvalidParams
 			}
-			respond(nil, rpcError(code, schema.AsError(err)))
+			respond(nil, code, schema.AsError(err))
 			return
 		}
-		respond(ret, nil)
+		respond(ret, 0, nil)
 	})
 }
 
-// rpcError carries the QMP error in data exactly as QMP would send it.
-func rpcError(code int, qe *schema.Error) *jsonrpc2.Error {
-	data, _ := json.Marshal(map[string]string{"class": qe.Class, "desc": qe.Desc})
-	raw := json.RawMessage(data)
-	return &jsonrpc2.Error{Code: int64(code), Message: qe.Desc, Data: &raw}
-}
+// JSON-RPC 2.0 error codes.
+const (
+	codeParseError     = -32700
+	codeInvalidRequest = -32600
+	codeMethodNotFound = -32601
+	codeInvalidParams  = -32602
+	codeServerError    = -32000
+)
 
-func notification(e events.Event) []byte {
-	b, _ := json.Marshal(map[string]any{
-		"jsonrpc": "2.0",
-		"method":  "event",
-		"params": map[string]any{
-			"event":     e.Name,
-			"data":      e.Data,
-			"timestamp": e.Stamp(),
-		},
-	})
+func resultResponse(id, result json.RawMessage) []byte {
+	if len(result) == 0 {
+		result = json.RawMessage("null")
+	}
+	b, _ := json.Marshal(struct {
+		ID      json.RawMessage `json:"id"`
+		Result  json.RawMessage `json:"result"`
+		JSONRPC string          `json:"jsonrpc"`
+	}{rawID(id), result, "2.0"})
 	return b
 }
 
-// Close stops accepting and disconnects every client.
+// errorResponse carries the QMP error, when there is one, in data exactly
+// as QMP would send it.
+func errorResponse(id json.RawMessage, code int, msg string, qe *schema.Error) []byte {
+	type qmpError struct {
+		Class string `json:"class"`
+		Desc  string `json:"desc"`
+	}
+	type rpcError struct {
+		Code    int       `json:"code"`
+		Message string    `json:"message"`
+		Data    *qmpError `json:"data,omitempty"`
+	}
+	var data *qmpError
+	if qe != nil {
+		data = &qmpError{qe.Class, qe.Desc}
+	}
+	b, _ := json.Marshal(struct {
+		ID      json.RawMessage `json:"id"`
+		Error   rpcError        `json:"error"`
+		JSONRPC string          `json:"jsonrpc"`
+	}{rawID(id), rpcError{code, msg, data}, "2.0"})
+	return b
+}
+
+func rawID(id json.RawMessage) json.RawMessage {
+	if len(id) == 0 {
+		return json.RawMessage("null")
+	}
+	return id
+}
+
+func notification(e events.Event) []byte {
+	b, _ := json.Marshal(struct {
+		JSONRPC string `json:"jsonrpc"`
+		Method  string `json:"method"`
+		Params  any    `json:"params"`
+	}{"2.0", "event", struct {
+		Event     string           `json:"event"`
+		Data      json.RawMessage  `json:"data"`
+		Timestamp events.Timestamp `json:"timestamp"`
+	}{e.Name, e.Data, e.Stamp()}})
+	return b
+}
+
+// Close stops accepting, lets every client receive what is queued for
+// it, and disconnects it.
 func (s *Server) Close() {
 	s.listeners.Close()
 	s.mu.Lock()
 	s.closing = true
-	for c := range s.conns {
-		_ = c.Close()
+	conns := make([]*conn, 0, len(s.conns))
+	for cn := range s.conns {
+		conns = append(conns, cn)
+		if cr, ok := cn.c.(interface{ CloseRead() error }); ok {
+			_ = cr.CloseRead()
+		} else {
+			cn.out.Finish(closeTimeout)
+		}
 	}
 	s.mu.Unlock()
+	deadline := time.After(closeTimeout)
+	for _, cn := range conns {
+		select {
+		case <-cn.out.Done():
+		case <-deadline:
+			s.log.Warn("a JSON-RPC client did not take its last replies in time")
+		}
+		cn.out.Close()
+		_ = cn.c.Close()
+	}
 	s.wg.Wait()
 }
-
-// zapPrintf routes the library's log lines to zap at debug level.
-type zapPrintf struct{ log *zap.Logger }
-
-func (z zapPrintf) Printf(format string, v ...any) { z.log.Sugar().Debugf(format, v...) }
-
-// handlerFunc adapts a function to jsonrpc2.Handler. The library calls it
-// for one request at a time per connection, in order, as QMP does.
-type handlerFunc func(context.Context, *jsonrpc2.Conn, *jsonrpc2.Request)
-
-func (f handlerFunc) Handle(ctx context.Context, c *jsonrpc2.Conn, r *jsonrpc2.Request) { f(ctx, c, r) }

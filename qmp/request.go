@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
+	"blockd/internal/qdict"
+	"blockd/internal/wire"
 	"blockd/schema"
 )
 
@@ -28,16 +31,22 @@ func parseRequest(msg []byte, oobEnabled bool) (request, *schema.Error) {
 		if !json.Valid(msg) {
 			return req, parseError(msg)
 		}
+		if text := wire.Check(msg); text != "" {
+			return req, schema.Errorf("%s", text)
+		}
 		return req, schema.Errorf("QMP input must be a JSON object")
 	}
 	members, err := objectMembers(msg)
 	if err != nil {
 		return req, parseError(msg)
 	}
+	if text := wire.Check(msg); text != "" {
+		return req, schema.Errorf("%s", text)
+	}
 	var execute, execOOB *string
 	for _, m := range members {
 		if m.key == "id" {
-			req.id = m.value
+			req.id = qemuJSON(m.value)
 		}
 	}
 	for _, m := range members {
@@ -197,4 +206,88 @@ func qemuSpacing(compact []byte) []byte {
 		}
 	}
 	return out
+}
+
+// qemuJSON re-encodes a checked JSON value (the id a reply echoes) the way
+// the reference writes back what it parsed: objects in QDict order,
+// non-ASCII as \u escapes, integers beyond 64 bits and all non-integers
+// as doubles ("%.17g").
+func qemuJSON(raw json.RawMessage) json.RawMessage {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	out, err := appendQemuJSON(nil, dec)
+	if err != nil {
+		return raw
+	}
+	return out
+}
+
+func appendQemuJSON(buf []byte, dec *json.Decoder) ([]byte, error) {
+	t, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	switch v := t.(type) {
+	case json.Delim:
+		if v == '[' {
+			buf = append(buf, '[')
+			for i := 0; dec.More(); i++ {
+				if i > 0 {
+					buf = append(buf, ',')
+				}
+				if buf, err = appendQemuJSON(buf, dec); err != nil {
+					return nil, err
+				}
+			}
+			_, err = dec.Token()
+			return append(buf, ']'), err
+		}
+		var d qdict.Dict
+		for dec.More() {
+			k, err := dec.Token()
+			if err != nil {
+				return nil, err
+			}
+			val, err := appendQemuJSON(nil, dec)
+			if err != nil {
+				return nil, err
+			}
+			d = d.Set(k.(string), val)
+		}
+		if _, err := dec.Token(); err != nil {
+			return nil, err
+		}
+		buf = append(buf, '{')
+		for i, e := range d.Ordered() {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = schema.AppendJSONString(buf, e.Key)
+			buf = append(buf, ':')
+			buf = append(buf, e.Val.([]byte)...)
+		}
+		return append(buf, '}'), nil
+	case string:
+		return schema.AppendJSONString(buf, v), nil
+	case json.Number:
+		s := string(v)
+		if !strings.ContainsAny(s, ".eE") {
+			if i, err := strconv.ParseInt(s, 10, 64); err == nil {
+				return strconv.AppendInt(buf, i, 10), nil
+			}
+			if u, err := strconv.ParseUint(s, 10, 64); err == nil {
+				return strconv.AppendUint(buf, u, 10), nil
+			}
+		}
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return nil, err
+		}
+		return strconv.AppendFloat(buf, f, 'g', 17, 64), nil
+	case bool:
+		return strconv.AppendBool(buf, v), nil
+	case nil:
+		return append(buf, "null"...), nil
+	}
+	return nil, fmt.Errorf("unexpected token %v", t)
 }

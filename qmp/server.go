@@ -14,8 +14,11 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/google/uuid"
+
 	"blockd/events"
 	"blockd/internal/accept"
+	"blockd/internal/wire"
 )
 
 // Greeting is what the server announces: the QEMU command level blockd
@@ -28,7 +31,6 @@ type Greeting struct {
 // Options tune a Server; zero values pick QEMU-compatible defaults.
 type Options struct {
 	MaxMessage int // largest accepted message in bytes
-	QueueLen   int // replies and events buffered per client before it is dropped
 	Greeting   Greeting
 }
 
@@ -53,15 +55,12 @@ func NewServer(d Dispatcher, bus *events.Bus, log *zap.Logger, opts Options) *Se
 	if opts.MaxMessage <= 0 {
 		opts.MaxMessage = DefaultMaxMessage
 	}
-	if opts.QueueLen <= 0 {
-		opts.QueueLen = 1024
-	}
 	return &Server{d: d, bus: bus, log: log, opts: opts, sessions: map[*Session]struct{}{}}
 }
 
 // Serve accepts connections on l until Close.
 func (s *Server) Serve(l net.Listener) error {
-	return s.listeners.Serve(l, func(c net.Conn) { s.ServeConn(c) })
+	return s.listeners.Serve(l, func(c net.Conn) { s.ServeConn(c) }, s.log)
 }
 
 // ServeConn runs a monitor on an established stream (a socket or stdio)
@@ -74,32 +73,33 @@ func (s *Server) ServeConn(rw io.ReadWriteCloser) {
 		return
 	}
 	sess := &Session{
-		ID:         s.nextID.Add(1),
-		srv:        s,
-		rw:         rw,
-		log:        s.log,
-		out:        make(chan []byte, s.opts.QueueLen),
-		done:       make(chan struct{}),
-		finish:     make(chan struct{}),
-		writerDone: make(chan struct{}),
+		ID:   s.nextID.Add(1),
+		UUID: uuid.NewString(),
+		srv:  s,
+		rw:   rw,
 	}
+	sess.log = s.log.With(zap.String("conn", sess.UUID))
+	sess.out = wire.NewQueue(rw, frame, func(queued int) {
+		sess.log.Warn("monitor client lets its events pile up without reading; disconnecting",
+			zap.Int("queued", queued))
+		_ = rw.Close()
+	})
 	s.sessions[sess] = struct{}{}
 	s.wg.Add(1)
-	go sess.writeLoop()
 	go func() {
 		defer s.wg.Done()
-		s.log.Debug("monitor connected", zap.Uint64("session", sess.ID))
+		sess.log.Debug("monitor connected")
 		sess.enqueue(s.greeting())
 		sess.readLoop()
-		// Let the writer send what is queued (the reply to a last command
-		// before EOF), then close.
-		sess.endInput()
-		<-sess.writerDone
-		sess.close()
+		// Send what is queued (the reply to a last command before EOF),
+		// then close: a client that half-closed still gets every reply.
+		sess.out.Finish(finishTimeout)
+		<-sess.out.Done()
+		_ = rw.Close()
 		s.mu.Lock()
 		delete(s.sessions, sess)
 		s.mu.Unlock()
-		s.log.Debug("monitor disconnected", zap.Uint64("session", sess.ID))
+		sess.log.Debug("monitor disconnected")
 	}()
 }
 
@@ -139,18 +139,19 @@ func (s *Server) Close() {
 		if cr, ok := sess.rw.(interface{ CloseRead() error }); ok {
 			_ = cr.CloseRead()
 		} else {
-			sess.endInput()
+			sess.out.Finish(closeTimeout)
 		}
 	}
 	s.mu.Unlock()
 	deadline := time.After(closeTimeout)
 	for _, sess := range sessions {
 		select {
-		case <-sess.writerDone:
+		case <-sess.out.Done():
 		case <-deadline:
 			s.log.Warn("a monitor did not take its last replies in time")
 		}
-		sess.close()
+		sess.out.Close()
+		_ = sess.rw.Close()
 	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()

@@ -4,13 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
 	"blockd/events"
+	"blockd/internal/wire"
 	"blockd/schema"
 )
 
@@ -19,19 +18,14 @@ import (
 // the reply, so the channel hand-off orders every access.
 type Session struct {
 	ID         uint64
+	UUID       string // correlates the connection's log lines
 	negotiated bool
 	oob        bool
 
-	srv        *Server
-	rw         io.ReadWriteCloser
-	log        *zap.Logger
-	out        chan []byte
-	done       chan struct{} // closed when the session is torn down
-	finish     chan struct{} // closed when the reader has ended, or at shutdown
-	finishOnce sync.Once
-	writerDone chan struct{} // closed when the writer has exited
-	closer     sync.Once
-	closed     atomic.Bool
+	srv *Server
+	rw  io.ReadWriteCloser
+	log *zap.Logger
+	out *wire.Queue
 }
 
 type sessionKey struct{}
@@ -49,75 +43,16 @@ func (s *Session) Negotiate(oob bool) { s.negotiated, s.oob = true, oob }
 // Negotiated reports whether qmp_capabilities has run on this session.
 func (s *Session) Negotiated() bool { return s.negotiated }
 
-// enqueue hands a message to the writer without ever blocking: a client
-// whose queue is full is too far behind and is disconnected, so neither the
-// graph owner nor the event bus can be stalled by it.
-func (s *Session) enqueue(msg []byte) {
-	if s.closed.Load() {
-		return
-	}
-	select {
-	case s.out <- msg:
-	default:
-		s.log.Warn("monitor client is not reading its replies and events; disconnecting",
-			zap.Uint64("session", s.ID), zap.Int("queued", len(s.out)))
-		s.close()
-	}
-}
+// enqueue hands a message to the writer without ever blocking, so neither
+// the graph owner nor the event bus can be stalled by a slow client.
+func (s *Session) enqueue(msg []byte) { s.out.Push(msg) }
 
-func (s *Session) close() {
-	s.closer.Do(func() {
-		s.closed.Store(true)
-		close(s.done)
-		_ = s.rw.Close()
-	})
-}
-
-// endInput tells the writer that no more replies will be queued: it sends
-// what is queued, then exits.
-func (s *Session) endInput() { s.finishOnce.Do(func() { close(s.finish) }) }
-
-func (s *Session) writeLoop() {
-	defer close(s.writerDone)
-	for {
-		select {
-		case msg := <-s.out:
-			if !s.write(msg) {
-				return
-			}
-		case <-s.done:
-			return
-		case <-s.finish:
-			// No more input; flush what is queued, but do not wait long on
-			// a peer that no longer reads.
-			if d, ok := s.rw.(interface{ SetWriteDeadline(time.Time) error }); ok {
-				_ = d.SetWriteDeadline(time.Now().Add(finishTimeout))
-			}
-			for {
-				select {
-				case msg := <-s.out:
-					if !s.write(msg) {
-						return
-					}
-				default:
-					return
-				}
-			}
-		}
-	}
-}
+// frame is a message's wire form: QEMU's spacing and a newline.
+func frame(msg []byte) []byte { return append(qemuSpacing(msg), '\n') }
 
 // finishTimeout bounds the flush of queued output after the client closed
 // its side.
 const finishTimeout = 5 * time.Second
-
-func (s *Session) write(msg []byte) bool {
-	if _, err := s.rw.Write(append(qemuSpacing(msg), '\n')); err != nil {
-		s.close()
-		return false
-	}
-	return true
-}
 
 // readLoop handles messages one at a time, in order, as QEMU does for a
 // monitor without out-of-band execution.
@@ -129,7 +64,9 @@ func (s *Session) readLoop() {
 			unsubscribe()
 		}
 	}()
-	for {
+	// Waiting for room before each message throttles a client that
+	// pipelines commands faster than it reads the replies.
+	for s.out.WaitRoom() {
 		msg, limitErr, err := sp.next()
 		if err != nil {
 			return
@@ -145,9 +82,6 @@ func (s *Session) readLoop() {
 		s.handle(msg)
 		if !wasNegotiated && s.negotiated {
 			unsubscribe = s.srv.bus.Subscribe(func(e events.Event) { s.enqueue(e.MarshalQMP()) })
-		}
-		if s.closed.Load() {
-			return
 		}
 	}
 }

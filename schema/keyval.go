@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+
+	"blockd/internal/qemu"
 )
 
 // Keyval decoding: options given as key=value on the command line
@@ -92,8 +94,8 @@ func (d *decoder) keyvalScalar(v *jval, ti *typeInfo, dst reflect.Value) error {
 		}
 		dst.SetUint(u)
 	case kindSize:
-		u, ok := strtosz(s)
-		if !ok {
+		u, err := qemu.Strtosz(s)
+		if err != nil {
 			return Errorf("Parameter '%s' expects size", d.full())
 		}
 		dst.SetUint(u)
@@ -178,86 +180,4 @@ func strtou64(s string) (uint64, bool) {
 		mag = -mag
 	}
 	return mag, ok
-}
-
-// strtosz is qemu_strtosz: a decimal (or 0x hex) integer, an optional
-// decimal fraction, and an optional B/K/M/G/T/P/E suffix in powers of
-// 1024; a fraction needs a suffix other than B.
-func strtosz(s string) (uint64, bool) {
-	t := strings.TrimLeft(s, cSpace)
-	if t != "" && t[0] == '+' {
-		t = t[1:]
-	}
-	i := 0
-	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
-		i++
-	}
-	if i == 0 {
-		return 0, false
-	}
-	val, err := strconv.ParseUint(t[:i], 10, 64)
-	if err != nil {
-		return 0, false
-	}
-	rest := t[i:]
-	var valf uint64 // fraction, 0.64 fixed point
-	switch {
-	case val == 0 && rest != "" && (rest[0] == 'x' || rest[0] == 'X'):
-		j := 1
-		for j < len(rest) && digitVal(rest[j]) < 16 {
-			j++
-		}
-		if j == 1 {
-			return 0, false
-		}
-		if val, err = strconv.ParseUint(rest[1:j], 16, 64); err != nil {
-			return 0, false
-		}
-		rest = rest[j:] // a suffix is allowed (QEMU 7.2 only warns)
-		if rest != "" && rest[0] == '.' {
-			return 0, false
-		}
-	case rest != "" && rest[0] == '.':
-		j := 1
-		for j < len(rest) && rest[j] >= '0' && rest[j] <= '9' {
-			j++
-		}
-		if j < len(rest) && (rest[j] == 'e' || rest[j] == 'E') && j > 1 {
-			return 0, false // strtod would take an exponent: refused
-		}
-		if j > 1 {
-			f, _ := strconv.ParseFloat("0"+rest[:j], 64)
-			valf = math.MaxUint64 // f rounded up to 1
-			if f < 1 {
-				valf = uint64(f * 0x1p64)
-			}
-		}
-		rest = rest[j:]
-	}
-	mul := uint64(1)
-	if rest != "" {
-		idx := strings.IndexByte("BKMGTPE", upper(rest[0]))
-		if idx < 0 || len(rest) != 1 {
-			return 0, false
-		}
-		mul = 1 << (10 * idx)
-	}
-	if mul == 1 {
-		return val, valf == 0
-	}
-	hi, lo := bits.Mul64(val, mul)
-	fhi, _ := bits.Mul64(valf, mul) // integer part of fraction*mul
-	_, flo := bits.Mul64(valf, mul)
-	lo, c := bits.Add64(lo, fhi, 0)
-	hi += c
-	lo, c = bits.Add64(lo, flo>>63, 0) // round 0.5 up
-	hi += c
-	return lo, hi == 0
-}
-
-func upper(c byte) byte {
-	if c >= 'a' && c <= 'z' {
-		return c - 'a' + 'A'
-	}
-	return c
 }

@@ -110,3 +110,20 @@ type BlockdevSnapshotDeleteInternalArgs struct {
 	ID     *string `qapi:"id,optional"`
 	Name   *string `qapi:"name,optional"`
 }
+
+// BlockSetWriteThresholdArgs are block-set-write-threshold's arguments.
+type BlockSetWriteThresholdArgs struct {
+	NodeName       string `qapi:"node-name"`
+	WriteThreshold uint64 `qapi:"write-threshold"`
+}
+
+// BlockWriteThreshold is BLOCK_WRITE_THRESHOLD: a write ended past the
+// node's threshold, which is then cleared.
+type BlockWriteThreshold struct {
+	NodeName       string `qapi:"node-name"`
+	AmountExceeded uint64 `qapi:"amount-exceeded"`
+	WriteThreshold uint64 `qapi:"write-threshold"`
+}
+
+// EventName implements events.Payload.
+func (BlockWriteThreshold) EventName() string { return "BLOCK_WRITE_THRESHOLD" }

@@ -230,12 +230,9 @@ func (r *Registry) Call(ctx context.Context, name string, args json.RawMessage) 
 	return b, nil
 }
 
-// run calls the handler, turning a panic into an error.
+// run calls the handler. A panic is not turned into an error here: the
+// caller (the graph owner) recovers it and rolls back the graph change
+// the handler left half done, which only it can do.
 func (c *Command) run(ctx context.Context, args any) (out any, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			out, err = nil, Errorf("internal error: command %s failed: %v", c.Name, p)
-		}
-	}()
 	return c.Handler(ctx, args)
 }

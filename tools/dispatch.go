@@ -7,7 +7,7 @@ import (
 	"os"
 )
 
-// Dispatch runs `blockd img ...` or `blockd io ...` when args (the
+// Dispatch runs `blockd img ...`, `blockd io ...` or `blockd graph ...` when args (the
 // command line without the program name) start with one of those words;
 // otherwise it returns handled == false and the daemon parses args.
 func Dispatch(args []string) (code int, handled bool) {
@@ -20,6 +20,8 @@ func Dispatch(args []string) (code int, handled bool) {
 		return Img(args[1:], std), true
 	case "io":
 		return IO(args[1:], std), true
+	case "graph":
+		return Graph(args[1:], std), true
 	}
 	return 0, false
 }
@@ -60,13 +62,25 @@ Commands:
   map [-f FMT] [--output=human|json] [-s START] [-l LENGTH] [-U] FILE
   check [-q] [-f FMT] [--output=human|json] [-r leaks|all] [-U] FILE
   compare [-q] [-f FMT] [-F FMT] [-s] [-U] FILE1 FILE2
+  convert [-U] [-p] [-q] [-n] [-W] [-f FMT] [-t CACHE] [-T SRC_CACHE] [-O OUTPUT_FMT]
+          [-B BACKING [-F BACKING_FMT]] [-o OPTIONS] [-S SPARSE_SIZE] [-m NUM] [--target-image-opts]
+          [--target-is-zero] FILE [FILE2 [...]] OUTPUT
+  commit [-q] [-f FMT] [-t CACHE] [-b BASE] [-d] [-p] FILE
+  rebase [-U] [-q] [-f FMT] [-t CACHE] [-T SRC_CACHE] [-p] [-u] -b BACKING [-F BACKING_FMT] FILE
+  resize [-f FMT] [--preallocation=PREALLOC] [-q] [--shrink] FILE [+ | -]SIZE
+  measure [--output=human|json] [-O OUTPUT_FMT] [-o OPTIONS] [--size N | [-f FMT] [-U] FILE]
+  dd [-U] [-f FMT] [-O OUTPUT_FMT] [bs=BLOCK_SIZE] [count=BLOCKS] [skip=BLOCKS] if=INPUT of=OUTPUT
 
 FMT is qcow2 or raw (probed when not given). SIZE takes k, M, G, T, P, E
 suffixes. OPTIONS for qcow2: size, compat (0.10|1.1), cluster_size,
 lazy_refcounts (on|off), refcount_bits, extended_l2 (on|off),
 backing_file, backing_fmt, compression_type (zlib), preallocation (off).
 -U (force share) opens read-only without taking locks that conflict with
-another user of the image.
+another user of the image. convert -c (compressed output) is refused: the
+qcow2 engine reads compressed clusters but does not write them.
+
+blockd graph (--socket PATH | --jsonrpc PATH) [--format dot|svg|png|json]
+draws the block graph of a running daemon.
 `
 
 // Img runs `blockd img ARGS`.
@@ -93,6 +107,18 @@ func Img(args []string, s Stdio) int {
 		return t.compare(args[1:])
 	case "snapshot":
 		return t.snapshot(args[1:])
+	case "convert":
+		return t.convert(args[1:])
+	case "measure":
+		return t.measure(args[1:])
+	case "resize":
+		return t.resize(args[1:])
+	case "rebase":
+		return t.rebase(args[1:])
+	case "commit":
+		return t.commit(args[1:])
+	case "dd":
+		return t.dd(args[1:])
 	}
 	t.errorf("Command not found: %s", args[0])
 	return 1

@@ -134,10 +134,8 @@ func IO(args []string, s Stdio) int {
 	}
 	t.im = im
 	defer im.close()
-	if im.probed && im.format == "raw" && !o.readOnly {
-		fmt.Fprintf(t.err, "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"+
-			"         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n"+
-			"         Specify the 'raw' format explicitly to remove the restrictions.\n", o.filename)
+	if !o.readOnly {
+		im.warnProbedRaw(t.err, o.filename)
 	}
 	failed := false
 	if cmds != nil {

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -283,28 +284,8 @@ func TestQemuLocks(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "a.qcow2")
 	mustQemu(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", p, "4M")
-	cmd := exec.Command("qemu-io", "-f", "qcow2", p)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { stdin.Close(); _ = cmd.Wait() }()
-	// Wait until qemu-io holds its locks; a loaded machine (CI runs test
-	// packages in parallel) can take seconds to start it.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if r := qemuRun(dir, "qemu-img", "info", p); r.code != 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("qemu-io did not lock the image within 20s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	release := holdWithQemuIO(t, dir, p)
+	defer release()
 	for _, c := range []struct {
 		tool string
 		args []string
@@ -328,8 +309,7 @@ func TestQemuLocks(t *testing.T) {
 			t.Errorf("%s %v:\n%s: %s\nqemu: %s", c.tool, c.args, name, got, want)
 		}
 	}
-	stdin.Close()
-	_ = cmd.Wait()
+	release()
 
 	// blockd holding the image read-write: qemu-io and qemu-img stay out.
 	held, err := openImage(openOptions{filename: p, format: "qcow2",
@@ -375,4 +355,35 @@ func TestQemuCompressed(t *testing.T) {
 		}
 	}
 	mustIO(t, p, "read -q -P 7 0 64k", "read -q -P 8 64k 64k")
+}
+
+// holdWithQemuIO starts qemu-io on a qcow2 image, which then holds its
+// write lock until the returned function is called (more than once is fine).
+func holdWithQemuIO(t *testing.T, dir, p string) (release func()) {
+	t.Helper()
+	cmd := exec.Command("qemu-io", "-f", "qcow2", p)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { stdin.Close(); _ = cmd.Wait() }) }
+	// Wait until qemu-io holds its locks; a loaded machine (CI runs test
+	// packages in parallel) can take seconds to start it.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if r := qemuRun(dir, "qemu-img", "info", p); r.code != 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			release()
+			t.Fatal("qemu-io did not lock the image within 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return release
 }

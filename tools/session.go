@@ -37,6 +37,9 @@ type openOptions struct {
 	discardUnmap bool
 	// perm and shared are the user's permissions on the root node.
 	perm, shared blockio.Perm
+	// blockdev, when set, are the node's options as given by the user
+	// (--image-opts, --target-image-opts); filename and format are unused.
+	blockdev *schema.BlockdevOptions
 }
 
 // cacheMode is a -t cache mode: the cache options of the node plus
@@ -151,16 +154,25 @@ func newGraph(stderr io.Writer) (*blockcore.Owner, *blockcore.Graph) {
 // corruption events on stderr the way QEMU's qcow2 driver prints them.
 func openImage(o openOptions, stderr io.Writer) (*image, error) {
 	im := &image{format: o.format}
-	if im.format == "" {
-		im.format, im.probed = probeFormat(o.filename), true
-	}
-	opts, err := o.blockdevOptions(im.format)
-	if err != nil {
-		return nil, err
+	var opts *schema.BlockdevOptions
+	if o.blockdev != nil {
+		opts, im.format = o.blockdev, string(o.blockdev.Driver)
+		if opts.NodeName == nil {
+			name := "img"
+			opts.NodeName = &name
+		}
+	} else {
+		if im.format == "" {
+			im.format, im.probed = probeFormat(o.filename), true
+		}
+		var err error
+		if opts, err = o.blockdevOptions(im.format); err != nil {
+			return nil, err
+		}
 	}
 	im.owner, im.graph = newGraph(stderr)
 	im.unsub = im.graph.Bus().Subscribe(func(ev events.Event) { printCorruption(stderr, ev) })
-	err = im.do(func() error {
+	err := im.do(func() error {
 		if err := im.graph.Add(opts); err != nil {
 			return err
 		}
@@ -175,6 +187,16 @@ func openImage(o openOptions, stderr io.Writer) (*image, error) {
 	}
 	im.dev = im.node.IO()
 	return im, nil
+}
+
+// warnProbedRaw prints QEMU's warning for an image opened for writing
+// whose format was guessed as raw.
+func (im *image) warnProbedRaw(w io.Writer, filename string) {
+	if im.probed && im.format == "raw" {
+		fmt.Fprintf(w, "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"+
+			"         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n"+
+			"         Specify the 'raw' format explicitly to remove the restrictions.\n", filename)
+	}
 }
 
 // do runs f on the owner goroutine.

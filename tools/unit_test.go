@@ -6,43 +6,6 @@ import (
 	"time"
 )
 
-func TestParseSize(t *testing.T) {
-	for _, c := range []struct {
-		in   string
-		want uint64
-		err  error
-	}{
-		{"0", 0, nil},
-		{"512", 512, nil},
-		{"1k", 1024, nil},
-		{"1K", 1024, nil},
-		{"64k", 65536, nil},
-		{"1M", 1 << 20, nil},
-		{"1G", 1 << 30, nil},
-		{"2T", 2 << 40, nil},
-		{"1E", 1 << 60, nil},
-		{"1.5M", 3 << 19, nil},
-		{"1.5k", 1536, nil},
-		{"1.k", 1024, nil},
-		{"0.5", 0, errSizeInvalid},
-		{"1b", 1, nil},
-		{"0x1000", 4096, nil},
-		{"0x10k", 0, errSizeInvalid},
-		{"x", 0, errSizeInvalid},
-		{"", 0, errSizeInvalid},
-		{"-5", 0, errSizeInvalid},
-		{"1x", 0, errSizeInvalid},
-		{"1.5e3", 0, errSizeInvalid},
-		{"16E", 0, errSizeRange},
-		{"99999999999999999999", 0, errSizeRange},
-	} {
-		got, err := parseSize(c.in)
-		if err != c.err || (err == nil && got != c.want) {
-			t.Errorf("parseSize(%q) = %d, %v; want %d, %v", c.in, got, err, c.want, c.err)
-		}
-	}
-}
-
 func TestSizeToStr(t *testing.T) {
 	for v, want := range map[int64]string{
 		0: "0 B", 512: "512 B", 1000: "0.977 KiB", 4194304: "4 MiB", 331776: "324 KiB",

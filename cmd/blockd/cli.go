@@ -14,6 +14,8 @@ type chardev struct {
 	id      string
 	backend string // "socket" or "stdio"
 	path    string
+	opt     string // the option that declared it and its text, for errors
+	spec    string
 }
 
 // blockdevArg is one --blockdev: JSON arguments, and whether they came
@@ -29,6 +31,8 @@ type config struct {
 	chardevs   []*chardev
 	monitors   []*chardev // each monitor's chardev
 	blockdevs  []blockdevArg
+	nbdServer  *optionArg
+	exports    []optionArg
 	jsonrpc    []string
 	pidfile    string
 	logFormat  string
@@ -36,6 +40,7 @@ type config struct {
 	maxMessage int
 	help       bool
 	version    bool
+	daemonize  bool
 }
 
 // cliError is an error about one option, printed as qemu-storage-daemon
@@ -53,7 +58,8 @@ func (e *cliError) Error() string {
 var takesValue = map[string]bool{
 	"chardev": true, "monitor": true, "blockdev": true, "pidfile": true,
 	"socket": true, "jsonrpc": true, "log-format": true, "log-level": true,
-	"max-message-size": true, "help": false, "version": false,
+	"max-message-size": true, "help": false, "version": false, "daemonize": false,
+	"nbd-server": true, "export": true,
 }
 
 func parseArgs(args []string) (*config, error) {
@@ -110,17 +116,23 @@ func (cfg *config) apply(name, val string, monitorSpecs *[]string) error {
 		cfg.help = true
 	case "version":
 		cfg.version = true
+	case "daemonize":
+		cfg.daemonize = true
 	case "chardev":
 		return cfg.addChardev(val)
 	case "monitor":
 		// Monitors may name chardevs defined later on the command line.
 		*monitorSpecs = append(*monitorSpecs, val)
 	case "socket":
-		c := &chardev{id: fmt.Sprintf("blockd-socket-%d", len(cfg.chardevs)), backend: "socket", path: val}
+		c := &chardev{id: fmt.Sprintf("blockd-socket-%d", len(cfg.chardevs)), backend: "socket", path: val, opt: "socket", spec: val}
 		cfg.chardevs = append(cfg.chardevs, c)
 		cfg.monitors = append(cfg.monitors, c)
 	case "blockdev":
 		return cfg.addBlockdev(val)
+	case "nbd-server":
+		return cfg.addNbdServer(val)
+	case "export":
+		return cfg.addExport(val)
 	case "jsonrpc":
 		cfg.jsonrpc = append(cfg.jsonrpc, val)
 	case "pidfile":
@@ -147,7 +159,7 @@ func (cfg *config) addChardev(spec string) error {
 	if err != nil {
 		return &cliError{"chardev", spec, err.Error()}
 	}
-	c := &chardev{}
+	c := &chardev{opt: "chardev", spec: spec}
 	for k, v := range kv {
 		s, _ := v.(string)
 		switch k {
@@ -283,7 +295,26 @@ blockd storage daemon (qemu-storage-daemon compatible)
   --monitor [chardev=]name[,mode=control]
                          configure a QMP monitor
 
+  --export [type=]nbd,id=<id>,node-name=<node-name>[,name=<export-name>]
+           [,writable=on|off][,bitmap=<name>][,allocation-depth=on|off]
+           [,description=<text>]
+                         export the specified block node over NBD
+                         (requires --nbd-server)
+
+  --export [type=]fuse,id=<id>,node-name=<node-name>,mountpoint=<file>
+           [,growable=on|off][,writable=on|off][,allow-other=on|off|auto]
+                         export the specified block node over FUSE
+
+  --nbd-server addr.type=inet,addr.host=<host>,addr.port=<port>
+               [,tls-creds=<id>][,tls-authz=<id>][,max-connections=<n>]
+  --nbd-server addr.type=unix,addr.path=<path>
+               [,tls-creds=<id>][,tls-authz=<id>][,max-connections=<n>]
+                         start an NBD server for exporting block nodes
+
   --pidfile <path>       write own pid to this file
+
+  --daemonize            daemonize the process, and have the parent exit
+                         once startup is complete
 
 blockd's own options:
   --socket <path>        QMP monitor on a new unix socket at <path>
@@ -295,4 +326,7 @@ blockd's own options:
 
 Without any monitor option blockd listens on $XDG_RUNTIME_DIR/blockd.sock,
 or /tmp/blockd-$UID.sock when XDG_RUNTIME_DIR is not set.
+
+Under systemd socket activation (LISTEN_FDS) the sockets passed in are
+served too: QMP, or JSON-RPC for one named "jsonrpc" (FileDescriptorName=).
 `

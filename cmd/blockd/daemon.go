@@ -9,13 +9,14 @@ import (
 	"os"
 	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"blockd/blockcore"
 	"blockd/events"
+	"blockd/exports"
 	"blockd/jobs"
 	"blockd/jsonrpc"
 	"blockd/qmp"
@@ -32,6 +33,7 @@ type daemon struct {
 	owner *blockcore.Owner
 	graph *blockcore.Graph
 	jobs  *jobs.Manager
+	exps  *exports.Registry
 	qmp   *qmp.Server
 	rpc   *jsonrpc.Server
 
@@ -46,7 +48,10 @@ func newDaemon(cfg *config, log *zap.Logger) *daemon {
 	d := &daemon{cfg: cfg, log: log, bus: events.NewBus(), reg: schema.NewRegistry(), quit: make(chan struct{})}
 	d.graph = blockcore.NewGraph(log, d.bus)
 	d.owner = blockcore.NewOwner(d.reg)
+	d.owner.SetLogger(log)
+	d.owner.OnPanic(d.graph.RecoverFromPanic)
 	d.jobs = jobs.NewManager(d.graph, d.owner, d.bus, log)
+	d.exps = exports.New(d.graph, d.owner, d.bus, log)
 	d.registerCommands()
 	d.qmp = qmp.NewServer(d.owner, d.bus, log, qmp.Options{
 		MaxMessage: cfg.maxMessage,
@@ -66,17 +71,22 @@ func (d *daemon) registerCommands() {
 		}, nil
 	})
 	schema.Define(d.reg, "quit", func(context.Context, *schema.NoArgs) (schema.Empty, error) {
+		// Exports end before the reply, their events first, as in QEMU.
+		d.exps.CloseAll()
+		// Then jobs, with their events, as in qemu-storage-daemon.
+		d.jobs.Shutdown()
 		d.requestQuit("quit command")
 		return schema.Empty{}, nil
 	})
 	d.graph.RegisterCommands(d.reg)
 	d.jobs.RegisterCommands(d.reg)
+	d.exps.RegisterCommands(d.reg)
 	d.reg.AddIntrospection()
 }
 
 func (d *daemon) requestQuit(why string) {
 	d.quitOnce.Do(func() {
-		d.log.Info("shutting down", zap.String("reason", why))
+		d.log.Debug("shutting down", zap.String("reason", why)) // QSD prints nothing
 		close(d.quit)
 	})
 }
@@ -98,34 +108,63 @@ func (d *daemon) start() error {
 			return fmt.Errorf("--blockdev %s: %s", b.spec, err)
 		}
 	}
+	if err := d.startExports(); err != nil {
+		return err
+	}
+	activated, err := d.serveActivated()
+	if err != nil {
+		return err
+	}
 	monitors := d.cfg.monitors
-	if len(monitors) == 0 {
+	if len(monitors) == 0 && activated == 0 {
 		monitors = []*chardev{{id: "default", backend: "socket", path: defaultSocket()}}
 	}
+	// Every socket is bound before any is served: a client that finds one
+	// socket can count on the others, and a path that cannot be bound
+	// stops blockd before it has answered anyone.
+	type endpoint struct {
+		l     net.Listener
+		what  string
+		path  string
+		serve func(net.Listener) error
+	}
+	var eps []endpoint
+	bind := func(c *chardev, what string, serve func(net.Listener) error) error {
+		l, err := listenUnix(c)
+		if err != nil {
+			return err
+		}
+		d.listeners = append(d.listeners, l)
+		eps = append(eps, endpoint{l, what, c.path, serve})
+		return nil
+	}
 	for _, path := range d.cfg.jsonrpc {
-		if err := d.listen(path, "JSON-RPC endpoint listening", d.rpc.Serve); err != nil {
+		if err := bind(&chardev{path: path, opt: "jsonrpc", spec: path}, "JSON-RPC endpoint listening", d.rpc.Serve); err != nil {
 			return err
 		}
 	}
 	for _, c := range monitors {
 		if c.backend == "stdio" {
-			d.qmp.ServeConn(stdio{})
 			continue
 		}
-		if err := d.listen(c.path, "QMP monitor listening", d.qmp.Serve); err != nil {
+		if err := bind(c, "QMP monitor listening", d.qmp.Serve); err != nil {
 			return err
+		}
+	}
+	for _, ep := range eps {
+		d.serve(ep.l, ep.path, ep.what, ep.serve)
+	}
+	for _, c := range monitors {
+		if c.backend == "stdio" {
+			d.qmp.ServeConn(stdio{})
 		}
 	}
 	return nil
 }
 
-// listen opens a socket and serves it in the background.
-func (d *daemon) listen(path, what string, serve func(net.Listener) error) error {
-	l, err := listenUnix(path)
-	if err != nil {
-		return err
-	}
-	d.listeners = append(d.listeners, l)
+// serve serves a bound socket in the background until shutdown; the
+// caller has recorded it in d.listeners so that shutdown closes it.
+func (d *daemon) serve(l net.Listener, path, what string, serve func(net.Listener) error) {
 	d.log.Info(what, zap.String("socket", path))
 	d.serving.Add(1)
 	go func() {
@@ -134,7 +173,6 @@ func (d *daemon) listen(path, what string, serve func(net.Listener) error) error
 			d.log.Error("socket failed", zap.String("socket", path), zap.Error(err))
 		}
 	}()
-	return nil
 }
 
 func (d *daemon) addStartupBlockdev(b blockdevArg) error {
@@ -146,14 +184,15 @@ func (d *daemon) addStartupBlockdev(b blockdevArg) error {
 	return err
 }
 
-// handleSignals turns SIGINT and SIGTERM into a quit request. It is
+// handleSignals turns SIGINT, SIGTERM and SIGHUP (blockd has no
+// configuration to reload) into a quit request. It is
 // installed before anything is started, so a signal that arrives while
 // blockd starts up still ends it cleanly, and it stays installed so that
 // a second signal during shutdown cannot kill blockd half way through
 // closing its images.
 func (d *daemon) handleSignals() {
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
 	go func() {
 		for s := range sigs {
 			d.requestQuit(s.String())
@@ -175,7 +214,8 @@ func (d *daemon) shutdown() {
 	// Cancel jobs and close the graph on its owner, after the command in
 	// flight, so every image is left consistent.
 	_ = d.owner.Do(func() {
-		d.jobs.CancelAll()
+		d.exps.CloseAll()
+		d.jobs.Shutdown()
 		d.graph.CloseAll()
 	})
 	d.owner.Stop()
@@ -188,20 +228,26 @@ func (d *daemon) shutdown() {
 }
 
 // listenUnix creates a 0600 socket; a stale socket file left by a dead
-// process is replaced, a live one is an error.
-func listenUnix(path string) (net.Listener, error) {
-	if _, err := os.Lstat(path); err == nil {
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			_ = c.Close()
+// process is replaced, a live one is an error, and a directory at the
+// path is refused (as the reference does) rather than removed.
+func listenUnix(c *chardev) (net.Listener, error) {
+	path := c.path
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.IsDir() {
+			// The reference's text: it tries to unlink(2) the path.
+			return nil, &cliError{c.opt, c.spec, fmt.Sprintf("Failed to unlink socket %s: Is a directory", path)}
+		}
+		if conn, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			_ = conn.Close()
 			return nil, fmt.Errorf("socket %s is in use by another process", path)
 		}
 		if err := os.Remove(path); err != nil {
 			return nil, fmt.Errorf("cannot replace stale socket %s: %w", path, err)
 		}
 	}
-	old := syscall.Umask(0o177)
+	old := unix.Umask(0o177)
 	l, err := net.Listen("unix", path)
-	syscall.Umask(old)
+	unix.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen on %s: %w", path, err)
 	}
@@ -210,12 +256,15 @@ func listenUnix(path string) (net.Listener, error) {
 
 // writePidfile writes our pid under an exclusive lock held for the life of
 // the process, so a second daemon with the same pidfile fails to start.
+// The file is private (0600) and never opened through a symlink, so a
+// link planted at the path cannot make blockd overwrite another file.
 func writePidfile(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return nil, err
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	f := os.NewFile(uintptr(fd), path)
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		_ = f.Close()
 		return nil, fmt.Errorf("%s is locked by another process", path)
 	}

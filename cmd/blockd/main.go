@@ -50,6 +50,10 @@ func run(args []string) int {
 		fmt.Printf("blockd version %s (QMP level of QEMU %d.%d.%d)\n", Version, qemuMajor, qemuMinor, qemuMicro)
 		return 0
 	}
+	ready := daemonChild() // set in the child of --daemonize
+	if cfg.daemonize && ready == nil {
+		return daemonizeParent()
+	}
 	log, err := newLogger(cfg.logFormat, cfg.logLevel)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "blockd: --log-level %s: %s\n", cfg.logLevel, err)
@@ -61,6 +65,11 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "blockd: %s\n", err)
 		d.shutdown()
 		return 1
+	}
+	if ready != nil {
+		if err := detach(ready); err != nil {
+			log.Error("--daemonize: detaching failed", zap.Error(err))
+		}
 	}
 	d.wait()
 	d.shutdown()

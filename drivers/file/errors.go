@@ -5,7 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrLocked matches (errors.Is) every error caused by an image lock that
@@ -29,8 +30,8 @@ func (e *qemuError) Is(target error) bool {
 	if target != ErrLocked {
 		return false
 	}
-	errno, ok := e.cause.(syscall.Errno)
-	return ok && (errno == syscall.EAGAIN || errno == syscall.EACCES)
+	errno, ok := e.cause.(unix.Errno)
+	return ok && (errno == unix.EAGAIN || errno == unix.EACCES)
 }
 
 // errorf builds an error with QEMU's text and no errno suffix.
@@ -39,7 +40,7 @@ func errorf(cause error, format string, args ...any) error {
 }
 
 // errnoErrorf mirrors QEMU's error_setg_errno: the text, ": ", strerror.
-func errnoErrorf(errno syscall.Errno, format string, args ...any) error {
+func errnoErrorf(errno unix.Errno, format string, args ...any) error {
 	return &qemuError{
 		msg:   fmt.Sprintf(format, args...) + ": " + strerror(errno),
 		cause: errno,
@@ -49,8 +50,8 @@ func errnoErrorf(errno syscall.Errno, format string, args ...any) error {
 // lockErrorf mirrors raw_lock_error_setg_errno: EAGAIN and EACCES mean
 // "someone else holds the byte", which is common enough that QEMU leaves
 // the errno text out.
-func lockErrorf(errno syscall.Errno, format string, args ...any) error {
-	if errno == syscall.EAGAIN || errno == syscall.EACCES {
+func lockErrorf(errno unix.Errno, format string, args ...any) error {
+	if errno == unix.EAGAIN || errno == unix.EACCES {
 		return errorf(errno, format, args...)
 	}
 	return errnoErrorf(errno, format, args...)
@@ -58,7 +59,7 @@ func lockErrorf(errno syscall.Errno, format string, args ...any) error {
 
 // strerror returns glibc's message for errno, which is what QEMU prints.
 // Go's table carries the same strings with a lower-case first letter.
-func strerror(errno syscall.Errno) string {
+func strerror(errno unix.Errno) string {
 	s := errno.Error()
 	if strings.HasPrefix(s, "errno ") {
 		return "Unknown error " + strconv.Itoa(int(errno))
@@ -70,10 +71,10 @@ func strerror(errno syscall.Errno) string {
 }
 
 // asErrno extracts the errno from a syscall error, EIO when there is none.
-func asErrno(err error) syscall.Errno {
-	var errno syscall.Errno
+func asErrno(err error) unix.Errno {
+	var errno unix.Errno
 	if errors.As(err, &errno) {
 		return errno
 	}
-	return syscall.EIO
+	return unix.EIO
 }

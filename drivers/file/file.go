@@ -18,7 +18,8 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"blockd/blockio"
 )
@@ -135,7 +136,7 @@ func Open(o Options) (*File, error) {
 	case LockAuto:
 		f.useLock = hasOFDLocks()
 	default:
-		return nil, errorf(syscall.EINVAL, "Parameter 'locking' does not accept value '%s'", o.Locking)
+		return nil, errorf(unix.EINVAL, "Parameter 'locking' does not accept value '%s'", o.Locking)
 	}
 	f.lk = pickLockCmds()
 
@@ -143,14 +144,14 @@ func Open(o Options) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	var st syscall.Stat_t
+	var st unix.Stat_t
 	if err := fstat(h.fd, &st); err != nil {
 		h.close()
 		return nil, errnoErrorf(asErrno(err), "Could not stat file")
 	}
-	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		h.close()
-		return nil, errorf(syscall.EINVAL, "'file' driver requires '%s' to be a regular file", o.Filename)
+		return nil, errorf(unix.EINVAL, "'file' driver requires '%s' to be a regular file", o.Filename)
 	}
 	// bdrv_open_driver refreshes the node size right after opening.
 	if _, err := h.length(); err != nil {
@@ -232,12 +233,12 @@ func openFlags(c config, perm blockio.Perm) int {
 	if c.autoReadOnly {
 		rw = rw && perm&(blockio.PermWrite|blockio.PermWriteUnchanged|blockio.PermResize) != 0
 	}
-	flags := syscall.O_RDONLY
+	flags := unix.O_RDONLY
 	if rw {
-		flags = syscall.O_RDWR
+		flags = unix.O_RDWR
 	}
 	if c.direct {
-		flags |= syscall.O_DIRECT
+		flags |= unix.O_DIRECT
 	}
 	return flags
 }

@@ -2,8 +2,9 @@ package file
 
 import (
 	"os"
-	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // handle is one open file description and what was learned about it.
@@ -16,14 +17,14 @@ type handle struct {
 	memAlign int   // buffer address alignment
 }
 
-func (h *handle) writable() bool { return h.flags&syscall.O_ACCMODE == syscall.O_RDWR }
-func (h *handle) direct() bool   { return h.flags&syscall.O_DIRECT != 0 }
+func (h *handle) writable() bool { return h.flags&unix.O_ACCMODE == unix.O_RDWR }
+func (h *handle) direct() bool   { return h.flags&unix.O_DIRECT != 0 }
 
 func (h *handle) close() error {
 	if h.fd < 0 {
 		return nil
 	}
-	err := syscall.Close(h.fd)
+	err := unix.Close(h.fd)
 	h.fd = -1
 	return err
 }
@@ -32,23 +33,23 @@ func (h *handle) close() error {
 // alignment like raw_probe_alignment. O_CLOEXEC matters beyond hygiene: a
 // child process inheriting the fd would keep the image locks alive.
 func openHandle(name string, flags int) (*handle, error) {
-	fd, err := openRetry(name, flags|syscall.O_CLOEXEC)
+	fd, err := openRetry(name, flags|unix.O_CLOEXEC)
 	if err != nil {
 		errno := asErrno(err)
 		// qemu_open_internal: a clearer message when only O_DIRECT failed.
-		if errno == syscall.EINVAL && flags&syscall.O_DIRECT != 0 {
-			if fd2, err2 := openRetry(name, (flags&^syscall.O_DIRECT)|syscall.O_CLOEXEC); err2 == nil {
-				syscall.Close(fd2)
+		if errno == unix.EINVAL && flags&unix.O_DIRECT != 0 {
+			if fd2, err2 := openRetry(name, (flags&^unix.O_DIRECT)|unix.O_CLOEXEC); err2 == nil {
+				unix.Close(fd2)
 				return nil, errorf(errno, "Could not open '%s': filesystem does not support O_DIRECT", name)
 			}
 		}
 		return nil, errnoErrorf(errno, "Could not open '%s'", name)
 	}
 	h := &handle{fd: fd, flags: flags, align: 1, memAlign: 1}
-	if flags&syscall.O_DIRECT != 0 && !dioByteAligned(fd) {
+	if flags&unix.O_DIRECT != 0 && !dioByteAligned(fd) {
 		if !h.probeAlignment() {
-			syscall.Close(fd)
-			return nil, errorf(syscall.EINVAL, "Could not find working O_DIRECT alignment")
+			unix.Close(fd)
+			return nil, errorf(unix.EINVAL, "Could not find working O_DIRECT alignment")
 		}
 	}
 	return h, nil
@@ -56,34 +57,34 @@ func openHandle(name string, flags int) (*handle, error) {
 
 func openRetry(name string, flags int) (int, error) {
 	for {
-		fd, err := syscall.Open(name, flags, 0)
-		if err != syscall.EINTR {
+		fd, err := unix.Open(name, flags, 0)
+		if err != unix.EINTR {
 			return fd, err
 		}
 	}
 }
 
-func fstat(fd int, st *syscall.Stat_t) error {
+func fstat(fd int, st *unix.Stat_t) error {
 	for {
-		err := syscall.Fstat(fd, st)
-		if err != syscall.EINTR {
+		err := unix.Fstat(fd, st)
+		if err != unix.EINTR {
 			return err
 		}
 	}
 }
 
 const (
-	maxBlockSize    = 4096 // QEMU's MAX_BLOCKSIZE
-	nfsSuperMagic   = 0x6969
-	ioctlBLKSSZGET  = 0x1268
-	ioctlXFSDIOINFO = 0x800c581e // _IOR('X', 30, struct dioattr)
+	maxBlockSize = 4096 // QEMU's MAX_BLOCKSIZE
+	// XFS_IOC_DIOINFO, _IOR('X', 30, struct dioattr): x/sys/unix has no
+	// XFS ioctls.
+	ioctlXFSDIOINFO = 0x800c581e
 )
 
 // dioByteAligned: NFS takes O_DIRECT requests of any alignment, and
 // probing it would wrongly find 1 and fall back to 4k.
 func dioByteAligned(fd int) bool {
-	var st syscall.Statfs_t
-	return syscall.Fstatfs(fd, &st) == nil && st.Type == nfsSuperMagic
+	var st unix.Statfs_t
+	return unix.Fstatfs(fd, &st) == nil && st.Type == unix.NFS_SUPER_MAGIC
 }
 
 // probeAlignment mirrors raw_probe_alignment: ask the kernel (block size
@@ -94,8 +95,7 @@ func (h *handle) probeAlignment() bool {
 	maxAlign := max(maxBlockSize, os.Getpagesize())
 	alignments := []int{1, 512, 1024, 2048, 4096}
 
-	var sz uint32
-	if ioctl(h.fd, ioctlBLKSSZGET, unsafe.Pointer(&sz)) == nil && sz > 0 {
+	if sz, err := unix.IoctlGetUint32(h.fd, unix.BLKSSZGET); err == nil && sz > 0 {
 		h.align = int64(sz)
 	}
 	var dio struct{ mem, minIO, maxIO uint32 }
@@ -132,12 +132,12 @@ func (h *handle) probeAlignment() bool {
 // ioAligned: Linux answers EINVAL for misaligned O_DIRECT reads; any other
 // error is a real I/O problem that says nothing about alignment.
 func ioAligned(fd int, buf []byte) bool {
-	_, err := syscall.Pread(fd, buf, 0)
-	return err != syscall.EINVAL
+	_, err := unix.Pread(fd, buf, 0)
+	return err != unix.EINVAL
 }
 
 func ioctl(fd int, req uintptr, arg unsafe.Pointer) error {
-	_, _, e := syscall.Syscall(syscall.SYS_IOCTL, uintptr(fd), req, uintptr(arg))
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(arg))
 	if e != 0 {
 		return e
 	}

@@ -4,7 +4,8 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"blockd/blockio"
 )
@@ -70,11 +71,11 @@ func (f *File) Flush() error {
 			return nil
 		}
 		if e := f.cacheErr.Load(); e != 0 {
-			return os.NewSyscallError("fdatasync", syscall.Errno(e))
+			return os.NewSyscallError("fdatasync", unix.Errno(e))
 		}
 		for {
-			err := syscall.Fdatasync(h.fd)
-			if err == syscall.EINTR {
+			err := unix.Fdatasync(h.fd)
+			if err == unix.EINTR {
 				continue
 			}
 			if err != nil {
@@ -102,7 +103,7 @@ func (f *File) Size() (int64, error) {
 }
 
 func (h *handle) length() (int64, error) {
-	n, errno := lseek(h.fd, 0, seekEnd)
+	n, errno := lseek(h.fd, 0, unix.SEEK_END)
 	if errno != 0 {
 		return 0, os.NewSyscallError("lseek", errno)
 	}
@@ -120,13 +121,13 @@ func (f *File) Truncate(size int64) error {
 		if !h.writable() {
 			return errorf(blockio.ErrReadOnly, "Image is read-only")
 		}
-		var st syscall.Stat_t
+		var st unix.Stat_t
 		if err := fstat(h.fd, &st); err != nil {
 			return errnoErrorf(asErrno(err), "Could not stat file")
 		}
 		for {
-			err := syscall.Ftruncate(h.fd, size)
-			if err == syscall.EINTR {
+			err := unix.Ftruncate(h.fd, size)
+			if err == unix.EINTR {
 				continue
 			}
 			if err != nil {
@@ -161,11 +162,11 @@ func allocateFirstBlock(h *handle, size int64) {
 func preadFull(h *handle, p []byte, off int64) error {
 	n := 0
 	for n < len(p) {
-		m, err := syscall.Pread(h.fd, p[n:], off+int64(n))
-		if err == syscall.EINTR {
+		m, err := unix.Pread(h.fd, p[n:], off+int64(n))
+		if err == unix.EINTR {
 			continue
 		}
-		if err == syscall.EINVAL && h.direct() && n > 0 {
+		if err == unix.EINVAL && h.direct() && n > 0 {
 			break
 		}
 		if err != nil {
@@ -185,15 +186,15 @@ func preadFull(h *handle, p []byte, off int64) error {
 func pwriteFull(fd int, p []byte, off int64) (int, error) {
 	n := 0
 	for n < len(p) {
-		m, err := syscall.Pwrite(fd, p[n:], off+int64(n))
-		if err == syscall.EINTR {
+		m, err := unix.Pwrite(fd, p[n:], off+int64(n))
+		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
 			return n, os.NewSyscallError("pwrite", err)
 		}
 		if m == 0 {
-			return n, os.NewSyscallError("pwrite", syscall.EINVAL)
+			return n, os.NewSyscallError("pwrite", unix.EINVAL)
 		}
 		n += m
 	}

@@ -2,7 +2,9 @@ package file
 
 import (
 	"sync"
-	"syscall"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
 
 	"blockd/blockio"
 )
@@ -20,10 +22,6 @@ import (
 const (
 	lockPermBase   = 100 // RAW_LOCK_PERM_BASE
 	lockSharedBase = 200 // RAW_LOCK_SHARED_BASE
-
-	// OFD lock commands (linux/amd64); package syscall does not define them.
-	fOFDGetlk = 36
-	fOFDSetlk = 37
 )
 
 // QEMU's bdrv_perm_names, used in lock error messages.
@@ -38,6 +36,21 @@ type lockBytes struct {
 
 type lockCmds struct{ get, set int }
 
+// lockCalls counts the fcntl lock calls of this process (F_OFD_GETLK,
+// F_OFD_SETLK and their POSIX fallbacks), so tests and benchmarks can
+// check how many a graph change costs.
+var lockCalls atomic.Uint64
+
+// LockCalls returns how many fcntl lock calls the file driver has made in
+// this process.
+func LockCalls() uint64 { return lockCalls.Load() }
+
+// fcntlLock is the one place the driver calls fcntl for locks.
+func fcntlLock(fd int, cmd int, fl *unix.Flock_t) error {
+	lockCalls.Add(1)
+	return unix.FcntlFlock(uintptr(fd), cmd, fl)
+}
+
 var ofdProbe struct {
 	once sync.Once
 	ok   bool
@@ -46,13 +59,13 @@ var ofdProbe struct {
 // hasOFDLocks mirrors qemu_probe_lock_ops: try F_OFD_GETLK on /dev/null.
 func hasOFDLocks() bool {
 	ofdProbe.once.Do(func() {
-		fd, err := syscall.Open("/dev/null", syscall.O_RDWR|syscall.O_CLOEXEC, 0)
+		fd, err := unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return
 		}
-		defer syscall.Close(fd)
-		fl := syscall.Flock_t{Type: syscall.F_WRLCK, Whence: 0}
-		ofdProbe.ok = syscall.FcntlFlock(uintptr(fd), fOFDGetlk, &fl) == nil
+		defer unix.Close(fd)
+		fl := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0}
+		ofdProbe.ok = fcntlLock(fd, unix.F_OFD_GETLK, &fl) == nil
 	})
 	return ofdProbe.ok
 }
@@ -61,19 +74,19 @@ func hasOFDLocks() bool {
 // which are per process and dropped when any fd of the file is closed.
 func pickLockCmds() lockCmds {
 	if hasOFDLocks() {
-		return lockCmds{get: fOFDGetlk, set: fOFDSetlk}
+		return lockCmds{get: unix.F_OFD_GETLK, set: unix.F_OFD_SETLK}
 	}
-	return lockCmds{get: syscall.F_GETLK, set: syscall.F_SETLK}
+	return lockCmds{get: unix.F_GETLK, set: unix.F_SETLK}
 }
 
-func (lk lockCmds) setByte(fd int, off int64, typ int16) syscall.Errno {
-	fl := syscall.Flock_t{Type: typ, Whence: 0, Start: off, Len: 1}
+func (lk lockCmds) setByte(fd int, off int64, typ int16) unix.Errno {
+	fl := unix.Flock_t{Type: typ, Whence: 0, Start: off, Len: 1}
 	for {
-		err := syscall.FcntlFlock(uintptr(fd), lk.set, &fl)
+		err := fcntlLock(fd, lk.set, &fl)
 		if err == nil {
 			return 0
 		}
-		if errno := asErrno(err); errno != syscall.EINTR {
+		if errno := asErrno(err); errno != unix.EINTR {
 			return errno
 		}
 	}
@@ -81,19 +94,19 @@ func (lk lockCmds) setByte(fd int, off int64, typ int16) syscall.Errno {
 
 // testByte mirrors qemu_lock_fd_test(fd, off, 1, true): EAGAIN when
 // another description holds any lock on the byte.
-func (lk lockCmds) testByte(fd int, off int64) syscall.Errno {
-	fl := syscall.Flock_t{Type: syscall.F_WRLCK, Whence: 0, Start: off, Len: 1}
+func (lk lockCmds) testByte(fd int, off int64) unix.Errno {
+	fl := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: off, Len: 1}
 	for {
-		err := syscall.FcntlFlock(uintptr(fd), lk.get, &fl)
+		err := fcntlLock(fd, lk.get, &fl)
 		if err == nil {
 			break
 		}
-		if errno := asErrno(err); errno != syscall.EINTR {
+		if errno := asErrno(err); errno != unix.EINTR {
 			return errno
 		}
 	}
-	if fl.Type != syscall.F_UNLCK {
-		return syscall.EAGAIN
+	if fl.Type != unix.F_UNLCK {
+		return unix.EAGAIN
 	}
 	return 0
 }
@@ -128,14 +141,14 @@ func (lk lockCmds) applyLockBytes(fd int, want lockBytes, unlock bool, held *loc
 			off := s.base + int64(i)
 			switch {
 			case s.want&bit != 0 && s.have&bit == 0:
-				if errno := lk.setByte(fd, off, syscall.F_RDLCK); errno != 0 {
+				if errno := lk.setByte(fd, off, unix.F_RDLCK); errno != 0 {
 					return lockErrorf(errno, "Failed to lock byte %d", off)
 				}
 				if s.track != nil {
 					*s.track |= bit
 				}
 			case unlock && s.have&bit != 0 && s.want&bit == 0:
-				if errno := lk.setByte(fd, off, syscall.F_UNLCK); errno != 0 {
+				if errno := lk.setByte(fd, off, unix.F_UNLCK); errno != 0 {
 					return errnoErrorf(errno, "Failed to unlock byte %d", off)
 				}
 				if s.track != nil {

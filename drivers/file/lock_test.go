@@ -157,3 +157,62 @@ func TestLockByteHeldExclusively(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// lockCallsOf counts the fcntl lock calls fn makes (file tests do not run
+// in parallel, so the process-wide counter is theirs).
+func lockCallsOf(fn func()) uint64 {
+	before := LockCalls()
+	fn()
+	return LockCalls() - before
+}
+
+// A CheckPerm that replaces an unfinished one touches only the bytes whose
+// state changes, and one that repeats it exactly makes no call at all
+// (QEMU's raw_handle_perm_lock with its record of the locked bytes).
+func TestRecheckTouchesOnlyChangedBytes(t *testing.T) {
+	p := newImage(t, t.TempDir(), 1<<20)
+	f := mustOpen(t, Options{Filename: p})
+	if !f.useLock {
+		t.Skip("SKIPPED: no OFD locks on this host")
+	}
+	if err := f.SetPerm(cr, all); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name  string
+		do    func() error
+		calls uint64
+		held  lockBytes
+	}{
+		// lock 101, test 200 and 201
+		{"take write", func() error { return f.CheckPerm(cr|wr, all) }, 3, lockBytes{perm: cr | wr}},
+		{"same again", func() error { return f.CheckPerm(cr|wr, all) }, 0, lockBytes{perm: cr | wr}},
+		// unlock 101, lock 103, test 200 and 203
+		{"resize instead", func() error { return f.CheckPerm(cr|resize, all) }, 4, lockBytes{perm: cr | resize}},
+		{"commit it", func() error { return f.SetPerm(cr|resize, all) }, 0, lockBytes{perm: cr | resize}},
+		// only unlocking ahead: nothing checked until the commit
+		{"drop resize", func() error { return f.CheckPerm(cr, all) }, 0, lockBytes{perm: cr | resize}},
+		// lock 201 (the check replaces the pending drop), test 200 and 101
+		{"unshare write", func() error { return f.CheckPerm(cr, all&^wr) }, 3, lockBytes{perm: cr | resize, unshared: wr}},
+		// unlock 103
+		{"commit", func() error { return f.SetPerm(cr, all&^wr) }, 1, lockBytes{perm: cr, unshared: wr}},
+	}
+	for _, s := range steps {
+		var err error
+		if n := lockCallsOf(func() { err = s.do() }); n != s.calls {
+			t.Errorf("%s: %d lock calls, want %d", s.name, n, s.calls)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		wantHeld(t, p, s.held)
+	}
+	// Abort returns to the committed state touching only what differs.
+	if err := f.CheckPerm(cr|wr, all&^wr); err != nil {
+		t.Fatal(err)
+	}
+	if n := lockCallsOf(f.AbortPerm); n != 1 {
+		t.Errorf("abort: %d lock calls, want 1 (unlock 101)", n)
+	}
+	wantHeld(t, p, lockBytes{perm: cr, unshared: wr})
+}

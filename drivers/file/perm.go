@@ -60,12 +60,24 @@ func (f *File) checkPermLocked(perm, shared blockio.Perm, target *config) error 
 	if f.h == nil {
 		return os.ErrClosed
 	}
-	if f.pend != nil {
-		f.abortLocked()
-	}
 	cfg := f.cfg
 	if target != nil {
 		cfg = *target
+	}
+	if p := f.pend; p != nil {
+		switch {
+		case p.h != nil || p.cfg != nil || target != nil:
+			f.abortLocked()
+		case p.perm == perm && p.shared == shared && openFlags(cfg, perm) == f.h.flags:
+			// Prepared and checked exactly this already: the bytes are
+			// held, so nobody can have taken a conflicting one since.
+			return nil
+		default:
+			// A lock-only change replaced by another: prepareLocks moves
+			// the held bytes straight to the new union, so bytes both
+			// need are not unlocked and locked again.
+			f.pend = nil
+		}
 	}
 
 	// raw_reconfigure_getfd: a new fd if the access mode or O_DIRECT
@@ -104,12 +116,17 @@ func (f *File) prepareLocks(perm, shared blockio.Perm) error {
 	}
 	cur := wantBytes(f.perm, f.shared)
 	next := wantBytes(perm, shared)
-	if cur.perm|next.perm == cur.perm && cur.unshared|next.unshared == cur.unshared {
+	union := lockBytes{cur.perm | next.perm, cur.unshared | next.unshared}
+	if union == cur {
 		// Only unlocking ahead: nothing to check, and it cannot conflict.
+		// Bytes a replaced CheckPerm took beyond cur are released.
+		f.rollbackLocks()
 		return nil
 	}
-	union := lockBytes{cur.perm | next.perm, cur.unshared | next.unshared}
-	err := f.lk.applyLockBytes(f.h.fd, union, false, &f.held)
+	// Only the bytes whose state differs from what the fd holds are
+	// touched (held tracks them): none for those already locked, and
+	// those a replaced CheckPerm took beyond union are released.
+	err := f.lk.applyLockBytes(f.h.fd, union, true, &f.held)
 	if err == nil {
 		err = f.lk.checkLockBytes(f.h.fd, perm, shared)
 	}

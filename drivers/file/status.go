@@ -2,15 +2,10 @@ package file
 
 import (
 	"fmt"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"blockd/blockio"
-)
-
-const (
-	seekEnd  = 2 // SEEK_END
-	seekData = 3 // SEEK_DATA
-	seekHole = 4 // SEEK_HOLE
 )
 
 // BlockStatus mirrors raw_co_block_status with want_zero, plus what
@@ -61,7 +56,7 @@ func (f *File) BlockStatus(off, length int64) (blockio.Status, error) {
 func findStatus(h *handle, off, length, size int64) (blockio.StatusFlags, int64) {
 	data, hole, errno := findAllocation(h.fd, off)
 	switch {
-	case errno == syscall.ENXIO:
+	case errno == unix.ENXIO:
 		return blockio.StatusZero, length // trailing hole
 	case errno != 0:
 		return blockio.StatusData, length // no information: no holes
@@ -79,38 +74,38 @@ func findStatus(h *handle, off, length, size int64) (blockio.StatusFlags, int64)
 // trailing hole (or a file truncated behind our back); other errnos mean
 // nothing is known. The lseeks move the fd's file position, which this
 // driver never uses (it does positioned I/O only).
-func findAllocation(fd int, off int64) (data, hole int64, errno syscall.Errno) {
-	d, err := lseek(fd, off, seekData)
+func findAllocation(fd int, off int64) (data, hole int64, errno unix.Errno) {
+	d, err := lseek(fd, off, unix.SEEK_DATA)
 	if err != 0 {
 		return 0, 0, err
 	}
 	if d < off {
-		return 0, 0, syscall.EIO // not a valid lseek answer
+		return 0, 0, unix.EIO // not a valid lseek answer
 	}
 	if d > off {
 		return d, off, 0
 	}
-	hl, err := lseek(fd, off, seekHole)
+	hl, err := lseek(fd, off, unix.SEEK_HOLE)
 	if err != 0 {
 		return 0, 0, err
 	}
 	if hl < off {
-		return 0, 0, syscall.EIO
+		return 0, 0, unix.EIO
 	}
 	if hl > off {
 		return off, hl, 0
 	}
 	// In data, then in a hole: a hole was dug meanwhile. Know nothing.
-	return 0, 0, syscall.EBUSY
+	return 0, 0, unix.EBUSY
 }
 
-func lseek(fd int, off int64, whence int) (int64, syscall.Errno) {
+func lseek(fd int, off int64, whence int) (int64, unix.Errno) {
 	for {
-		n, err := syscall.Seek(fd, off, whence)
+		n, err := unix.Seek(fd, off, whence)
 		if err == nil {
 			return n, 0
 		}
-		if errno := asErrno(err); errno != syscall.EINTR {
+		if errno := asErrno(err); errno != unix.EINTR {
 			return 0, errno
 		}
 	}

@@ -3,15 +3,10 @@ package file
 import (
 	"errors"
 	"os"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"blockd/blockio"
-)
-
-const (
-	fallocKeepSize  = 0x01 // FALLOC_FL_KEEP_SIZE
-	fallocPunchHole = 0x02 // FALLOC_FL_PUNCH_HOLE
-	fallocZeroRange = 0x10 // FALLOC_FL_ZERO_RANGE
 )
 
 // errNoFastZero: no fallocate method worked; the caller falls back to
@@ -59,19 +54,19 @@ func (f *File) zeroFast(h *handle, off, length int64, unmap bool) (int64, int64,
 		// only up to EOF and zero the rest below, which extends it.
 		end := off + length
 		punchEnd := end
-		var st syscall.Stat_t
+		var st unix.Stat_t
 		if fstat(h.fd, &st) == nil {
 			punchEnd = min(end, st.Size)
 		}
 		if off < punchEnd {
-			err := fallocate(h.fd, fallocPunchHole|fallocKeepSize, off, punchEnd-off)
+			err := fallocate(h.fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, punchEnd-off)
 			switch {
 			case err == nil:
 				if punchEnd == end {
 					return off, 0, nil
 				}
 				off, length = punchEnd, end-punchEnd
-			case err == syscall.ENOTSUP, err == syscall.EINVAL, err == syscall.EBUSY:
+			case err == unix.ENOTSUP, err == unix.EINVAL, err == unix.EBUSY:
 				// Could not deallocate with a zero guarantee: write zeroes.
 			default:
 				return off, length, os.NewSyscallError("fallocate", err)
@@ -80,34 +75,34 @@ func (f *File) zeroFast(h *handle, off, length int64, unmap bool) (int64, int64,
 	}
 
 	if !f.noZeroRange.Load() {
-		err := fallocate(h.fd, fallocZeroRange, off, length)
+		err := fallocate(h.fd, unix.FALLOC_FL_ZERO_RANGE, off, length)
 		if err == nil {
 			return off, 0, nil
 		}
-		if err == syscall.ENOTSUP {
+		if err == unix.ENOTSUP {
 			f.noZeroRange.Store(true)
-		} else if err != syscall.EINVAL {
+		} else if err != unix.EINVAL {
 			// EINVAL: some file systems reject unaligned ranges; go on.
 			return off, length, os.NewSyscallError("fallocate", err)
 		}
 	}
 
 	if !f.noPunch.Load() && !f.noFallocate.Load() {
-		err := fallocate(h.fd, fallocPunchHole|fallocKeepSize, off, length)
+		err := fallocate(h.fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, length)
 		switch err {
 		case nil:
 			err = fallocate(h.fd, 0, off, length)
 			if err == nil {
 				return off, 0, nil
 			}
-			if err != syscall.ENOTSUP {
+			if err != unix.ENOTSUP {
 				return off, length, os.NewSyscallError("fallocate", err)
 			}
 			f.noFallocate.Store(true)
-		case syscall.EINVAL:
+		case unix.EINVAL:
 			f.warn("Your file system is misbehaving: fallocate(FALLOC_FL_PUNCH_HOLE) " +
 				"returned EINVAL. Please report this bug to your file system vendor.")
-		case syscall.ENOTSUP:
+		case unix.ENOTSUP:
 			f.noPunch.Store(true)
 		default:
 			return off, length, os.NewSyscallError("fallocate", err)
@@ -115,13 +110,13 @@ func (f *File) zeroFast(h *handle, off, length int64, unmap bool) (int64, int64,
 	}
 
 	// Last resort: past EOF, plain fallocate extends the file with zeroes.
-	var st syscall.Stat_t
+	var st unix.Stat_t
 	if !f.noFallocate.Load() && fstat(h.fd, &st) == nil && off >= st.Size {
 		err := fallocate(h.fd, 0, off, length)
 		if err == nil {
 			return off, 0, nil
 		}
-		if err != syscall.ENOTSUP {
+		if err != unix.ENOTSUP {
 			return off, length, os.NewSyscallError("fallocate", err)
 		}
 		f.noFallocate.Store(true)
@@ -165,10 +160,10 @@ func (f *File) Discard(off, length int64) error {
 			r = f.serial.begin(alignDown(off, h.align), alignUp(off+length, h.align), false)
 		}
 		defer f.serial.end(r)
-		switch err := fallocate(h.fd, fallocPunchHole|fallocKeepSize, off, length); err {
+		switch err := fallocate(h.fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, length); err {
 		case nil:
 			return nil
-		case syscall.ENOTSUP:
+		case unix.ENOTSUP:
 			f.noPunch.Store(true)
 			return nil
 		default:
@@ -181,12 +176,12 @@ func (f *File) Discard(off, length int64) error {
 // like QEMU's translate_err.
 func fallocate(fd int, mode uint32, off, length int64) error {
 	for {
-		err := syscall.Fallocate(fd, mode, off, length)
+		err := unix.Fallocate(fd, mode, off, length)
 		switch err {
-		case syscall.EINTR:
+		case unix.EINTR:
 			continue
-		case syscall.ENODEV, syscall.ENOSYS, syscall.EOPNOTSUPP, syscall.ENOTTY:
-			return syscall.ENOTSUP
+		case unix.ENODEV, unix.ENOSYS, unix.EOPNOTSUPP, unix.ENOTTY:
+			return unix.ENOTSUP
 		}
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"syscall"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -131,7 +132,20 @@ func (img *Image) decompressCluster(out []byte, entry uint64) error {
 		zstdPool.Put(st)
 	}
 	if err != nil {
-		return fmt.Errorf("qcow2: could not decompress cluster at host offset %#x: %v (Input/output error)", off, err)
+		return &decompressError{off: off, err: err}
 	}
 	return nil
 }
+
+// decompressError keeps QEMU's wording and is an EIO to errors.Is, as
+// QEMU's read fails with -EIO.
+type decompressError struct {
+	off int64
+	err error
+}
+
+func (e *decompressError) Error() string {
+	return fmt.Sprintf("qcow2: could not decompress cluster at host offset %#x: %v (Input/output error)", e.off, e.err)
+}
+
+func (e *decompressError) Unwrap() []error { return []error{e.err, syscall.EIO} }

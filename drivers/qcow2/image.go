@@ -273,3 +273,11 @@ func (img *Image) readBacking(p []byte, off int64) error {
 func (img *Image) hasBacking() bool {
 	return img.backing.Load() != nil || img.hdr.backingFile != ""
 }
+
+// Backing returns the device set by SetBacking, or nil (blockio.Backed).
+func (img *Image) Backing() blockio.Device {
+	if br := img.backing.Load(); br != nil {
+		return br.dev
+	}
+	return nil
+}

@@ -53,10 +53,6 @@ func (img *Image) writeSize(size int64) error {
 	return nil
 }
 
-// opCrop makes whole clusters unallocated whatever the backing file holds
-// (QCOW2_DISCARD_ALWAYS with full_discard): they are leaving the disk.
-const opCrop = opDiscard + 1
-
 func (img *Image) shrink(size int64) error {
 	img.mu.Lock()
 	err := img.resizable()

@@ -58,7 +58,7 @@ func readSnapshots(f blockio.Device, off int64, n int, fsz int64) ([]snapshot, i
 	for i := 0; i < n; i++ {
 		h, err := r.read(snapshotHdrSize)
 		if err != nil {
-			return snaps, 0, fmt.Errorf("Failed to read snapshot table: %v", err)
+			return snaps, 0, fmt.Errorf("Failed to read snapshot table: %w", err)
 		}
 		be := binary.BigEndian
 		s := snapshot{l1Offset: int64(be.Uint64(h[0:])), l1Size: int64(be.Uint32(h[8:]))}
@@ -69,7 +69,7 @@ func readSnapshots(f blockio.Device, off int64, n int, fsz int64) ([]snapshot, i
 		}
 		rest, err := r.read(extra + idLen + nameLen)
 		if err != nil {
-			return snaps, 0, fmt.Errorf("Failed to read snapshot table: %v", err)
+			return snaps, 0, fmt.Errorf("Failed to read snapshot table: %w", err)
 		}
 		s.dateSec, s.dateNsec = be.Uint32(h[16:]), be.Uint32(h[20:])
 		s.vmClockNsec, s.vmStateSize = be.Uint64(h[24:]), be.Uint32(h[32:])

@@ -27,6 +27,10 @@ type zeroOp uint8
 const (
 	opZero zeroOp = iota
 	opDiscard
+	opEmpty // MakeEmpty: clusters become unallocated, whatever the version
+	// opCrop is opEmpty for a shrink (QCOW2_DISCARD_ALWAYS with
+	// full_discard): as in QEMU, a range without an L2 table gets one.
+	opCrop
 )
 
 // WriteZeroes makes guest bytes read as zero.
@@ -194,7 +198,7 @@ func (img *Image) zeroChunk(off, n int64, op zeroOp, flags blockio.WriteFlags) (
 		return 0, err
 	}
 	l1i, _, _ := img.slicePos(off)
-	if img.l1[l1i]&l1eOffsetMask == 0 && op == opDiscard && (!img.hasBacking() || img.version < 3) {
+	if img.l1[l1i]&l1eOffsetMask == 0 && (op == opEmpty || op == opDiscard && (!img.hasBacking() || img.version < 3)) {
 		return n, nil // unallocated and stays so
 	}
 	slot, buf, idx, err := img.l2ForWrite(off)
@@ -217,7 +221,7 @@ func (img *Image) zeroChunk(off, n int64, op zeroOp, flags blockio.WriteFlags) (
 		allocated := compressed || e&l2eOffsetMask != 0
 		newE, newBM, free := e, bm, false
 		switch {
-		case op == opCrop:
+		case op == opEmpty || op == opCrop:
 			newE, newBM, free = 0, 0, allocated
 		case op == opDiscard:
 			if img.hasBacking() || allocated {

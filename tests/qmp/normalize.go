@@ -1,10 +1,12 @@
 package qmptest
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -124,4 +126,44 @@ func firstDiff(want, got any, path string) string {
 		}
 	}
 	return fmt.Sprintf("%s: want %s, got %s", path, compact(want), compact(got))
+}
+
+// sameMemberOrder checks that a message's top-level members come in the
+// order of the recorded expectation, with an event's timestamp first (the
+// recording drops it): the reference's text order, which clients that
+// compare raw lines depend on.
+func sameMemberOrder(want, got []byte) error {
+	w, g := topKeys(want), topKeys(got)
+	if len(g) > 0 && slices.Contains(g, "event") {
+		if g[0] != "timestamp" {
+			return fmt.Errorf("event members %v: timestamp must come first", g)
+		}
+		g = g[1:]
+		w = slices.DeleteFunc(w, func(k string) bool { return k == "timestamp" })
+	}
+	if !slices.Equal(w, g) {
+		return fmt.Errorf("member order %v, want %v", g, w)
+	}
+	return nil
+}
+
+// topKeys lists the member names of a JSON object in text order.
+func topKeys(msg []byte) []string {
+	dec := json.NewDecoder(bytes.NewReader(msg))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil
+	}
+	var keys []string
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return keys
+		}
+		keys = append(keys, fmt.Sprint(t))
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return keys
+		}
+	}
+	return keys
 }

@@ -126,3 +126,78 @@ func TestOnErrorStopPausesThenCancels(t *testing.T) {
 		t.Fatalf("cancel events before the reply %q, want %q", got, want)
 	}
 }
+
+// on-error=enospc stops on ENOSPC like stop (block_job_error_action).
+func TestOnErrorEnospcStopsOnENOSPC(t *testing.T) {
+	d, c := startENOSPCCommit(t, "enospc")
+	defer d.Stop(t)
+	defer c.Close()
+	var errData map[string]any
+	seen, _ := eventsUntil(t, c, func(m map[string]any) bool {
+		if m["event"] == "BLOCK_JOB_ERROR" {
+			errData = m["data"].(map[string]any)
+		}
+		return m["event"] == "JOB_STATUS_CHANGE" && m["data"].(map[string]any)["status"] == "paused"
+	})
+	if strings.Join(seen, " ") != "BLOCK_JOB_ERROR status:paused" || errData["action"] != "stop" {
+		t.Fatalf("events %v, error %v", seen, errData)
+	}
+	r, _ := c.Command(t, "query-block-jobs", nil)
+	if job := r["return"].([]any)[0].(map[string]any); job["io-status"] != "nospace" {
+		t.Fatalf("query-block-jobs %v", job)
+	}
+	if r, _ := c.Command(t, "block-job-cancel", map[string]any{"device": "j1", "force": true}); r["return"] == nil {
+		t.Fatalf("cancel: %v", r)
+	}
+}
+
+// on-error=enospc reports any other error and the job ends with it: here
+// the base image may not grow past the process's file size limit (EFBIG).
+func TestOnErrorEnospcReportsOtherErrors(t *testing.T) {
+	requireQemuImg(t)
+	if _, err := exec.LookPath("prlimit"); err != nil {
+		t.Skip("SKIPPING: prlimit (util-linux) not installed; cannot provoke EFBIG")
+	}
+	dir := t.TempDir()
+	for _, cmd := range []string{
+		"qemu-img create -q -f qcow2 base.qcow2 16M",
+		"qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 mid.qcow2",
+		"qemu-io -f qcow2 -c 'write -P 0x22 0 8M' mid.qcow2 >/dev/null",
+		"qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2",
+	} {
+		runShell(t, dir, cmd, 0)
+	}
+	// prlimit execs blockd in its place, so signals reach blockd itself.
+	wrapper := filepath.Join(dir, "blockd-fsize")
+	script := "#!/bin/sh\nexec prlimit --fsize=3145728 " + blockdBin + " \"$@\"\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := StartDaemon(t, wrapper, dir)
+	defer d.Stop(t)
+	c := Dial(t, d.Sock)
+	defer c.Close()
+	negotiate(t, c)
+	addTop(t, c, dir)
+	args := commitArgs(dir)
+	args["on-error"] = "enospc"
+	if r, _ := c.Command(t, "block-commit", args); r["return"] == nil {
+		t.Fatalf("block-commit: %v", r)
+	}
+	var errData map[string]any
+	seen, last := eventsUntil(t, c, func(m map[string]any) bool {
+		if m["event"] == "BLOCK_JOB_ERROR" {
+			errData = m["data"].(map[string]any)
+		}
+		return m["event"] == "BLOCK_JOB_COMPLETED"
+	})
+	if want := "BLOCK_JOB_ERROR status:aborting BLOCK_JOB_COMPLETED"; strings.Join(seen, " ") != want {
+		t.Fatalf("events %v, want %s", seen, want)
+	}
+	if errData["action"] != "report" || errData["operation"] != "write" {
+		t.Fatalf("BLOCK_JOB_ERROR %v", errData)
+	}
+	if msg := last["data"].(map[string]any)["error"]; msg != "File too large" {
+		t.Fatalf("completed with error %v", msg)
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -124,23 +126,44 @@ func (d *Daemon) Wait() error {
 	}
 }
 
+// Pid is the daemon's process id.
+func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
+
 // Stderr returns what blockd logged so far.
 func (d *Daemon) Stderr() string { return d.stderr.String() }
 
 // Client is a raw line-oriented connection to a monitor.
 type Client struct {
-	Conn net.Conn
-	r    *bufio.Reader
+	Conn     net.Conn
+	r        *bufio.Reader
+	greeting []byte // read by Dial, returned by the first Next
 }
 
-// Dial connects to a monitor socket.
+// Dial connects to a monitor socket and waits for its greeting, which the
+// first Next returns. A connection closed before the greeting is retried:
+// qemu-storage-daemon's monitor can drop the connection that follows
+// another client's quick connect and close (StartDaemon's readiness
+// probe), and the reference side of a test must not flake on that.
 func Dial(t testing.TB, sock string) *Client {
 	t.Helper()
-	c, err := net.Dial("unix", sock)
-	if err != nil {
-		t.Fatalf("dial %s: %v", sock, err)
+	deadline := time.Now().Add(replyTimeout)
+	for {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatalf("dial %s: %v", sock, err)
+		}
+		r := bufio.NewReaderSize(c, 1<<20)
+		_ = c.SetReadDeadline(deadline)
+		line, err := r.ReadBytes('\n')
+		if err == nil {
+			return &Client{Conn: c, r: r, greeting: line}
+		}
+		_ = c.Close()
+		if !errors.Is(err, io.EOF) || time.Now().After(deadline) {
+			t.Fatalf("greeting from %s: %v", sock, err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	return &Client{Conn: c, r: bufio.NewReaderSize(c, 1<<20)}
 }
 
 // Send writes raw bytes.
@@ -153,7 +176,12 @@ func (c *Client) Send(b []byte) error {
 // Next reads the next message.
 func (c *Client) Next() (map[string]any, []byte, error) {
 	_ = c.Conn.SetReadDeadline(time.Now().Add(replyTimeout))
-	line, err := c.r.ReadBytes('\n')
+	line, err := c.greeting, error(nil)
+	if line != nil {
+		c.greeting = nil
+	} else {
+		line, err = c.r.ReadBytes('\n')
+	}
 	if err != nil {
 		return nil, line, err
 	}
@@ -244,6 +272,9 @@ func Run(t *testing.T, bin string, tr *Transcript) {
 			got, raw, err := c.Next()
 			if err != nil {
 				t.Fatalf("%s: expected %s\n  got error %v (%q)\nblockd stderr:\n%s", where, st.Text, err, raw, d.Stderr())
+			}
+			if err := sameMemberOrder([]byte(st.Text), raw); err != nil {
+				t.Fatalf("%s: %v\n  want: %s\n  got:  %s", where, err, st.Text, raw)
 			}
 			norm, err := normalize(got, dir)
 			if err != nil {

@@ -1,0 +1,49 @@
+package blockio
+
+import "fmt"
+
+// Backed is implemented by devices whose unallocated ranges read from a
+// backing device (a qcow2 layer, or a node's data path in front of one).
+// Backing returns nil when there is none.
+type Backed interface {
+	Backing() Device
+}
+
+// ChainStatus is the status of [off, off+length) in the first layer of
+// dev's backing chain that defines it, as bdrv_block_status_above sees
+// it: depth is 1 when dev itself defines the range, 2 for its backing
+// file and so on, and 0 when no layer does (the range then reads as
+// zeroes: past the end of a shorter backing file, or below the last
+// layer). The returned Length never exceeds length.
+func ChainStatus(dev Device, off, length int64) (st Status, depth int, err error) {
+	for depth = 1; ; depth++ {
+		st, err = dev.BlockStatus(off, length)
+		if err != nil {
+			return Status{}, 0, err
+		}
+		if st.Length <= 0 {
+			return Status{}, 0, fmt.Errorf("block status at %d: empty range", off)
+		}
+		length = min(length, st.Length)
+		st.Length = length
+		if st.Flags&(StatusAllocated|StatusData|StatusZero) != 0 {
+			return st, depth, nil
+		}
+		var next Device
+		if b, ok := dev.(Backed); ok {
+			next = b.Backing()
+		}
+		if next == nil {
+			return Status{Flags: StatusZero, Length: length}, 0, nil
+		}
+		size, err := next.Size()
+		if err != nil {
+			return Status{}, 0, err
+		}
+		if off >= size {
+			return Status{Flags: StatusZero, Length: length}, 0, nil
+		}
+		length = min(length, size-off)
+		dev = next
+	}
+}

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func buildBlockd(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "blockd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// qmpCall connects to a QMP socket, negotiates and runs one command.
+func qmpCall(t *testing.T, sock, cmd string) map[string]any {
+	t.Helper()
+	c, err := net.DialTimeout("unix", sock, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	r := bufio.NewReader(c)
+	if _, err := r.ReadBytes('\n'); err != nil { // greeting
+		t.Fatal(err)
+	}
+	var reply map[string]any
+	for _, m := range []string{"qmp_capabilities", cmd} {
+		if _, err := c.Write([]byte(`{"execute": "` + m + `"}` + "\n")); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			line, err := r.ReadBytes('\n')
+			if err != nil {
+				t.Fatalf("%s: %v", m, err)
+			}
+			reply = nil
+			if err := json.Unmarshal(line, &reply); err != nil {
+				t.Fatal(err)
+			}
+			if _, ev := reply["event"]; !ev {
+				break
+			}
+		}
+	}
+	return reply
+}
+
+func processGone(pid int) bool {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if err := syscall.Kill(pid, 0); err != nil {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}
+
+// --daemonize: the parent exits 0 once the sockets listen, the daemon runs
+// on in its own session with its standard streams on /dev/null and its
+// working directory /, and a start-up failure makes the parent exit 1
+// with the error on its stderr.
+func TestDaemonize(t *testing.T) {
+	bin := buildBlockd(t)
+	dir := t.TempDir()
+	sock, pidfile := filepath.Join(dir, "m.sock"), filepath.Join(dir, "p.pid")
+	cmd := exec.Command(bin, "--daemonize", "--socket", sock, "--pidfile", pidfile)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("blockd --daemonize: %v: %s", err, stderr.String())
+	}
+	// Start-up is complete when the parent returns: the socket is there.
+	if _, err := os.Stat(sock); err != nil {
+		t.Fatalf("socket missing after the parent exited: %v", err)
+	}
+	b, err := os.ReadFile(pidfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid == cmd.Process.Pid {
+		t.Fatalf("pidfile %q (parent was %d)", b, cmd.Process.Pid)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	// Field 6 of /proc/PID/stat is the session id.
+	if st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
+		_, rest, _ := strings.Cut(string(st), ") ")
+		if f := strings.Fields(rest); len(f) < 4 || f[3] != strconv.Itoa(pid) {
+			t.Errorf("daemon %d is not a session leader: %s", pid, st)
+		}
+	}
+	if cwd, _ := os.Readlink("/proc/" + strconv.Itoa(pid) + "/cwd"); cwd != "/" {
+		t.Errorf("daemon's working directory is %q, want /", cwd)
+	}
+	for _, fd := range []string{"0", "1", "2"} {
+		if l, _ := os.Readlink("/proc/" + strconv.Itoa(pid) + "/fd/" + fd); l != os.DevNull {
+			t.Errorf("daemon's fd %s is %q, want %s", fd, l, os.DevNull)
+		}
+	}
+	if r := qmpCall(t, sock, "quit"); r["return"] == nil {
+		t.Errorf("quit: %v", r)
+	}
+	if !processGone(pid) {
+		t.Fatal("daemon did not exit after quit")
+	}
+	if _, err := os.Stat(pidfile); !os.IsNotExist(err) {
+		t.Errorf("pidfile left behind: %v", err)
+	}
+
+	bad := exec.Command(bin, "--daemonize", "--socket", filepath.Join(dir, "b.sock"),
+		"--blockdev", `{"driver":"qcow2","node-name":"a","file":{"driver":"file","filename":"/nonexistent"}}`)
+	stderr.Reset()
+	bad.Stderr = &stderr
+	err = bad.Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 ||
+		!strings.Contains(stderr.String(), "Could not open '/nonexistent'") {
+		t.Errorf("failing start-up: %v: %s", err, stderr.String())
+	}
+}
+
+// Socket activation: the sockets systemd would pass (LISTEN_FDS, fds 3..,
+// LISTEN_PID the daemon's own pid) serve QMP, and JSON-RPC for the one
+// named "jsonrpc"; no default socket is created beside them.
+func TestSocketActivation(t *testing.T) {
+	bin := buildBlockd(t)
+	dir := t.TempDir()
+	var files []*os.File
+	for _, n := range []string{"qmp.sock", "rpc.sock"} {
+		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, n), Net: "unix"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := l.File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		files = append(files, f)
+	}
+	// LISTEN_PID must be the daemon's pid: the shell sets it to its own
+	// and then becomes blockd.
+	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, bin)
+	cmd.Env = append(os.Environ(), "LISTEN_FDS=2", "LISTEN_FDNAMES=qmp:jsonrpc", "XDG_RUNTIME_DIR="+dir)
+	cmd.ExtraFiles = files
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	for _, f := range files {
+		f.Close()
+	}
+	if r := qmpCall(t, filepath.Join(dir, "qmp.sock"), "query-version"); r["return"] == nil {
+		t.Fatalf("QMP on the activated socket: %v (%s)", r, stderr.String())
+	}
+	c, err := net.Dial("unix", filepath.Join(dir, "rpc.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Write([]byte(`{"jsonrpc": "2.0", "id": 1, "method": "query-version"}` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(c).ReadBytes('\n')
+	if err != nil || !strings.Contains(string(line), `"result"`) {
+		t.Fatalf("JSON-RPC on the activated socket: %v %s", err, line)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "blockd.sock")); !os.IsNotExist(err) {
+		t.Errorf("default socket created beside the activated ones: %v", err)
+	}
+}

@@ -1,0 +1,438 @@
+package nbd
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+	"net"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"blockd/blockio"
+)
+
+const readBuffer = 64 << 10
+
+// conn is one client. The reader goroutine (serve) negotiates, then reads
+// requests and hands each to its own goroutine, at most MaxInFlight at a
+// time; replies are written whole under wmu, in completion order.
+type conn struct {
+	s  *Server
+	nc net.Conn
+	r  *bufio.Reader
+
+	wmu sync.Mutex
+
+	tls        bool
+	noZeroes   bool
+	structured bool
+	metaChosen bool
+	ctxs       []metaCtx
+	exp        *Export
+
+	abortOnce sync.Once
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	return &conn{s: s, nc: nc, r: bufio.NewReaderSize(nc, readBuffer)}
+}
+
+// send writes b whole.
+func (c *conn) send(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_, err := c.nc.Write(b)
+	return err
+}
+
+// sendv writes several buffers as one reply (writev where possible).
+func (c *conn) sendv(bufs ...[]byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	nb := net.Buffers(bufs)
+	_, err := nb.WriteTo(c.nc)
+	return err
+}
+
+// abort disconnects the client; its goroutines end on their own.
+func (c *conn) abort() { c.abortOnce.Do(func() { _ = c.nc.Close() }) }
+
+// serve runs the connection to its end. A panic in a request is caught
+// where it happens; nothing here reaches the client or the daemon.
+func (c *conn) serve() {
+	defer c.abort()
+	err := c.negotiate()
+	if err != nil {
+		if !errors.Is(err, errAbort) {
+			c.s.log.Debug("nbd negotiation ended", zap.Error(err))
+		}
+		return
+	}
+	defer c.exp.release(c)
+	if err := c.transmit(); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		c.s.log.Debug("nbd connection ended", zap.Error(err))
+	}
+}
+
+// transmit reads requests until DISC, a protocol violation or EOF, then
+// waits for the requests in flight.
+func (c *conn) transmit() error {
+	sem := make(chan struct{}, c.s.opts.MaxInFlight)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var hdr [RequestSize]byte
+	for {
+		if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
+			return err
+		}
+		req, err := ParseRequest(hdr[:])
+		if err != nil {
+			return err
+		}
+		if req.Type == CmdDisc {
+			return nil
+		}
+		var payload []byte
+		if req.Type == CmdWrite {
+			if req.Length > MaxBuffer {
+				_ = c.replyError(req, EINVAL, fmt.Sprintf("len (%d) is larger than max len (%d)", req.Length, MaxBuffer))
+				return errors.New("nbd: write payload too large")
+			}
+			payload = getBuf(int(req.Length))
+			if _, err := io.ReadFull(c.r, payload); err != nil {
+				putBuf(payload)
+				return err
+			}
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() {
+				if p := recover(); p != nil {
+					c.s.log.Error("nbd request panicked", zap.Any("panic", p))
+					_ = c.replyError(req, EIO, "internal error")
+				}
+				if payload != nil {
+					putBuf(payload)
+				}
+				<-sem
+				wg.Done()
+			}()
+			c.handle(req, payload)
+		}()
+	}
+}
+
+// handle validates a request as QEMU's nbd_co_receive_request does and
+// runs it; every outcome is a reply.
+func (c *conn) handle(req Request, payload []byte) {
+	e := c.exp
+	if errno, msg := c.validate(req); errno != 0 {
+		_ = c.replyError(req, errno, msg)
+		return
+	}
+	dev := e.Dev
+	off, length := int64(req.Offset), int64(req.Length)
+	var err error
+	switch req.Type {
+	case CmdRead:
+		c.read(req, dev)
+		return
+	case CmdWrite:
+		var f blockio.WriteFlags
+		if req.Flags&CmdFlagFUA != 0 {
+			f |= blockio.FUA
+		}
+		err = dev.WriteAt(payload, off, f)
+	case CmdFlush:
+		err = dev.Flush()
+	case CmdTrim:
+		err = dev.Discard(off, length)
+		if err == nil && req.Flags&CmdFlagFUA != 0 {
+			err = dev.Flush()
+		}
+	case CmdCache:
+		err = c.cache(dev, off, length)
+	case CmdWriteZeroes:
+		var f blockio.WriteFlags
+		if req.Flags&CmdFlagFUA != 0 {
+			f |= blockio.FUA
+		}
+		if req.Flags&CmdFlagNoHole == 0 {
+			f |= blockio.MayUnmap
+		}
+		if req.Flags&CmdFlagFastZero != 0 {
+			f |= blockio.NoFallback
+		}
+		err = dev.WriteZeroes(off, length, f)
+	case CmdBlockStatus:
+		c.blockStatus(req, dev)
+		return
+	}
+	if err != nil {
+		_ = c.replyError(req, Errno(err), err.Error())
+		return
+	}
+	_ = c.send(AppendSimpleReply(nil, 0, req.Cookie))
+}
+
+// validate returns the errno and message for a request that must not run.
+func (c *conn) validate(req Request) (uint32, string) {
+	e := c.exp
+	switch req.Type {
+	case CmdRead, CmdWrite, CmdFlush, CmdTrim, CmdCache, CmdWriteZeroes, CmdBlockStatus:
+	default:
+		return EINVAL, fmt.Sprintf("invalid request type (%d) received", req.Type)
+	}
+	if req.Type == CmdRead && req.Length > MaxBuffer {
+		return EINVAL, fmt.Sprintf("len (%d) is larger than max len (%d)", req.Length, MaxBuffer)
+	}
+	valid := CmdFlagFUA
+	switch {
+	case req.Type == CmdRead && c.structured:
+		valid |= CmdFlagDF
+	case req.Type == CmdWriteZeroes:
+		valid |= CmdFlagNoHole | CmdFlagFastZero
+	case req.Type == CmdBlockStatus:
+		valid |= CmdFlagReqOne
+	}
+	if req.Flags&^valid != 0 {
+		return EINVAL, fmt.Sprintf("unsupported flags for command %d (got 0x%x)", req.Type, req.Flags)
+	}
+	if e.ReadOnly && (req.Type == CmdWrite || req.Type == CmdTrim || req.Type == CmdWriteZeroes) {
+		return EPERM, "Export is read-only"
+	}
+	if req.Type != CmdFlush && (req.Offset > uint64(e.Size) || uint64(req.Length) > uint64(e.Size)-req.Offset) {
+		// EINVAL for every command, writes included, as QEMU 7.2 answers.
+		return EINVAL, fmt.Sprintf("operation past EOF; From: %d, Len: %d, Size: %d", req.Offset, req.Length, e.Size)
+	}
+	if m := uint64(e.MinBlock); m > 1 && (req.Offset%m != 0 || uint64(req.Length)%m != 0) {
+		return EINVAL, fmt.Sprintf("request not aligned to %d bytes", m)
+	}
+	if req.Type == CmdBlockStatus {
+		if len(c.ctxs) == 0 {
+			return EINVAL, "CMD_BLOCK_STATUS not negotiated"
+		}
+		if req.Length == 0 {
+			return EINVAL, "need non-zero length"
+		}
+	}
+	return 0, ""
+}
+
+// replyError answers a request with an error: a structured error chunk
+// when structured replies are on, else a simple reply.
+func (c *conn) replyError(req Request, errno uint32, msg string) error {
+	if c.structured {
+		return c.send(AppendErrorChunk(nil, ReplyFlagDone, req.Cookie, errno, msg))
+	}
+	return c.send(AppendSimpleReply(nil, errno, req.Cookie))
+}
+
+// read answers NBD_CMD_READ: a simple reply, or structured chunks where
+// ranges that read as zeroes become OFFSET_HOLE chunks (unless DF).
+func (c *conn) read(req Request, dev blockio.Device) {
+	off, length := int64(req.Offset), int64(req.Length)
+	buf := getBuf(int(length))
+	defer putBuf(buf)
+	if !c.structured {
+		if err := dev.ReadAt(buf, off); err != nil {
+			_ = c.replyError(req, Errno(err), err.Error())
+			return
+		}
+		_ = c.sendv(AppendSimpleReply(nil, 0, req.Cookie), buf)
+		return
+	}
+	if length == 0 || req.Flags&CmdFlagDF != 0 {
+		c.readData(req, dev, buf)
+		return
+	}
+	// Collect extents: zero ranges are holes, the rest is read.
+	type ext struct {
+		off, n int64
+		hole   bool
+	}
+	var exts []ext
+	for pos := off; pos < off+length; {
+		st, _, err := blockio.ChainStatus(dev, pos, off+length-pos)
+		if err != nil {
+			c.readData(req, dev, buf) // status is an optimization only
+			return
+		}
+		hole := st.Flags&blockio.StatusZero != 0
+		if k := len(exts) - 1; k >= 0 && exts[k].hole == hole {
+			exts[k].n += st.Length
+		} else {
+			exts = append(exts, ext{pos, st.Length, hole})
+		}
+		pos += st.Length
+	}
+	if len(exts) == 1 && !exts[0].hole {
+		c.readData(req, dev, buf)
+		return
+	}
+	var out [][]byte
+	for i, x := range exts {
+		flags := uint16(0)
+		if i == len(exts)-1 {
+			flags = ReplyFlagDone
+		}
+		if x.hole {
+			h := AppendChunkHeader(nil, flags, ChunkOffsetHole, req.Cookie, 12)
+			h = appendU64(h, uint64(x.off))
+			h = appendU32(h, uint32(x.n))
+			out = append(out, h)
+			continue
+		}
+		p := buf[x.off-off : x.off-off+x.n]
+		if err := dev.ReadAt(p, x.off); err != nil {
+			_ = c.replyError(req, Errno(err), err.Error())
+			return
+		}
+		h := AppendChunkHeader(nil, flags, ChunkOffsetData, req.Cookie, uint32(8+x.n))
+		out = append(out, appendU64(h, uint64(x.off)), p)
+	}
+	_ = c.sendv(out...)
+}
+
+// readData answers a structured READ with one OFFSET_DATA chunk.
+func (c *conn) readData(req Request, dev blockio.Device, buf []byte) {
+	if err := dev.ReadAt(buf, int64(req.Offset)); err != nil {
+		_ = c.replyError(req, Errno(err), err.Error())
+		return
+	}
+	h := AppendChunkHeader(nil, ReplyFlagDone, ChunkOffsetData, req.Cookie, uint32(8+len(buf)))
+	_ = c.sendv(appendU64(h, req.Offset), buf)
+}
+
+// cache is NBD_CMD_CACHE: read the range through the data path so that
+// backing layers and the host cache hold it, and drop the data.
+func (c *conn) cache(dev blockio.Device, off, length int64) error {
+	const chunk = 1 << 20
+	buf := getBuf(int(min(length, chunk)))
+	defer putBuf(buf)
+	for length > 0 {
+		n := min(length, chunk)
+		if err := dev.ReadAt(buf[:n], off); err != nil {
+			return err
+		}
+		off, length = off+n, length-n
+	}
+	return nil
+}
+
+// maxExtents bounds the descriptors of one block status chunk.
+const maxExtents = 1 << 17
+
+// blockStatus answers NBD_CMD_BLOCK_STATUS with one chunk per selected
+// context.
+func (c *conn) blockStatus(req Request, dev blockio.Device) {
+	off, length := int64(req.Offset), int64(req.Length)
+	limit := maxExtents
+	if req.Flags&CmdFlagReqOne != 0 {
+		limit = 1
+	}
+	var out []byte
+	for i, m := range c.ctxs {
+		ext, err := c.extents(dev, m, off, length, limit)
+		if err != nil {
+			_ = c.replyError(req, Errno(err), err.Error())
+			return
+		}
+		flags := uint16(0)
+		if i == len(c.ctxs)-1 {
+			flags = ReplyFlagDone
+		}
+		out = AppendBlockStatusChunk(out, flags, req.Cookie, m.id, ext)
+	}
+	_ = c.send(out)
+}
+
+// extents describes [off, off+length) in context m, merging neighbours
+// with the same value, at most limit descriptors.
+func (c *conn) extents(dev blockio.Device, m metaCtx, off, length int64, limit int) ([]Extent, error) {
+	var out []Extent
+	for pos := off; pos < off+length; {
+		var flags uint32
+		var n int64
+		switch {
+		case m.id == 0 || m.id == 1:
+			st, depth, err := blockio.ChainStatus(dev, pos, off+length-pos)
+			if err != nil {
+				return nil, err
+			}
+			n = st.Length
+			if m.id == 1 {
+				flags = uint32(depth)
+			} else {
+				if st.Flags&blockio.StatusData == 0 {
+					flags |= StateHole
+				}
+				if st.Flags&blockio.StatusZero != 0 {
+					flags |= StateZero
+				}
+			}
+		default:
+			b := c.exp.Bitmaps[m.id-2]
+			dirty, bn, err := b.Status(pos, off+length-pos)
+			if err != nil {
+				return nil, err
+			}
+			n = bn
+			if dirty {
+				flags = 1
+			}
+		}
+		if n <= 0 {
+			return nil, fmt.Errorf("block status at %d: empty range", pos)
+		}
+		if k := len(out) - 1; k >= 0 && out[k].Flags == flags && uint64(out[k].Length)+uint64(n) <= 1<<32-4096 {
+			out[k].Length += uint32(n)
+		} else {
+			if len(out) == limit {
+				break
+			}
+			out = append(out, Extent{Length: uint32(n), Flags: flags})
+		}
+		pos += n
+	}
+	return out, nil
+}
+
+func appendU64(b []byte, v uint64) []byte {
+	return append(b, byte(v>>56), byte(v>>48), byte(v>>40), byte(v>>32), byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+}
+
+func appendU32(b []byte, v uint32) []byte {
+	return append(b, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+}
+
+// Buffers come from power-of-two pools (4 KiB to 32 MiB) so that a busy
+// connection does not allocate per request.
+var pools [14]sync.Pool
+
+func poolIndex(n int) int {
+	if n <= 4096 {
+		return 0
+	}
+	return bits.Len(uint(n-1)) - 12
+}
+
+func getBuf(n int) []byte {
+	i := poolIndex(n)
+	if p, ok := pools[i].Get().(*[]byte); ok {
+		return (*p)[:n]
+	}
+	return make([]byte, n, 4096<<i)
+}
+
+func putBuf(b []byte) {
+	i := poolIndex(cap(b))
+	if cap(b) != 4096<<i {
+		return
+	}
+	pools[i].Put(&b)
+}

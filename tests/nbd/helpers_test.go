@@ -1,0 +1,136 @@
+// Package nbdtest is the NBD interop suite: blockd's exports against
+// qemu-img, qemu-io, nbdinfo, nbdcopy and nbdsh, TLS against qemu-img, an
+// active commit under NBD writes, and the export commands over QMP. It is
+// its own package so that CI runs it beside the others.
+package nbdtest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	qmptest "blockd/tests/qmp"
+)
+
+var blockdBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "blockd-nbd-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	blockdBin, err = qmptest.BuildBlockd(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// need finds a tool or skips loudly (fails with BLOCKD_REQUIRE_QEMU=1).
+func need(t *testing.T, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		if _, err := exec.LookPath(name); err != nil {
+			if os.Getenv("BLOCKD_REQUIRE_QEMU") == "1" {
+				t.Fatalf("%s not found and BLOCKD_REQUIRE_QEMU=1: %v", name, err)
+			}
+			t.Skipf("SKIP LOUDLY: %s not installed; NBD interop untested (set BLOCKD_REQUIRE_QEMU=1 to fail instead)", name)
+		}
+	}
+}
+
+// run runs a tool and returns its output; failure fails the test.
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := runErr(name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func runErr(name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	// nbdsh runs "python3 -m nbd": the system's python3 has the module.
+	cmd.Env = append(os.Environ(), "PATH=/usr/bin:/bin:"+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// server is a blockd with an NBD server on a Unix socket.
+type server struct {
+	*qmptest.Daemon
+	nbdSock string
+	qmp     *qmptest.Client
+}
+
+// start runs blockd with the given extra options and an NBD server.
+func start(t *testing.T, dir string, extra ...string) *server {
+	t.Helper()
+	sock := filepath.Join(dir, "nbd.sock")
+	args := append([]string{"--nbd-server", "addr.type=unix,addr.path=" + sock}, extra...)
+	d := qmptest.StartDaemon(t, blockdBin, dir, args...)
+	s := &server{Daemon: d, nbdSock: sock}
+	s.qmp = qmptest.Dial(t, d.Sock)
+	if _, _, err := s.qmp.Next(); err != nil { // greeting
+		t.Fatal(err)
+	}
+	s.cmd(t, "qmp_capabilities", nil)
+	t.Cleanup(func() {
+		s.qmp.Close()
+		s.Stop(t)
+	})
+	return s
+}
+
+// cmd runs a QMP command that must succeed.
+func (s *server) cmd(t *testing.T, name string, args any) any {
+	t.Helper()
+	r, _ := s.qmp.Command(t, name, args)
+	if e, ok := r["error"]; ok {
+		t.Fatalf("%s: %v", name, e)
+	}
+	return r["return"]
+}
+
+// cmdErr runs a QMP command that must fail and returns its desc.
+func (s *server) cmdErr(t *testing.T, name string, args any) string {
+	t.Helper()
+	r, _ := s.qmp.Command(t, name, args)
+	e, ok := r["error"].(map[string]any)
+	if !ok {
+		t.Fatalf("%s succeeded, want an error", name)
+	}
+	return e["desc"].(string)
+}
+
+func (s *server) uri(name string) string {
+	return fmt.Sprintf("nbd+unix:///%s?socket=%s", name, s.nbdSock)
+}
+
+// qcow2Node is a --blockdev for a qcow2 image.
+func qcow2Node(name, path string) string {
+	return fmt.Sprintf(`{"driver":"qcow2","node-name":"%s","file":{"driver":"file","filename":"%s"}}`, name, path)
+}
+
+// dialNBD connects a raw socket to the server.
+func (s *server) dial(t *testing.T) net.Conn {
+	t.Helper()
+	nc, err := net.Dial("unix", s.nbdSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc
+}
