@@ -38,7 +38,7 @@ type env struct {
 	o *blockcore.Owner
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	reg := schema.NewRegistry()
 	g := blockcore.NewGraph(zap.NewNop(), events.NewBus())

@@ -73,6 +73,7 @@ type Node struct {
 	parents  []*Child // newest first, as QEMU links new parents at the head
 
 	permSeen permInputs // what the last permission refresh saw (perm.go)
+	topoMark uint64     // the last topoOrder walk that reached the node
 }
 
 // Name returns the node name.

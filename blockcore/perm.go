@@ -3,6 +3,7 @@ package blockcore
 import (
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"blockd/blockio"
 	"blockd/schema"
@@ -90,14 +91,16 @@ func (n *Node) recordPermInputs(q *reopenQueue, t *tx) {
 // topoOrder lists the nodes reachable from roots, every parent before its
 // children (bdrv_topological_dfs).
 func topoOrder(roots []*Node) []*Node {
-	seen := map[*Node]bool{}
+	// A fresh mark per walk instead of a set: the walk is the part of a
+	// refresh that grows with the subgraph, so it must stay cheap.
+	mark := topoMarks.Add(1)
 	var post []*Node
 	var visit func(n *Node)
 	visit = func(n *Node) {
-		if seen[n] {
+		if n.topoMark == mark {
 			return
 		}
-		seen[n] = true
+		n.topoMark = mark
 		for _, c := range n.children {
 			visit(c.Node)
 		}
@@ -115,6 +118,10 @@ func topoOrder(roots []*Node) []*Node {
 	}
 	return order
 }
+
+// topoMarks numbers topoOrder's walks. Each graph is walked only by its
+// owner goroutine, and walks of different graphs touch different nodes.
+var topoMarks atomic.Uint64
 
 func reverse(s []*Node) {
 	for i, j := 0, len(s)-1; i < j; i, j = i+1, j-1 {

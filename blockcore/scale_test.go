@@ -157,3 +157,36 @@ func TestAddBesideUnrelatedNodesCostsTheSame(t *testing.T) {
 		t.Errorf("adding a node: %d lock calls beside 10 nodes, %d beside 300", calls[10], calls[300])
 	}
 }
+
+// BenchmarkChainOpen opens a qcow2 chain with one blockdev-add (the
+// figures against qemu-storage-daemon come from bench/scale).
+func BenchmarkChainOpen(b *testing.B) {
+	for _, depth := range []int{100, 500} {
+		b.Run(fmt.Sprint("depth", depth), func(b *testing.B) {
+			top := qcow2Chain(b, b.TempDir(), depth)
+			for b.Loop() {
+				b.StopTimer()
+				e := newEnv(b)
+				b.StartTimer()
+				addChainTop(b, e, top)
+				b.StopTimer()
+				_ = e.do(func() error { e.g.CloseAll(); return nil })
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+// BenchmarkChainReopen reopens the top of a depth-200 chain read-only and
+// read-write in turn.
+func BenchmarkChainReopen(b *testing.B) {
+	top := qcow2Chain(b, b.TempDir(), 200)
+	e := newEnv(b)
+	e.mustExec(b, "blockdev-add", fmt.Sprintf(`{"driver": "qcow2", "node-name": "top", "file": {"driver": "file", "node-name": "top-file", "filename": %q}}`, top))
+	backing := e.node(b, "top").Backing().Name()
+	ro := true
+	for b.Loop() {
+		e.mustExec(b, "blockdev-reopen", fmt.Sprintf(`{"options": [{"driver": "qcow2", "node-name": "top", "read-only": %v, "file": "top-file", "backing": %q}]}`, ro, backing))
+		ro = !ro
+	}
+}

@@ -298,10 +298,15 @@ func (m *Manager) cancel(j *Job, force bool) {
 		m.finalize(j)
 		return
 	}
-	if idle && !j.completed {
+	if _, replyFirst := j.impl.(cancelRepliesFirst); idle && !j.completed && !replyFirst {
 		m.waitWorker(j)
 	}
 }
+
+// cancelRepliesFirst marks jobs whose cancel the reference answers before
+// the job ends even when it sleeps on its speed limit (mirror: its exit
+// waits for in-flight operations outside the command).
+type cancelRepliesFirst interface{ cancelRepliesFirst() }
 
 // waitWorker waits on the owner for a worker that is about to return and
 // handles its last reports.

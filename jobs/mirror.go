@@ -352,3 +352,5 @@ func (mj *mirror) Clean() {
 
 func (mj *mirror) CanComplete() bool          { return true }
 func (mj *mirror) SoftCancelAfterReady() bool { return true }
+
+func (mj *mirror) cancelRepliesFirst() {}

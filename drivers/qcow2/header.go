@@ -265,6 +265,40 @@ func (h *header) validateCompression() error {
 	return nil
 }
 
+// headerPrefix is how much of the first cluster Open reads first.
+const headerPrefix = 4096
+
+// fitsIn reports whether parseHeaderCluster, given buf (a prefix of the
+// first cluster), would read nothing beyond it, and so gives the result
+// the whole cluster would: the header fields, the backing file name and
+// the extension chain up to its end marker all lie inside buf. When in
+// doubt it answers false and the caller reads the whole cluster.
+func (h *header) fitsIn(buf []byte) bool {
+	n := uint64(len(buf))
+	if uint64(h.headerLength) > n {
+		return false
+	}
+	if h.backingFileOffset != 0 && (h.backingFileOffset > n || uint64(h.backingFileSize) > n-h.backingFileOffset) {
+		return false
+	}
+	if h.backingFileOffset != 0 && h.backingFileOffset <= n {
+		return true // the extension area ends where the name starts
+	}
+	for off := uint64(h.headerLength); off+8 <= n; {
+		magic := binary.BigEndian.Uint32(buf[off:])
+		size := uint64(binary.BigEndian.Uint32(buf[off+4:]))
+		off += 8
+		if magic == extEnd {
+			return size <= n-off
+		}
+		if size > n-off {
+			return false
+		}
+		off += (size + 7) &^ 7
+	}
+	return false
+}
+
 // parseExtensions walks the extension area [start, end) of the header
 // cluster. The returned slices alias buf.
 func parseExtensions(buf []byte, start, end uint64) ([]headerExt, error) {

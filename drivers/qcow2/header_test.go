@@ -228,3 +228,41 @@ func TestInfoAndBlockStatus(t *testing.T) {
 		t.Fatal("read after Close")
 	}
 }
+
+// Open reads the first page of the header cluster, and the whole cluster
+// when what the header needs may lie beyond that page (a long extension
+// pushing the backing file name out): either way it sees what a parse of
+// the whole cluster sees.
+func TestOpenHeaderBeyondFirstPage(t *testing.T) {
+	for _, extLen := range []int{10, 5000} {
+		b := sampleImage(t, CreateOptions{BackingFile: "base.qcow2", BackingFormat: "qcow2"})
+		payload := bytes.Repeat([]byte{7}, extLen)
+		insertExtension(t, b, 0x12345678, payload)
+		// insertExtension shifted the backing file name with the rest.
+		boff := binary.BigEndian.Uint64(b[8:]) + uint64(8+(extLen+7)&^7)
+		binary.BigEndian.PutUint64(b[8:], boff)
+		path := filepath.Join(t.TempDir(), "img.qcow2")
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		img, fd := openImage(t, path, OpenOptions{ReadOnly: true})
+		if n, f := img.BackingFile(); n != "base.qcow2" || f != "qcow2" {
+			t.Errorf("extension of %d bytes: BackingFile() = %q %q", extLen, n, f)
+		}
+		want, err := parseFixedHeader(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := parseHeaderCluster(want, b[:65536]); err != nil {
+			t.Fatal(err)
+		}
+		if fits := want.fitsIn(b[:headerPrefix]); fits != (extLen < headerPrefix) {
+			t.Errorf("extension of %d bytes: fitsIn = %v", extLen, fits)
+		}
+		if len(img.hdr.exts) != len(want.exts) || !bytes.Equal(img.hdr.exts[0].data, payload) {
+			t.Errorf("extension of %d bytes: extensions %d, want %d", extLen, len(img.hdr.exts), len(want.exts))
+		}
+		img.Close()
+		fd.Close()
+	}
+}

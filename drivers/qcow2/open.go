@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"unsafe"
 
 	"blockd/blockio"
 )
@@ -50,9 +51,19 @@ func Open(file blockio.Device, o OpenOptions) (*Image, error) {
 		return nil, err
 	}
 	cs := int64(1) << h.clusterBits
-	hc := make([]byte, min(fsz, cs))
+	// The header, its extensions and the backing file name nearly always
+	// sit in the first few hundred bytes: read a page, and the whole
+	// cluster only when what the parse needs may lie beyond it (a cluster
+	// per open dominated opening deep chains).
+	hc := make([]byte, min(fsz, cs, headerPrefix))
 	if err := file.ReadAt(hc, 0); err != nil {
 		return nil, fmt.Errorf("Could not read qcow2 header: %w", err)
+	}
+	if int64(len(hc)) < min(fsz, cs) && !h.fitsIn(hc) {
+		hc = make([]byte, min(fsz, cs))
+		if err := file.ReadAt(hc, 0); err != nil {
+			return nil, fmt.Errorf("Could not read qcow2 header: %w", err)
+		}
 	}
 	if err := parseHeaderCluster(h, hc); err != nil {
 		return nil, err
@@ -229,11 +240,14 @@ func readTable(f blockio.Device, off, n int64) ([]uint64, error) {
 	if n == 0 {
 		return nil, nil
 	}
-	raw := make([]byte, n*8)
+	// Read straight into the table's memory and convert in place: a
+	// second buffer of the same size doubled the allocation (and the page
+	// faults filling it) of every open, a cluster per refcount table.
+	t := make([]uint64, n)
+	raw := unsafe.Slice((*byte)(unsafe.Pointer(&t[0])), n*8)
 	if err := f.ReadAt(raw, off); err != nil {
 		return nil, err
 	}
-	t := make([]uint64, n)
 	for i := range t {
 		t[i] = binary.BigEndian.Uint64(raw[i*8:])
 	}
