@@ -68,8 +68,9 @@ var takesValue = map[string]bool{
 }
 
 func parseArgs(args []string) (*config, error) {
-	cfg := &config{logFormat: "console", logLevel: "info"}
+	cfg := &config{logFormat: "console"}
 	var monitorSpecs []string
+	logFormatGiven := false
 	for i := 0; i < len(args); i++ {
 		name, val, consumed, err := nextOption(args[i:])
 		if err != nil {
@@ -78,6 +79,19 @@ func parseArgs(args []string) (*config, error) {
 		i += consumed - 1
 		if err := cfg.apply(name, val, &monitorSpecs); err != nil {
 			return nil, err
+		}
+		if name == "log-format" {
+			logFormatGiven = true
+		}
+	}
+	if cfg.logLevel == "" {
+		// A qemu-storage-daemon command line (monitors from --monitor)
+		// gets qemu-storage-daemon's quiet stderr, which scripts compare;
+		// blockd's own options, or asking for a log format, get the
+		// operational log.
+		cfg.logLevel = "info"
+		if len(monitorSpecs) > 0 && !logFormatGiven {
+			cfg.logLevel = "warn"
 		}
 	}
 	for _, spec := range monitorSpecs {
@@ -345,6 +359,7 @@ blockd's own options:
                          serve Prometheus metrics (off by default)
   --log-format console|json
   --log-level debug|info|warn|error
+                         (default info; warn with --monitor and no --log-format)
   --max-message-size <bytes>
                          largest accepted QMP message (default 64 MiB)
 

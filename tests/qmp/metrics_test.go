@@ -222,6 +222,12 @@ func TestLogsFollowJobByUUID(t *testing.T) {
 		t.Fatalf("job-dismiss: %v", r)
 	}
 	other.Close()
+	// stderr reaches the test through a pipe and a copying goroutine, so
+	// the reply can arrive before the log lines written just before it.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(o.d.Stderr(), `"msg":"job dismissed"`) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 
 	var lines []map[string]any
 	for _, l := range strings.Split(strings.TrimSpace(o.d.Stderr()), "\n") {

@@ -86,13 +86,9 @@ type stdioRun struct {
 
 func startStdio(t *testing.T, bin, dir string) *stdioRun {
 	t.Helper()
+	// The same command line for both: blockd's stderr must be as quiet
+	// as the reference's.
 	args := []string{"--chardev", "stdio,id=s", "--monitor", "chardev=s"}
-	if bin == blockdBin {
-		// blockd logs commands and jobs at info level on stderr, where
-		// the reference prints nothing (differences.md); warnings and
-		// errors must still be absent.
-		args = append(args, "--log-level", "warn")
-	}
 	r := &stdioRun{cmd: exec.Command(bin, args...), lines: make(chan string, 256)}
 	r.cmd.Dir = dir
 	r.cmd.SysProcAttr = DieWithTest()
