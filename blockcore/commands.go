@@ -20,6 +20,25 @@ func (g *Graph) RegisterCommands(r *schema.Registry) {
 	schema.Define(r, "blockdev-snapshot", func(_ context.Context, a *schema.BlockdevSnapshotArgs) (schema.Empty, error) {
 		return schema.Empty{}, g.Snapshot(a.Node, a.Overlay)
 	})
+	schema.Define(r, "blockdev-snapshot-sync", func(_ context.Context, a *schema.BlockdevSnapshotSyncArgs) (schema.Empty, error) {
+		return schema.Empty{}, g.SnapshotSync(a)
+	})
+	schema.Define(r, "change-backing-file", func(_ context.Context, a *schema.ChangeBackingFileArgs) (schema.Empty, error) {
+		return schema.Empty{}, g.ChangeBackingFile(a.Device, a.ImageNodeName, a.BackingFile)
+	})
+	schema.Define(r, "blockdev-snapshot-internal-sync", func(_ context.Context, a *schema.BlockdevSnapshotInternalArgs) (schema.Empty, error) {
+		return schema.Empty{}, g.SnapshotInternal(a.Device, a.Name)
+	})
+	schema.Define(r, "blockdev-snapshot-delete-internal-sync", func(_ context.Context, a *schema.BlockdevSnapshotDeleteInternalArgs) (*schema.SnapshotInfo, error) {
+		return g.DeleteSnapshotInternal(a.Device, a.ID, a.Name)
+	})
+	schema.Define(r, "block-set-write-threshold", func(_ context.Context, a *schema.BlockSetWriteThresholdArgs) (schema.Empty, error) {
+		return schema.Empty{}, g.SetWriteThreshold(a.NodeName, a.WriteThreshold)
+	})
+	r.AddEvent("BLOCK_WRITE_THRESHOLD", reflect.TypeFor[schema.BlockWriteThreshold]())
+	schema.Define(r, "block_resize", func(_ context.Context, a *schema.BlockResizeArgs) (schema.Empty, error) {
+		return schema.Empty{}, g.Resize(a.Device, a.NodeName, a.Size)
+	})
 	schema.Define(r, "query-named-block-nodes", func(_ context.Context, a *schema.QueryNamedBlockNodesArgs) ([]schema.BlockDeviceInfo, error) {
 		flat := a.Flat != nil && *a.Flat
 		out := []schema.BlockDeviceInfo{}

@@ -65,7 +65,8 @@ type Node struct {
 	monitorOwned    bool // created by blockdev-add (or --blockdev) at top level
 	options         Options
 
-	bitmaps []*bitmapInfo // dirty bitmaps shown by queries
+	bitmaps   []*bitmapInfo   // dirty bitmaps shown by queries
+	threshold *writeThreshold // block-set-write-threshold, once set
 
 	reopen reopenInfo // what a reopen needs to know (reopen_opts.go)
 

@@ -37,6 +37,7 @@ type inherited struct {
 	readOnly, autoReadOnly, forceShare *bool
 	cacheDirect, cacheNoFlush          *bool
 	discardUnmap                       bool
+	noBacking                          bool // BDRV_O_NO_BACKING: the root's backing is attached later
 }
 
 func boolOr(p *bool, def bool) bool {
@@ -132,7 +133,9 @@ func (g *Graph) open(opts *schema.BlockdevOptions, inh inherited, t *tx) (*Node,
 		n.io.detectZeroes = string(*opts.DetectZeroes)
 	}
 	t.onAbort(func() { g.closeImpl(n) })
-	if bu, ok := impl.(BackingUser); ok && drv.SupportsBacking {
+	if bu, ok := impl.(BackingUser); ok && drv.SupportsBacking && inh.noBacking {
+		n.autoBackingFile, _ = bu.BackingFile()
+	} else if ok && drv.SupportsBacking {
 		if err := g.openBacking(n, bu, childInh, t); err != nil {
 			return nil, err
 		}

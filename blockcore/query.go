@@ -126,6 +126,11 @@ func (g *Graph) imageInfo(n *Node) schema.ImageInfo {
 	if d, ok := dirtyFlag(n); ok {
 		info.DirtyFlag = &d
 	}
+	if _, fwd := n.impl.(InfoForwarder); fwd && n.File() != nil {
+		// bdrv_get_info answers for the file: a raw node over a qcow2
+		// node reports the qcow2 cluster size.
+		info.ClusterSize = g.imageInfo(n.File()).ClusterSize
+	}
 	if ii, ok := n.impl.(ImageInfoer); ok {
 		ii.FillImageInfo(&info)
 	}
@@ -169,6 +174,9 @@ func (g *Graph) DeviceInfo(n *Node, flat bool) schema.BlockDeviceInfo {
 		DetectZeroes: "off",
 		Image:        g.imageInfo(n),
 		Cache:        schema.BlockdevCacheInfo{Writeback: true},
+	}
+	if n.threshold != nil {
+		di.WriteThreshold = int64(n.threshold.get())
 	}
 	if o := n.options; o != nil {
 		if o.DetectZeroes != nil {

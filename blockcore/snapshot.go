@@ -58,23 +58,51 @@ func (g *Graph) Snapshot(nodeName, overlayName string) error {
 	}
 	endQuiesce := g.quiesce([]*Node{n})
 	defer endQuiesce()
-	if b := opBlocker(n); b != "" {
-		return schema.Errorf("Node '%s' is busy: %s", nodeName, b)
-	}
-	if !n.readOnly {
-		if err := n.io.Flush(); err != nil {
-			return schema.Errorf("Failed to flush node '%s': %v", nodeName, err)
-		}
+	if err := snapshotSource(n); err != nil {
+		return err
 	}
 	o := g.nodes[overlayName]
 	if o == nil {
 		return schema.Errorf("Cannot find device='%s' nor node-name='%s'", overlayName, overlayName)
 	}
+	return g.appendOverlay(n, o)
+}
+
+// snapshotSource checks that n may get an overlay and flushes it.
+func snapshotSource(n *Node) error {
+	if b := opBlocker(n); b != "" {
+		return schema.Errorf("Node '%s' is busy: %s", n.name, b)
+	}
+	if !n.readOnly {
+		if err := n.io.Flush(); err != nil {
+			return schema.Errorf("Failed to flush node '%s': %v", n.name, err)
+		}
+	}
+	return nil
+}
+
+// appendOverlay puts o on top of n and then reopens n read-only.
+func (g *Graph) appendOverlay(n, o *Node) error {
+	t := g.begin()
+	resume := g.drain(topoOrder([]*Node{n}))
+	err := t.finish(g.appendOverlayTx(n, o, t))
+	resume()
+	if err != nil {
+		return err
+	}
+	g.afterAppend(n)
+	return nil
+}
+
+// appendOverlayTx is external_snapshot_prepare's checks and bdrv_append
+// within t: o takes over n's users and gets n as its backing file. The
+// caller keeps n's subtree drained until t is finished.
+func (g *Graph) appendOverlayTx(n, o *Node, t *tx) error {
 	if hasBackend(o) {
 		return schema.Errorf("The overlay is already in use")
 	}
 	if b := opBlocker(o); b != "" {
-		return schema.Errorf("Node '%s' is busy: %s", overlayName, b)
+		return schema.Errorf("Node '%s' is busy: %s", o.name, b)
 	}
 	if o.Backing() != nil {
 		return schema.Errorf("The overlay already has a backing image")
@@ -88,26 +116,22 @@ func (g *Graph) Snapshot(nodeName, overlayName string) error {
 	if err := checkMovable(n, nil); err != nil {
 		return err
 	}
-	t := g.begin()
-	resume := g.drain(topoOrder([]*Node{n}))
-	defer resume()
 	g.moveParents(n, o, nil, t)
 	c := g.attach(o, n, "backing", RoleBacking, t)
 	g.notifyBacking(c)
 	t.onAbort(func() { o.impl.(BackingUser).SetBacking(nil) })
-	err := t.finish(g.refreshPerms([]*Node{o}, nil, t))
-	resume()
-	if err != nil {
-		return err
+	return g.refreshPerms([]*Node{o}, nil, t)
+}
+
+// afterAppend is external_snapshot_commit: the old image becomes
+// read-only; as in QEMU, a failure to reopen it is not the snapshot's.
+func (g *Graph) afterAppend(n *Node) {
+	if n.readOnly {
+		return
 	}
-	if !n.readOnly {
-		// As QEMU, a failure to reopen the old image read-only is not an
-		// error of the snapshot.
-		if err := g.SetReadOnly(n, true); err != nil {
-			g.log.Sugar().Warnf("could not reopen '%s' read-only after the snapshot: %v", n.name, err)
-		}
+	if err := g.SetReadOnly(n, true); err != nil {
+		g.log.Sugar().Warnf("could not reopen '%s' read-only after the snapshot: %v", n.name, err)
 	}
-	return nil
 }
 
 // reaches reports whether to is from itself or below it (a cycle check).

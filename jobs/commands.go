@@ -21,17 +21,21 @@ func (m *Manager) RegisterCommands(r *schema.Registry) {
 	schema.Define(r, "blockdev-backup", func(_ context.Context, a *schema.BlockdevBackupArgs) (schema.Empty, error) {
 		return schema.Empty{}, m.blockdevBackup(a)
 	})
+	m.registerLifecycle(r)
 	schema.Define(r, "query-jobs", func(context.Context, *schema.NoArgs) ([]schema.JobInfo, error) {
 		out := []schema.JobInfo{}
-		for _, j := range m.jobs {
-			out = append(out, j.info())
+		// Newest first: QEMU links new jobs at the head of its list.
+		for i := len(m.jobs) - 1; i >= 0; i-- {
+			out = append(out, m.jobs[i].info())
 		}
 		return out, nil
 	})
 	schema.Define(r, "query-block-jobs", func(context.Context, *schema.NoArgs) ([]schema.BlockJobInfo, error) {
 		out := []schema.BlockJobInfo{}
 		for _, j := range m.jobs {
-			out = append(out, j.blockInfo())
+			if j.isBlockJob() {
+				out = append(out, j.blockInfo())
+			}
 		}
 		return out, nil
 	})
@@ -106,7 +110,7 @@ func (m *Manager) RegisterCommands(r *schema.Registry) {
 
 // findBlockJob is find_block_job: block-job-* name jobs by device.
 func (m *Manager) findBlockJob(device string) (*Job, error) {
-	if j := m.find(device); j != nil {
+	if j := m.find(device); j != nil && j.isBlockJob() {
 		return j, nil
 	}
 	return nil, schema.ClassErrorf(schema.ClassDeviceNotActive, "Block job '%s' not found", device)

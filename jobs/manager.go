@@ -251,7 +251,9 @@ func (m *Manager) finalize(j *Job) {
 	l, o, s := j.progressData()
 	m.log.Info("job finished", zap.String("job", j.id), zap.String("job_uuid", j.uuid),
 		zap.Bool("cancelled", j.hardCancel), zap.Int64("offset", o), zap.Int64("len", l), zap.NamedError("result", j.ret))
-	if j.hardCancel {
+	if !j.isBlockJob() {
+		// No BLOCK_JOB_* event.
+	} else if j.hardCancel {
 		m.bus.Publish(schema.BlockJobCancelled{Type: j.typ, Device: j.id, Len: l, Offset: o, Speed: s})
 	} else {
 		ev := schema.BlockJobCompleted{Type: j.typ, Device: j.id, Len: l, Offset: o, Speed: s}

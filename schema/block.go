@@ -205,6 +205,7 @@ type ImageInfo struct {
 	BackingFilename       *string            `qapi:"backing-filename,optional"`
 	FullBackingFilename   *string            `qapi:"full-backing-filename,optional"`
 	BackingFilenameFormat *string            `qapi:"backing-filename-format,optional"`
+	Snapshots             []SnapshotInfo     `qapi:"snapshots,optional"`
 	BackingImage          *ImageInfo         `qapi:"backing-image,optional"`
 	FormatSpecific        *ImageInfoSpecific `qapi:"format-specific,optional"`
 }

@@ -120,15 +120,20 @@ func (d *decoder) object(v *jval, ti *typeInfo, dst reflect.Value) error {
 	if err := d.members(v, ti, dst); err != nil {
 		return err
 	}
+	var keys, used []string
 	for i := range v.fields {
-		if !v.fields[i].used {
-			d.push(v.fields[i].key, 0)
-			err := Errorf("Parameter '%s' is unexpected", d.full())
-			d.pop()
-			return err
+		keys = append(keys, v.fields[i].key)
+		if v.fields[i].used {
+			used = append(used, v.fields[i].key)
 		}
 	}
-	return nil
+	if len(used) == len(keys) {
+		return nil
+	}
+	d.push(firstUnexpected(keys, used), 0)
+	err := Errorf("Parameter '%s' is unexpected", d.full())
+	d.pop()
+	return err
 }
 
 // members decodes ti's members, then the variant the discriminator picks,

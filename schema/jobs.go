@@ -7,7 +7,7 @@ package schema
 type JobType string
 
 func (JobType) EnumValues() []string {
-	return []string{"commit", "stream", "mirror", "backup", "create", "x-amend",
+	return []string{"commit", "stream", "mirror", "backup", "create", "amend",
 		"snapshot-load", "snapshot-save", "snapshot-delete"}
 }
 

@@ -105,6 +105,8 @@ func Img(args []string, s Stdio) int {
 		return t.check(args[1:])
 	case "compare":
 		return t.compare(args[1:])
+	case "snapshot":
+		return t.snapshot(args[1:])
 	case "convert":
 		return t.convert(args[1:])
 	case "measure":

@@ -29,7 +29,9 @@ import (
 const crashEnv = "QCOW2_CRASH_HELPER"
 
 func TestMain(m *testing.M) {
-	if spec := os.Getenv(crashEnv); spec != "" {
+	if spec := os.Getenv(crashEnv); strings.HasPrefix(spec, "resize ") {
+		os.Exit(resizeCrashHelper(spec[7:]))
+	} else if spec != "" {
 		os.Exit(crashHelper(spec))
 	}
 	os.Exit(m.Run())

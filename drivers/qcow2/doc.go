@@ -3,8 +3,9 @@
 // blockio.Device presenting the guest-visible disk. It knows nothing about
 // the block graph: the caller hands it the file device and, optionally, a
 // backing device (SetBacking), and gets back reads, writes, zeroing, discard,
-// block status, resize, header maintenance (SetBackingFile) and a consistency
-// checker (Check).
+// block status, resize (Truncate grows and shrinks), internal snapshots
+// (CreateSnapshot, DeleteSnapshot, Snapshots), header maintenance
+// (SetBackingFile) and a consistency checker (Check).
 //
 // On-disk format: QEMU's docs/interop/qcow2.txt. Layout of the package:
 //
@@ -20,13 +21,15 @@
 //	write.go      WriteAt: in-place writes, allocation and copy-on-write
 //	zero.go       WriteZeroes and Discard
 //	compress.go   compressed cluster decoding (zlib raw deflate, zstd)
-//	snapshot.go   internal snapshot and bitmap tables (read only, for Check)
+//	snapshot.go   snapshot and bitmap tables as found on disk
+//	internal_snapshot.go  creating and deleting internal snapshots
+//	resize.go     shrinking, and the checks every resize makes
 //	check.go      Check: refcount verification (checkrefs.go: reference
 //	              counting), rebuild.go: repair
 //	create.go     Create: a fresh image on an empty file
 //	open.go       Open: validation, table loading, cache sizing
 //	image.go      the Image type, Info, SetBacking, shared helpers
-//	ops.go        Flush, Close, Truncate, SetBackingFile
+//	ops.go        Flush, Close, Truncate (growing), SetBackingFile
 //	corrupt.go    corruption signalling (BLOCK_IMAGE_CORRUPTED)
 //	locks.go      per-cluster request serialization
 //

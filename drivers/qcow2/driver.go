@@ -1,13 +1,32 @@
 package qcow2
 
 import (
+	"time"
+
 	"blockd/blockcore"
 	"blockd/blockio"
+	"blockd/drivers/file"
 	"blockd/schema"
 )
 
 func init() {
-	blockcore.RegisterDriver(&blockcore.Driver{Name: "qcow2", Format: true, SupportsBacking: true, Open: openNode})
+	blockcore.RegisterDriver(&blockcore.Driver{Name: "qcow2", Format: true, SupportsBacking: true, Open: openNode,
+		CreateOverlay: createOverlay})
+}
+
+// createOverlay makes a qcow2 image file as bdrv_img_create does for an
+// external snapshot: the file created (or emptied) under the creation
+// locks, then the image written with the backing file in its header.
+func createOverlay(filename string, size int64, backing, backingFmt string) error {
+	f, err := file.CreateOpen(file.CreateOptions{Filename: filename})
+	if err != nil {
+		return err
+	}
+	err = Create(f, CreateOptions{Size: size, BackingFile: backing, BackingFormat: backingFmt})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // node adapts an Image to the block graph.
@@ -74,6 +93,9 @@ func (n *node) FillImageInfo(info *schema.ImageInfo) {
 			info.BackingFilenameFormat = &fmt
 		}
 	}
+	for _, s := range n.Snapshots() {
+		info.Snapshots = append(info.Snapshots, snapshotInfo(s))
+	}
 	spec := schema.ImageInfoSpecificQCow2{
 		RefcountBits:    int64(in.RefcountBits),
 		CompressionType: schema.Qcow2CompressionType(in.CompressionType),
@@ -119,3 +141,33 @@ var (
 	_ blockcore.Reopener = (*node)(nil)
 	_ blockcore.FileUser = (*node)(nil)
 )
+
+// snapshotInfo converts to QMP's SnapshotInfo.
+func snapshotInfo(s SnapshotInfo) schema.SnapshotInfo {
+	out := schema.SnapshotInfo{ID: s.ID, Name: s.Name, VMStateSize: int64(s.VMStateSize),
+		DateSec: int64(s.DateSec), DateNsec: int64(s.DateNsec),
+		VMClockSec: int64(s.VMClockNsec / 1e9), VMClockNsec: int64(s.VMClockNsec % 1e9)}
+	if s.HasIcount {
+		ic := int64(s.Icount)
+		out.Icount = &ic
+	}
+	return out
+}
+
+// FindSnapshotInfo finds an internal snapshot for the QMP commands.
+func (n *node) FindSnapshotInfo(id, name string) (schema.SnapshotInfo, bool) {
+	s, ok := n.FindSnapshot(id, name)
+	return snapshotInfo(s), ok
+}
+
+// TakeSnapshot is blockdev-snapshot-internal-sync's snapshot.
+func (n *node) TakeSnapshot(name string, date time.Time, vmClockNsec uint64) error {
+	_, err := n.CreateSnapshot(name, uint32(date.Unix()), uint32(date.Nanosecond()/1000*1000), vmClockNsec, NoIcount)
+	return err
+}
+
+// DropSnapshot is blockdev-snapshot-delete-internal-sync's deletion.
+func (n *node) DropSnapshot(id, name string) error {
+	_, err := n.DeleteSnapshot(id, name)
+	return err
+}

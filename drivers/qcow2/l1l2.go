@@ -255,7 +255,9 @@ func (img *Image) growL1(n int64) error {
 		return err
 	}
 	off := c << g.clusterBits
-	buf := make([]byte, clusters<<g.clusterBits)
+	// Only the table's bytes are written, as QEMU does: a fresh image's
+	// file then ends where QEMU's ends.
+	buf := make([]byte, n*8)
 	for i, e := range img.l1 {
 		binary.BigEndian.PutUint64(buf[i*8:], e)
 	}
@@ -282,7 +284,7 @@ func (img *Image) growL1(n int64) error {
 	copy(l1, img.l1)
 	img.l1 = l1
 	img.hdr.l1Size, img.hdr.l1TableOffset = uint32(n), uint64(off)
-	img.meta.setRange(metaL1, off, off+int64(len(buf)))
+	img.meta.setRange(metaL1, off, off+clusters<<g.clusterBits)
 	if oldOff != 0 && oldN > 0 {
 		return img.freeClusters(oldOff>>g.clusterBits, g.clustersFor(oldN*8), false)
 	}

@@ -1,7 +1,6 @@
 package qcow2
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -62,15 +61,19 @@ func (img *Image) Close() error {
 	return err
 }
 
-// Truncate grows the virtual disk. The new area reads as zeroes even when
-// the backing file is longer than the old size (QEMU zero-fills it too).
-// Shrinking returns blockio.ErrNotSupported.
+// Truncate resizes the virtual disk (block_resize, qemu-img resize).
+// Growing: the new area reads as zeroes even when the backing file is
+// longer than the old size (QEMU zero-fills it too). Shrinking: see
+// shrink in resize.go.
 func (img *Image) Truncate(size int64) error {
 	if size < 0 {
 		return blockio.ErrOutOfRange
 	}
 	if size%512 != 0 {
 		return errors.New("The new size must be a multiple of 512")
+	}
+	if size < img.size.Load() {
+		return img.shrink(size)
 	}
 	old, err := img.grow(size)
 	if err != nil || size <= old {
@@ -107,12 +110,9 @@ func (img *Image) grow(size int64) (int64, error) {
 		return old, nil
 	}
 	if size < old {
-		return old, fmt.Errorf("qcow2: shrinking an image: %w", blockio.ErrNotSupported)
+		return old, errors.New("qcow2: the image shrank during a resize")
 	}
-	if img.hdr.nbSnapshots > 0 && img.version < 3 {
-		return old, errors.New("Can't resize a v2 image which has snapshots")
-	}
-	if err := img.prepareWrite(); err != nil {
+	if err := img.resizable(); err != nil {
 		return old, err
 	}
 	n := img.g.l1EntriesFor(size)
@@ -124,17 +124,7 @@ func (img *Image) grow(size int64) (int64, error) {
 			return old, err
 		}
 	}
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], uint64(size))
-	if err := img.file.WriteAt(b[:], 24, 0); err != nil {
-		return old, err
-	}
-	if err := img.file.Flush(); err != nil {
-		return old, err
-	}
-	img.hdr.size = uint64(size)
-	img.size.Store(size)
-	return old, nil
+	return old, img.writeSize(size)
 }
 
 // SetBackingFile rewrites the backing file name and the backing format

@@ -8,10 +8,10 @@ import (
 	"blockd/blockio"
 )
 
-// Internal snapshots and persistent bitmaps are not created or modified by
-// this engine, but their tables reference clusters: the overlap checks
-// protect them and Check counts their references, so an image carrying
-// them stays consistent. Only the fields needed for that are decoded.
+// Snapshot and bitmap tables as found on disk. Persistent bitmaps are not
+// modified by this engine, but their tables reference clusters: the
+// overlap checks protect them and Check counts their references.
+// Internal snapshots are created and deleted in internal_snapshot.go.
 
 const (
 	maxSnapshotExtra  = 1024     // QCOW_MAX_SNAPSHOT_EXTRA_DATA
@@ -21,8 +21,14 @@ const (
 )
 
 type snapshot struct {
-	l1Offset int64
-	l1Size   int64
+	l1Offset    int64
+	l1Size      int64
+	id, name    string
+	dateSec     uint32
+	dateNsec    uint32
+	vmClockNsec uint64
+	vmStateSize uint32
+	extra       []byte // extra data, kept as found
 }
 
 // seqReader reads a table entry by entry with bounds checks.
@@ -61,9 +67,14 @@ func readSnapshots(f blockio.Device, off int64, n int, fsz int64) ([]snapshot, i
 		if extra > maxSnapshotExtra {
 			return snaps, 0, fmt.Errorf("Too much extra metadata in snapshot table entry %d", i)
 		}
-		if _, err := r.read(extra + idLen + nameLen); err != nil {
+		rest, err := r.read(extra + idLen + nameLen)
+		if err != nil {
 			return snaps, 0, fmt.Errorf("Failed to read snapshot table: %w", err)
 		}
+		s.dateSec, s.dateNsec = be.Uint32(h[16:]), be.Uint32(h[20:])
+		s.vmClockNsec, s.vmStateSize = be.Uint64(h[24:]), be.Uint32(h[32:])
+		s.extra = rest[:extra]
+		s.id, s.name = string(rest[extra:extra+idLen]), string(rest[extra+idLen:])
 		r.off = roundUp(r.off-off, 8) + off
 		if s.l1Size > maxL1Bytes/8 || s.l1Offset < 0 {
 			return snaps, 0, fmt.Errorf("Snapshot L1 table too large (snapshot %d)", i)

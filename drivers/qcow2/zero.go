@@ -28,6 +28,9 @@ const (
 	opZero zeroOp = iota
 	opDiscard
 	opEmpty // MakeEmpty: clusters become unallocated, whatever the version
+	// opCrop is opEmpty for a shrink (QCOW2_DISCARD_ALWAYS with
+	// full_discard): as in QEMU, a range without an L2 table gets one.
+	opCrop
 )
 
 // WriteZeroes makes guest bytes read as zero.
@@ -218,7 +221,7 @@ func (img *Image) zeroChunk(off, n int64, op zeroOp, flags blockio.WriteFlags) (
 		allocated := compressed || e&l2eOffsetMask != 0
 		newE, newBM, free := e, bm, false
 		switch {
-		case op == opEmpty:
+		case op == opEmpty || op == opCrop:
 			newE, newBM, free = 0, 0, allocated
 		case op == opDiscard:
 			if img.hasBacking() || allocated {

@@ -60,7 +60,9 @@ def main():
             buf += chunk
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
-                if line.strip():
+                # Not QMP: what QEMU prints on its stdout, such as
+                # bdrv_img_create's "Formatting ..." line.
+                if line.strip().startswith(b"{"):
                     out.append(scrub(json.loads(line)))
             deadline = time.time() + wait
         return out
