@@ -44,10 +44,11 @@ func (g *Graph) DetachUser(c *Child) {
 	t := g.begin()
 	g.detachEdge(c)
 	t.onAbort(func() { g.reattach(c) })
+	roots := []*Node{c.Node}
 	if g.nodes[c.Node.name] == c.Node {
-		g.releaseIfUnused(c.Node, t)
+		roots = g.releaseIfUnused(c.Node, t)
 	}
-	if err := t.finish(g.refreshPerms([]*Node{c.Node}, nil, t)); err != nil {
+	if err := t.finish(g.refreshPerms(roots, nil, t)); err != nil {
 		g.log.Warn("relaxing permissions after a user left failed")
 	}
 }
@@ -261,10 +262,11 @@ func (g *Graph) SetBacking(n, b *Node) error {
 		c := g.attach(n, b, "backing", RoleBacking, t)
 		g.notifyBacking(c)
 	}
-	if oldNode != nil {
-		g.releaseIfUnused(oldNode, t)
+	roots := []*Node{n}
+	if oldNode != nil && oldNode != b {
+		roots = append(roots, g.releaseIfUnused(oldNode, t)...)
 	}
-	return t.finish(g.refreshPerms([]*Node{n}, nil, t))
+	return t.finish(g.refreshPerms(roots, nil, t))
 }
 
 // IsFilterOf reports whether f is a job filter (commit_top, mirror_top).

@@ -118,8 +118,24 @@ func (g *Graph) detachEdge(c *Child) {
 func (n *Node) inUse() bool { return len(n.parents) > 0 }
 
 // releaseIfUnused closes a node that nobody holds any more, and then the
-// children it held, within t (bdrv_unref reaching zero).
-func (g *Graph) releaseIfUnused(n *Node, t *tx) {
+// children it held, within t (bdrv_unref reaching zero). The caller has
+// just taken a parent from n; releaseIfUnused returns the nodes whose
+// permissions (and image locks) the caller must refresh in t because of
+// it: n if it stays open, else the former children that stay open, each
+// of which lost a parent (bdrv_child_free refreshing the child's perms).
+func (g *Graph) releaseIfUnused(n *Node, t *tx) []*Node {
+	orphans := []*Node{n}
+	g.release(n, t, &orphans)
+	var live []*Node
+	for _, k := range orphans {
+		if g.nodes[k.name] == k && !slices.Contains(live, k) {
+			live = append(live, k)
+		}
+	}
+	return live
+}
+
+func (g *Graph) release(n *Node, t *tx, orphans *[]*Node) {
 	if n.inUse() || n.monitorOwned {
 		return
 	}
@@ -131,7 +147,8 @@ func (g *Graph) releaseIfUnused(n *Node, t *tx) {
 	for _, c := range slices.Clone(n.children) {
 		g.detachEdge(c)
 		t.onAbort(func() { g.reattach(c) })
-		g.releaseIfUnused(c.Node, t)
+		*orphans = append(*orphans, c.Node)
+		g.release(c.Node, t, orphans)
 	}
 	g.unregister(n)
 	t.onAbort(func() {
@@ -187,22 +204,9 @@ func (g *Graph) Delete(name string) error {
 	// No drain: the node has no parents, so no request can come through
 	// it, and closing it must still be able to flush into its children.
 	t := g.begin()
-	kids := make([]*Node, 0, len(n.children))
-	for _, c := range n.children {
-		kids = append(kids, c.Node)
-	}
 	n.monitorOwned = false
 	t.onAbort(func() { n.monitorOwned = true })
-	g.releaseIfUnused(n, t)
-	// Former children that stay open lose a parent: their permissions
-	// (and image locks) relax.
-	var live []*Node
-	for _, k := range kids {
-		if g.nodes[k.name] == k {
-			live = append(live, k)
-		}
-	}
-	return t.finish(g.refreshPerms(live, nil, t))
+	return t.finish(g.refreshPerms(g.releaseIfUnused(n, t), nil, t))
 }
 
 // CloseAll closes every node (shutdown), parents before children.

@@ -198,3 +198,33 @@ func TestTopoOrderParentsFirst(t *testing.T) {
 		t.Fatalf("order %v", []string{order[0].name, order[1].name, order[2].name})
 	}
 }
+
+// A job's filter closes when its last user leaves; the node below it
+// must then lose what the filter passed down (stale write permission and
+// unshared bits would keep image locks held), as a fresh open would have it.
+func TestClosingFilterRelaxesFormerChild(t *testing.T) {
+	g := NewGraph(nil, nil)
+	base, bimpl := newTestNode(g, "base")
+	base.monitorOwned = true
+	f, err := g.InsertFilterAbove(base, "test-filter", "flt", func(p, s blockio.Perm) (blockio.Perm, blockio.Perm) { return p, s })
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := g.AttachUser(userParent("job"), f, "root", R|W, R)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bimpl.set != R|W || bimpl.setShared != R {
+		t.Fatalf("base perms with the job's writer: %q / %q", bimpl.set, bimpl.setShared)
+	}
+	g.DetachUser(u)
+	if g.Lookup("flt") != nil {
+		t.Fatal("filter nobody holds is still open")
+	}
+	if len(base.parents) != 0 {
+		t.Fatalf("base still has parents: %v", base.parents)
+	}
+	if bimpl.set != 0 || bimpl.setShared != A {
+		t.Fatalf("base perms after the filter closed: %q / %q, want none / all shared", bimpl.set, bimpl.setShared)
+	}
+}

@@ -167,15 +167,8 @@ func (g *Graph) releaseReplaced(q *reopenQueue) {
 			if old == nil || g.nodes[old.name] != old {
 				continue
 			}
-			sub := topoOrder([]*Node{old})
 			t := g.begin()
-			g.releaseIfUnused(old, t)
-			var live []*Node
-			for _, x := range sub {
-				if g.nodes[x.name] == x {
-					live = append(live, x)
-				}
-			}
+			live := g.releaseIfUnused(old, t)
 			if err := t.finish(g.refreshPerms(live, nil, t)); err != nil {
 				g.log.Warn("relaxing permissions after a reopen failed")
 			}

@@ -297,15 +297,7 @@ func (b *backup) Abort()         {}
 
 // Clean drops the filter (bdrv_cbw_drop) after the job's edges.
 func (b *backup) Clean() {
-	if b.filter != nil {
-		blockcore.SetWriteHook(b.filter, nil)
-	}
-	// The filter goes first, its job edge moving down with its other
-	// parents: closing it as the last edge leaves would not refresh the
-	// permissions below it.
-	b.removeFilter(b.filter)
-	b.filter = nil
-	b.release()
+	b.teardown()
 }
 
 func (b *backup) CanComplete() bool          { return false }

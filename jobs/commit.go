@@ -214,6 +214,21 @@ func (s *commitSetup) removeFilter(f *blockcore.Node) {
 	}
 }
 
+// teardown is every job's cleanup in the reference's order
+// (mirror_exit_common, commit_abort, stream_clean, backup_clean): the
+// filter stops acting on guest writes, the job's own edges go, then the
+// filter, whose parents go back to the node below it; a filter the job's
+// edges alone held has closed with the last of them, and the graph then
+// relaxed the nodes below it.
+func (s *commitSetup) teardown() {
+	if s.filter != nil {
+		blockcore.SetWriteHook(s.filter, nil)
+	}
+	s.release()
+	s.removeFilter(s.filter)
+	s.filter = nil
+}
+
 // hold attaches a job or backend edge, remembering it for cleanup.
 func (s *commitSetup) hold(p blockcore.Parent, n *blockcore.Node, name string, perm, shared blockio.Perm) error {
 	c, err := s.m.g.AttachUser(p, n, name, perm, shared)

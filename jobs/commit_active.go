@@ -179,9 +179,7 @@ func (c *activeCommit) Clean() {
 		c.stopObs()
 		c.stopObs = nil
 	}
-	c.release()
-	c.removeFilter(c.filter)
-	c.filter = nil
+	c.teardown()
 }
 
 func (c *activeCommit) CanComplete() bool          { return true }

@@ -180,9 +180,7 @@ func (c *intermediateCommit) Abort() {}
 // removes the filter if the job's graph change has not (commit_abort's
 // order).
 func (c *intermediateCommit) Clean() {
-	c.release()
-	c.removeFilter(c.filter)
-	c.filter = nil
+	c.teardown()
 }
 
 func (c *intermediateCommit) CanComplete() bool          { return false }

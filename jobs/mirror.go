@@ -339,15 +339,7 @@ func (mj *mirror) Abort() {
 // a switch, the source otherwise).
 func (mj *mirror) Clean() {
 	mj.Abort()
-	if mj.filter != nil {
-		blockcore.SetWriteHook(mj.filter, nil)
-	}
-	// The filter goes first, its job edge moving down with its other
-	// parents: closing it as the last edge leaves would not refresh the
-	// permissions below it.
-	mj.removeFilter(mj.filter)
-	mj.filter = nil
-	mj.release()
+	mj.teardown()
 }
 
 func (mj *mirror) CanComplete() bool          { return true }

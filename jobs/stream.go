@@ -302,12 +302,7 @@ func (s *stream) Abort() {}
 
 // Clean is stream_clean: the filter goes, top gets its read-only mode back.
 func (s *stream) Clean() {
-	// The filter goes first, its job edge moving down with its other
-	// parents: closing it as the last edge leaves would not refresh the
-	// permissions below it.
-	s.removeFilter(s.filter)
-	s.filter = nil
-	s.release()
+	s.teardown()
 	if s.topRO && s.m.g.Lookup(s.top.Name()) == s.top {
 		_ = s.m.g.SetReadOnly(s.top, true)
 	}
