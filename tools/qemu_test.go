@@ -1,7 +1,9 @@
 package tools
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -362,28 +364,55 @@ func TestQemuCompressed(t *testing.T) {
 func holdWithQemuIO(t *testing.T, dir, p string) (release func()) {
 	t.Helper()
 	cmd := exec.Command("qemu-io", "-f", "qcow2", p)
+	cmd.Dir = dir
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	var once sync.Once
 	release = func() { once.Do(func() { stdin.Close(); _ = cmd.Wait() }) }
-	// Wait until qemu-io holds its locks; a loaded machine (CI runs test
-	// packages in parallel) can take seconds to start it.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if r := qemuRun(dir, "qemu-img", "info", p); r.code != 0 {
-			break
+	// qemu-io answers a command only once the image is open with its
+	// locks: wait for that answer rather than probing the lock from
+	// outside, and say what qemu-io printed if it never comes.
+	ready := make(chan error, 1)
+	var seen strings.Builder
+	go func() {
+		r := bufio.NewReader(stdout)
+		if _, err := io.WriteString(stdin, "length\n"); err != nil {
+			ready <- err
+			return
 		}
-		if time.Now().After(deadline) {
+		for {
+			line, err := r.ReadString('\n')
+			seen.WriteString(line)
+			if err != nil {
+				ready <- fmt.Errorf("%v; output: %q", err, seen.String())
+				return
+			}
+			if strings.Contains(line, "MiB") {
+				ready <- nil
+				_, _ = io.Copy(io.Discard, r)
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
 			release()
-			t.Fatal("qemu-io did not lock the image within 20s")
+			t.Fatalf("qemu-io did not open %s: %v", p, err)
 		}
-		time.Sleep(20 * time.Millisecond)
+	case <-time.After(60 * time.Second):
+		release()
+		t.Fatalf("qemu-io did not open %s within 60s", p)
 	}
 	return release
 }
