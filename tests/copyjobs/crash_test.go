@@ -6,7 +6,6 @@ package copyjobs
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -19,21 +18,7 @@ import (
 
 var blockdBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "blockd-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	blockdBin, err = qmptest.BuildBlockd(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { qmptest.RunWithBlockd(m, &blockdBin) }
 
 func run(t *testing.T, dir, name string, args ...string) string {
 	t.Helper()

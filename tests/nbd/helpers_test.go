@@ -20,21 +20,7 @@ import (
 
 var blockdBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "blockd-nbd-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	blockdBin, err = qmptest.BuildBlockd(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { qmptest.RunWithBlockd(m, &blockdBin) }
 
 // need finds a tool or skips loudly (fails with BLOCKD_REQUIRE_QEMU=1).
 func need(t *testing.T, names ...string) {

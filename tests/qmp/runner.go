@@ -319,3 +319,22 @@ func runShell(t *testing.T, dir, cmdline string, line int) {
 func DieWithTest() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
+
+// RunWithBlockd is the TestMain of every package that drives a blockd
+// process: it builds blockd once into a temporary directory, stores its
+// path in *bin, runs the tests and removes the build.
+func RunWithBlockd(m *testing.M, bin *string) {
+	dir, err := os.MkdirTemp("", "blockd-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*bin, err = BuildBlockd(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}

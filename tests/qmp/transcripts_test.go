@@ -1,29 +1,13 @@
 package qmptest
 
 import (
-	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 )
 
 var blockdBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "blockd-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	blockdBin, err = BuildBlockd(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { RunWithBlockd(m, &blockdBin) }
 
 // TestTranscripts replays every testdata/*.qmp against a fresh blockd.
 func TestTranscripts(t *testing.T) {
