@@ -13,12 +13,33 @@ import (
 	"blockd/blockio"
 )
 
-// guestWriters runs four writers on *devp (the guest's view, switched to
-// a job's filter once it is inserted), each in its own quarter of
-// [0, size), recording what they write in model, until stop is closed.
-func guestWriters(t *testing.T, devp *atomic.Pointer[blockio.Device], size int64, model []byte, stop chan struct{}) *sync.WaitGroup {
+// guests are four writers on the guest's view of a node, each in its own
+// quarter of [0, size), recording what they write in model until stop is
+// closed.
+type guests struct {
+	wg   sync.WaitGroup
+	view atomic.Pointer[blockio.Device]
+	// switching is held by each write and, exclusively, while a job
+	// starts and the view moves to its filter: a guest device is the
+	// filter's parent from the moment it is inserted, so no write may
+	// still reach the node under it.
+	switching sync.RWMutex
+}
+
+// switchTo runs start (the QMP command that inserts a job's filter) with
+// the writers held, then points them at the node named view.
+func (g *guests) switchTo(d *daemon, start func(), view string) {
+	g.switching.Lock()
+	defer g.switching.Unlock()
+	start()
+	g.view.Store(guestView(d, view))
+}
+
+func guestWriters(t *testing.T, d *daemon, node string, size int64, model []byte, stop chan struct{}) *guests {
 	var mu sync.Mutex
-	var wg sync.WaitGroup
+	g := &guests{}
+	g.view.Store(guestView(d, node))
+	wg := &g.wg
 	quarter := size / 4
 	for id := 0; id < 4; id++ {
 		wg.Add(1)
@@ -38,7 +59,10 @@ func guestWriters(t *testing.T, devp *atomic.Pointer[blockio.Device], size int64
 				if i%7 == 0 {
 					data = make([]byte, n) // zeroes too
 				}
-				if err := (*devp.Load()).WriteAt(data, off, 0); err != nil {
+				g.switching.RLock()
+				err := (*g.view.Load()).WriteAt(data, off, 0)
+				g.switching.RUnlock()
+				if err != nil {
 					t.Errorf("writer %d: %v", id, err)
 					return
 				}
@@ -49,7 +73,7 @@ func guestWriters(t *testing.T, devp *atomic.Pointer[blockio.Device], size int64
 			}
 		}(id)
 	}
-	return &wg
+	return g
 }
 
 // guestView is the data path of a node, as a guest device on it uses it.
@@ -101,18 +125,17 @@ func TestMirrorFollowsConcurrentWrites(t *testing.T) {
 				"file": map[string]any{"driver": "file", "filename": src}})
 			d.call(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": "dst",
 				"file": map[string]any{"driver": "file", "filename": dst}})
-			var devp atomic.Pointer[blockio.Device]
-			devp.Store(guestView(d, "src"))
 			stop := make(chan struct{})
-			wg := guestWriters(t, &devp, size, model, stop)
+			guest := guestWriters(t, d, "src", size, model, stop)
 			time.Sleep(50 * time.Millisecond)
-			d.call(t, "blockdev-mirror", map[string]any{"job-id": "m", "device": "src", "target": "dst",
-				"sync": "full", "copy-mode": mode, "filter-node-name": "f"})
-			devp.Store(guestView(d, "f"))
+			guest.switchTo(d, func() {
+				d.call(t, "blockdev-mirror", map[string]any{"job-id": "m", "device": "src", "target": "dst",
+					"sync": "full", "copy-mode": mode, "filter-node-name": "f"})
+			}, "f")
 			d.waitEvent(t, "BLOCK_JOB_READY")
 			time.Sleep(200 * time.Millisecond)
 			close(stop)
-			wg.Wait()
+			guest.wg.Wait()
 			d.call(t, "block-job-complete", map[string]any{"device": "m"})
 			if e := d.waitEvent(t, "BLOCK_JOB_COMPLETED"); bytes.Contains(e.Data, []byte(`"error"`)) {
 				t.Fatalf("job failed: %s", e.Data)
@@ -139,19 +162,18 @@ func TestStreamWithConcurrentWrites(t *testing.T) {
 	d := newDaemon(t)
 	d.call(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": "top",
 		"file": map[string]any{"driver": "file", "filename": top}})
-	var devp atomic.Pointer[blockio.Device]
-	devp.Store(guestView(d, "top"))
 	stop := make(chan struct{})
-	wg := guestWriters(t, &devp, size, model, stop)
+	guest := guestWriters(t, d, "top", size, model, stop)
 	time.Sleep(20 * time.Millisecond)
-	d.call(t, "block-stream", map[string]any{"job-id": "s", "device": "top", "speed": 32 << 20,
-		"filter-node-name": "cor"})
-	devp.Store(guestView(d, "cor"))
+	guest.switchTo(d, func() {
+		d.call(t, "block-stream", map[string]any{"job-id": "s", "device": "top", "speed": 32 << 20,
+			"filter-node-name": "cor"})
+	}, "cor")
 	if e := d.waitEvent(t, "BLOCK_JOB_COMPLETED"); bytes.Contains(e.Data, []byte(`"error"`)) {
 		t.Fatalf("job failed: %s", e.Data)
 	}
 	close(stop)
-	wg.Wait()
+	guest.wg.Wait()
 	_ = d.owner.Do(func() { d.g.CloseAll() })
 	firstDiff(t, "top", readAll(t, top, size), model)
 	qemuCheck(t, top)
@@ -178,16 +200,14 @@ func TestBackupIsPointInTime(t *testing.T) {
 		"file": map[string]any{"driver": "file", "filename": dst}})
 	d.call(t, "blockdev-backup", map[string]any{"job-id": "b", "device": "src", "target": "dst",
 		"sync": "full", "speed": 8 << 20, "filter-node-name": "cbw"})
-	var devp atomic.Pointer[blockio.Device]
-	devp.Store(guestView(d, "cbw"))
 	model := bytes.Clone(start)
 	stop := make(chan struct{})
-	wg := guestWriters(t, &devp, size, model, stop)
+	guest := guestWriters(t, d, "cbw", size, model, stop)
 	if e := d.waitEvent(t, "BLOCK_JOB_COMPLETED"); bytes.Contains(e.Data, []byte(`"error"`)) {
 		t.Fatalf("job failed: %s", e.Data)
 	}
 	close(stop)
-	wg.Wait()
+	guest.wg.Wait()
 	_ = d.owner.Do(func() { d.g.CloseAll() })
 	firstDiff(t, "backup", readAll(t, dst, size), start)
 	firstDiff(t, "source", readAll(t, src, size), model)
@@ -214,11 +234,9 @@ func TestFleecingReadsThePointInTime(t *testing.T) {
 		"file": map[string]any{"driver": "file", "filename": fl}})
 	d.call(t, "blockdev-backup", map[string]any{"job-id": "f", "device": "src", "target": "fleece",
 		"sync": "none", "filter-node-name": "cbw"})
-	var devp atomic.Pointer[blockio.Device]
-	devp.Store(guestView(d, "cbw"))
 	model := bytes.Clone(start)
 	stop := make(chan struct{})
-	wg := guestWriters(t, &devp, size, model, stop)
+	guest := guestWriters(t, d, "cbw", size, model, stop)
 	fleece := *guestView(d, "fleece")
 	for round := 0; round < 5; round++ {
 		time.Sleep(30 * time.Millisecond)
@@ -229,7 +247,7 @@ func TestFleecingReadsThePointInTime(t *testing.T) {
 		firstDiff(t, "fleecing view", got, start)
 	}
 	close(stop)
-	wg.Wait()
+	guest.wg.Wait()
 	d.call(t, "block-job-cancel", map[string]any{"device": "f"})
 	d.waitEvent(t, "BLOCK_JOB_CANCELLED")
 	_ = d.owner.Do(func() { d.g.CloseAll() })

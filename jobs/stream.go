@@ -189,6 +189,17 @@ func (s *stream) setup(filterName string) error {
 	return nil
 }
 
+// newCopier copies up into top under the range lock, and only where top
+// is still unallocated once the lock is held: the allocation check in Run
+// is a hint, and a guest write landing between it and the copy must not
+// be overwritten by the backing file's older data.
+func (s *stream) newCopier(j *Job, dev blockio.Device) *copier {
+	cp := newCopier(j, dev, dev)
+	cp.locks = s.locks
+	cp.onlyUnallocated = true
+	return cp
+}
+
 // Run is stream_run: every range top does not define but the streamed
 // layers do is read through top and written into it.
 func (s *stream) Run(j *Job) error {
@@ -198,8 +209,7 @@ func (s *stream) Run(j *Job) error {
 		return err
 	}
 	j.SetTotal(size)
-	cp := newCopier(j, dev, dev)
-	cp.locks = s.locks
+	cp := s.newCopier(j, dev)
 	var firstErr error
 	for off := int64(0); off < size; {
 		if err := j.Checkpoint(); err != nil {
@@ -218,8 +228,7 @@ func (s *stream) Run(j *Job) error {
 				firstErr = err
 			}
 			off = min(off, from)
-			cp = newCopier(j, dev, dev)
-			cp.locks = s.locks
+			cp = s.newCopier(j, dev)
 			continue
 		}
 		n := min(int64(chunkSize), size-off)
