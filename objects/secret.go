@@ -1,6 +1,7 @@
 package objects
 
 import (
+	"encoding/json"
 	"crypto/aes"
 	"crypto/cipher"
 	"encoding/base64"
@@ -10,7 +11,64 @@ import (
 	"strings"
 
 	"blockd/internal/errtext"
+	"blockd/schema"
 )
+
+// secretInst is a secret object: its properties as set, and the value
+// loaded from them at creation. Later qom-set changes the properties
+// only, as in the reference, whose setters do not reload.
+type secretInst struct {
+	p     SecretProperties
+	value []byte
+}
+
+func secretOf(inst any) *secretInst { return inst.(*secretInst) }
+
+func init() {
+	RegisterClass(&Class{Name: "secret_common", Parent: "object", Abstract: true,
+		Interfaces: []string{"user-creatable"},
+		Props: []Property{
+			loadedProp,
+			{Name: "format", Type: "QCryptoSecretFormat",
+				Get: func(inst any) any {
+					if f := secretOf(inst).p.Format; f != nil {
+						return string(*f)
+					}
+					return "raw"
+				},
+				Set: func(inst any, n string, v json.RawMessage) error {
+					f, err := visitEnum(n, v, SecretFormat("").EnumValues())
+					if err == nil {
+						sf := SecretFormat(f)
+						secretOf(inst).p.Format = &sf
+					}
+					return err
+				}},
+			strProp("keyid", func(inst any) **string { return &secretOf(inst).p.KeyID }),
+			strProp("iv", func(inst any) **string { return &secretOf(inst).p.IV }),
+		}})
+	RegisterClass(&Class{Name: "secret", Parent: "secret_common",
+		Props: []Property{
+			strProp("data", func(inst any) **string { return &secretOf(inst).p.Data }),
+			strProp("file", func(inst any) **string { return &secretOf(inst).p.File }),
+		},
+		Init: func(o *ObjectOptions) (any, error) {
+			s := &secretInst{}
+			if o.Secret != nil {
+				s.p = *o.Secret
+			}
+			if s.p.Loaded != nil {
+				return nil, schema.Errorf("Property 'secret.loaded' is not writable")
+			}
+			return s, nil
+		},
+		Complete: func(r *Registry, inst any) (err error) {
+			s := secretOf(inst)
+			s.value, err = r.loadSecret(&s.p)
+			return err
+		},
+	})
+}
 
 // loadSecret reads a secret's data (inline or from its file), decrypts
 // it with the master key keyid when given, and decodes base64, in the

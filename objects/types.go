@@ -1,5 +1,7 @@
 package objects
 
+import "blockd/schema"
+
 // The object-add arguments as QEMU 7.2's qapi/qom.json declares them,
 // limited to the object types blockd implements, so that introspection
 // and decoding tell clients exactly what they can use.
@@ -7,10 +9,9 @@ package objects
 // ObjectType names the user-creatable types blockd has.
 type ObjectType string
 
-// EnumValues lists the implemented types (a subset of QEMU's ObjectType).
-func (ObjectType) EnumValues() []string {
-	return []string{"authz-simple", "iothread", "secret", "tls-creds-psk", "tls-creds-x509"}
-}
+// EnumValues lists the implemented types (a subset of QEMU's
+// ObjectType): the registered classes that object-add can create.
+func (ObjectType) EnumValues() []string { return userCreatable() }
 
 // SecretFormat is QCryptoSecretFormat.
 type SecretFormat string
@@ -91,4 +92,48 @@ type TLSCredsPSKProperties struct {
 // ObjectDelArgs is object-del's argument.
 type ObjectDelArgs struct {
 	ID string `qapi:"id"`
+}
+
+// ObjectPropertyInfo is one property in qom-list and qom-list-properties.
+type ObjectPropertyInfo struct {
+	Name         string     `qapi:"name"`
+	Type         string     `qapi:"type"`
+	Description  *string    `qapi:"description,optional"`
+	DefaultValue schema.Any `qapi:"default-value,optional"`
+}
+
+// ObjectTypeInfo is one type in qom-list-types.
+type ObjectTypeInfo struct {
+	Name     string  `qapi:"name"`
+	Abstract *bool   `qapi:"abstract,optional"`
+	Parent   *string `qapi:"parent,optional"`
+}
+
+// QomListArgs is qom-list's argument.
+type QomListArgs struct {
+	Path string `qapi:"path"`
+}
+
+// QomGetArgs is qom-get's argument.
+type QomGetArgs struct {
+	Path     string `qapi:"path"`
+	Property string `qapi:"property"`
+}
+
+// QomSetArgs is qom-set's argument.
+type QomSetArgs struct {
+	Path     string     `qapi:"path"`
+	Property string     `qapi:"property"`
+	Value    schema.Any `qapi:"value"`
+}
+
+// QomListTypesArgs is qom-list-types' argument.
+type QomListTypesArgs struct {
+	Implements *string `qapi:"implements,optional"`
+	Abstract   *bool   `qapi:"abstract,optional"`
+}
+
+// QomListPropertiesArgs is qom-list-properties' argument.
+type QomListPropertiesArgs struct {
+	Typename string `qapi:"typename"`
 }

@@ -98,6 +98,7 @@ func (d *daemon) registerCommands() {
 	d.graph.RegisterCommands(d.reg)
 	d.jobs.RegisterCommands(d.reg)
 	d.objs.RegisterCommands(d.reg)
+	d.graph.RegisterIothreadCommand(d.reg, d.objs.IsIothread)
 	d.exps.RegisterCommands(d.reg)
 	d.reg.AddIntrospection()
 }
