@@ -272,4 +272,3 @@ func strProp(name string, field func(inst any) **string) Property {
 			return err
 		}}
 }
-

@@ -1,10 +1,10 @@
 package objects
 
 import (
-	"encoding/json"
 	"crypto/aes"
 	"crypto/cipher"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
