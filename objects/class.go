@@ -35,6 +35,9 @@ type Class struct {
 	// Complete loads what the properties name (files, keys) once the id
 	// is known to be free (user_creatable_complete). May be nil.
 	Complete func(r *Registry, inst any) error
+	// CanBeDeleted, when set, may refuse object-del (the reference's
+	// can_be_deleted).
+	CanBeDeleted func(inst any) bool
 }
 
 // Property is one QOM property: its name and QOM type, and accessors of

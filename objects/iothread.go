@@ -67,37 +67,71 @@ func init() {
 	RegisterClass(&Class{Name: "iothread", Parent: "event-loop-base",
 		Props: []Property{loopProp("poll-max-ns"), loopProp("poll-grow"), loopProp("poll-shrink")},
 		Init: func(o *ObjectOptions) (any, error) {
-			t := &iothreadInst{vals: map[string]int64{}}
-			for k, v := range eventLoopDefaults {
-				t.vals[k] = v
-			}
 			p := o.Iothread
 			if p == nil {
 				p = &IothreadProperties{}
 			}
-			given := map[string]*int64{
+			return newEventLoop(map[string]*int64{
 				"aio-max-batch": p.AioMaxBatch, "thread-pool-min": p.ThreadPoolMin,
 				"thread-pool-max": p.ThreadPoolMax, "poll-max-ns": p.PollMaxNs,
 				"poll-grow": p.PollGrow, "poll-shrink": p.PollShrink,
-			}
-			// The properties are set in the order of the arguments'
-			// QDict, so that of several bad values the same is named.
-			var d qdict.Dict
-			for k, v := range given {
-				if v != nil {
-					d = d.Set(k, *v)
-				}
-			}
-			for _, e := range d.Ordered() {
-				if err := nonNegative(e.Key, e.Val.(int64)); err != nil {
-					return nil, err
-				}
-				t.vals[e.Key] = e.Val.(int64)
-			}
-			return t, nil
+			})
 		},
 		Complete: func(_ *Registry, inst any) error { return iothreadOf(inst).checkPool() },
 	})
+}
+
+// The main loop is blockd's owner goroutine; a main-loop object holds
+// its tunables. There is one at most, and it cannot be deleted.
+func init() {
+	RegisterClass(&Class{Name: "main-loop", Parent: "event-loop-base",
+		Init: func(o *ObjectOptions) (any, error) {
+			p := o.MainLoop
+			if p == nil {
+				p = &EventLoopBaseProperties{}
+			}
+			return newEventLoop(map[string]*int64{
+				"aio-max-batch": p.AioMaxBatch, "thread-pool-min": p.ThreadPoolMin,
+				"thread-pool-max": p.ThreadPoolMax,
+			})
+		},
+		Complete: func(r *Registry, inst any) error {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.mainLoop {
+				return schema.Errorf("only one main-loop instance allowed")
+			}
+			if err := iothreadOf(inst).checkPool(); err != nil {
+				return err
+			}
+			r.mainLoop = true
+			return nil
+		},
+		CanBeDeleted: func(any) bool { return false },
+	})
+}
+
+// newEventLoop sets the given properties over the defaults, in the
+// order of the arguments' QDict (as the reference sets them), so that of
+// several bad values the same one is named.
+func newEventLoop(given map[string]*int64) (*iothreadInst, error) {
+	t := &iothreadInst{vals: map[string]int64{}}
+	for k, v := range eventLoopDefaults {
+		t.vals[k] = v
+	}
+	var d qdict.Dict
+	for k, v := range given {
+		if v != nil {
+			d = d.Set(k, *v)
+		}
+	}
+	for _, e := range d.Ordered() {
+		if err := nonNegative(e.Key, e.Val.(int64)); err != nil {
+			return nil, err
+		}
+		t.vals[e.Key] = e.Val.(int64)
+	}
+	return t, nil
 }
 
 // IsIothread says whether id names an iothread object (for

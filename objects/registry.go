@@ -34,9 +34,10 @@ import (
 type Registry struct {
 	log *zap.Logger
 
-	mu      sync.Mutex
-	root    *qomNode
-	objects *qomNode // "/objects"
+	mu       sync.Mutex
+	root     *qomNode
+	objects  *qomNode // "/objects"
+	mainLoop bool     // a main-loop object exists (there is one at most)
 }
 
 // NewRegistry returns a tree with its two empty containers.
@@ -161,7 +162,7 @@ func (r *Registry) del(id string) error {
 	if !ok {
 		return schema.Errorf("object '%s' not found", id)
 	}
-	if n.uses > 0 {
+	if n.uses > 0 || n.class.CanBeDeleted != nil && !n.class.CanBeDeleted(n.inst) {
 		return schema.Errorf("object '%s' is in use, can not be deleted", id)
 	}
 	r.objects.remove(id)
@@ -206,11 +207,16 @@ func (r *Registry) Secret(id string) ([]byte, error) {
 	if obj == nil {
 		return nil, schema.Errorf("No secret with id '%s'", id)
 	}
-	sec, ok := obj.inst.(*secretInst)
-	if !ok {
+	var v []byte
+	switch s := obj.inst.(type) {
+	case *secretInst:
+		v = s.value
+	case *keyringInst:
+		v = s.value
+	default:
 		return nil, schema.Errorf("Object with id '%s' is not a secret", id)
 	}
-	return append([]byte(nil), sec.value...), nil
+	return append([]byte(nil), v...), nil
 }
 
 // TLSServerConfig returns the server-side TLS configuration of the TLS

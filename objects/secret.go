@@ -92,6 +92,13 @@ func (r *Registry) loadSecret(p *SecretProperties) ([]byte, error) {
 	default:
 		return nil, errors.New("Either 'file' or 'data' must be provided")
 	}
+	return r.decodeSecret(&p.SecretCommonProperties, input)
+}
+
+// decodeSecret is what every secret type does with its raw input
+// (qcrypto_secret_common_complete): decrypt it with the master key
+// keyid when given, and decode base64.
+func (r *Registry) decodeSecret(p *SecretCommonProperties, input []byte) ([]byte, error) {
 	base64Format := p.Format != nil && *p.Format == "base64"
 	if p.KeyID != nil {
 		return r.decryptSecret(*p.KeyID, p.IV, input, base64Format)

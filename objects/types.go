@@ -28,11 +28,13 @@ type ObjectOptions struct {
 	QomType ObjectType `qapi:"qom-type,discriminator"`
 	ID      string     `qapi:"id"`
 
-	AuthzSimple  *AuthZSimpleProperties  `qapi:",variant=authz-simple"`
-	Iothread     *IothreadProperties     `qapi:",variant=iothread"`
-	Secret       *SecretProperties       `qapi:",variant=secret"`
-	TLSCredsPSK  *TLSCredsPSKProperties  `qapi:",variant=tls-creds-psk"`
-	TLSCredsX509 *TLSCredsX509Properties `qapi:",variant=tls-creds-x509"`
+	AuthzSimple   *AuthZSimpleProperties   `qapi:",variant=authz-simple"`
+	Iothread      *IothreadProperties      `qapi:",variant=iothread"`
+	MainLoop      *EventLoopBaseProperties `qapi:",variant=main-loop"`
+	Secret        *SecretProperties        `qapi:",variant=secret"`
+	SecretKeyring *SecretKeyringProperties `qapi:",variant=secret_keyring"`
+	TLSCredsPSK   *TLSCredsPSKProperties   `qapi:",variant=tls-creds-psk"`
+	TLSCredsX509  *TLSCredsX509Properties  `qapi:",variant=tls-creds-x509"`
 }
 
 // AuthZSimpleProperties: the one identity an authz-simple object allows.
@@ -40,15 +42,20 @@ type AuthZSimpleProperties struct {
 	Identity string `qapi:"identity"`
 }
 
-// IothreadProperties are accepted and ignored: blockd runs I/O on
-// goroutines, not on event-loop threads.
-type IothreadProperties struct {
+// EventLoopBaseProperties are the event loop's tunables (main-loop's
+// own, iothread's base). blockd checks and keeps them (iothread.go).
+type EventLoopBaseProperties struct {
 	AioMaxBatch   *int64 `qapi:"aio-max-batch,optional"`
 	ThreadPoolMin *int64 `qapi:"thread-pool-min,optional"`
 	ThreadPoolMax *int64 `qapi:"thread-pool-max,optional"`
-	PollMaxNs     *int64 `qapi:"poll-max-ns,optional"`
-	PollGrow      *int64 `qapi:"poll-grow,optional"`
-	PollShrink    *int64 `qapi:"poll-shrink,optional"`
+}
+
+// IothreadProperties add the polling parameters.
+type IothreadProperties struct {
+	EventLoopBaseProperties `qapi:",base"`
+	PollMaxNs               *int64 `qapi:"poll-max-ns,optional"`
+	PollGrow                *int64 `qapi:"poll-grow,optional"`
+	PollShrink              *int64 `qapi:"poll-shrink,optional"`
 }
 
 // SecretCommonProperties are shared by the secret types.
@@ -64,6 +71,12 @@ type SecretProperties struct {
 	SecretCommonProperties `qapi:",base"`
 	Data                   *string `qapi:"data,optional"`
 	File                   *string `qapi:"file,optional"`
+}
+
+// SecretKeyringProperties: a secret held by the kernel's key service.
+type SecretKeyringProperties struct {
+	SecretCommonProperties `qapi:",base"`
+	Serial                 int32 `qapi:"serial"`
 }
 
 // TLSCredsProperties are shared by the TLS credential types.
