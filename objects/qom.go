@@ -263,3 +263,29 @@ func (r *Registry) RemoveChild(container, name string) {
 	defer r.mu.Unlock()
 	r.root.children[container].remove(name)
 }
+
+// Children lists the names under container in the order qom-list shows
+// them (reverse hash order), which is also the order the reference's
+// object_child_foreach users list them in when they prepend
+// (query-chardev).
+func (r *Registry) Children(container string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	keys := r.root.children[container].order.Keys()
+	out := make([]string, 0, len(keys))
+	for i := len(keys) - 1; i >= 0; i-- {
+		out = append(out, keys[i])
+	}
+	return out
+}
+
+// Inst returns the state of the object name under container (nil when
+// there is none).
+func (r *Registry) Inst(container, name string) any {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n := r.root.children[container].children[name]; n != nil {
+		return n.inst
+	}
+	return nil
+}

@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"blockd/internal/keyval"
+	"blockd/internal/qemu"
 	"blockd/schema"
 )
 
@@ -99,28 +100,12 @@ func (r *Registry) AddFromCLI(spec string) error {
 
 const errBadID = "Parameter 'id' expects an identifier"
 
-// idWellformed is QEMU's id_wellformed: a letter, then letters, digits,
-// '-', '.' and '_'.
-func idWellformed(id string) bool {
-	if id == "" || !isLetter(id[0]) {
-		return false
-	}
-	for i := 1; i < len(id); i++ {
-		c := id[i]
-		if !isLetter(c) && !(c >= '0' && c <= '9') && c != '-' && c != '.' && c != '_' {
-			return false
-		}
-	}
-	return true
-}
-
-func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
 
 // add creates an object in the reference's order (user_creatable_add_type):
 // the id's syntax, the properties' setters, the id's uniqueness, then the
 // type's own loading (which reads files and may fail).
 func (r *Registry) add(o *ObjectOptions) error {
-	if !idWellformed(o.ID) {
+	if !qemu.IDWellFormed(o.ID) {
 		return schema.Errorf("%s", errBadID)
 	}
 	c := lookupClass(string(o.QomType))

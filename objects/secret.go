@@ -3,14 +3,13 @@ package objects
 import (
 	"crypto/aes"
 	"crypto/cipher"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
 	"blockd/internal/errtext"
+	"blockd/internal/qemu"
 	"blockd/schema"
 )
 
@@ -104,7 +103,7 @@ func (r *Registry) decodeSecret(p *SecretCommonProperties, input []byte) ([]byte
 		return r.decryptSecret(*p.KeyID, p.IV, input, base64Format)
 	}
 	if base64Format {
-		return qbase64Decode(string(input))
+		return qemu.Base64Decode(string(input))
 	}
 	return input, nil
 }
@@ -122,7 +121,7 @@ func (r *Registry) decryptSecret(keyid string, iv64 *string, input []byte, base6
 	if iv64 == nil {
 		return nil, errors.New("IV is required to decrypt secret")
 	}
-	iv, err := qbase64Decode(*iv64)
+	iv, err := qemu.Base64Decode(*iv64)
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +130,7 @@ func (r *Registry) decryptSecret(keyid string, iv64 *string, input []byte, base6
 	}
 	ct := input
 	if base64Format {
-		if ct, err = qbase64Decode(string(input)); err != nil {
+		if ct, err = qemu.Base64Decode(string(input)); err != nil {
 			return nil, err
 		}
 	}
@@ -154,24 +153,3 @@ func (r *Registry) decryptSecret(keyid string, iv64 *string, input []byte, base6
 	return pt[:len(pt)-pad], nil
 }
 
-// qbase64Decode is the reference's qbase64_decode: only base64 alphabet
-// characters (and newlines) are allowed; decoding then works in whole
-// groups of four and drops a trailing partial group, as GLib does.
-func qbase64Decode(s string) ([]byte, error) {
-	const valid = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n"
-	for i := 0; i < len(s); i++ {
-		if strings.IndexByte(valid, s[i]) < 0 {
-			if s[i] == 0 {
-				return nil, errors.New("Base64 data contains embedded NUL characters")
-			}
-			return nil, errors.New("Base64 data contains invalid characters")
-		}
-	}
-	s = strings.ReplaceAll(s, "\n", "")
-	s = s[:len(s)/4*4]
-	out, err := base64.StdEncoding.DecodeString(s)
-	if err != nil {
-		return nil, errors.New("Base64 data contains invalid characters")
-	}
-	return out, nil
-}
