@@ -8,16 +8,30 @@ import (
 	"strconv"
 	"strings"
 
+	"blockd/chardev"
 	"blockd/metrics"
+	"blockd/schema"
 )
 
-// chardev is a --chardev backend a monitor can use.
-type chardev struct {
+// cliChardev is a --chardev backend a monitor can use.
+type cliChardev struct {
 	id      string
 	backend string // "socket" or "stdio"
 	path    string
 	opt     string // the option that declared it and its text, for errors
 	spec    string
+}
+
+// backendOptions is the chardev-add backend the option stands for.
+func (c *cliChardev) backendOptions() *chardev.Backend {
+	if c.backend == "stdio" {
+		return &chardev.Backend{Type: "stdio", Stdio: &chardev.StdioWrapper{}}
+	}
+	on := true
+	return &chardev.Backend{Type: "socket", Socket: &chardev.SocketWrapper{Data: chardev.Socket{
+		Addr:   schema.SocketAddressLegacy{Type: "unix", Unix: &schema.UnixSocketAddressWrapper{Data: schema.UnixSocketAddress{Path: c.path}}},
+		Server: &on,
+	}}}
 }
 
 // blockdevArg is one --blockdev: JSON arguments, and whether they came
@@ -30,8 +44,8 @@ type blockdevArg struct {
 
 // config is the parsed command line.
 type config struct {
-	chardevs   []*chardev
-	monitors   []*chardev // each monitor's chardev
+	chardevs   []*cliChardev
+	monitors   []*cliChardev // each monitor's chardev
 	blockdevs  []blockdevArg
 	objects    []string // --object specs, created before the nodes
 	nbdServer  *optionArg
@@ -143,7 +157,7 @@ func (cfg *config) apply(name, val string, monitorSpecs *[]string) error {
 		// Monitors may name chardevs defined later on the command line.
 		*monitorSpecs = append(*monitorSpecs, val)
 	case "socket":
-		c := &chardev{id: fmt.Sprintf("blockd-socket-%d", len(cfg.chardevs)), backend: "socket", path: val, opt: "socket", spec: val}
+		c := &cliChardev{id: fmt.Sprintf("blockd-socket-%d", len(cfg.chardevs)), backend: "socket", path: val, opt: "socket", spec: val}
 		cfg.chardevs = append(cfg.chardevs, c)
 		cfg.monitors = append(cfg.monitors, c)
 	case "blockdev":
@@ -185,7 +199,7 @@ func (cfg *config) addChardev(spec string) error {
 	if err != nil {
 		return &cliError{"chardev", spec, err.Error()}
 	}
-	c := &chardev{opt: "chardev", spec: spec}
+	c := &cliChardev{opt: "chardev", spec: spec}
 	for k, v := range kv {
 		s, _ := v.(string)
 		switch k {
