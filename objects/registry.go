@@ -100,7 +100,6 @@ func (r *Registry) AddFromCLI(spec string) error {
 
 const errBadID = "Parameter 'id' expects an identifier"
 
-
 // add creates an object in the reference's order (user_creatable_add_type):
 // the id's syntax, the properties' setters, the id's uniqueness, then the
 // type's own loading (which reads files and may fail).

@@ -152,4 +152,3 @@ func (r *Registry) decryptSecret(keyid string, iv64 *string, input []byte, base6
 	}
 	return pt[:len(pt)-pad], nil
 }
-
