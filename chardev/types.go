@@ -217,7 +217,7 @@ type IDArgs struct {
 type Info struct {
 	Label        string `qapi:"label"`
 	Filename     string `qapi:"filename"`
-	FrontendOpen bool   `qapi:"frontend-open"`
+	FrontendOpen bool   `qapi:"frontend-open" json:"frontend-open"`
 }
 
 // BackendInfo is ChardevBackendInfo.
