@@ -36,9 +36,11 @@ func (n *qomNode) add(c *qomNode) {
 	n.order.Insert(c.name)
 }
 
+// remove is object_unparent: the child's slot becomes a tombstone and
+// the table keeps its size until the next insertion.
 func (n *qomNode) remove(name string) {
 	delete(n.children, name)
-	n.order.Remove(name)
+	n.order.IterRemove(name)
 }
 
 // path is object_get_canonical_path.

@@ -120,6 +120,16 @@ func (r *Registry) add(o *ObjectOptions) error {
 	}
 	if c.Complete != nil {
 		if err := c.Complete(r, inst); err != nil {
+			// The reference adds the child before completing it and
+			// unparents it on failure, which leaves a tombstone in
+			// the container's table: the order of later listings
+			// depends on it.
+			r.mu.Lock()
+			if _, taken := r.objects.children[o.ID]; !taken {
+				r.objects.order.Insert(o.ID)
+				r.objects.order.IterRemove(o.ID)
+			}
+			r.mu.Unlock()
 			return schema.AsError(err)
 		}
 	}

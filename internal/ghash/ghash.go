@@ -72,8 +72,20 @@ func (t *Table) Insert(key string) {
 	t.maybeResize()
 }
 
-// Remove deletes key if present.
+// Remove deletes key if present, as g_hash_table_remove does (which may
+// shrink the table).
 func (t *Table) Remove(key string) {
+	if t.tombstone(key) {
+		t.maybeResize()
+	}
+}
+
+// IterRemove deletes key if present, as g_hash_table_iter_remove does:
+// the slot becomes a tombstone and the table is not resized. QOM removes
+// a child this way (object_unparent).
+func (t *Table) IterRemove(key string) { t.tombstone(key) }
+
+func (t *Table) tombstone(key string) bool {
 	h := gStrHash(key)
 	if h <= 1 {
 		h = 2
@@ -83,12 +95,12 @@ func (t *Table) Remove(key string) {
 		if t.hashes[idx] == h && t.keys[idx] == key {
 			t.hashes[idx], t.keys[idx] = 1, ""
 			t.nnodes--
-			t.maybeResize()
-			return
+			return true
 		}
 		step++
 		idx = (idx + step) & t.mask
 	}
+	return false
 }
 
 func (t *Table) maybeResize() {

@@ -48,3 +48,28 @@ func TestRemoveAndDuplicates(t *testing.T) {
 		t.Errorf("left %v, want %v", got, want)
 	}
 }
+
+// IterRemove leaves the table's size as it is, Remove may shrink it: a
+// QOM container (whose children go with g_hash_table_iter_remove) then
+// lists what is left in another order than a shrunk table would.
+func TestIterRemoveKeepsSize(t *testing.T) {
+	build := func() *Table {
+		tb := New()
+		for _, k := range []string{"m", "r0", "mem", "n0", "f0", "p0", "s0", "s1", "pt", "st", "mx"} {
+			tb.Insert(k)
+		}
+		return tb
+	}
+	a, b := build(), build()
+	for _, k := range []string{"r0", "mem", "f0", "p0", "s0", "s1", "pt", "st"} {
+		a.IterRemove(k)
+		b.Remove(k)
+	}
+	// Recorded from qemu-storage-daemon 7.2 (query-chardev, reversed).
+	if got := a.Keys(); !slices.Equal(got, []string{"m", "n0", "mx"}) {
+		t.Errorf("after iter removals: %v", got)
+	}
+	if got := b.Keys(); !slices.Equal(got, []string{"n0", "mx", "m"}) {
+		t.Errorf("after removals with resizing: %v", got)
+	}
+}
