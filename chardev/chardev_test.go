@@ -200,7 +200,7 @@ func TestMuxAndMonitorBusy(t *testing.T) {
 	must(t, reg, "chardev-add", `{"id":"n0","backend":{"type":"null","data":{}}}`)
 	must(t, reg, "chardev-add", `{"id":"m0","backend":{"type":"mux","data":{"chardev":"n0"}}}`)
 	for cmd, want := range map[string]string{
-		`chardev-remove {"id":"n0"}`: "Chardev 'n0' is busy",
+		`chardev-remove {"id":"n0"}`:  "Chardev 'n0' is busy",
 		`chardev-remove {"id":"mon"}`: "Chardev 'mon' is busy",
 		`chardev-add {"id":"m1","backend":{"type":"mux","data":{"chardev":"mon"}}}`: "Failed to add chardev 'm1': Device 'mon' is in use",
 		`chardev-add {"id":"st","backend":{"type":"stdio","data":{}}}`:              "Failed to add chardev 'st': cannot use stdio by multiple character devices",
