@@ -1,9 +1,13 @@
-// Package objects owns blockd's user-created objects: what --object and
-// object-add create and object-del removes (secret, tls-creds-x509,
-// tls-creds-psk, authz-simple, iothread), with qemu-storage-daemon's
-// argument checks, load errors and texts. Other parts of the daemon look
-// objects up by id: the NBD server for its TLS configuration and
-// authorization, drivers for secrets.
+// Package objects owns blockd's QOM: the class table of the types blockd
+// has (class.go), the tree of objects under / with the qom-list, qom-get,
+// qom-set, qom-list-types and qom-list-properties commands (qom.go), and
+// the user-created objects: what --object and object-add create and
+// object-del removes (secret, secret_keyring, tls-creds-x509,
+// tls-creds-psk, authz-simple, iothread, main-loop), with
+// qemu-storage-daemon's argument checks, load errors and texts. Other
+// parts of the daemon look objects up by id: the NBD server for its TLS
+// configuration and authorization, drivers for secrets; the chardev
+// package puts its devices under /chardevs.
 //
 // Objects are loaded completely when they are created, as the reference
 // does, so a later user sees either a working object or none. Users get a
