@@ -199,7 +199,7 @@ func (d *daemon) start() error {
 		if c.opt != "chardev" || slices.Contains(monitors, c) {
 			continue
 		}
-		if _, _, err := d.chrs.Add(c.id, c.backendOptions()); err != nil {
+		if _, _, err := d.chrs.Add(c.id, c.be); err != nil {
 			return &cliError{c.opt, c.spec, schema.AsError(err).Desc}
 		}
 	}

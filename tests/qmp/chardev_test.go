@@ -3,7 +3,9 @@ package qmptest
 import (
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -16,7 +18,8 @@ import (
 func TestCommandLineChardevs(t *testing.T) {
 	dir := t.TempDir()
 	spare := filepath.Join(dir, "spare.sock")
-	d := StartDaemon(t, blockdBin, dir, "--chardev", "socket,id=spare,path="+spare+",server=on,wait=off")
+	d := StartDaemon(t, blockdBin, dir, "--chardev", "socket,id=spare,path="+spare+",server=on,wait=off",
+		"--chardev", "ringbuf,id=rb,size=8", "--chardev", "null,id=nul,logfile="+filepath.Join(dir, "log"))
 	defer d.Stop(t)
 	c := Dial(t, d.Sock)
 	defer c.Close()
@@ -32,6 +35,16 @@ func TestCommandLineChardevs(t *testing.T) {
 	}
 	if m := got["spare"]; m == nil || m["frontend-open"] != false || m["filename"] != "disconnected:unix:"+spare+",server=on" {
 		t.Errorf("spare chardev: %v", got["spare"])
+	}
+	if m := got["rb"]; m == nil || m["filename"] != "ringbuf" || got["nul"] == nil {
+		t.Errorf("ringbuf and null chardevs of the command line: %v", got)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "log")); err != nil {
+		t.Errorf("logfile of --chardev null: %v", err)
+	}
+	c.Command(t, "ringbuf-write", map[string]any{"device": "rb", "data": "0123456789"})
+	if r, _ := c.Command(t, "ringbuf-read", map[string]any{"device": "rb", "size": 100}); r["return"] != "23456789" {
+		t.Errorf("ring of --chardev ringbuf,size=8: %v", r)
 	}
 	if r, _ := c.Command(t, "chardev-remove", map[string]any{"id": "m"}); errDesc(r) != "Chardev 'm' is busy" {
 		t.Errorf("removing the monitor's chardev: %v", r)
@@ -86,4 +99,52 @@ func errDesc(r map[string]any) string {
 	e, _ := r["error"].(map[string]any)
 	d, _ := e["desc"].(string)
 	return d
+}
+
+// --chardev refusals print the reference's texts, checked against the
+// reference itself when it is installed.
+func TestChardevOptionRefusals(t *testing.T) {
+	dir := t.TempDir()
+	ref := referenceDaemon(t)
+	for _, c := range []struct{ spec, want string }{
+		{"null", "chardev: no id specified"},
+		{"nope,id=x", "'nope' is not a valid char driver name"},
+		{"ringbuf,id=r,bogus=1", "Invalid parameter 'bogus'"},
+		{"ringbuf,id=r,size=12", "size of ringbuf chardev must be power of two"},
+		{"file,id=f", "chardev: file: no filename given"},
+		{"file,id=f,path=/nonexist/x", "Could not open '/nonexist/x': No such file or directory"},
+		{"file,id=f,path=o.txt,append=maybe", "Parameter 'append' expects 'on' or 'off'"},
+		{"pipe,id=p", "chardev: pipe: no device path given"},
+		{"serial,id=x", "chardev: serial/tty: no device path given"},
+		{"socket,id=s,path=nosuch.sock", "Failed to connect to 'nosuch.sock': No such file or directory"},
+		{"socket,id=s,host=h", "chardev: socket: no port given"},
+		{"socket,id=s,path=a,host=b", "None or one of 'path', 'fd' or 'host' option required."},
+		{"socket,id=s,path=q.sock,server=on,wait=off,reconnect=x", "Parameter 'reconnect' expects a number"},
+		{"udp,id=u", "chardev: udp: remote port not specified"},
+		{"pty,id=p,logfile=/nonexist/l", "Could not create '/nonexist/l': No such file or directory"},
+	} {
+		args := []string{"--chardev", "stdio,id=mon", "--monitor", "chardev=mon", "--chardev", c.spec}
+		cmd := exec.Command(blockdBin, args...)
+		cmd.Dir = dir
+		cmd.Stdin = strings.NewReader(`{"execute":"quit"}`)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !asExit(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("%s: want exit 1, got %v (%s)", c.spec, err, out)
+		}
+		want := "blockd: --chardev " + c.spec + ": " + c.want
+		if got := strings.TrimSpace(string(out)); got != want {
+			t.Errorf("--chardev %s:\n got  %q\n want %q", c.spec, got, want)
+		}
+		if ref == "" {
+			continue
+		}
+		cmd = exec.Command(ref, args...)
+		cmd.Dir = dir
+		cmd.Stdin = strings.NewReader(`{"execute":"quit"}`)
+		out, _ = cmd.CombinedOutput()
+		if !strings.Contains(string(out), "--chardev "+c.spec+": "+c.want) {
+			t.Errorf("the reference says %q for --chardev %s, this test expects %q", out, c.spec, c.want)
+		}
+	}
 }
