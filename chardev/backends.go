@@ -371,7 +371,6 @@ func (r *Registry) openSocket(c *Chardev, o *Socket) (*socketDev, error) {
 			return nil, err
 		}
 		s.ln = ln
-		c.ln = ln
 		if ta, ok := ln.Addr().(*net.TCPAddr); ok {
 			// The reference reports the bound address (the port it got).
 			in := schema.InetSocketAddress{Host: ta.IP.String(), Port: strconv.Itoa(ta.Port)}
@@ -479,8 +478,7 @@ func (s *socketDev) drain(conn net.Conn) {
 	s.c.setFilename(s.disconnectedName())
 }
 
-// acceptLoop serves one client at a time until the chardev closes or a
-// monitor takes the listener (stop).
+// acceptLoop serves one client at a time until the chardev closes.
 func (s *socketDev) acceptLoop() {
 	defer close(s.stopped)
 	s.mu.Lock()
@@ -527,29 +525,6 @@ func (s *socketDev) reconnectLoop(every time.Duration) {
 		s.attach(conn)
 		s.drain(conn)
 	}
-}
-
-// stop hands the listener over (to a monitor): the accept loop ends and
-// the listener stays open.
-func (s *socketDev) stop() {
-	if s.stopped == nil {
-		return
-	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	s.closed = true
-	close(s.quit)
-	s.mu.Unlock()
-	// Wake the accept loop with a connection of our own.
-	if a := s.ln.Addr(); a != nil {
-		if c, err := net.Dial(a.Network(), a.String()); err == nil {
-			_ = c.Close()
-		}
-	}
-	<-s.stopped
 }
 
 func (s *socketDev) close() {

@@ -19,7 +19,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"reflect"
 	"sync"
@@ -41,32 +40,11 @@ type Chardev struct {
 	frontend bool   // a monitor uses it (query-chardev's frontend-open)
 	busy     bool   // it has a user: a monitor, or a mux over it
 
-	ring  *ring        // ringbuf and memory
-	sock  *socketDev   // socket
-	files []io.Closer  // what closing the chardev closes
-	ln    net.Listener // a listening socket, for a monitor to serve
+	ring  *ring       // ringbuf and memory
+	sock  *socketDev  // socket
+	files []io.Closer // what closing the chardev closes
 	stdio bool
 }
-
-// ID returns the chardev's id.
-func (c *Chardev) ID() string { return c.id }
-
-// Kind returns the backend kind.
-func (c *Chardev) Kind() string { return c.kind }
-
-// Listener returns the listening socket of a server socket chardev that
-// a monitor may serve on, after taking it from the chardev's own accept
-// loop; nil for other chardevs.
-func (c *Chardev) Listener() net.Listener {
-	if c.sock == nil || c.ln == nil {
-		return nil
-	}
-	c.sock.stop()
-	return c.ln
-}
-
-// IsStdio says whether the chardev is the process's stdin and stdout.
-func (c *Chardev) IsStdio() bool { return c.stdio }
 
 func (c *Chardev) setFilename(f string) {
 	c.mu.Lock()
@@ -122,14 +100,6 @@ func (r *Registry) Lookup(id string) *Chardev {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.devs[id]
-}
-
-// SetFrontend marks the chardev as used by a monitor: chardev-remove
-// then answers that it is busy, and query-chardev shows it open.
-func (r *Registry) SetFrontend(c *Chardev) {
-	c.mu.Lock()
-	c.frontend, c.busy = true, true
-	c.mu.Unlock()
 }
 
 // Add opens a chardev (chardev-add and --chardev). The error is the
@@ -364,8 +334,8 @@ func openLog(cm Common) (*os.File, error) {
 // AddMonitorSocket registers the socket chardev of a command-line
 // monitor, whose listener the daemon has bound (it keeps the monitor
 // sockets' own rules for stale and live sockets) and serves.
-func (r *Registry) AddMonitorSocket(id, path string, ln net.Listener) error {
-	c := &Chardev{id: id, kind: "socket", frontend: true, busy: true, ln: ln}
+func (r *Registry) AddMonitorSocket(id, path string) error {
+	c := &Chardev{id: id, kind: "socket", frontend: true, busy: true}
 	c.sock = &socketDev{c: c, listen: true, proto: "tcp", closed: true,
 		given: schema.SocketAddress{Type: "unix", Unix: &schema.UnixSocketAddress{Path: path}}}
 	c.sock.addr = c.sock.given

@@ -188,7 +188,7 @@ func (d *daemon) start() error {
 			return err
 		}
 		if c.opt == "chardev" { // --socket is blockd's own, not a chardev
-			if err := d.chrs.AddMonitorSocket(c.id, c.path, d.listeners[len(d.listeners)-1]); err != nil {
+			if err := d.chrs.AddMonitorSocket(c.id, c.path); err != nil {
 				return err
 			}
 		}
