@@ -32,6 +32,9 @@ func (g *Graph) RegisterCommands(r *schema.Registry) {
 	schema.Define(r, "blockdev-snapshot-delete-internal-sync", func(_ context.Context, a *schema.BlockdevSnapshotDeleteInternalArgs) (*schema.SnapshotInfo, error) {
 		return g.DeleteSnapshotInternal(a.Device, a.ID, a.Name)
 	})
+	schema.Define(r, "transaction", func(_ context.Context, a *schema.TransactionArgs) (schema.Empty, error) {
+		return schema.Empty{}, g.Transaction(a)
+	})
 	schema.Define(r, "block-set-write-threshold", func(_ context.Context, a *schema.BlockSetWriteThresholdArgs) (schema.Empty, error) {
 		return schema.Empty{}, g.SetWriteThreshold(a.NodeName, a.WriteThreshold)
 	})
