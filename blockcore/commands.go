@@ -50,6 +50,13 @@ func (g *Graph) RegisterCommands(r *schema.Registry) {
 		}
 		return out, nil
 	})
+	schema.Define(r, "query-block", func(context.Context, *schema.NoArgs) ([]schema.BlockInfo, error) {
+		// No named block backends in a storage daemon (blockstats.go).
+		return []schema.BlockInfo{}, nil
+	})
+	schema.Define(r, "query-blockstats", func(_ context.Context, a *schema.QueryBlockstatsArgs) ([]schema.BlockStats, error) {
+		return g.BlockStats(a.QueryNodes != nil && *a.QueryNodes), nil
+	})
 	schema.Define(r, "x-debug-query-block-graph", func(context.Context, *schema.NoArgs) (*schema.XDbgBlockGraph, error) {
 		gr := g.DebugGraph()
 		return &gr, nil
