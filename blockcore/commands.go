@@ -62,4 +62,6 @@ func (g *Graph) RegisterCommands(r *schema.Registry) {
 		return &gr, nil
 	}, schema.Features("unstable"))
 	r.AddEvent("BLOCK_IMAGE_CORRUPTED", reflect.TypeFor[schema.BlockImageCorrupted]())
+	// Declared as in qemu-storage-daemon's schema, never sent (schema.BlockIOError).
+	r.AddEvent("BLOCK_IO_ERROR", reflect.TypeFor[schema.BlockIOError]())
 }
