@@ -437,3 +437,103 @@ func (img *Image) snapTableBytes() int64 {
 	}
 	return 0
 }
+
+// ApplySnapshot reverts the active layer to the snapshot whose id, or
+// else name, is idOrName (qcow2_snapshot_goto, for qemu-img snapshot -a).
+// The image first takes the snapshot's size; then the snapshot's tree
+// gains a reference, made stable before the active L1 table is
+// overwritten with the snapshot's (written through), and only then does
+// the old tree lose its reference; COPIED flags are recomputed last. A
+// crash therefore leaves at most leaked clusters or COPIED flags that
+// disagree with a refcount, as QEMU's algorithm does.
+func (img *Image) ApplySnapshot(idOrName string) (SnapshotInfo, error) {
+	img.mu.Lock()
+	i := img.findSnapshot(idOrName, "")
+	if i < 0 {
+		i = img.findSnapshot("", idOrName)
+	}
+	var in SnapshotInfo
+	if i >= 0 {
+		in = img.snaps[i].info()
+	}
+	img.mu.Unlock()
+	if i < 0 {
+		return SnapshotInfo{}, ErrSnapshotNotFound
+	}
+	if in.DiskSize >= 0 && in.DiskSize != img.size.Load() {
+		if err := img.Truncate(in.DiskSize); err != nil {
+			return SnapshotInfo{}, err
+		}
+	}
+	all := allStripes()
+	img.locks.lock(all, true)
+	defer img.locks.unlock(all, true)
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if err := img.usable(true); err != nil {
+		return SnapshotInfo{}, err
+	}
+	if i = img.findSnapshot(in.ID, in.Name); i < 0 {
+		return SnapshotInfo{}, ErrSnapshotNotFound
+	}
+	sn := img.snaps[i]
+	if err := img.prepareWrite(); err != nil {
+		return SnapshotInfo{}, err
+	}
+	if sn.l1Size > int64(len(img.l1)) {
+		if err := img.growL1(sn.l1Size); err != nil {
+			return SnapshotInfo{}, err
+		}
+	}
+	snL1, err := readTable(img.file, sn.l1Offset, sn.l1Size)
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	newL1 := make([]uint64, len(img.l1))
+	copy(newL1, snL1)
+	if err := img.flushCaches(); err != nil {
+		return SnapshotInfo{}, err
+	}
+	if err := img.addTreeRefs(snL1, 1); err != nil {
+		return SnapshotInfo{}, err
+	}
+	// The new references are stable before the L1 table uses them.
+	if err := img.flushAll(); err != nil {
+		return SnapshotInfo{}, err
+	}
+	g := &img.g
+	buf := make([]byte, len(newL1)*8)
+	for j, e := range newL1 {
+		binary.BigEndian.PutUint64(buf[j*8:], e)
+	}
+	l1Off := int64(img.hdr.l1TableOffset)
+	if k := img.meta.check(g, l1Off, int64(len(buf)), metaL1); k != metaNone {
+		return SnapshotInfo{}, img.corruptf(true, l1Off, int64(len(buf)), "%s", overlapMessage(k))
+	}
+	if err := img.file.WriteAt(buf, l1Off, 0); err != nil {
+		return SnapshotInfo{}, err
+	}
+	if err := img.file.Flush(); err != nil {
+		return SnapshotInfo{}, err
+	}
+	old := img.l1
+	img.l1 = newL1
+	// The active L2 tables are now the snapshot's.
+	for c, k := range img.meta.clusters {
+		if k == metaL2 {
+			delete(img.meta.clusters, c)
+		}
+	}
+	for _, e := range newL1 {
+		if l2 := int64(e & l1eOffsetMask); l2 != 0 {
+			img.meta.clusters[l2>>g.clusterBits] = metaL2
+		}
+	}
+	if err := img.addTreeRefs(old, -1); err != nil {
+		return SnapshotInfo{}, err
+	}
+	if err := img.fixCopied(); err != nil {
+		return SnapshotInfo{}, err
+	}
+	return sn.info(), img.flushAll()
+}
