@@ -156,3 +156,47 @@ func TestSecretKeyring(t *testing.T) {
 }
 
 func itoa(i int) string { b, _ := json.Marshal(i); return string(b) }
+
+// NBD connections authorize on their own goroutines while qom-set and
+// object-add/-del run on the owner's: run them at once under -race.
+func TestAuthorizeWhileQomChanges(t *testing.T) {
+	r, reg := newQOM(t)
+	mustAdd(t, r, "authz-simple,id=a0,identity=CN=alice")
+	done := make(chan struct{})
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			for {
+				select {
+				case <-done:
+					errs <- nil
+					return
+				default:
+				}
+				if _, err := r.Authorize("a0", "CN=alice"); err != nil {
+					errs <- err
+					return
+				}
+				_, _ = r.Secret("s")
+			}
+		}()
+	}
+	for i := range 200 {
+		id := []string{"CN=alice", "CN=bob"}[i%2]
+		if _, e := qmp(t, reg, "qom-set", `{"path":"/objects/a0","property":"identity","value":"`+id+`"}`); e != "" {
+			t.Fatal(e)
+		}
+		qmp(t, reg, "object-add", `{"qom-type":"secret","id":"s","data":"x"}`)
+		qmp(t, reg, "qom-list", `{"path":"/objects"}`)
+		qmp(t, reg, "object-del", `{"id":"s"}`)
+	}
+	close(done)
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if ok, _ := r.Authorize("a0", "CN=bob"); !ok {
+		t.Error("last identity set was CN=bob")
+	}
+}
