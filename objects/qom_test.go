@@ -200,3 +200,56 @@ func TestAuthorizeWhileQomChanges(t *testing.T) {
 		t.Error("last identity set was CN=bob")
 	}
 }
+
+// authz-list: rules in order, exact or glob, then the default policy;
+// qom-set changes them for the next client.
+func TestAuthzList(t *testing.T) {
+	r, reg := newQOM(t)
+	if _, e := qmp(t, reg, "object-add", `{"qom-type":"authz-list","id":"l0","policy":"allow",
+		"rules":[{"match":"CN=mallory","policy":"deny"},{"match":"CN=b*,O=[xy]?","policy":"deny","format":"glob"}]}`); e != "" {
+		t.Fatal(e)
+	}
+	for id, want := range map[string]bool{
+		"CN=alice": true, "CN=mallory": false, "CN=bob,O=x1": false, "CN=bob,O=z1": true,
+		"CN=b/c,O=y/": false, "CN=bob,O=x12": true,
+	} {
+		if ok, err := r.Authorize("l0", id); err != nil || ok != want {
+			t.Errorf("%s: %v %v, want %v", id, ok, err, want)
+		}
+	}
+	if _, e := qmp(t, reg, "qom-set", `{"path":"l0","property":"rules","value":[{"match":"CN=alice"}]}`); e != "Parameter 'rules[0].policy' is missing" {
+		t.Errorf("bad rules: %q", e)
+	}
+	qmp(t, reg, "qom-set", `{"path":"l0","property":"policy","value":"deny"}`)
+	qmp(t, reg, "qom-set", `{"path":"l0","property":"rules","value":[{"match":"CN=alice","policy":"allow"}]}`)
+	if ok, _ := r.Authorize("l0", "CN=alice"); !ok {
+		t.Error("alice after qom-set")
+	}
+	if ok, _ := r.Authorize("l0", "CN=bob,O=z1"); ok {
+		t.Error("default policy deny after qom-set")
+	}
+	for pat, s := range map[string]string{"a*": "a/b", "[!a]x": "bx", "[]]": "]", "\\*": "*", "[a-c]": "b", "x[": "x["} {
+		if !fnmatch(pat, s) {
+			t.Errorf("fnmatch(%q, %q) false", pat, s)
+		}
+	}
+	for pat, s := range map[string]string{"a?": "a", "[!a]x": "ax", "[a-c]": "d", "\\*": "a"} {
+		if fnmatch(pat, s) {
+			t.Errorf("fnmatch(%q, %q) true", pat, s)
+		}
+	}
+}
+
+// Anonymous credentials are created as the reference creates them and
+// refused where a TLS configuration would be built from them.
+func TestTLSAnonRefusedForUse(t *testing.T) {
+	r, _ := newQOM(t)
+	mustAdd(t, r, "tls-creds-anon,id=an0,endpoint=server")
+	mustAdd(t, r, "tls-creds-anon,id=an1")
+	if _, err := r.TLSServerConfig("an0"); !errors.Is(err, ErrAnonUnsupported) {
+		t.Errorf("server config from anon: %v", err)
+	}
+	if _, err := r.TLSClientConfig("an1"); !errors.Is(err, ErrAnonUnsupported) {
+		t.Errorf("client config from anon: %v", err)
+	}
+}

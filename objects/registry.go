@@ -261,13 +261,15 @@ func (r *Registry) Authorize(authzID, distinguishedName string) (bool, error) {
 	if obj == nil {
 		return false, fmt.Errorf("Cannot find QAuthZ object ID %s", authzID)
 	}
-	a, ok := obj.inst.(*authzInst)
-	if !ok {
-		return false, fmt.Errorf("Object '%s' is not a QAuthZ subclass", authzID)
-	}
-	r.mu.Lock() // qom-set may change the identity
+	r.mu.Lock() // qom-set may change the identity or the rules
 	defer r.mu.Unlock()
-	return str(a.identity) == distinguishedName, nil
+	switch a := obj.inst.(type) {
+	case *authzInst:
+		return str(a.identity) == distinguishedName, nil
+	case *authzListInst:
+		return a.allows(distinguishedName), nil
+	}
+	return false, fmt.Errorf("Object '%s' is not a QAuthZ subclass", authzID)
 }
 
 // PeerName is the distinguished name of a client certificate as the

@@ -11,8 +11,9 @@ import (
 // credentials loaded at creation.
 type tlsInst struct {
 	common *TLSCredsProperties
-	x509   *TLSCredsX509Properties // one of x509 and psk is set
+	x509   *TLSCredsX509Properties // one of x509, psk and anon is set
 	psk    *TLSCredsPSKProperties
+	anon   *TLSCredsAnonProperties
 	creds  *tlsCreds
 }
 
@@ -102,6 +103,24 @@ func init() {
 		Complete: func(_ *Registry, inst any) (err error) {
 			t := tlsOf(inst)
 			t.creds, err = loadPSK(t.psk)
+			return err
+		},
+	})
+	RegisterClass(&Class{Name: "tls-creds-anon", Parent: "tls-creds",
+		Props: []Property{loadedProp},
+		Init: func(o *ObjectOptions) (any, error) {
+			p := &TLSCredsAnonProperties{}
+			if o.TLSCredsAnon != nil {
+				*p = *o.TLSCredsAnon
+			}
+			if p.Loaded != nil {
+				return nil, schema.Errorf("Property 'tls-creds-anon.loaded' is not writable")
+			}
+			return &tlsInst{common: &p.TLSCredsProperties, anon: p}, nil
+		},
+		Complete: func(_ *Registry, inst any) (err error) {
+			t := tlsOf(inst)
+			t.creds, err = loadAnon(t.anon)
 			return err
 		},
 	})

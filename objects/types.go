@@ -28,13 +28,42 @@ type ObjectOptions struct {
 	QomType ObjectType `qapi:"qom-type,discriminator"`
 	ID      string     `qapi:"id"`
 
+	AuthzList     *AuthZListProperties     `qapi:",variant=authz-list"`
 	AuthzSimple   *AuthZSimpleProperties   `qapi:",variant=authz-simple"`
 	Iothread      *IothreadProperties      `qapi:",variant=iothread"`
 	MainLoop      *EventLoopBaseProperties `qapi:",variant=main-loop"`
 	Secret        *SecretProperties        `qapi:",variant=secret"`
 	SecretKeyring *SecretKeyringProperties `qapi:",variant=secret_keyring"`
+	TLSCredsAnon  *TLSCredsAnonProperties  `qapi:",variant=tls-creds-anon"`
 	TLSCredsPSK   *TLSCredsPSKProperties   `qapi:",variant=tls-creds-psk"`
 	TLSCredsX509  *TLSCredsX509Properties  `qapi:",variant=tls-creds-x509"`
+}
+
+// AuthZListPolicy is QAuthZListPolicy.
+type AuthZListPolicy string
+
+func (AuthZListPolicy) EnumValues() []string { return []string{"deny", "allow"} }
+
+// QAPIName keeps the reference's name, which qom-list shows.
+func (AuthZListPolicy) QAPIName() string { return "QAuthZListPolicy" }
+
+// AuthZListFormat is QAuthZListFormat.
+type AuthZListFormat string
+
+func (AuthZListFormat) EnumValues() []string { return []string{"exact", "glob"} }
+
+// AuthZListRule is QAuthZListRule: an identity (or glob) and what to do
+// with a peer that matches it.
+type AuthZListRule struct {
+	Match  string           `qapi:"match"`
+	Policy AuthZListPolicy  `qapi:"policy"`
+	Format *AuthZListFormat `qapi:"format,optional"`
+}
+
+// AuthZListProperties: rules tried in order, then the default policy.
+type AuthZListProperties struct {
+	Policy *AuthZListPolicy `qapi:"policy,optional"`
+	Rules  []AuthZListRule  `qapi:"rules,optional"`
 }
 
 // AuthZSimpleProperties: the one identity an authz-simple object allows.
@@ -93,6 +122,12 @@ type TLSCredsX509Properties struct {
 	Loaded             *bool   `qapi:"loaded,optional,features=deprecated"`
 	SanityCheck        *bool   `qapi:"sanity-check,optional"`
 	PasswordID         *string `qapi:"passwordid,optional"`
+}
+
+// TLSCredsAnonProperties: anonymous credentials (no certificates).
+type TLSCredsAnonProperties struct {
+	TLSCredsProperties `qapi:",base"`
+	Loaded             *bool `qapi:"loaded,optional,features=deprecated"`
 }
 
 // TLSCredsPSKProperties: pre-shared keys in dir/keys.psk.

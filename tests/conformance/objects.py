@@ -27,16 +27,19 @@ def scn_objects_and_qom(t):
     t.q("object-add", {"qom-type": "secret", "id": "bad", "keyid": "mk", "data": "abc"}, label="secret without iv")
     t.q("object-add", {"qom-type": "tls-creds-psk", "id": "p0", "dir": t.path("psk"), "endpoint": "server"})
     t.q("object-add", {"qom-type": "authz-simple", "id": "a0", "identity": "CN=alice"})
+    t.q("object-add", {"qom-type": "authz-list", "id": "al", "policy": "allow",
+                       "rules": [{"match": "CN=a*", "policy": "deny", "format": "glob"}]})
+    t.q("object-add", {"qom-type": "tls-creds-anon", "id": "an", "endpoint": "server"})
     t.q("object-add", {"qom-type": "main-loop", "id": "ml"})
     t.q("object-add", {"qom-type": "main-loop", "id": "ml2"}, label="second main-loop")
     t.q("object-add", {"qom-type": "iothread", "id": "io1", "thread-pool-min": 9, "thread-pool-max": 3},
         label="iothread pool refused")
-    for path in ("/", "/objects", "/objects/io0", "/objects/s0", "/objects/p0", "/objects/a0", "/objects/ml",
+    for path in ("/", "/objects", "/objects/io0", "/objects/s0", "/objects/p0", "/objects/a0", "/objects/ml", "/objects/al", "/objects/an",
                  "io0", "", "/nope"):
         t.q("qom-list", {"path": path}, project=whole, label=f"qom-list {path!r}")
     for path, prop in (("/objects/io0", "poll-max-ns"), ("/objects/io0", "thread-pool-max"), ("/objects/s1", "file"),
                        ("/objects/s1", "format"), ("/objects/enc", "keyid"), ("/objects/p0", "endpoint"),
-                       ("/objects/p0", "loaded"), ("/objects", "io0"), ("/", "objects"), ("/objects/a0", "nope")):
+                       ("/objects/p0", "loaded"), ("/objects/al", "rules"), ("/objects", "io0"), ("/", "objects"), ("/objects/a0", "nope")):
         t.q("qom-get", {"path": path, "property": prop}, project=whole, label=f"qom-get {path} {prop}")
     t.q("qom-set", {"path": "/objects/a0", "property": "identity", "value": "CN=bob"})
     t.q("qom-get", {"path": "/objects/a0", "property": "identity"}, project=whole, label="identity after set")
