@@ -3,7 +3,8 @@
 // qom-set, qom-list-types and qom-list-properties commands (qom.go), and
 // the user-created objects: what --object and object-add create and
 // object-del removes (secret, secret_keyring, tls-creds-x509,
-// tls-creds-psk, authz-simple, iothread, main-loop), with
+// tls-creds-psk, tls-creds-anon, authz-simple, authz-list, iothread,
+// main-loop), with
 // qemu-storage-daemon's argument checks, load errors and texts. Other
 // parts of the daemon look objects up by id: the NBD server for its TLS
 // configuration and authorization, drivers for secrets; the chardev
