@@ -384,7 +384,7 @@ func (r *Registry) openSocket(c *Chardev, o *Socket) (*socketDev, error) {
 		}
 		c.filename = s.disconnectedName()
 		if wait {
-			conn, err := ln.Accept()
+			conn, err := r.waitClient(ln, c.filename)
 			if err != nil {
 				_ = ln.Close()
 				return nil, err
@@ -406,6 +406,32 @@ func (r *Registry) openSocket(c *Chardev, o *Socket) (*socketDev, error) {
 	s.attach(conn)
 	go func() { s.drain(conn); close(s.stopped) }()
 	return s, nil
+}
+
+// waitClient is a server socket's wait for its first client. Unlike the
+// reference, which cannot be stopped meanwhile, blockd's shutdown (a
+// signal) ends the wait.
+func (r *Registry) waitClient(ln net.Listener, name string) (net.Conn, error) {
+	r.log.Info("waiting for connection on: " + name)
+	type accepted struct {
+		conn net.Conn
+		err  error
+	}
+	ch := make(chan accepted, 1)
+	go func() {
+		conn, err := ln.Accept()
+		ch <- accepted{conn, err}
+	}()
+	select {
+	case a := <-ch:
+		return a.conn, a.err
+	case <-r.quit:
+		_ = ln.Close()
+		if a := <-ch; a.conn != nil {
+			_ = a.conn.Close()
+		}
+		return nil, errors.New("shutting down while waiting for a client")
+	}
 }
 
 func listenChardev(a schema.SocketAddress) (net.Listener, error) {

@@ -74,10 +74,15 @@ type Registry struct {
 	log  *zap.Logger
 	objs *objects.Registry
 
+	quit <-chan struct{} // closed at shutdown: ends a socket's wait for a client
+
 	mu        sync.Mutex
 	devs      map[string]*Chardev
 	daemonize bool
 }
+
+// SetQuit gives the channel closed when blockd shuts down.
+func (r *Registry) SetQuit(quit <-chan struct{}) { r.quit = quit }
 
 // NewRegistry returns an empty chardev registry over the QOM tree.
 func NewRegistry(log *zap.Logger, objs *objects.Registry) *Registry {

@@ -63,6 +63,7 @@ func newDaemon(cfg *config, log *zap.Logger) *daemon {
 	d.objs = objects.NewRegistry(log)
 	d.chrs = chardev.NewRegistry(log, d.objs)
 	d.chrs.SetDaemonize(cfg.daemonize)
+	d.chrs.SetQuit(d.quit)
 	d.exps = exports.New(d.graph, d.owner, d.bus, log)
 	d.exps.TLS = d.objs
 	d.exps.Fuse = mountFuse

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -150,5 +151,61 @@ func TestChardevOptionRefusals(t *testing.T) {
 		if out := stderr.String(); !strings.Contains(out, "--chardev "+c.spec+": "+c.want) {
 			t.Errorf("the reference says %q for --chardev %s, this test expects %q", out, c.spec, c.want)
 		}
+	}
+}
+
+// A server socket of the command line waits for its first client before
+// blockd serves its monitors, as the reference does; a signal ends the
+// wait and blockd exits cleanly.
+func TestChardevWaitsForClient(t *testing.T) {
+	dir := t.TempDir()
+	w := filepath.Join(dir, "w.sock")
+	sock := filepath.Join(dir, "qmp.sock")
+	start := func() *exec.Cmd {
+		cmd := exec.Command(blockdBin, "--chardev", "socket,id=w,path="+w+",server=on",
+			"--chardev", "socket,id=m,path="+sock+",server=on,wait=off", "--monitor", "chardev=m")
+		cmd.SysProcAttr = DieWithTest()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; ; i++ {
+			if _, err := os.Stat(w); err == nil {
+				return cmd
+			}
+			if i == 1000 {
+				t.Fatal("w.sock never appeared")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	cmd := start()
+	// The monitor is bound but not served until w has a client.
+	if c, err := net.Dial("unix", w); err != nil {
+		t.Fatal(err)
+	} else {
+		defer c.Close()
+	}
+	cl := Dial(t, sock)
+	negotiate(t, cl)
+	r, _ := cl.Command(t, "qom-get", map[string]any{"path": "/chardevs/w", "property": "connected"})
+	if r["return"] != true {
+		t.Errorf("w not connected: %v", r)
+	}
+	cl.Close()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("blockd after SIGTERM: %v", err)
+	}
+
+	// Nobody comes: SIGTERM ends the wait.
+	cmd = start()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if err != nil && !asExit(err, &ee) {
+		t.Fatalf("blockd did not exit: %v", err)
+	}
+	if _, err := os.Stat(w); !os.IsNotExist(err) {
+		t.Errorf("w.sock left behind: %v", err)
 	}
 }
