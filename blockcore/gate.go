@@ -5,8 +5,10 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"blockd/blockio"
+	"blockd/dirtybitmap"
 )
 
 // gate is a node's data path. Requests hold the read side of mu for their
@@ -29,6 +31,21 @@ type gate struct {
 	detectZeroes string
 	// stats counts every request (iostats.go); nil counts nothing.
 	stats *IOStats
+	// recording is the node's dirty bitmaps that record writes, replaced
+	// whole by the owner (Node.syncRecording); nil when there are none,
+	// so a node without bitmaps pays one atomic load per write.
+	recording atomic.Pointer[[]*dirtybitmap.Bitmap]
+}
+
+// markDirty sets the range in every recording bitmap. As
+// bdrv_co_write_req_finish, it runs once the driver was called, whether
+// the request succeeded or not: a failed write may have changed data.
+func (g *gate) markDirty(off, length int64) {
+	if rec := g.recording.Load(); rec != nil {
+		for _, b := range *rec {
+			b.Mark(off, length)
+		}
+	}
 }
 
 func (g *gate) changed(off, length int64, err error) error {
@@ -84,6 +101,7 @@ func (g *gate) writeAt(p []byte, off int64, flags blockio.WriteFlags) error {
 	}
 	t := g.stats.begin()
 	err := g.write(p, off, flags)
+	g.markDirty(off, int64(len(p)))
 	g.stats.Account(OpWrite, off, int64(len(p)), t, err)
 	return err
 }
@@ -114,6 +132,7 @@ func (g *gate) writeZeroes(off, length int64, flags blockio.WriteFlags) error {
 	}
 	t := g.stats.begin()
 	err := g.changed(off, length, g.impl.WriteZeroes(off, length, flags))
+	g.markDirty(off, length)
 	g.stats.Account(OpWriteZeroes, off, length, t, err)
 	return err
 }
@@ -130,6 +149,7 @@ func (g *gate) discard(off, length int64) error {
 	}
 	t := g.stats.begin()
 	err := g.changed(off, length, g.impl.Discard(off, length))
+	g.markDirty(off, length)
 	g.stats.Account(OpDiscard, off, length, t, err)
 	return err
 }
