@@ -395,3 +395,26 @@ func (g *Graph) registerBitmapCommands(r *schema.Registry) {
 		return &schema.BlockDirtyBitmapSha256{Sha256: sum}, nil
 	}, schema.Features("unstable"))
 }
+
+// FindChainBitmap looks for a bitmap by name on n and then down its
+// filter and backing chain, as an NBD export resolves a bare bitmap name;
+// it returns the node that holds it.
+func FindChainBitmap(n *Node, name string) (*Node, *DirtyBitmap) {
+	for ; n != nil; n = chainNode(n) {
+		if d := n.FindBitmap(name); d != nil {
+			return n, d
+		}
+	}
+	return nil, nil
+}
+
+func chainNode(n *Node) *Node {
+	if c := chainChild(n); c != nil {
+		return c.Node
+	}
+	return nil
+}
+
+// Writable is bdrv_is_writable: the node is open read-write (whether or
+// not anyone writes it).
+func (n *Node) Writable() bool { return !n.readOnly }

@@ -29,6 +29,10 @@ type gate struct {
 	// a write of zeroes becomes a zero write, as bdrv_aligned_pwritev
 	// does. Changed only while drained.
 	detectZeroes string
+	// discardUnmap is discard=unmap: without it a discard is dropped
+	// before it is tracked (bdrv_co_pdiscard without BDRV_O_UNMAP), so
+	// it marks no bitmap. Changed only while drained.
+	discardUnmap bool
 	// stats counts every request (iostats.go); nil counts nothing.
 	stats *IOStats
 	// recording is the node's dirty bitmaps that record writes, replaced
@@ -149,7 +153,9 @@ func (g *gate) discard(off, length int64) error {
 	}
 	t := g.stats.begin()
 	err := g.changed(off, length, g.impl.Discard(off, length))
-	g.markDirty(off, length)
+	if g.discardUnmap {
+		g.markDirty(off, length)
+	}
 	g.stats.Account(OpDiscard, off, length, t, err)
 	return err
 }

@@ -129,6 +129,7 @@ func (g *Graph) open(opts *schema.BlockdevOptions, inh inherited, t *tx) (*Node,
 	n.readOnly = oc.ReadOnly // auto-read-only may have switched it
 	n.reopen.autoReadOnly, n.reopen.discardUnmap = autoRO, discardUnmap
 	n.io = newGate(impl, n.readOnly)
+	n.io.discardUnmap = discardUnmap
 	if opts.DetectZeroes != nil && *opts.DetectZeroes != "off" {
 		n.io.detectZeroes = string(*opts.DetectZeroes)
 	}

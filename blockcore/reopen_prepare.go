@@ -141,6 +141,7 @@ func (g *Graph) commitEntry(e *reopenEntry) {
 	}
 	n.reopen.autoReadOnly = e.state.AutoReadOnly
 	n.reopen.discardUnmap = e.state.DiscardUnmap
+	n.io.discardUnmap = e.state.DiscardUnmap
 	n.reopen.explicit = withoutChildren(e.explicit.clone())
 	if e.typed != nil {
 		n.options = e.typed
