@@ -82,7 +82,7 @@ type export struct {
 	shuttingDown bool
 	finished     bool
 	bitmaps      []*blockcore.DirtyBitmap // exported, busy while the export lives
-	stats        blockcore.IOStats // requests of the export's clients (stats.go)
+	stats        blockcore.IOStats        // requests of the export's clients (stats.go)
 }
 
 // user is an export as a parent in the graph: an anonymous BlockBackend,
