@@ -99,13 +99,66 @@ func (d *DirtyBitmap) Check(flags BitmapCheck) error {
 }
 
 // BitmapStore is implemented by drivers that keep persistent bitmaps in
-// their image (qcow2).
+// their image (qcow2). The graph loads them right after the node opens
+// and stores them back when a read-write node closes.
 type BitmapStore interface {
 	// CanStoreBitmap refuses a new persistent bitmap the image cannot
 	// hold, with the driver's text.
 	CanStoreBitmap(name string, granularity uint64) error
 	// RemoveStoredBitmap deletes the bitmap from the image, if stored.
 	RemoveStoredBitmap(name string) error
+	// LoadBitmaps returns the stored bitmaps, in the image's order; on a
+	// read-write image they are flagged in use on disk until stored.
+	LoadBitmaps() ([]PersistentBitmap, error)
+	// StoreBitmaps writes the node's persistent bitmaps back, clean.
+	StoreBitmaps([]PersistentBitmap) error
+}
+
+// PersistentBitmap is a bitmap as a BitmapStore keeps it.
+type PersistentBitmap struct {
+	Name    string
+	Bits    *dirtybitmap.Bitmap
+	Enabled bool
+	// Inconsistent: found in use in the image (its writer did not store
+	// it); Bits is clean and the image's copy is left as it is.
+	Inconsistent bool
+}
+
+// loadBitmaps creates the node's persistent bitmaps from its image, as
+// qcow2_load_dirty_bitmaps does: each linked at the head of the list, a
+// bitmap found in use inconsistent, all read-only on a read-only node.
+func (n *Node) loadBitmaps() error {
+	st, ok := n.impl.(BitmapStore)
+	if !ok {
+		return nil
+	}
+	list, err := st.LoadBitmaps()
+	if err != nil {
+		return err
+	}
+	for _, p := range list {
+		n.dirty = slices.Insert(n.dirty, 0, &DirtyBitmap{name: p.Name, bm: p.Bits, disabled: !p.Enabled,
+			persistent: true, inconsistent: p.Inconsistent, readonly: n.readOnly})
+	}
+	n.syncRecording()
+	return nil
+}
+
+// storeBitmaps hands the node's persistent bitmaps to its driver before
+// it closes (qcow2_store_persistent_dirty_bitmaps at close).
+func (n *Node) storeBitmaps() error {
+	st, ok := n.impl.(BitmapStore)
+	if !ok || n.readOnly {
+		return nil
+	}
+	var list []PersistentBitmap
+	for _, d := range n.dirty {
+		if d.bm != nil && d.persistent {
+			list = append(list, PersistentBitmap{Name: d.name, Bits: d.bm, Enabled: !d.disabled,
+				Inconsistent: d.inconsistent})
+		}
+	}
+	return st.StoreBitmaps(list)
 }
 
 // Bitmaps lists the node's dirty bitmaps, newest first.
@@ -248,7 +301,7 @@ func (g *Graph) PrepareBitmapAdd(a *schema.BlockDirtyBitmapAddArgs) (*BitmapActi
 			return nil, schema.Errorf("Can't store persistent bitmaps to %s: Operation not supported", n.name)
 		}
 		if err := st.CanStoreBitmap(a.Name, gran); err != nil {
-			return nil, err
+			return nil, schema.Errorf("Can't make bitmap '%s' persistent in '%s': %s", a.Name, n.name, err)
 		}
 	}
 	if n.FindBitmap(a.Name) != nil {

@@ -134,6 +134,9 @@ func (g *Graph) open(opts *schema.BlockdevOptions, inh inherited, t *tx) (*Node,
 		n.io.detectZeroes = string(*opts.DetectZeroes)
 	}
 	t.onAbort(func() { g.closeImpl(n) })
+	if err := n.loadBitmaps(); err != nil {
+		return nil, schema.Errorf("Could not load bitmaps: %s", err)
+	}
 	if bu, ok := impl.(BackingUser); ok && drv.SupportsBacking && inh.noBacking {
 		n.autoBackingFile, _ = bu.BackingFile()
 	} else if ok && drv.SupportsBacking {

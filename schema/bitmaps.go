@@ -24,3 +24,16 @@ func (BlockDirtyBitmapMergeArgs) QAPIName() string { return "BlockDirtyBitmapMer
 type BlockDirtyBitmapSha256 struct {
 	Sha256 string `qapi:"sha256"`
 }
+
+// Qcow2BitmapInfoFlags is a flag of a bitmap stored in a qcow2 image.
+type Qcow2BitmapInfoFlags string
+
+func (Qcow2BitmapInfoFlags) EnumValues() []string { return []string{"in-use", "auto"} }
+
+// Qcow2BitmapInfo describes a bitmap stored in a qcow2 image, as the
+// image says (image info, qemu-img info).
+type Qcow2BitmapInfo struct {
+	Name        string                 `qapi:"name"`
+	Granularity uint32                 `qapi:"granularity"`
+	Flags       []Qcow2BitmapInfoFlags `qapi:"flags"`
+}
