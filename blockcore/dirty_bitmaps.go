@@ -137,7 +137,8 @@ func (n *Node) loadBitmaps() error {
 		return err
 	}
 	for _, p := range list {
-		n.dirty = slices.Insert(n.dirty, 0, &DirtyBitmap{name: p.Name, bm: p.Bits, disabled: !p.Enabled,
+		// An inconsistent bitmap records nothing, whatever its flag.
+		n.dirty = slices.Insert(n.dirty, 0, &DirtyBitmap{name: p.Name, bm: p.Bits, disabled: !p.Enabled || p.Inconsistent,
 			persistent: true, inconsistent: p.Inconsistent, readonly: n.readOnly})
 	}
 	n.syncRecording()
@@ -294,6 +295,10 @@ func (g *Graph) PrepareBitmapAdd(a *schema.BlockDirtyBitmapAddArgs) (*BitmapActi
 	} else {
 		gran = g.DefaultBitmapGranularity(n)
 	}
+	// The name is checked before the image is asked (QEMU 7.2's order).
+	if n.FindBitmap(a.Name) != nil {
+		return nil, schema.Errorf("Bitmap already exists: %s", a.Name)
+	}
 	persistent := a.Persistent != nil && *a.Persistent
 	if persistent {
 		st, ok := n.impl.(BitmapStore)
@@ -303,9 +308,6 @@ func (g *Graph) PrepareBitmapAdd(a *schema.BlockDirtyBitmapAddArgs) (*BitmapActi
 		if err := st.CanStoreBitmap(a.Name, gran); err != nil {
 			return nil, schema.Errorf("Can't make bitmap '%s' persistent in '%s': %s", a.Name, n.name, err)
 		}
-	}
-	if n.FindBitmap(a.Name) != nil {
-		return nil, schema.Errorf("Bitmap already exists: %s", a.Name)
 	}
 	size, err := n.io.Size()
 	if err != nil {
@@ -385,6 +387,9 @@ func (g *Graph) PrepareBitmapMerge(a *schema.BlockDirtyBitmapMergeArgs) (*Bitmap
 	if err != nil {
 		return nil, err
 	}
+	if err := dst.Check(CheckDefault); err != nil {
+		return nil, err
+	}
 	size := dst.bm.Size()
 	acc := dirtybitmap.New(size, dst.bm.Granularity())
 	for _, s := range a.Bitmaps {
@@ -403,9 +408,6 @@ func (g *Graph) PrepareBitmapMerge(a *schema.BlockDirtyBitmapMergeArgs) (*Bitmap
 			return nil, schema.Errorf("Bitmaps are of different sizes (destination size is %d, source size is %d) and can't be merged", size, src.bm.Size())
 		}
 		acc.Merge(src.bm)
-	}
-	if err := dst.Check(CheckDefault); err != nil {
-		return nil, err
 	}
 	backup := dst.bm.Copy()
 	dst.bm.Merge(acc)
