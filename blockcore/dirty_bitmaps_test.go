@@ -42,6 +42,8 @@ func bitmapsOf(t *testing.T, e *env, node string) []dirtyInfo {
 	return nil
 }
 
+// rawNode adds a raw node with discard=unmap (without it a discard is
+// dropped before it is tracked and marks nothing).
 func rawNode(t *testing.T, e *env, name string, size int64) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name+".raw")
@@ -51,7 +53,7 @@ func rawNode(t *testing.T, e *env, name string, size int64) {
 	if err := os.Truncate(path, size); err != nil {
 		t.Fatal(err)
 	}
-	e.mustExec(t, "blockdev-add", fmt.Sprintf(`{"driver": "raw", "node-name": %q, "file": {"driver": "file", "filename": %q}}`, name, path))
+	e.mustExec(t, "blockdev-add", fmt.Sprintf(`{"driver": "raw", "node-name": %q, "discard": "unmap", "file": {"driver": "file", "filename": %q}}`, name, path))
 }
 
 // Writes, zero writes and discards through a node mark its recording
@@ -71,6 +73,19 @@ func TestBitmapsFollowWrites(t *testing.T) {
 	}
 	if err := io.Discard(3<<20, 65536); err != nil {
 		t.Fatal(err)
+	}
+	// A node without discard=unmap drops discards untracked.
+	kp := filepath.Join(t.TempDir(), "keep.raw")
+	if err := os.WriteFile(kp, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.mustExec(t, "blockdev-add", fmt.Sprintf(`{"driver": "raw", "node-name": "keep", "file": {"driver": "file", "filename": %q}}`, kp))
+	e.mustExec(t, "block-dirty-bitmap-add", `{"node": "keep", "name": "k"}`)
+	if err := e.node(t, "keep").IO().Discard(0, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if k := bitmapsOf(t, e, "keep"); k[0].Count != 0 {
+		t.Fatalf("a dropped discard marked %d bytes", k[0].Count)
 	}
 	got := bitmapsOf(t, e, "r")
 	if len(got) != 3 || got[0].Name != "off" || got[1].Name != "b" || got[2].Name != "a" {
