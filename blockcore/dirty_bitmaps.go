@@ -380,8 +380,8 @@ func (g *Graph) PrepareBitmapEnable(a *schema.BlockDirtyBitmap, enable bool) (*B
 }
 
 // PrepareBitmapMerge is block-dirty-bitmap-merge's prepare step: the
-// sources are checked and merged in order, then into the target, which is
-// unchanged when any source is refused.
+// target is checked, the sources are found, checked and merged in order,
+// then into the target, which is unchanged when any source is refused.
 func (g *Graph) PrepareBitmapMerge(a *schema.BlockDirtyBitmapMergeArgs) (*BitmapAction, error) {
 	n, dst, err := g.LookupBitmap(a.Node, a.Target)
 	if err != nil {
@@ -390,8 +390,7 @@ func (g *Graph) PrepareBitmapMerge(a *schema.BlockDirtyBitmapMergeArgs) (*Bitmap
 	if err := dst.Check(CheckDefault); err != nil {
 		return nil, err
 	}
-	size := dst.bm.Size()
-	acc := dirtybitmap.New(size, dst.bm.Granularity())
+	var srcs []*DirtyBitmap
 	for _, s := range a.Bitmaps {
 		var src *DirtyBitmap
 		if s.Local != nil {
@@ -401,6 +400,32 @@ func (g *Graph) PrepareBitmapMerge(a *schema.BlockDirtyBitmapMergeArgs) (*Bitmap
 		} else if _, src, err = g.LookupBitmap(s.External.Node, s.External.Name); err != nil {
 			return nil, err
 		}
+		srcs = append(srcs, src)
+	}
+	return mergeInto(dst, srcs)
+}
+
+// PrepareBitmapMergeFrom merges one bitmap of srcNode, which may belong
+// to another graph (qemu-img bitmap -b), into node's target.
+func (g *Graph) PrepareBitmapMergeFrom(node, target string, srcNode *Node, srcName string) (*BitmapAction, error) {
+	_, dst, err := g.LookupBitmap(node, target)
+	if err != nil {
+		return nil, err
+	}
+	if err := dst.Check(CheckDefault); err != nil {
+		return nil, err
+	}
+	src := srcNode.FindBitmap(srcName)
+	if src == nil {
+		return nil, schema.Errorf("Dirty bitmap '%s' not found", srcName)
+	}
+	return mergeInto(dst, []*DirtyBitmap{src})
+}
+
+func mergeInto(dst *DirtyBitmap, srcs []*DirtyBitmap) (*BitmapAction, error) {
+	size := dst.bm.Size()
+	acc := dirtybitmap.New(size, dst.bm.Granularity())
+	for _, src := range srcs {
 		if err := src.Check(CheckAllowRO); err != nil {
 			return nil, err
 		}
