@@ -531,7 +531,7 @@ func (img *Image) CanStoreBitmap(name string, granularity uint64) error {
 		return fmt.Errorf("Granularity is under minimum (%d bytes)", 1<<bmeMinGranBits)
 	}
 	size := img.size.Load()
-	bytes := ((size + int64(granularity) - 1) / int64(granularity) + 7) / 8
+	bytes := ((size+int64(granularity)-1)/int64(granularity) + 7) / 8
 	if bytes > bmeMaxPhys || bytes > bmeMaxTable*img.g.clusterSize {
 		return errors.New("Too much space will be occupied by the bitmap. Use larger granularity")
 	}

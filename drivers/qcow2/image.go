@@ -40,12 +40,12 @@ type Image struct {
 	refDependsL2  bool
 	needDataFlush bool
 
-	prepared         bool // autoclear bits cleared before the first write
+	prepared bool // autoclear bits cleared before the first write
 	// bitmapDir is the bitmap directory once read (bitmaps.go);
 	// keepBitmaps: LoadBitmaps flagged them in use, so writes keep the
 	// extension valid and StoreBitmaps writes them back.
-	bitmapDir   []bitmapEntry
-	keepBitmaps bool
+	bitmapDir        []bitmapEntry
+	keepBitmaps      bool
 	signaledFatal    bool
 	signaledNonFatal bool
 
