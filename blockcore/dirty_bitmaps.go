@@ -30,6 +30,9 @@ type DirtyBitmap struct {
 	readonly bool
 	// info, for a job's bitmap, answers queries in place of the fields.
 	info func() schema.BlockDirtyInfo
+	// successor records the writes made while a backup uses the bitmap
+	// (an anonymous bitmap of the node, as QEMU's).
+	successor *DirtyBitmap
 }
 
 // Name is the bitmap's name.
@@ -54,12 +57,15 @@ func (d *DirtyBitmap) query() schema.BlockDirtyInfo {
 	if d.info != nil {
 		return d.info()
 	}
-	name := d.name
+	var name *string
+	if d.name != "" {
+		name = &d.name
+	}
 	out := schema.BlockDirtyInfo{
-		Name:        &name,
+		Name:        name,
 		Count:       d.bm.Count(),
 		Granularity: uint32(d.bm.Granularity()),
-		Recording:   !d.disabled,
+		Recording:   !d.disabled || d.successor != nil && !d.successor.disabled,
 		Busy:        d.busy,
 		Persistent:  d.persistent,
 	}
@@ -168,7 +174,7 @@ func (n *Node) Bitmaps() []*DirtyBitmap { return n.dirty }
 // FindBitmap returns the node's bitmap of that name, or nil.
 func (n *Node) FindBitmap(name string) *DirtyBitmap {
 	for _, d := range n.dirty {
-		if d.info == nil && d.name == name {
+		if d.info == nil && d.name != "" && d.name == name {
 			return d
 		}
 	}
@@ -498,3 +504,41 @@ func chainNode(n *Node) *Node {
 // Writable is bdrv_is_writable: the node is open read-write (whether or
 // not anyone writes it).
 func (n *Node) Writable() bool { return !n.readOnly }
+
+// CreateSuccessor freezes d for a backup (bdrv_dirty_bitmap_create_successor):
+// d becomes busy and stops recording, and a new anonymous bitmap of the
+// node records in its place (when d did) until Abdicate or Reclaim.
+func (n *Node) CreateSuccessor(d *DirtyBitmap) error {
+	if d.busy {
+		return schema.Errorf("Cannot create a successor for a bitmap that is in-use by an operation")
+	}
+	if d.successor != nil {
+		return schema.Errorf("Cannot create a successor for a bitmap that already has one")
+	}
+	s := &DirtyBitmap{bm: dirtybitmap.New(d.bm.Size(), d.bm.Granularity()), disabled: d.disabled}
+	d.successor, d.disabled, d.busy = s, true, true
+	n.addBitmap(s)
+	return nil
+}
+
+// Abdicate ends a successful backup (bdrv_dirty_bitmap_abdicate): the
+// successor, holding only the writes made since the backup began, takes
+// d's name and persistence, and d is released. It returns the successor.
+func (n *Node) Abdicate(d *DirtyBitmap) *DirtyBitmap {
+	s := d.successor
+	s.name, s.persistent = d.name, d.persistent
+	d.successor, d.busy = nil, false
+	n.releaseBitmap(d)
+	return s
+}
+
+// Reclaim ends a backup that leaves d in place (bdrv_reclaim_dirty_bitmap):
+// the successor's bits are merged back into d, which records again if
+// the successor did, and the successor is released.
+func (n *Node) Reclaim(d *DirtyBitmap) *DirtyBitmap {
+	s := d.successor
+	d.bm.Merge(s.bm)
+	d.disabled, d.busy, d.successor = s.disabled, false, nil
+	n.releaseBitmap(s)
+	return d
+}
