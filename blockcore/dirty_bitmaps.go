@@ -118,6 +118,9 @@ type BitmapStore interface {
 	LoadBitmaps() ([]PersistentBitmap, error)
 	// StoreBitmaps writes the node's persistent bitmaps back, clean.
 	StoreBitmaps([]PersistentBitmap) error
+	// ReopenBitmapsRW flags them in use again once a reopen made the
+	// image writable.
+	ReopenBitmapsRW() error
 }
 
 // PersistentBitmap is a bitmap as a BitmapStore keeps it.
@@ -541,4 +544,46 @@ func (n *Node) Reclaim(d *DirtyBitmap) *DirtyBitmap {
 	d.disabled, d.busy, d.successor = s.disabled, false, nil
 	n.releaseBitmap(s)
 	return d
+}
+
+// reopenBitmapsPrepare and reopenBitmapsCommit follow a change of the
+// node's access mode: going read-only, the persistent bitmaps are stored
+// first (while the image is still writable; flagged in use again if the
+// reopen aborts) and become read-only; going read-write they are flagged
+// in use again and record (qcow2_reopen_bitmaps_ro/_rw).
+func (n *Node) reopenBitmapsPrepare(readOnly bool, t *tx) error {
+	if !readOnly || n.readOnly {
+		return nil
+	}
+	if err := n.storeBitmaps(); err != nil {
+		return err
+	}
+	if st, ok := n.impl.(BitmapStore); ok {
+		t.onAbort(func() { _ = st.ReopenBitmapsRW() })
+	}
+	return nil
+}
+
+func (n *Node) reopenBitmapsCommit(wasReadOnly bool) {
+	if wasReadOnly == n.readOnly {
+		return
+	}
+	for _, d := range n.dirty {
+		if d.persistent {
+			d.readonly = n.readOnly
+		}
+	}
+	n.syncRecording()
+}
+
+// reopenBitmapsPost runs after a reopen's commit, with nothing drained
+// (bdrv_reopen_commit_post): a node that became writable flags its
+// stored bitmaps in use again.
+func (n *Node) reopenBitmapsPost(wasReadOnly bool) {
+	if !wasReadOnly || n.readOnly {
+		return
+	}
+	if st, ok := n.impl.(BitmapStore); ok {
+		_ = st.ReopenBitmapsRW() // as in QEMU, a failure leaves them unflagged
+	}
 }

@@ -222,22 +222,43 @@ func (img *Image) LoadBitmaps() ([]StoredBitmap, error) {
 	if img.readOnly || len(dir) == 0 {
 		return out, nil
 	}
+	if err := img.markBitmapsInUse(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// markBitmapsInUse flags every stored bitmap in use on disk and keeps
+// the extension valid across writes from then on (under mu).
+func (img *Image) markBitmapsInUse() error {
 	img.keepBitmaps = true
-	nd := make([]bitmapEntry, len(dir))
+	nd := make([]bitmapEntry, len(img.bitmapDir))
 	changed := false
-	for i, e := range dir {
+	for i, e := range img.bitmapDir {
 		if e.flags&bmeInUse == 0 {
 			e.flags |= bmeInUse
 			changed = true
 		}
 		nd[i] = e
 	}
-	if changed {
-		if err := img.writeBitmapDir(nd, nil); err != nil {
-			return nil, err
-		}
+	if !changed {
+		return nil
 	}
-	return out, nil
+	return img.writeBitmapDir(nd, nil)
+}
+
+// ReopenBitmapsRW follows a reopen from read-only to read-write
+// (qcow2_reopen_bitmaps_rw): the loaded bitmaps are flagged in use.
+func (img *Image) ReopenBitmapsRW() error {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if img.readOnly {
+		return nil
+	}
+	if _, err := img.loadedDir(); err != nil {
+		return err
+	}
+	return img.markBitmapsInUse()
 }
 
 func (img *Image) readBitmapData(e *bitmapEntry, bm *dirtybitmap.Bitmap) error {

@@ -210,3 +210,7 @@ func (n *node) StoreBitmaps(list []blockcore.PersistentBitmap) error {
 
 // RemoveStoredBitmap deletes a bitmap from the image.
 func (n *node) RemoveStoredBitmap(name string) error { return n.Image.RemoveBitmap(name) }
+
+// ReopenBitmapsRW flags the stored bitmaps in use once the image is
+// writable again.
+func (n *node) ReopenBitmapsRW() error { return n.Image.ReopenBitmapsRW() }

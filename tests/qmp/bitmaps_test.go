@@ -82,7 +82,8 @@ func TestPersistentBitmapsInterop(t *testing.T) {
 	qemuIO, qemuImg := qemuTool(t, "qemu-io"), qemuTool(t, "qemu-img")
 	compareWithReference(t, bitmapImageSetup, func(s *session) {
 		img := filepath.Join(s.Dir, "a.qcow2")
-		add := map[string]any{"driver": "qcow2", "node-name": "a", "file": fileRef(img)}
+		add := map[string]any{"driver": "qcow2", "node-name": "a",
+			"file": map[string]any{"driver": "file", "node-name": "af", "filename": img}}
 		s.OK("blockdev-add", add)
 		s.bitmapState("a") // loaded, in use on disk while open
 		s.sums("a", "old", "olddis")
@@ -98,6 +99,23 @@ func TestPersistentBitmapsInterop(t *testing.T) {
 		s.sums("a", "old", "olddis", "p", "t", "gone")
 		s.OK("block-dirty-bitmap-remove", map[string]any{"node": "a", "name": "gone"})
 		s.OK("block-dirty-bitmap-disable", map[string]any{"node": "a", "name": "p"})
+		// Reopened read-only the bitmaps are stored and read-only; back
+		// read-write they are in use and record again.
+		reopen := func(ro bool) {
+			s.OK("blockdev-reopen", map[string]any{"options": []any{map[string]any{"driver": "qcow2",
+				"node-name": "a", "file": "af", "read-only": ro}}})
+		}
+		s.OK("block-export-del", map[string]any{"id": "e"})
+		reopen(true)
+		s.imageBitmaps(img)
+		s.bitmapState("a")
+		s.Cmd("block-dirty-bitmap-clear", map[string]any{"node": "a", "name": "old"})
+		reopen(false)
+		s.imageBitmaps(img)
+		s.bitmapState("a")
+		s.OK("block-export-add", map[string]any{"type": "nbd", "id": "e", "node-name": "a", "writable": true})
+		s.ToolOK(qemuIO, "-f", "raw", "-c", "write 12M 4k", "nbd+unix:///a?socket="+filepath.Join(s.Dir, "nbd.sock"))
+		s.sums("a", "old", "olddis", "t")
 		s.OK("block-export-del", map[string]any{"id": "e"})
 		s.OK("blockdev-del", map[string]any{"node-name": "a"}) // stores the bitmaps
 		s.imageBitmaps(img)
