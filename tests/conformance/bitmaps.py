@@ -82,3 +82,58 @@ def scn_bitmap_nbd_context(t):
     t.q("block-export-del", {"id": "ro"})
     t.q("block-dirty-bitmap-remove", {"node": "r", "name": "b"}, label="remove after the export left")
     t.stop()
+
+
+def scn_bitmap_persistent(t):
+    t.img("a.qcow2", size="16M")
+    t.sh("qemu-img bitmap --add", ["qemu-img", "bitmap", "--add", "-g", "128k", t.path("a.qcow2"), "old"])
+    t.start()
+    add = {"driver": "qcow2", "node-name": "a",
+           "file": {"driver": "file", "node-name": "af", "filename": t.path("a.qcow2")}}
+    t.q("blockdev-add", add)
+    t.q("block-dirty-bitmap-add", {"node": "a", "name": "p", "persistent": True, "granularity": 4096})
+    t.q("block-dirty-bitmap-add", {"node": "a", "name": "old", "persistent": True}, label="name already loaded")
+    t.q("block-dirty-bitmap-add", {"node": "a", "name": "x" * 1024, "persistent": True}, label="name too long")
+    _nbd(t, "a")
+    _io(t, "writes", "a", "write 0 64k", "write 3M 1M", "write 16773120 4096")
+    t.q("block-export-del", {"id": "e-a"})
+    t.nodes("loaded and new bitmaps")
+    t.sh("qemu-img info while open", ["qemu-img", "info", "-U", "--output=json", t.path("a.qcow2")], keep=("rc",))
+    t.q("blockdev-del", {"node-name": "a"})
+    t.sh("qemu-img info", ["qemu-img", "info", "--output=json", t.path("a.qcow2")], keep=("rc",))
+    t.check("stored bitmaps consistent", "a.qcow2")
+    t.q("blockdev-add", add)
+    _sum(t, "a", "p")
+    _sum(t, "a", "old")
+    t.q("block-dirty-bitmap-remove", {"node": "a", "name": "old"})
+    t.stop()
+    t.check("image consistent", "a.qcow2")
+
+
+def scn_bitmap_incremental_backup(t):
+    t.img("src.qcow2", size="16M", writes=["write -P 0x11 0 8M"])
+    for n in ("full", "inc"):
+        t.img(n + ".qcow2", size="16M")
+    t.start()
+    t.q("blockdev-add", {"driver": "qcow2", "node-name": "src",
+                         "file": {"driver": "file", "filename": t.path("src.qcow2")}})
+    for n in ("full", "inc"):
+        t.q("blockdev-add", {"driver": "qcow2", "node-name": n,
+                             "file": {"driver": "file", "filename": t.path(n + ".qcow2")}})
+    t.q("block-dirty-bitmap-add", {"node": "src", "name": "b"})
+    t.q("blockdev-backup", {"job-id": "full", "device": "src", "target": "full", "sync": "full",
+                            "bitmap": "b", "bitmap-mode": "on-success"})
+    t.job_states("full")
+    _sum(t, "src", "b")
+    _nbd(t, "src")
+    _io(t, "writes", "src", "write -P 0x22 1M 4k", "write -P 0x33 9M 200k")
+    _sum(t, "src", "b")
+    t.q("blockdev-backup", {"job-id": "inc", "device": "src", "target": "inc", "sync": "incremental",
+                            "bitmap": "b"})
+    t.job_states("inc")
+    _sum(t, "src", "b")
+    t.nodes("after the incremental backup")
+    t.stop()
+    t.sh("incremental holds the dirty clusters", ["qemu-img", "map", "--output=json", t.path("inc.qcow2")],
+         keep=("rc", "out"))
+    t.check("incremental consistent", "inc.qcow2")
