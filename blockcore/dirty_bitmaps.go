@@ -196,17 +196,23 @@ func (n *Node) AddBitmapInfo(info func() schema.BlockDirtyInfo) (remove func()) 
 // Writes in flight may or may not mark a bitmap that starts or stops
 // recording, as in QEMU, where the bitmap list is read at completion.
 func (n *Node) syncRecording() {
-	var rec []*dirtybitmap.Bitmap
+	var rec, all []*dirtybitmap.Bitmap
 	for _, d := range n.dirty {
+		if d.bm != nil {
+			all = append(all, d.bm)
+		}
 		if d.bm != nil && !d.disabled && !d.inconsistent && !d.readonly {
 			rec = append(rec, d.bm)
 		}
 	}
-	if len(rec) == 0 {
-		n.io.recording.Store(nil)
-		return
+	n.io.recording.Store(nil)
+	if len(rec) > 0 {
+		n.io.recording.Store(&rec)
 	}
-	n.io.recording.Store(&rec)
+	n.io.bitmaps.Store(nil)
+	if len(all) > 0 {
+		n.io.bitmaps.Store(&all)
+	}
 }
 
 // addBitmap links a new bitmap at the head of the node's list, as

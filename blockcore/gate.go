@@ -39,6 +39,9 @@ type gate struct {
 	// whole by the owner (Node.syncRecording); nil when there are none,
 	// so a node without bitmaps pays one atomic load per write.
 	recording atomic.Pointer[[]*dirtybitmap.Bitmap]
+	// bitmaps is every bitmap of the node, resized when a request
+	// through the gate resizes the node.
+	bitmaps atomic.Pointer[[]*dirtybitmap.Bitmap]
 }
 
 // markDirty sets the range in every recording bitmap. As
@@ -212,7 +215,18 @@ func (g *gate) truncate(size int64) error {
 	if g.readOnly {
 		return blockio.ErrReadOnly
 	}
-	return g.impl.Truncate(size)
+	if err := g.impl.Truncate(size); err != nil {
+		return err
+	}
+	// The bitmaps follow the new size (bdrv_dirty_bitmap_truncate).
+	if all := g.bitmaps.Load(); all != nil {
+		if n, err := g.size(); err == nil {
+			for _, b := range *all {
+				b.Resize(n)
+			}
+		}
+	}
+	return nil
 }
 
 // DrainNodes drains exactly the given nodes (parents first) until the

@@ -17,16 +17,18 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math/bits"
+	"sync"
 	"sync/atomic"
 )
 
 // Bitmap is a dirty bitmap over size bytes in granules of 1<<shift bytes.
-// Mark, Get, Count and the iterators are safe from any goroutine at any
-// time; Resize must not run concurrently with anything else (the graph
-// calls it with the node drained).
+// Every method is safe from any goroutine. Mark never blocks and never
+// loses a bit, also while Resize runs; the owner's operations (Clear,
+// Reset, Merge) are not meant to race with a Resize.
 type Bitmap struct {
-	shift uint
-	st    atomic.Pointer[state]
+	shift    uint
+	st       atomic.Pointer[state]
+	resizing sync.Mutex // serializes Resize
 }
 
 type state struct {
@@ -101,9 +103,21 @@ func wordMasks(first, last int64, f func(w int64, mask uint64)) {
 
 // Mark sets every granule touching [off, off+n). Granules already set are
 // only read, so bitmaps that see the same areas written again cost no
-// cache-line writes.
+// cache-line writes. A Resize that swapped the bits meanwhile gets the
+// mark again on the new ones (see Resize).
 func (b *Bitmap) Mark(off, n int64) {
 	s := b.st.Load()
+	for {
+		b.markIn(s, off, n)
+		ns := b.st.Load()
+		if ns == s {
+			return
+		}
+		s = ns
+	}
+}
+
+func (b *Bitmap) markIn(s *state, off, n int64) {
 	first, last, ok := b.span(s, off, n)
 	if !ok {
 		return
@@ -274,21 +288,35 @@ func (b *Bitmap) Equal(o *Bitmap) bool {
 	return true
 }
 
-// Resize changes the covered size; granules past a shrunk end are
-// dropped, a grown tail starts clean. It must not run concurrently with
-// any other method.
+// Resize changes the covered size (bdrv_dirty_bitmap_truncate); granules
+// past a shrunk end are dropped, a grown tail starts clean. Writers may
+// mark meanwhile: the old bits are copied once before the new ones are
+// published and once after, and a Mark that finds the bits swapped under
+// it marks the new ones too, so no mark is lost (atomics are
+// sequentially consistent: a mark the second copy misses sees the swap).
 func (b *Bitmap) Resize(size int64) {
+	b.resizing.Lock()
+	defer b.resizing.Unlock()
 	old := b.st.Load()
+	if old.size == size {
+		return
+	}
 	s := newState(size, b.shift)
 	total := granules(size, b.shift)
-	for i := range min(len(old.words), len(s.words)) {
-		v := old.words[i].Load()
-		if hi := total - int64(i)*64; hi < 64 {
-			v &= (1 << uint(hi)) - 1
+	carry := func() {
+		for i := range min(len(old.words), len(s.words)) {
+			v := old.words[i].Load()
+			if hi := total - int64(i)*64; hi < 64 {
+				v &= (1 << uint(hi)) - 1
+			}
+			if v != 0 {
+				s.words[i].Or(v)
+			}
 		}
-		s.words[i].Store(v)
 	}
+	carry()
 	b.st.Store(s)
+	carry()
 }
 
 // Bytes serializes the bits: ceil(granules/8) bytes, bit j of byte i

@@ -179,3 +179,33 @@ func BenchmarkMark4K(b *testing.B) {
 		i++
 	}
 }
+
+// Writers that mark while the bitmap grows and shrinks lose nothing that
+// stays inside it (run with -race).
+func TestMarkDuringResize(t *testing.T) {
+	const size = 16 << 20
+	b := New(size, 4096)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				b.Resize(size)
+				return
+			default:
+			}
+			b.Resize(size + int64(i%7)*65536)
+		}
+	}()
+	for off := int64(0); off < size; off += 4096 {
+		b.Mark(off, 1)
+	}
+	close(stop)
+	wg.Wait()
+	if b.Count() != size {
+		t.Fatalf("count %d after marking all of %d", b.Count(), size)
+	}
+}

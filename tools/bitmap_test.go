@@ -125,3 +125,33 @@ func TestBitmapToolAgreesWithQemuImg(t *testing.T) {
 		t.Errorf("blockd img info differs from qemu-img info:\n%s\n---\n%s", g, w)
 	}
 }
+
+// Resizing an image keeps its bitmaps, resized as qemu-img resizes them
+// (grown clean, shrunk cut), stored with tables of the new size.
+func TestBitmapsFollowResize(t *testing.T) {
+	requireQemu(t)
+	dir := t.TempDir()
+	var imgs []string
+	for _, name := range []string{"q.qcow2", "b.qcow2"} {
+		p := filepath.Join(dir, name)
+		mustQemu(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", p, "16M")
+		mustQemu(t, dir, "qemu-img", "bitmap", "--add", "-g", "4k", p, "bm")
+		mustQemu(t, dir, "qemu-io", "-c", "write 0 64k", "-c", "write 15M 1M", p)
+		imgs = append(imgs, p)
+	}
+	for _, args := range [][]string{{"+8M"}, {"--shrink", "8M"}, {"+100M"}} {
+		mustQemu(t, dir, "qemu-img", append([]string{"resize", imgs[0]}, args...)...)
+		a := append([]string{"resize"}, args[:len(args)-1]...)
+		mustImg(t, append(a, imgs[1], args[len(args)-1])...)
+		q, b := storedBits(t, imgs[0]), storedBits(t, imgs[1])
+		if len(q) == 0 || len(q) != len(b) {
+			t.Fatalf("after resize %v: %d and %d stored facts", args, len(q), len(b))
+		}
+		for k, v := range q {
+			if b[k] != v {
+				t.Errorf("after resize %v: stored bitmap %s differs", args, k)
+			}
+		}
+		mustQemu(t, dir, "qemu-img", "check", imgs[1])
+	}
+}
