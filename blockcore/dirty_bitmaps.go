@@ -205,14 +205,16 @@ func (n *Node) syncRecording() {
 			rec = append(rec, d.bm)
 		}
 	}
-	n.io.recording.Store(nil)
-	if len(rec) > 0 {
-		n.io.recording.Store(&rec)
+	// One store each: a write in flight sees the old list or the new.
+	n.io.recording.Store(listOrNil(rec))
+	n.io.bitmaps.Store(listOrNil(all))
+}
+
+func listOrNil(l []*dirtybitmap.Bitmap) *[]*dirtybitmap.Bitmap {
+	if len(l) == 0 {
+		return nil
 	}
-	n.io.bitmaps.Store(nil)
-	if len(all) > 0 {
-		n.io.bitmaps.Store(&all)
-	}
+	return &l
 }
 
 // addBitmap links a new bitmap at the head of the node's list, as
