@@ -134,6 +134,8 @@ def scn_bitmap_incremental_backup(t):
     _sum(t, "src", "b")
     t.nodes("after the incremental backup")
     t.stop()
-    t.sh("incremental holds the dirty clusters", ["qemu-img", "map", "--output=json", t.path("inc.qcow2")],
+    # Host offsets are allocation, which differs: only guest ranges count.
+    t.sh("incremental holds the dirty clusters",
+         ["sh", "-c", "qemu-img map --output=json " + t.path("inc.qcow2") + " | sed 's/, \"offset\": [0-9]*//'"],
          keep=("rc", "out"))
     t.check("incremental consistent", "inc.qcow2")
