@@ -183,8 +183,10 @@ func (img *Image) checkBitmapEntry(e *bitmapEntry) error {
 		e.flags&bmeReservedFlags != 0 || e.granBits > bmeMaxGranBits || e.granBits < bmeMinGranBits ||
 		e.typ != bmeTypeDirty || len(e.name) == 0 || len(e.name) > bmeMaxNameSize ||
 		(len(e.extra) != 0 && e.flags&bmeExtraCompat == 0)
+	// A bitmap in use may have any size (one not stored after a resize);
+	// a clean one must cover the image.
 	if !fail && e.flags&bmeInUse == 0 &&
-		int64(e.tableSize) != img.bitmapTableSize(img.size.Load(), uint(e.granBits)) {
+		uint64(img.size.Load()) > (uint64(e.tableSize)*uint64(img.g.clusterSize)*8)<<e.granBits {
 		fail = true
 	}
 	if fail {
