@@ -215,6 +215,7 @@ func (n *node) RemoveStoredBitmap(name string) error { return n.Image.RemoveBitm
 // ReopenBitmapsRW flags the stored bitmaps in use once the image is
 // writable again.
 func (n *node) ReopenBitmapsRW() error { return n.Image.ReopenBitmapsRW() }
+
 // Amend is x-blockdev-amend for qcow2 (qcow2_co_amend). QEMU 7.2 amends
 // only encryption keys through QMP, and blockd opens only unencrypted
 // images, so an encryption change is refused with QEMU's text and no
