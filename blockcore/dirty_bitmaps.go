@@ -465,6 +465,38 @@ func (g *Graph) BitmapSHA256(node, name string) (string, error) {
 	return d.bm.SHA256(), nil
 }
 
+// txAction adapts a prepared bitmap action to the transaction's steps.
+func txAction(a *BitmapAction, err error) (*TxAction, error) {
+	if err != nil {
+		return nil, err
+	}
+	return &TxAction{Commit: a.Commit, Abort: a.Abort}, nil
+}
+
+// registerBitmapActions makes the bitmap commands transaction actions
+// (QEMU 7.2's block_dirty_bitmap_*_prepare/_commit/_abort); none accepts
+// completion-mode grouped.
+func (g *Graph) registerBitmapActions() {
+	RegisterAction(g, "block-dirty-bitmap-add", RefuseGrouped, func(_ *TxContext, a *schema.BlockDirtyBitmapAddArgs) (*TxAction, error) {
+		return txAction(g.PrepareBitmapAdd(a))
+	})
+	RegisterAction(g, "block-dirty-bitmap-remove", RefuseGrouped, func(_ *TxContext, a *schema.BlockDirtyBitmap) (*TxAction, error) {
+		return txAction(g.PrepareBitmapRemove(a))
+	})
+	RegisterAction(g, "block-dirty-bitmap-clear", RefuseGrouped, func(_ *TxContext, a *schema.BlockDirtyBitmap) (*TxAction, error) {
+		return txAction(g.PrepareBitmapClear(a))
+	})
+	RegisterAction(g, "block-dirty-bitmap-enable", RefuseGrouped, func(_ *TxContext, a *schema.BlockDirtyBitmap) (*TxAction, error) {
+		return txAction(g.PrepareBitmapEnable(a, true))
+	})
+	RegisterAction(g, "block-dirty-bitmap-disable", RefuseGrouped, func(_ *TxContext, a *schema.BlockDirtyBitmap) (*TxAction, error) {
+		return txAction(g.PrepareBitmapEnable(a, false))
+	})
+	RegisterAction(g, "block-dirty-bitmap-merge", RefuseGrouped, func(_ *TxContext, a *schema.BlockDirtyBitmapMergeArgs) (*TxAction, error) {
+		return txAction(g.PrepareBitmapMerge(a))
+	})
+}
+
 func (g *Graph) registerBitmapCommands(r *schema.Registry) {
 	schema.Define(r, "block-dirty-bitmap-add", func(_ context.Context, a *schema.BlockDirtyBitmapAddArgs) (schema.Empty, error) {
 		return schema.Empty{}, run(g.PrepareBitmapAdd(a))
