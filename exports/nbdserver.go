@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"blockd/nbd"
+	"blockd/objects"
 	"blockd/schema"
 )
 
@@ -17,12 +18,16 @@ import (
 type nbdServer struct {
 	srv  *nbd.Server
 	l    net.Listener
+	tls  objects.ServerTLS // nil without tls-creds
 	done sync.WaitGroup
 }
 
 func (s *nbdServer) close() {
 	s.srv.Close()
 	s.done.Wait()
+	if s.tls != nil {
+		s.tls.Close() // after every session has ended
+	}
 }
 
 // StartNBD is nbd-server-start (and --nbd-server).
@@ -34,30 +39,27 @@ func (r *Registry) StartNBD(addr schema.SocketAddress, tlsCreds, tlsAuthz *strin
 	if maxConn != nil {
 		o.MaxConnections = int(*maxConn)
 	}
+	var tlsSrv objects.ServerTLS
 	if tlsCreds != nil {
 		if r.TLS == nil {
 			return schema.Errorf("No TLS credentials with id '%s'", *tlsCreds)
 		}
-		cfg, err := r.TLS.TLSServerConfig(*tlsCreds)
-		if err != nil {
-			return schema.Errorf("%s", err)
+		var err error
+		if tlsSrv, err = r.TLS.TLSServer(*tlsCreds, tlsAuthz); err != nil {
+			return err
 		}
-		o.TLS = cfg
-		if tlsAuthz != nil {
-			authz, tp := *tlsAuthz, r.TLS
-			o.Authorize = func(dn string) bool {
-				ok, err := tp.Authorize(authz, dn)
-				return err == nil && ok
-			}
-		}
+		o.TLS = tlsSrv
 	} else if tlsAuthz != nil {
 		return schema.Errorf("'tls-authz' is only supported with 'tls-creds'")
 	}
 	l, err := listen(addr)
 	if err != nil {
+		if tlsSrv != nil {
+			tlsSrv.Close()
+		}
 		return err
 	}
-	s := &nbdServer{srv: nbd.NewServer(o), l: l}
+	s := &nbdServer{srv: nbd.NewServer(o), l: l, tls: tlsSrv}
 	s.done.Add(1)
 	go func() {
 		defer s.done.Done()
