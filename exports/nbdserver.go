@@ -49,9 +49,9 @@ func (r *Registry) StartNBD(addr schema.SocketAddress, tlsCreds, tlsAuthz *strin
 			return err
 		}
 		o.TLS = tlsSrv
-	} else if tlsAuthz != nil {
-		return schema.Errorf("'tls-authz' is only supported with 'tls-creds'")
 	}
+	// tls-authz without tls-creds is accepted and has no effect, as in
+	// qemu-storage-daemon 7.2 (transcript nbd_tls_psk.qmp).
 	l, err := listen(addr)
 	if err != nil {
 		if tlsSrv != nil {

@@ -308,14 +308,13 @@ func TestPSK(t *testing.T) {
 		srv.Close()
 	}
 
-	// A dh-params.pem that does not parse is reported when the server
-	// starts.
+	// A dh-params.pem that does not parse fails the object's creation.
 	if err := os.WriteFile(filepath.Join(dir, "dh-params.pem"), []byte("junk\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	mustAdd(t, r, "tls-creds-psk,id=pdh,endpoint=server,dir="+dir)
-	if _, err := r.TLSServer("pdh", nil); err == nil || !strings.HasPrefix(err.Error(), "Unable to load DH parameters from "+dir+"/dh-params.pem: ") {
-		t.Fatalf("bad dh-params.pem: %v", err)
+	err = r.AddFromCLI("tls-creds-psk,id=pdh,endpoint=server,dir=" + dir)
+	if want := "Unable to load DH parameters from " + dir + "/dh-params.pem: Base64 unexpected header error."; err == nil || err.Error() != want {
+		t.Fatalf("bad dh-params.pem: %v, want %q", err, want)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"blockd/internal/errtext"
+	"blockd/internal/gnutls"
 )
 
 // tlsCreds are loaded TLS credentials.
@@ -253,6 +254,14 @@ func loadPSK(p *TLSCredsPSKProperties) (*tlsCreds, error) {
 		}
 		if c.pskFile, err = credPath(p.Dir, filePSK, true); err != nil {
 			return nil, err
+		}
+		// The reference loads DH parameters with the credentials, so a
+		// bad file fails object-add; that needs GnuTLS now, which is
+		// otherwise loaded when a server starts.
+		if c.dhFile != "" {
+			if err := gnutls.CheckDHParams(c.dhFile); err != nil {
+				return nil, err
+			}
 		}
 		return c, nil
 	}

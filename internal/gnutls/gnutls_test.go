@@ -246,9 +246,54 @@ func TestCloseWakesReader(t *testing.T) {
 	}
 }
 
+// ffdhe2048 is RFC 7919's 2048-bit group in PKCS#3 PEM (as certtool
+// --get-dh-params --sec-param medium prints it).
+const ffdhe2048 = `-----BEGIN DH PARAMETERS-----
+MIIBDAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
++8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+ssbzSibBsu/6iGtCOGEoXJf//////////wIBAgICAQA=
+-----END DH PARAMETERS-----
+`
+
+// TestDHParamsFile: DH parameters from a file (or GnuTLS's own when there
+// is none) serve a DHE-PSK-only session; a file that does not parse, or
+// is missing, is refused with the reference's texts.
 func TestDHParamsFile(t *testing.T) {
 	needLib(t)
 	dir := t.TempDir()
+	good := filepath.Join(dir, "good.pem")
+	if err := os.WriteFile(good, []byte(ffdhe2048), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckDHParams(good); err != nil {
+		t.Fatal(err)
+	}
+	const dhePrio = "NORMAL:-VERS-TLS1.3:-KX-ALL:+DHE-PSK"
+	keys := pskFile(t, "qemu:00112233445566778899aabbccddeeff")
+	for _, dh := range []string{good, ""} {
+		srv, err := NewPSKServer(keys, dh, dhePrio)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cli, err := NewPSKClient("qemu", "00112233445566778899aabbccddeeff", dhePrio)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, c := shake(t, srv, cli)
+		if s.err != nil || c.err != nil {
+			t.Fatalf("DHE-PSK with dh-params %q: server %v, client %v", dh, s.err, c.err)
+		}
+		if p := c.c.Protocol(); p != "TLS1.2" {
+			t.Fatalf("protocol %s", p)
+		}
+		s.c.Close()
+		c.c.Close()
+		cli.Close()
+		srv.Close()
+	}
 	bad := filepath.Join(dir, "dh-params.pem")
 	if err := os.WriteFile(bad, []byte("not pem\n"), 0o600); err != nil {
 		t.Fatal(err)

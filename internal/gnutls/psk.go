@@ -54,10 +54,12 @@ func NewPSKServer(pskFile, dhParams, priority string) (*PSKServer, error) {
 		}
 	}
 	if dhParams != "" {
-		if err := s.loadDH(dhParams); err != nil {
+		dh, err := importDH(l, dhParams)
+		if err != nil {
 			s.freeFn()
 			return nil, err
 		}
+		s.dh = dh
 		l.pskSetServerDH(s.cred, s.dh)
 	} else if ret := l.pskSetServerKnownDH(s.cred, secParamMedium); ret < 0 {
 		s.freeFn()
@@ -70,15 +72,16 @@ func NewPSKServer(pskFile, dhParams, priority string) (*PSKServer, error) {
 	return s, nil
 }
 
-// loadDH imports dh-params.pem with the reference's error texts.
-func (s *PSKServer) loadDH(path string) error {
+// importDH reads dh-params.pem (PKCS#3, PEM) with the reference's error
+// texts.
+func importDH(l *lib, path string) (uintptr, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("Failed to open file “%s”: %s", path, errtext.Strerror(errtext.Errno(err)))
+		return 0, fmt.Errorf("Failed to open file “%s”: %s", path, errtext.Strerror(errtext.Errno(err)))
 	}
-	if ret := s.l.dhInit(&s.dh); ret < 0 {
-		s.dh = 0
-		return fmt.Errorf("Unable to initialize DH parameters: %s", errText(int(ret)))
+	var dh uintptr
+	if ret := l.dhInit(&dh); ret < 0 {
+		return 0, fmt.Errorf("Unable to initialize DH parameters: %s", errText(int(ret)))
 	}
 	var pin runtime.Pinner
 	defer pin.Unpin()
@@ -87,11 +90,24 @@ func (s *PSKServer) loadDH(path string) error {
 		d.data = &b[0]
 		pin.Pin(d.data)
 	}
-	if ret := s.l.dhImportPKCS3(s.dh, &d, x509FmtPEM); ret < 0 {
-		s.l.dhDeinit(s.dh)
-		s.dh = 0
-		return fmt.Errorf("Unable to load DH parameters from %s: %s", path, errText(int(ret)))
+	if ret := l.dhImportPKCS3(dh, &d, x509FmtPEM); ret < 0 {
+		l.dhDeinit(dh)
+		return 0, fmt.Errorf("Unable to load DH parameters from %s: %s", path, errText(int(ret)))
 	}
+	return dh, nil
+}
+
+// CheckDHParams loads GnuTLS and checks that path holds DH parameters it
+// can use, for errors at credential creation as the reference gives them.
+func CheckDHParams(path string) error {
+	if err := Load(); err != nil {
+		return err
+	}
+	dh, err := importDH(loaded, path)
+	if err != nil {
+		return err
+	}
+	loaded.dhDeinit(dh)
 	return nil
 }
 
