@@ -71,7 +71,8 @@ func (r *Registry) StartNBD(addr schema.SocketAddress, tlsCreds, tlsAuthz *strin
 	s.done.Add(1)
 	go func() {
 		defer s.done.Done()
-		if err := s.srv.Serve(l); err != nil {
+		// net.ErrClosed: the server was stopped before Serve began.
+		if err := s.srv.Serve(l); err != nil && !errors.Is(err, net.ErrClosed) {
 			r.log.Error("NBD server failed", zap.Error(err))
 		}
 	}()
