@@ -1,7 +1,6 @@
 package gnutls
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -267,9 +266,3 @@ func (c *Conn) RemoteAddr() net.Addr               { return c.nc.RemoteAddr() }
 func (c *Conn) SetDeadline(t time.Time) error      { return c.nc.SetDeadline(t) }
 func (c *Conn) SetReadDeadline(t time.Time) error  { return c.nc.SetReadDeadline(t) }
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
-
-// IsTLSError says whether err is a TLS failure (rather than a socket one).
-func IsTLSError(err error) bool {
-	var e *Error
-	return errors.As(err, &e)
-}
