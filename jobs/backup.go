@@ -5,6 +5,7 @@ import (
 
 	"blockd/blockcore"
 	"blockd/blockio"
+	"blockd/dirtybitmap"
 	"blockd/schema"
 )
 
@@ -27,6 +28,11 @@ type backup struct {
 	bitmap     *blockcore.DirtyBitmap
 	bitmapMode schema.BitmapSyncMode
 	failed     bool // Abort ran
+	// cbwDone holds the clusters guest writes went through the filter
+	// for (the filter's done bitmap); hideBitmaps withdraws the job's
+	// anonymous bitmaps from the queries.
+	cbwDone     *dirtybitmap.Bitmap
+	hideBitmaps func()
 }
 
 // backupCluster is the copy granularity: the target's cluster size in
@@ -198,7 +204,8 @@ func (m *Manager) createBackup(bs, target *blockcore.Node, o backupOptions) (*ba
 	}
 	j.onErrorPolicy, j.onTargetError = o.onSourceError, o.onTargetError
 	b := &backup{commitSetup: commitSetup{m: m, job: j}, source: bs, target: target, sync: o.sync,
-		locks: newRangeLock(), gran: backupCluster, copyMap: newDirtyMapGran(size, backupCluster)}
+		locks: newRangeLock(), gran: backupCluster, copyMap: newDirtyMapGran(size, backupCluster),
+		cbwDone: dirtybitmap.New(size, backupCluster)}
 	if err := b.setup(o.filterName); err != nil {
 		b.Clean()
 		m.discard(j)
@@ -230,7 +237,25 @@ func (m *Manager) createBackup(bs, target *blockcore.Node, o backupOptions) (*ba
 		b.copyMap.mark(0, size)
 		j.SetTotal(size)
 	}
+	b.showBitmaps(size)
 	return b, nil
+}
+
+// showBitmaps lists the job's anonymous bitmaps where the reference has
+// them, newest first: the copy bitmap on the source (made after the
+// successor), and on the filter its done bitmap and its access bitmap
+// (all of the image: nothing is ever discarded from a backup's
+// snapshot). None of them records guest writes.
+func (b *backup) showBitmaps(size int64) {
+	info := func(count int64) schema.BlockDirtyInfo {
+		return schema.BlockDirtyInfo{Count: count, Granularity: uint32(b.gran)}
+	}
+	access := dirtybitmap.New(size, uint64(b.gran))
+	access.Mark(0, size)
+	hideCopy := b.source.AddBitmapInfo(func() schema.BlockDirtyInfo { return info(b.copyMap.bytes()) })
+	hideDone := b.filter.AddBitmapInfo(func() schema.BlockDirtyInfo { return info(b.cbwDone.Count()) })
+	hideAccess := b.filter.AddBitmapInfo(func() schema.BlockDirtyInfo { return info(access.Count()) })
+	b.hideBitmaps = func() { hideAccess(); hideDone(); hideCopy() }
 }
 
 // cbwPerms is the copy-before-write filter's take on its source: what
@@ -299,6 +324,8 @@ func (b *backup) copyBeforeWrite(src, dst blockio.Device, off, n int64) error {
 			b.job.Progress(l)
 		}
 	}
+	// Done even where nothing needed saving, as the filter counts it.
+	b.cbwDone.Mark(start, end-start)
 	return nil
 }
 
@@ -353,8 +380,15 @@ func (b *backup) Run(j *Job) error {
 			continue
 		}
 		n := min(int64(chunkSize), size-off)
+		// Only what is still to copy costs speed (a clean chunk costs
+		// nothing), as the reference's block-copy accounts it.
+		todo := b.copyMap.dirtyIn(off, n)
+		if todo == 0 {
+			off += n
+			continue
+		}
 		cp.start(off, n)
-		if err := j.Limit(n); err != nil {
+		if err := j.Limit(todo); err != nil {
 			cp.wait()
 			return err
 		}
@@ -377,6 +411,10 @@ func (b *backup) Clean() {
 	if b.bitmap != nil {
 		b.syncBitmap()
 		b.bitmap = nil
+	}
+	if b.hideBitmaps != nil {
+		b.hideBitmaps()
+		b.hideBitmaps = nil
 	}
 	b.teardown()
 }

@@ -85,6 +85,20 @@ func (d *dirtyMap) bytes() int64 {
 	return d.count * d.gran
 }
 
+// dirtyIn is the amount of dirty data in [off, off+n).
+func (d *dirtyMap) dirtyIn(off, n int64) int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var c int64
+	total := int64(len(d.bits)) * 64
+	for g := off / d.gran; g < total && g*d.gran < off+n; g++ {
+		if d.bits[g/64]&(1<<uint(g%64)) != 0 {
+			c += d.gran
+		}
+	}
+	return c
+}
+
 // span is a byte range.
 type span struct{ off, n int64 }
 
