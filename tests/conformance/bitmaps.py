@@ -7,6 +7,7 @@ Writes reach the nodes over an NBD export (qemu-io), so both daemons see
 the same requests; the bitmaps are compared by their sha256, their query
 entries and what nbdinfo reads of their qemu:dirty-bitmap context.
 """
+import time
 
 
 def _nbd(t, node, writable=True, bitmaps=None, name=None):
@@ -139,3 +140,55 @@ def scn_bitmap_incremental_backup(t):
          ["sh", "-c", "qemu-img map --output=json " + t.path("inc.qcow2") + " | sed 's/, \"offset\": [0-9]*//'"],
          keep=("rc", "out"))
     t.check("incremental consistent", "inc.qcow2")
+
+
+def _job_bitmaps(t, label):
+    """Record every node's dirty-bitmaps, the jobs' anonymous ones too."""
+    t.learn_names()
+    t.q("query-named-block-nodes", {"flat": True}, label=label,
+        project=lambda r: sorted([t._scrub(n["node-name"]), n.get("dirty-bitmaps")] for n in r if n.get("dirty-bitmaps")))
+
+
+def scn_bitmap_job_internals(t):
+    # Speed limits hold each job while its bitmaps are queried.
+    t.img("src.qcow2", size="16M", writes=["write -P 0x11 0 4M"])
+    for n in ("t1", "t2", "t3"):
+        t.img(n + ".qcow2", size="16M")
+    t.start()
+    t.q("blockdev-add", {"driver": "qcow2", "node-name": "src",
+                         "file": {"driver": "file", "filename": t.path("src.qcow2")}})
+    for n in ("t1", "t2", "t3"):
+        t.q("blockdev-add", {"driver": "qcow2", "node-name": n,
+                             "file": {"driver": "file", "filename": t.path(n + ".qcow2")}})
+    t.q("block-dirty-bitmap-add", {"node": "src", "name": "b", "granularity": 1 << 17})
+    t.q("block-dirty-bitmap-add", {"node": "src", "name": "fine", "granularity": 4096, "persistent": True})
+    _nbd(t, "src")
+    _io(t, "writes", "src", "write -P 0x22 1M 4k", "write -P 0x33 9M 200k")
+    t.q("blockdev-backup", {"job-id": "j1", "device": "src", "target": "t1", "sync": "full", "speed": 1})
+    time.sleep(0.5)
+    _io(t, "write during the full backup", "src", "write -P 0x44 14M 4k")
+    _job_bitmaps(t, "during a full backup")
+    t.q("block-job-cancel", {"device": "j1", "force": True})
+    t.job_states("j1", label="full backup cancelled")
+    _job_bitmaps(t, "after the full backup")
+    t.q("blockdev-backup", {"job-id": "j2", "device": "src", "target": "t2", "sync": "bitmap", "bitmap": "b",
+                            "bitmap-mode": "on-success", "speed": 1})
+    time.sleep(0.5)
+    _io(t, "write during the bitmap backup", "src", "write -P 0x55 12M 64k")
+    _job_bitmaps(t, "during a bitmap backup")
+    t.q("block-dirty-bitmap-clear", {"node": "src", "name": "b"}, label="clear the frozen bitmap")
+    t.q("block-job-cancel", {"device": "j2", "force": True})
+    t.job_states("j2", label="bitmap backup cancelled")
+    _job_bitmaps(t, "after the bitmap backup (reclaimed)")
+    _sum(t, "src", "b")
+    t.q("blockdev-mirror", {"job-id": "j3", "device": "src", "target": "t3", "sync": "none", "speed": 1})
+    time.sleep(0.5)
+    _io(t, "first write during the mirror", "src", "write -P 0x66 13M 64k")
+    time.sleep(0.5)
+    _io(t, "second write during the mirror", "src", "write -P 0x77 15M 4k")
+    _job_bitmaps(t, "during a mirror")
+    t.q("block-job-cancel", {"device": "j3", "force": True})
+    t.job_states("j3", label="mirror cancelled")
+    _job_bitmaps(t, "after the mirror")
+    t.stop()
+    t.check("source consistent", "src.qcow2")
