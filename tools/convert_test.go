@@ -188,7 +188,8 @@ func TestQemuConvertErrors(t *testing.T) {
 
 // TestQemuMeasure: the same numbers and texts as qemu-img measure, for
 // qcow2 and raw targets, with images and with --size, with creation
-// options that change the figures and with the options it refuses.
+// options that change the figures and with the options it refuses, and
+// the bitmaps size of sources with 0, 1 and several persistent bitmaps.
 func TestQemuMeasure(t *testing.T) {
 	requireQemu(t)
 	dir := t.TempDir()
@@ -201,7 +202,18 @@ func TestQemuMeasure(t *testing.T) {
 	mustQemu(t, dir, "qemu-io", "-c", "write -P 9 20M 1M", p("t.qcow2"))
 	mustQemu(t, dir, "qemu-img", "create", "-q", "-f", "raw", p("r.raw"), "10M")
 	mustQemu(t, dir, "qemu-io", "-f", "raw", "-c", "write -P 7 448k 192k", p("r.raw"))
+	mustQemu(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", p("b1.qcow2"), "100M")
+	mustQemu(t, dir, "qemu-img", "bitmap", "--add", p("b1.qcow2"), "one")
+	mustQemu(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", p("b4.qcow2"), "3G")
+	for _, b := range [][]string{{"-g", "512", "fine"}, {"-g", "4k", "b4k"}, {"-g", "16M", "a-much-longer-name-for-a-bitmap"},
+		{"--disable", "off"}} {
+		mustQemu(t, dir, "qemu-img", append([]string{"bitmap", "--add", p("b4.qcow2"), b[len(b)-1]}, b[:len(b)-1]...)...)
+	}
+	mustQemu(t, dir, "qemu-io", "-c", "write -P 4 1G 3M", p("b4.qcow2"))
 	for _, a := range []string{
+		"-O qcow2 b1.qcow2", "-O qcow2 -o cluster_size=4k b1.qcow2", "-O qcow2 b4.qcow2",
+		"--output=json -O qcow2 -o cluster_size=512 b4.qcow2", "-O qcow2 -o cluster_size=2M b4.qcow2",
+		"-O qcow2 -o compat=0.10 b4.qcow2", "-O raw b4.qcow2", "-O qcow2 -f raw b4.qcow2",
 		"-O qcow2 m.qcow2", "-O raw m.qcow2", "--output=json -O qcow2 m.qcow2", "-O qcow2 v2.qcow2",
 		"-O qcow2 t.qcow2", "-O qcow2 -o backing_file=x t.qcow2", "-O qcow2 r.raw", "--output=json -O raw r.raw",
 		"-O qcow2 -o cluster_size=4k m.qcow2", "-O qcow2 -o cluster_size=2M,extended_l2=on m.qcow2",

@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"strconv"
 
+	"blockd/blockcore"
 	"blockd/blockio"
 	"blockd/drivers/qcow2"
 	"blockd/internal/qdict"
@@ -310,13 +311,31 @@ func measureQcow2(mo measureOpts, in *image) (measureResult, error) {
 	res.required = res.fullyAllocated - virtual + required
 	if mo.version >= 3 && in != nil {
 		if q, ok := in.node.Impl().(interface{ Info() qcow2.Info }); ok && q.Info().Version >= 3 {
-			// blockd's engine keeps no persistent bitmaps of its own, and
-			// qemu-img counts only bitmaps it has loaded; see the report
-			// in docs/tools.md for images that carry some.
 			res.hasBitmaps = true
+			res.bitmaps = persistentBitmapsSize(in.node, cs)
 		}
 	}
 	return res, nil
+}
+
+// persistentBitmapsSize is qcow2_get_persistent_dirty_bitmap_size: what
+// the source's persistent bitmaps take in a new image of cluster size cs,
+// each as if wholly allocated (its data clusters and a cluster-rounded
+// bitmap table), plus their directory entries, rounded to a cluster.
+func persistentBitmapsSize(n *blockcore.Node, cs uint64) uint64 {
+	var size, dir uint64
+	for _, d := range n.Bitmaps() {
+		if !d.Persistent() {
+			continue
+		}
+		bm := d.Bits()
+		dataBytes := divRoundUp(divRoundUp(uint64(bm.Size()), bm.Granularity()), 8)
+		clusters := divRoundUp(dataBytes, cs)
+		size += clusters*cs + roundUpU(clusters*8, cs)
+		// A directory entry: 24 bytes of fields and the name, 8-aligned.
+		dir += roundUpU(24+uint64(len(d.Name())), 8)
+	}
+	return size + roundUpU(dir, cs)
 }
 
 // qcow2PreallocSize is qcow2_calc_prealloc_size: the file size of a fully
