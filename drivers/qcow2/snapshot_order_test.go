@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand"
@@ -289,4 +290,51 @@ func judgeState(t *testing.T, path string) stateVerdict {
 		v.bad = "corruptions reported"
 	}
 	return v
+}
+
+// TestSnapshotRevertStaleFlags reverts to a snapshot whose L2 table QEMU
+// flagged COPIED when deleting the only other snapshot that shared it:
+// the revert makes the table shared with the active layer, and no kill
+// or power-loss state may show those flags on the now shared clusters.
+func TestSnapshotRevertStaleFlags(t *testing.T) {
+	requireQemu(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "stale.qcow2")
+	qemu(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", path, "4M")
+	qemuIO(t, path, "write -P 1 0 64k")
+	qemu(t, "qemu-img", "snapshot", "-c", "a", path)
+	qemu(t, "qemu-img", "snapshot", "-c", "b", path)
+	qemuIO(t, path, "write -P 2 0 64k")
+	qemu(t, "qemu-img", "snapshot", "-d", "b", path)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := &recDev{memDev: &memDev{b: b}}
+	img, err := Open(dev, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The premise: an entry of the snapshot's L2 table carries COPIED.
+	sn := img.snaps[0]
+	snL1, err := readTable(dev, sn.l1Offset, sn.l1Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2 := make([]byte, 8)
+	if err := dev.ReadAt(l2, int64(snL1[0]&l1eOffsetMask)); err != nil {
+		t.Fatal(err)
+	}
+	if binary.BigEndian.Uint64(l2)&oflagCopied == 0 {
+		t.Fatalf("qemu-img left no COPIED flag in snapshot a's L2 table: nothing to test")
+	}
+	base := dev.bytes()
+	dev.take()
+	if _, err := img.ApplySnapshot("a"); err != nil {
+		t.Fatal(err)
+	}
+	judgeOrder(t, dir, "revert to a", base, dev.take(), rand.New(rand.NewSource(1)))
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
 }

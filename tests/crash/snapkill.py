@@ -66,12 +66,16 @@ def main():
                                   "--chardev", f"socket,id=m,path={sock},server=on,wait=off",
                                   "--monitor", "chardev=m"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for _ in range(500):
-                if os.path.exists(sock):
-                    break
-                time.sleep(0.02)
+            # The socket file appears at bind(), before listen().
             s = socket.socket(socket.AF_UNIX)
-            s.connect(sock)
+            for _ in range(500):
+                try:
+                    s.connect(sock)
+                    break
+                except (FileNotFoundError, ConnectionRefusedError):
+                    time.sleep(0.02)
+            else:
+                sys.exit(f"{daemon} did not open {sock}")
             f = s.makefile("rw")
             f.readline()
             f.write('{"execute":"qmp_capabilities"}\n')
