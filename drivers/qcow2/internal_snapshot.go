@@ -26,8 +26,9 @@ import (
 // overwritten, flush, the old tree's references drop and the flags are
 // recomputed, flush. Within a group the writes go back to back
 // (writeGroup), so a killed process leaves check-visible disagreement
-// between a refcount and a COPIED flag only if it dies within those
-// microseconds; a crash otherwise leaves at most leaked clusters.
+// between a refcount and a COPIED flag only if it dies between the first
+// and the last write of a group; a crash otherwise leaves at most leaked
+// clusters.
 
 // SnapshotInfo describes an internal snapshot.
 type SnapshotInfo struct {

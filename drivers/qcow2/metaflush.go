@@ -300,8 +300,8 @@ func (img *Image) markDirty() error {
 // writeGroup writes every dirty refcount block, every dirty L2 slice and,
 // when l1 is set, the active L1 table back to back (no flush between
 // them, adjacent blocks in one write), then flushes the file. A killed
-// process (whose completed writes all survive) can therefore stop
-// between two of them only within the few microseconds the writes take.
+// process (whose completed writes all survive) leaves some of them
+// without the others only if it dies in the microseconds they take.
 // Refcount blocks go before or after the flags (L2 slices, then L1) as
 // refsFirst says. The caller
 // guarantees that every subset of these writes is safe after a power
