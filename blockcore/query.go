@@ -101,12 +101,7 @@ func fullOptions(n *Node) qdict.Dict {
 // jobFilterChild returns the node a job's filter (commit_top, mirror_top)
 // stands for: such filters are transparent in queries, as in QEMU, where
 // their filename, allocation and bdrv_get_info answers are the child's.
-func jobFilterChild(n *Node) *Node {
-	if _, ok := n.impl.(*filterImpl); ok {
-		return n.Backing()
-	}
-	return nil
-}
+func jobFilterChild(n *Node) *Node { return FilteredChild(n) }
 
 // imageInfo describes what a node presents (bdrv_query_image_info).
 func (g *Graph) imageInfo(n *Node) schema.ImageInfo {

@@ -123,7 +123,7 @@ func deref[T any](p *T, def T) T {
 }
 
 // backingOf follows a node's backing child (filters included).
-func backingOf(n *blockcore.Node) *blockcore.Node { return n.Backing() }
+func backingOf(n *blockcore.Node) *blockcore.Node { return blockcore.ChainBelow(n) }
 
 func chainContains(top, n *blockcore.Node) bool {
 	for x := top; x != nil; x = backingOf(x) {

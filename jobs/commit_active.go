@@ -56,7 +56,7 @@ func (c *activeCommit) setup(filterName string) error {
 	if err := c.makeBaseWritable(); err != nil {
 		return err
 	}
-	f, err := g.InsertFilterAbove(c.top, "mirror_top", filterName, mirrorTopPerms)
+	f, err := g.InsertFilterAbove(c.top, "mirror_top", filterName, "backing", mirrorTopPerms)
 	if err != nil {
 		return err
 	}

@@ -59,7 +59,7 @@ func (c *intermediateCommit) setup(bs *blockcore.Node, filterName string) error 
 			return err
 		}
 	}
-	f, err := g.InsertFilterAbove(c.top, "commit_top", filterName,
+	f, err := g.InsertFilterAbove(c.top, "commit_top", filterName, "backing",
 		func(perm, shared blockio.Perm) (blockio.Perm, blockio.Perm) { return 0, permAll })
 	if err != nil {
 		return err

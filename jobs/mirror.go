@@ -185,7 +185,7 @@ func (m *Manager) startMirror(bs, target, toReplace *blockcore.Node, o mirrorOpt
 func (mj *mirror) setup(filterName string) error {
 	g, j := mj.m.g, mj.job
 	user := jobUser{j}
-	f, err := g.InsertFilterAbove(mj.source, "mirror_top", filterName, mirrorSourcePerms)
+	f, err := g.InsertFilterAbove(mj.source, "mirror_top", filterName, "backing", mirrorSourcePerms)
 	if err != nil {
 		return err
 	}
