@@ -87,6 +87,10 @@ type filterImpl struct {
 	// copy-before-write target).
 	otherPerm func(c *Child) (blockio.Perm, blockio.Perm)
 	onClose   func()
+	// self and parentPerms, for driver filters whose take on the child
+	// depends on whether anything uses them (cbw_child_perm).
+	self        *Node
+	parentPerms func(hasParents bool, perm, shared blockio.Perm) (blockio.Perm, blockio.Perm)
 }
 
 func (f *filterImpl) Close() error {
@@ -99,7 +103,9 @@ func (f *filterImpl) Close() error {
 // FilterSpec makes a driver's node a filter over its file child, as
 // transparent as a job's filter: the copy-before-write driver.
 type FilterSpec struct {
-	Perms     FilterPerms
+	// Perms is what the filter takes of its file child, knowing whether
+	// the filter has parents.
+	Perms     func(hasParents bool, perm, shared blockio.Perm) (blockio.Perm, blockio.Perm)
 	Hook      WriteHook
 	OtherPerm func(c *Child) (blockio.Perm, blockio.Perm)
 	OnClose   func() // when the node closes
@@ -107,8 +113,8 @@ type FilterSpec struct {
 
 // NewFilter is the Impl of a filter driver's node over oc's file child.
 func NewFilter(oc *OpenContext, s FilterSpec) Impl {
-	return &filterImpl{passThrough: passThrough{oc.File.Node}, childName: "file", perms: s.Perms,
-		hook: s.Hook, otherPerm: s.OtherPerm, onClose: s.OnClose}
+	return &filterImpl{passThrough: passThrough{oc.File.Node}, childName: "file", parentPerms: s.Perms,
+		self: oc.Node, hook: s.Hook, otherPerm: s.OtherPerm, onClose: s.OnClose}
 }
 
 // WriteHook wraps every request that changes data through a job's filter:
@@ -153,6 +159,9 @@ func SetWriteHook(f *Node, h WriteHook) {
 func (f *filterImpl) ChildPerm(c *Child, st NodeState, perm, shared blockio.Perm) (blockio.Perm, blockio.Perm) {
 	if c.Name != f.childName && f.otherPerm != nil {
 		return f.otherPerm(c)
+	}
+	if f.parentPerms != nil {
+		return f.parentPerms(len(f.self.parents) > 0, perm, shared)
 	}
 	return f.perms(perm, shared)
 }

@@ -59,11 +59,15 @@ func cbwOf(n *blockcore.Node) *cbwState {
 }
 
 // cbwSourcePerms is cbw_child_perm for the file child: what the parents
-// need, consistent read to copy old data before their writes, and no
-// other writer or resizer behind the filter's back.
-func cbwSourcePerms(perm, shared blockio.Perm) (blockio.Perm, blockio.Perm) {
+// need and, once there are parents, consistent read to copy old data
+// before their writes and no other writer or resizer behind the
+// filter's back.
+func cbwSourcePerms(hasParents bool, perm, shared blockio.Perm) (blockio.Perm, blockio.Perm) {
 	const pass = blockio.PermConsistentRead | blockio.PermWrite | blockio.PermWriteUnchanged | blockio.PermResize
 	np, ns := perm&pass, shared&pass|blockio.PermWriteUnchanged
+	if !hasParents {
+		return np, ns
+	}
 	if perm&blockio.PermWrite != 0 {
 		np |= blockio.PermConsistentRead
 	}
@@ -216,22 +220,30 @@ func (s *cbwState) snapshotDiscard(off, n int64) error {
 // snapshotAccess is the snapshot-access driver's node: the point in time
 // of the cbw filter that is its file child, read-only.
 type snapshotAccess struct {
-	cbw  *cbwState
-	file blockio.Device
+	cbw      *cbwState
+	file     blockio.Device
+	filename string
 }
 
+// ExactFilename is the filter's filename (snapshot_access_refresh_filename).
+func (a *snapshotAccess) ExactFilename() string { return a.filename }
+
 func openSnapshotAccess(oc *blockcore.OpenContext) (blockcore.Impl, error) {
-	s := cbwOf(oc.File.Node)
-	if s == nil {
-		// Reads through anything else than the filter fail in the
-		// reference (ENOTSUP); blockd refuses it up front.
-		return nil, schema.Errorf("'%s' is not a copy-before-write filter", oc.File.Node.Name())
+	return &snapshotAccess{cbw: cbwOf(oc.File.Node), file: oc.File.Node.IO(),
+		filename: blockcore.Filename(oc.File.Node)}, nil
+}
+
+// snapshotRange is the filter's, or ENOTSUP over anything else: the
+// reference opens such a node and fails its reads.
+func (a *snapshotAccess) snapshotRange(off, n int64, f func(dev blockio.Device, off, n int64) error) error {
+	if a.cbw == nil {
+		return syscall.ENOTSUP
 	}
-	return &snapshotAccess{cbw: s, file: oc.File.Node.IO()}, nil
+	return a.cbw.snapshotRange(off, n, f)
 }
 
 func (a *snapshotAccess) ReadAt(p []byte, off int64) error {
-	return a.cbw.snapshotRange(off, int64(len(p)), func(dev blockio.Device, o, n int64) error {
+	return a.snapshotRange(off, int64(len(p)), func(dev blockio.Device, o, n int64) error {
 		return dev.ReadAt(p[o-off:o-off+n], o)
 	})
 }
@@ -240,16 +252,23 @@ func (a *snapshotAccess) WriteAt([]byte, int64, blockio.WriteFlags) error { retu
 func (a *snapshotAccess) WriteZeroes(int64, int64, blockio.WriteFlags) error {
 	return syscall.EPERM
 }
-func (a *snapshotAccess) Discard(off, n int64) error { return a.cbw.snapshotDiscard(off, n) }
-func (a *snapshotAccess) Flush() error               { return nil }
-func (a *snapshotAccess) Size() (int64, error)       { return a.file.Size() }
-func (a *snapshotAccess) Truncate(int64) error       { return syscall.EPERM }
-func (a *snapshotAccess) Close() error               { return nil }
+
+func (a *snapshotAccess) Discard(off, n int64) error {
+	if a.cbw == nil {
+		return syscall.ENOTSUP
+	}
+	return a.cbw.snapshotDiscard(off, n)
+}
+
+func (a *snapshotAccess) Flush() error         { return nil }
+func (a *snapshotAccess) Size() (int64, error) { return a.file.Size() }
+func (a *snapshotAccess) Truncate(int64) error { return syscall.EPERM }
+func (a *snapshotAccess) Close() error         { return nil }
 
 // BlockStatus answers for the side that holds the range's point in time.
 func (a *snapshotAccess) BlockStatus(off, n int64) (blockio.Status, error) {
 	var st blockio.Status
-	err := a.cbw.snapshotRange(off, n, func(dev blockio.Device, o, l int64) error {
+	err := a.snapshotRange(off, n, func(dev blockio.Device, o, l int64) error {
 		if st.Length > 0 {
 			return nil // the first run answers
 		}
