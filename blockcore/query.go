@@ -4,6 +4,8 @@ import (
 	"blockd/blockio"
 	"blockd/internal/qdict"
 	"blockd/schema"
+	"cmp"
+	"slices"
 )
 
 // Optional driver interfaces used by queries.
@@ -255,13 +257,29 @@ func (g *Graph) DebugGraph() schema.XDbgBlockGraph {
 			held[v] = append(held[v], c)
 		}
 	}
+	// In creation order (QEMU's lists of backends and jobs), which is
+	// that of their first edges.
+	slices.SortStableFunc(vertices, func(a, b graphVertex) int {
+		first := func(v graphVertex) uint64 {
+			m := held[v][0].seq
+			for _, c := range held[v] {
+				m = min(m, c.seq)
+			}
+			return m
+		}
+		return cmp.Compare(first(a), first(b))
+	})
 	for _, typ := range []schema.XDbgBlockGraphNodeType{"block-backend", "block-job"} {
 		for _, v := range vertices {
 			if v.VertexType() != typ {
 				continue
 			}
 			addNode(v, typ, v.VertexName())
-			for _, c := range held[v] {
+			// A job lists its nodes newest first (block_job_add_bdrv
+			// prepends them).
+			edges := held[v]
+			slices.SortFunc(edges, func(a, b *Child) int { return cmp.Compare(b.seq, a.seq) })
+			for _, c := range edges {
 				addEdge(v, c)
 			}
 		}

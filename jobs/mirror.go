@@ -197,7 +197,7 @@ func (mj *mirror) setup(filterName string) error {
 	if err := mj.hold(user, mj.source, "source", 0, rww); err != nil {
 		return err
 	}
-	if err := mj.hold(backend{}, mj.target, "root", blockio.PermWrite, blockio.PermWriteUnchanged); err != nil {
+	if err := mj.hold(&backend{}, mj.target, "root", blockio.PermWrite, blockio.PermWriteUnchanged); err != nil {
 		return err
 	}
 	mj.targetEdge = mj.edges[len(mj.edges)-1]
@@ -357,7 +357,7 @@ func (mj *mirror) Prepare() error {
 		if _, isJob := p.Parent.(jobUser); isJob {
 			keep = append(keep, p)
 		}
-		if _, isBackend := p.Parent.(backend); isBackend {
+		if _, isBackend := p.Parent.(*backend); isBackend {
 			keep = append(keep, p)
 		}
 	}

@@ -169,7 +169,9 @@ func (s *stream) setup(filterName string) error {
 	if err := s.hold(user, f, "main node", 0, permAll); err != nil {
 		return err
 	}
-	if err := s.hold(backend{}, f, "root", 0, permAll); err != nil {
+	// The job's own backend reads through the filter and lets others
+	// do anything but resize (stream_prepare's blk).
+	if err := s.hold(&backend{}, f, "root", blockio.PermConsistentRead, permAll&^blockio.PermResize); err != nil {
 		return err
 	}
 	basic := blockio.PermConsistentRead | blockio.PermWriteUnchanged
