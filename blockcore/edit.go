@@ -207,9 +207,17 @@ func (g *Graph) AppendFilter(n *Node, opts *schema.BlockdevOptions) (*Node, erro
 	if err := g.refreshPerms([]*Node{f}, nil, t); err != nil {
 		return nil, t.finish(err)
 	}
+	// Parents below the filter stay (should_update_child): moving them
+	// would make a loop, as a fleecing target whose backing is n.
+	keep := slices.Clone(f.children)
+	for _, c := range n.parents {
+		if pn, ok := c.Parent.(*Node); ok && pn != f && reaches(f, pn) {
+			keep = append(keep, c)
+		}
+	}
 	resume := g.drain(topoOrder([]*Node{n}))
 	defer resume()
-	g.moveParents(n, f, f.children, t)
+	g.moveParents(n, f, keep, t)
 	return f, t.finish(g.refreshPerms([]*Node{f, n}, nil, t))
 }
 
