@@ -35,7 +35,7 @@ func smallFS(t *testing.T, dir string) {
 // job whose writes run out of space, with policy as its error policy.
 type errorJob struct {
 	name  string
-	op    string // BLOCK_JOB_ERROR's operation: stream reports its copy-on-read as a read
+	op    string   // BLOCK_JOB_ERROR's operation: stream reports its copy-on-read as a read
 	setup []string // shell commands in dir
 	start func(policy string) [][2]any
 }
