@@ -26,11 +26,15 @@ type Graph struct {
 
 	openTx []*tx           // transactions in progress, oldest first
 	drains []*drainSection // drained sections in progress
+
+	actions map[string]actionType // transaction action types (transaction.go)
 }
 
 // NewGraph returns an empty graph.
 func NewGraph(log *zap.Logger, bus *events.Bus) *Graph {
-	return &Graph{log: log, bus: bus, nodes: map[string]*Node{}}
+	g := &Graph{log: log, bus: bus, nodes: map[string]*Node{}}
+	g.registerActions()
+	return g
 }
 
 // Bus returns the event bus nodes and jobs publish on.
@@ -169,6 +173,9 @@ func (g *Graph) reattach(c *Child) {
 func (g *Graph) closeImpl(n *Node) {
 	if n.impl == nil {
 		return
+	}
+	if err := n.storeBitmaps(); err != nil {
+		g.log.Warn("storing persistent bitmaps failed", zap.String("node", n.name), zap.Error(err))
 	}
 	if err := n.impl.Close(); err != nil {
 		g.log.Warn("closing node failed", zap.String("node", n.name), zap.Error(err))

@@ -20,6 +20,11 @@ type backup struct {
 	source, target *blockcore.Node
 	sync           schema.MirrorSyncMode
 	cbw            *cbwState // the filter's: its copy map and range lock are the job's too
+	// bitmap is frozen (with a successor recording) for the job's life
+	// and synced at its end according to bitmapMode.
+	bitmap     *blockcore.DirtyBitmap
+	bitmapMode schema.BitmapSyncMode
+	failed     bool // Abort ran
 }
 
 // backupCluster is the copy granularity, the filter's.
@@ -36,40 +41,102 @@ type backupOptions struct {
 	onSourceError, onTargetError string
 	autoFinalize, autoDismiss    bool
 	maxWorkers, maxChunk         int64
+	bitmap                       *blockcore.DirtyBitmap // sync=bitmap's input, or the bitmap to sync
+	bitmapMode                   schema.BitmapSyncMode
 }
 
-// blockdevBackup is qmp_blockdev_backup run as the reference runs it, as
-// a one-action transaction: every job sees a drained section first.
+// blockdevBackup is qmp_blockdev_backup, run as the reference runs it:
+// as a one-action transaction.
 func (m *Manager) blockdevBackup(a *schema.BlockdevBackupArgs) error {
-	m.g.QuiesceAll()
-	return m.BackupAction(a)
+	return m.g.DoAction("blockdev-backup", a)
 }
 
-// BackupAction starts a backup from blockdev-backup's arguments; it is
-// what a transaction's blockdev-backup action calls (inside the drained
-// section the transaction opens).
-func (m *Manager) BackupAction(a *schema.BlockdevBackupArgs) error {
+// backupAction is the blockdev-backup action of a transaction
+// (blockdev_backup_prepare, _commit, _abort, _clean): prepare creates the
+// job inside a drained section of the source, commit starts it (it
+// pauses at once, the section still being open), abort ends the created
+// job, clean ends the section. In completion-mode grouped the
+// transaction's jobs form one group (jobTxn).
+func (m *Manager) backupAction(c *blockcore.TxContext, a *schema.BlockdevBackupArgs) (*blockcore.TxAction, error) {
 	bs := m.g.Lookup(a.Device)
 	if bs == nil {
-		return schema.Errorf("Cannot find device='%s' nor node-name='%s'", a.Device, a.Device)
+		return nil, schema.Errorf("Cannot find device='%s' nor node-name='%s'", a.Device, a.Device)
 	}
 	target := m.g.Lookup(a.Target)
 	if target == nil {
-		return schema.Errorf("Cannot find device='%s' nor node-name='%s'", a.Target, a.Target)
+		return nil, schema.Errorf("Cannot find device='%s' nor node-name='%s'", a.Target, a.Target)
 	}
-	return m.backupCommon(&a.BackupCommon, bs, target)
+	return m.backupTx(c, &a.BackupCommon, bs, target, func() {})
 }
 
-// backupCommon is do_backup_common.
-func (m *Manager) backupCommon(a *schema.BackupCommon, bs, target *blockcore.Node) error {
+// backupTx is the part of the blockdev-backup and drive-backup actions
+// that follows the lookups; release runs at clean (drive-backup's image
+// closes then unless the job holds it).
+func (m *Manager) backupTx(c *blockcore.TxContext, common *schema.BackupCommon, bs, target *blockcore.Node,
+	release func()) (*blockcore.TxAction, error) {
+	var txn *jobTxn
+	if c.Mode == "grouped" {
+		txn = c.Shared(jobTxnKey{}, func() any { return &jobTxn{} }).(*jobTxn)
+	}
+	endQuiesce := m.g.Quiesce(bs)
+	b, err := m.backupCommon(common, bs, target)
+	if err != nil {
+		return &blockcore.TxAction{Clean: func() { endQuiesce(); release() }}, err
+	}
+	j := b.job
+	m.join(j, txn)
+	// Created inside the section: the job sees it as one more drain.
+	m.drainBegin(j)
+	return &blockcore.TxAction{
+		Commit: func() {
+			m.start(j, b)
+			if j.drained > 0 {
+				m.pause(j)
+			}
+		},
+		Abort: func() { m.abortCreated(j, b) },
+		Clean: func() {
+			m.drainEnd(j)
+			endQuiesce()
+			release()
+		},
+	}, nil
+}
+
+// backupCommon is do_backup_common: the job is created and set up, not
+// started.
+func (m *Manager) backupCommon(a *schema.BackupCommon, bs, target *blockcore.Node) (*backup, error) {
+	sync := a.Sync
+	var bm *blockcore.DirtyBitmap
+	var mode schema.BitmapSyncMode
 	if a.Bitmap != nil {
-		// blockd has no dirty bitmaps yet: no name can be found.
-		return schema.Errorf("Bitmap '%s' could not be found", *a.Bitmap)
+		if bm = bs.FindBitmap(*a.Bitmap); bm == nil {
+			return nil, schema.Errorf("Bitmap '%s' could not be found", *a.Bitmap)
+		}
+		if sync == "incremental" {
+			// incremental is bitmap with on-success.
+			if a.BitmapMode != nil && *a.BitmapMode != "on-success" {
+				return nil, schema.Errorf("Bitmap sync mode must be 'on-success' when using sync mode 'incremental'")
+			}
+			sync, mode = "bitmap", "on-success"
+		} else if a.BitmapMode == nil {
+			return nil, schema.Errorf("Bitmap sync mode must be given when providing a bitmap")
+		} else {
+			mode = *a.BitmapMode
+		}
+		if err := bm.Check(blockcore.CheckAllowRO); err != nil {
+			return nil, err
+		}
+		if sync == "none" {
+			return nil, schema.Errorf("sync mode 'none' does not produce meaningful bitmap outputs")
+		}
+		if mode == "never" && sync != "bitmap" {
+			return nil, schema.Errorf("Bitmap sync mode 'never' has no meaningful effect when combined with sync mode '%s'", sync)
+		}
+	} else if a.BitmapMode != nil {
+		return nil, schema.Errorf("Cannot specify bitmap sync mode without a bitmap")
 	}
-	if a.BitmapMode != nil {
-		return schema.Errorf("Cannot specify bitmap sync mode without a bitmap")
-	}
-	o := backupOptions{
+	o := backupOptions{bitmap: bm, bitmapMode: mode,
 		jobID: deref(a.JobID, ""), sync: a.Sync, speed: deref(a.Speed, 0), compress: deref(a.Compress, false),
 		filterName:    deref(a.FilterNodeName, ""),
 		onSourceError: string(deref(a.OnSourceError, "report")),
@@ -81,10 +148,11 @@ func (m *Manager) backupCommon(a *schema.BackupCommon, bs, target *blockcore.Nod
 		o.maxWorkers = deref(p.MaxWorkers, 64)
 		o.maxChunk = deref(p.MaxChunk, 0)
 	}
-	if a.Sync == "bitmap" || a.Sync == "incremental" {
-		return schema.Errorf("must provide a valid bitmap name for '%s' sync mode", a.Sync)
+	o.sync = sync
+	if (sync == "bitmap" || sync == "incremental") && bm == nil {
+		return nil, schema.Errorf("must provide a valid bitmap name for '%s' sync mode", sync)
 	}
-	return m.startBackup(bs, target, o)
+	return m.createBackup(bs, target, o)
 }
 
 // compressedWriter is implemented by formats that store compressed
@@ -93,60 +161,83 @@ type compressedWriter interface {
 	WriteCompressed(p []byte, off int64) error
 }
 
-// startBackup is backup_job_create and job_start.
-func (m *Manager) startBackup(bs, target *blockcore.Node, o backupOptions) error {
+// createBackup is backup_job_create.
+func (m *Manager) createBackup(bs, target *blockcore.Node, o backupOptions) (*backup, error) {
 	if bs == target {
-		return schema.Errorf("Source and target cannot be the same")
+		return nil, schema.Errorf("Source and target cannot be the same")
 	}
 	if o.compress {
 		if _, ok := target.Impl().(compressedWriter); !ok {
 			// The device name of a node without a backend is empty.
-			return schema.Errorf("Compression is not supported for this drive ")
+			return nil, schema.Errorf("Compression is not supported for this drive ")
 		}
 	}
 	if b := jobBlocker(bs); b != "" {
-		return schema.Errorf("Node '%s' is busy: %s", bs.Name(), b)
+		return nil, schema.Errorf("Node '%s' is busy: %s", bs.Name(), b)
 	}
 	if b := jobBlocker(target); b != "" {
-		return schema.Errorf("Node '%s' is busy: %s", target.Name(), b)
+		return nil, schema.Errorf("Node '%s' is busy: %s", target.Name(), b)
 	}
 	if o.maxWorkers < 1 || o.maxWorkers > math.MaxInt32 {
-		return schema.Errorf("max-workers must be between 1 and %d", math.MaxInt32)
+		return nil, schema.Errorf("max-workers must be between 1 and %d", math.MaxInt32)
 	}
 	if o.maxChunk < 0 {
-		return schema.Errorf("max-chunk must be zero (which means no limit) or positive")
+		return nil, schema.Errorf("max-chunk must be zero (which means no limit) or positive")
 	}
-	size, err := bs.IO().Size()
+	size, err := bs.OwnerIO().Size()
 	if err != nil {
-		return schema.Errorf("Unable to get length for '%s'", bs.Name())
+		return nil, schema.Errorf("Unable to get length for '%s'", bs.Name())
 	}
-	if tsize, err := target.IO().Size(); err != nil || tsize != size {
-		return schema.Errorf("Source and target image have different sizes")
+	if tsize, err := target.OwnerIO().Size(); err != nil || tsize != size {
+		return nil, schema.Errorf("Source and target image have different sizes")
 	}
 	if o.filterName != "" && m.g.Lookup(o.filterName) != nil {
-		return schema.Errorf("Could not create node: Duplicate nodes with node-name='%s'", o.filterName)
+		return nil, schema.Errorf("Could not create node: Duplicate nodes with node-name='%s'", o.filterName)
 	}
 	if o.maxChunk != 0 && o.maxChunk < backupCluster {
-		return schema.Errorf("Required max-chunk (%d) is less than backup cluster size (%d)", o.maxChunk, backupCluster)
+		return nil, schema.Errorf("Required max-chunk (%d) is less than backup cluster size (%d)", o.maxChunk, backupCluster)
 	}
 	j, err := m.create(o.jobID, "backup", o.speed, o.autoFinalize, o.autoDismiss)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	j.onErrorPolicy, j.onTargetError = o.onSourceError, o.onTargetError
 	b := &backup{commitSetup: commitSetup{m: m, job: j}, source: bs, target: target, sync: o.sync}
 	if err := b.setup(o.filterName); err != nil {
 		b.Clean()
 		m.discard(j)
-		return err
+		return nil, err
 	}
-	j.SetTotal(size)
-	m.start(j, b)
-	// The job starts inside the transaction's drained section of the
-	// source: it pauses at once and runs again when the section ends.
-	m.drainBegin(j)
-	m.drainEnd(j)
-	return nil
+	if o.bitmap != nil {
+		// A bitmap the job will write must be writable.
+		if o.bitmapMode != "never" {
+			if err := o.bitmap.Check(blockcore.CheckDefault); err != nil {
+				b.Clean()
+				m.discard(j)
+				return nil, err
+			}
+		}
+		if err := bs.CreateSuccessor(o.bitmap); err != nil {
+			b.Clean()
+			m.discard(j)
+			return nil, err
+		}
+		b.bitmap, b.bitmapMode = o.bitmap, o.bitmapMode
+	}
+	switch {
+	case b.sync == "bitmap":
+		// Only what the bitmap says changed is copied (and saved before
+		// a guest write).
+		// The filter starts with every cluster to copy: only the
+		// bitmap's stay (backup_init_bcs_bitmap).
+		cm := b.cbw.copyMap
+		cm.takeRange(0, size)
+		b.bitmap.Bits().Extents(0, size, func(off, n int64) bool { cm.mark(off, n); return true })
+		j.SetTotal(cm.bytes())
+	default:
+		j.SetTotal(size)
+	}
+	return b, nil
 }
 
 func (b *backup) setup(filterName string) error {
@@ -251,14 +342,40 @@ func (b *backup) Run(j *Job) error {
 }
 
 func (b *backup) Prepare() error { return nil }
-func (b *backup) Abort()         {}
+func (b *backup) Abort()         { b.failed = true }
 
-// Clean drops the filter (bdrv_cbw_drop) after the job's edges.
+// Clean syncs the bitmap (backup_cleanup_sync_bitmap) and drops the
+// filter (bdrv_cbw_drop) after the job's edges.
 func (b *backup) Clean() {
 	if b.cbw != nil {
 		b.cbw.job.Store(nil)
 	}
+	if b.bitmap != nil {
+		b.syncBitmap()
+		b.bitmap = nil
+	}
 	b.teardown()
+}
+
+// syncBitmap ends the bitmap's freeze: on success (or always with
+// bitmap-mode=always, but never with never) the successor, which holds
+// the writes made during the backup, replaces it; otherwise the
+// successor's bits go back into it. A failed backup with always also
+// keeps what it did not copy.
+func (b *backup) syncBitmap() {
+	sync := (!b.failed || b.bitmapMode == "always") && b.bitmapMode != "never"
+	bm := b.bitmap
+	if sync {
+		bm = b.source.Abdicate(bm)
+	} else {
+		bm = b.source.Reclaim(bm)
+	}
+	if b.failed && b.bitmapMode == "always" {
+		cm := b.cbw.copyMap
+		for _, sp := range cm.takeRange(0, int64(len(cm.bits))*64*cm.gran) {
+			bm.Bits().Mark(sp.off, sp.n)
+		}
+	}
 }
 
 func (b *backup) CanComplete() bool          { return false }

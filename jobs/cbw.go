@@ -87,13 +87,16 @@ func openCbw(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 	if err != nil {
 		return nil, err
 	}
+	var bitmap *blockcore.DirtyBitmap
 	if o.Bitmap != nil {
-		// blockd has no dirty bitmaps yet (the hook for them is here:
-		// copyMap would start as the bitmap's set clusters).
-		return nil, schema.Errorf("Dirty bitmap '%s' not found", o.Bitmap.Name)
+		_, bm, err := oc.Graph.LookupBitmap(o.Bitmap.Node, o.Bitmap.Name)
+		if err != nil {
+			return nil, err
+		}
+		bitmap = bm
 	}
 	src, dst := oc.File.Node.IO(), tc.Node.IO()
-	size, err := src.Size()
+	size, err := oc.File.Node.OwnerIO().Size() // on the owner, maybe inside a drained section
 	if err != nil {
 		return nil, err
 	}
@@ -101,8 +104,19 @@ func openCbw(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 		copyMap: newDirtyMapGran(size, cbwCluster), done: newDirtyMapGran(size, cbwCluster),
 		access:        newDirtyMapGran(size, cbwCluster),
 		breakSnapshot: o.OnCbwError != nil && *o.OnCbwError == "break-snapshot"}
-	s.copyMap.mark(0, size)
-	s.access.mark(0, size)
+	if bitmap != nil {
+		// Only the bitmap's clusters are copied, and only they can be
+		// read through the snapshot (block_copy_state_new with a bitmap;
+		// the access bitmap starts as the copy bitmap).
+		bitmap.Bits().Extents(0, size, func(off, n int64) bool {
+			s.copyMap.mark(off, n)
+			s.access.mark(off, n)
+			return true
+		})
+	} else {
+		s.copyMap.mark(0, size)
+		s.access.mark(0, size)
+	}
 	cbwStates.Store(oc.Node, s)
 	// The reference's block-copy bitmap sits on the source, the filter's
 	// access and done bitmaps on the filter.
@@ -111,9 +125,11 @@ func openCbw(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 			return schema.BlockDirtyInfo{Count: m.bytes(), Granularity: uint32(m.gran)}
 		}
 	}
+	// Listed newest first: the done bitmap is created before the access
+	// one (cbw_open).
 	hideCopy := oc.File.Node.AddBitmapInfo(info(s.copyMap))
-	hideAccess := oc.Node.AddBitmapInfo(info(s.access))
 	hideDone := oc.Node.AddBitmapInfo(info(s.done))
+	hideAccess := oc.Node.AddBitmapInfo(info(s.access))
 	return blockcore.NewFilter(oc, blockcore.FilterSpec{Perms: cbwSourcePerms, Hook: s.beforeWrite,
 		OtherPerm: cbwTargetPerms, OnClose: func() {
 			hideCopy()

@@ -57,7 +57,7 @@ func (m *Manager) driveMirror(a *schema.DriveMirrorArgs) error {
 	if sync == "none" {
 		targetBacking = bs
 	}
-	size, err := bs.IO().Size()
+	size, err := bs.OwnerIO().Size()
 	if err != nil {
 		return schema.Errorf("bdrv_getlength failed: %s", errorText(err))
 	}
@@ -105,24 +105,23 @@ func (m *Manager) driveMirror(a *schema.DriveMirrorArgs) error {
 // driveBackup is qmp_drive_backup, run as a one-action transaction as
 // blockdev-backup is.
 func (m *Manager) driveBackup(a *schema.DriveBackupArgs) error {
-	m.g.QuiesceAll()
-	return m.DriveBackupAction(a)
+	return m.g.DoAction("drive-backup", a)
 }
 
-// DriveBackupAction is drive_backup_prepare: for sync=top the new image's
+// driveBackupAction is drive_backup_prepare: for sync=top the new image's
 // backing file is the source's backing, and it is opened with that
 // chain; for sync=none the image is opened without one and the source
 // itself becomes its backing, so that reading the target reads the
-// point in time (image fleecing).
-func (m *Manager) DriveBackupAction(a *schema.DriveBackupArgs) error {
+// point in time (image fleecing). The rest is blockdev-backup's action.
+func (m *Manager) driveBackupAction(c *blockcore.TxContext, a *schema.DriveBackupArgs) (*blockcore.TxAction, error) {
 	mode := deref(a.Mode, "absolute-paths")
 	bs := m.g.Lookup(a.Device)
 	if bs == nil {
-		return schema.Errorf("Cannot find device='%s' nor node-name='%s'", a.Device, a.Device)
+		return nil, schema.Errorf("Cannot find device='%s' nor node-name='%s'", a.Device, a.Device)
 	}
 	format := defaultFormat(a.Format, mode, bs)
 	if b := jobBlocker(bs); b != "" {
-		return schema.Errorf("Node '%s' is busy: %s", bs.Name(), b)
+		return nil, schema.Errorf("Node '%s' is busy: %s", bs.Name(), b)
 	}
 	common := a.BackupCommon
 	var source *blockcore.Node
@@ -135,9 +134,9 @@ func (m *Manager) DriveBackupAction(a *schema.DriveBackupArgs) error {
 	if common.Sync == "none" {
 		source, noBacking = bs, true
 	}
-	size, err := bs.IO().Size()
+	size, err := bs.OwnerIO().Size()
 	if err != nil {
-		return schema.Errorf("bdrv_getlength failed: %s", errorText(err))
+		return nil, schema.Errorf("bdrv_getlength failed: %s", errorText(err))
 	}
 	if mode != "existing" {
 		if source != nil {
@@ -146,19 +145,19 @@ func (m *Manager) DriveBackupAction(a *schema.DriveBackupArgs) error {
 			err = blockcore.CreateImage(format, a.Target, size, "", "")
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
 	target, err := m.g.OpenImage(blockcore.ImageOpen{Filename: a.Target, Format: format, NoBacking: noBacking, Unmap: true})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	im := &newImage{g: m.g, node: target}
-	defer im.release()
 	if noBacking {
 		if err := m.g.SetBacking(target, bs); err != nil {
-			return err
+			im.release()
+			return nil, err
 		}
 	}
-	return m.backupCommon(&common, bs, target)
+	return m.backupTx(c, &common, bs, target, im.release)
 }
