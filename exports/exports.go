@@ -11,7 +11,6 @@
 package exports
 
 import (
-	"crypto/tls"
 	"slices"
 
 	"go.uber.org/zap"
@@ -21,14 +20,14 @@ import (
 	"blockd/events"
 	"blockd/internal/qemu"
 	"blockd/nbd"
+	"blockd/objects"
 	"blockd/schema"
 )
 
 // TLSProvider resolves nbd-server-start's tls-creds and tls-authz
-// (the objects registry, once wired).
+// (the objects registry).
 type TLSProvider interface {
-	TLSServerConfig(id string) (*tls.Config, error)
-	Authorize(authzID, distinguishedName string) (bool, error)
+	TLSServer(id string, authzID *string) (objects.ServerTLS, error)
 }
 
 // FuseOptions are what a fuse export needs from block-export-add.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"blockd/internal/errtext"
+	"blockd/internal/gnutls"
 )
 
 // tlsCreds are loaded TLS credentials.
@@ -21,6 +22,12 @@ type tlsCreds struct {
 	endpoint   TLSEndpoint
 	verifyPeer bool
 	psk        bool
+	anon       bool
+	priority   string // the reference's GnuTLS priority; "" for the default
+
+	// psk server side: files GnuTLS reads when a server starts
+	pskFile string
+	dhFile  string // "" without dh-params.pem
 
 	// x509 server side
 	cert  tls.Certificate
@@ -229,21 +236,46 @@ func verifyText(err error) string {
 	return err.Error()
 }
 
+// loadAnon loads tls-creds-anon as the reference does: a server's
+// directory may hold dh-params.pem; nothing else is read.
+func loadAnon(p *TLSCredsAnonProperties) (*tlsCreds, error) {
+	ep, verify := common(&p.TLSCredsProperties)
+	c := &tlsCreds{endpoint: ep, verifyPeer: verify, anon: true}
+	if ep == "server" && p.Dir != nil {
+		if _, err := credPath(p.Dir, fileDHParams, false); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
 // loadPSK loads tls-creds-psk as the reference does: a server needs a
 // readable keys.psk (parsed at handshake time) and no username; a client
 // looks its username's key up at once.
 func loadPSK(p *TLSCredsPSKProperties) (*tlsCreds, error) {
 	ep, verify := common(&p.TLSCredsProperties)
 	c := &tlsCreds{endpoint: ep, verifyPeer: verify, psk: true}
+	if p.Priority != nil {
+		c.priority = *p.Priority
+	}
 	if ep == "server" {
 		if p.Username != nil {
 			return nil, errors.New("username should not be set when endpoint=server")
 		}
-		if _, err := credPath(p.Dir, fileDHParams, false); err != nil {
+		var err error
+		if c.dhFile, err = credPath(p.Dir, fileDHParams, false); err != nil {
 			return nil, err
 		}
-		if _, err := credPath(p.Dir, filePSK, true); err != nil {
+		if c.pskFile, err = credPath(p.Dir, filePSK, true); err != nil {
 			return nil, err
+		}
+		// The reference loads DH parameters with the credentials, so a
+		// bad file fails object-add; that needs GnuTLS now, which is
+		// otherwise loaded when a server starts.
+		if c.dhFile != "" {
+			if err := gnutls.CheckDHParams(c.dhFile); err != nil {
+				return nil, err
+			}
 		}
 		return c, nil
 	}
@@ -270,15 +302,20 @@ func loadPSK(p *TLSCredsPSKProperties) (*tlsCreds, error) {
 	return nil, fmt.Errorf("Username %s not found in PSK file %s", user, path)
 }
 
-// ErrPSKUnsupported: Go's TLS stack has no PSK key exchange (neither the
-// TLS 1.2 PSK cipher suites nor TLS 1.3 external PSKs), so PSK
-// credentials load but cannot serve connections.
-var ErrPSKUnsupported = errors.New("TLS-PSK credentials are not supported by blockd (its TLS stack has no PSK key exchange); use tls-creds-x509")
+// ErrPSKUnsupported: TLS-PSK is served through GnuTLS (TLSServer); the
+// crypto/tls configurations below cannot carry it.
+var ErrPSKUnsupported = errors.New("TLS-PSK credentials have no crypto/tls configuration (Go's TLS stack has no PSK key exchange)")
+
+// ErrAnonUnsupported is why anonymous credentials cannot be used.
+var ErrAnonUnsupported = errors.New("anonymous TLS credentials are not supported by blockd (its TLS stack has no anonymous key exchange); use tls-creds-x509")
 
 // clientConfig builds the crypto/tls client configuration.
 func (c *tlsCreds) clientConfig(id string) (*tls.Config, error) {
 	if c.psk {
 		return nil, fmt.Errorf("'%s': %w", id, ErrPSKUnsupported)
+	}
+	if c.anon {
+		return nil, fmt.Errorf("'%s': %w", id, ErrAnonUnsupported)
 	}
 	cfg := &tls.Config{RootCAs: c.roots, MinVersion: tls.VersionTLS12}
 	if c.cert.Certificate != nil {
@@ -293,6 +330,9 @@ func (c *tlsCreds) clientConfig(id string) (*tls.Config, error) {
 func (c *tlsCreds) serverConfig(id string) (*tls.Config, error) {
 	if c.psk {
 		return nil, fmt.Errorf("'%s': %w", id, ErrPSKUnsupported)
+	}
+	if c.anon {
+		return nil, fmt.Errorf("'%s': %w", id, ErrAnonUnsupported)
 	}
 	cfg := &tls.Config{
 		Certificates: []tls.Certificate{c.cert},
