@@ -4,6 +4,8 @@ import (
 	"blockd/blockio"
 	"blockd/internal/qdict"
 	"blockd/schema"
+	"cmp"
+	"slices"
 )
 
 // Optional driver interfaces used by queries.
@@ -101,12 +103,7 @@ func fullOptions(n *Node) qdict.Dict {
 // jobFilterChild returns the node a job's filter (commit_top, mirror_top)
 // stands for: such filters are transparent in queries, as in QEMU, where
 // their filename, allocation and bdrv_get_info answers are the child's.
-func jobFilterChild(n *Node) *Node {
-	if _, ok := n.impl.(*filterImpl); ok {
-		return n.Backing()
-	}
-	return nil
-}
+func jobFilterChild(n *Node) *Node { return FilteredChild(n) }
 
 // imageInfo describes what a node presents (bdrv_query_image_info).
 func (g *Graph) imageInfo(n *Node) schema.ImageInfo {
@@ -260,13 +257,29 @@ func (g *Graph) DebugGraph() schema.XDbgBlockGraph {
 			held[v] = append(held[v], c)
 		}
 	}
+	// In creation order (QEMU's lists of backends and jobs), which is
+	// that of their first edges.
+	slices.SortStableFunc(vertices, func(a, b graphVertex) int {
+		first := func(v graphVertex) uint64 {
+			m := held[v][0].seq
+			for _, c := range held[v] {
+				m = min(m, c.seq)
+			}
+			return m
+		}
+		return cmp.Compare(first(a), first(b))
+	})
 	for _, typ := range []schema.XDbgBlockGraphNodeType{"block-backend", "block-job"} {
 		for _, v := range vertices {
 			if v.VertexType() != typ {
 				continue
 			}
 			addNode(v, typ, v.VertexName())
-			for _, c := range held[v] {
+			// A job lists its nodes newest first (block_job_add_bdrv
+			// prepends them).
+			edges := held[v]
+			slices.SortFunc(edges, func(a, b *Child) int { return cmp.Compare(b.seq, a.seq) })
+			for _, c := range edges {
 				addEdge(v, c)
 			}
 		}

@@ -9,7 +9,7 @@ type BlockdevDriver string
 
 // EnumValues lists the implemented drivers (a subset of QEMU's).
 func (BlockdevDriver) EnumValues() []string {
-	return []string{"file", "null-co", "qcow2", "raw"}
+	return []string{"copy-before-write", "file", "null-co", "qcow2", "raw", "snapshot-access"}
 }
 
 // BlockdevDiscardOptions says whether discard requests reach the file.
@@ -53,6 +53,24 @@ type BlockdevOptions struct {
 	Null  *BlockdevOptionsNull  `qapi:",variant=null-co"`
 	Qcow2 *BlockdevOptionsQcow2 `qapi:",variant=qcow2"`
 	Raw   *BlockdevOptionsRaw   `qapi:",variant=raw"`
+	Cbw   *BlockdevOptionsCbw   `qapi:",variant=copy-before-write"`
+	// SnapshotAccess reads the point in time a copy-before-write filter
+	// (its file) keeps.
+	SnapshotAccess *BlockdevOptionsGenericFormat `qapi:",variant=snapshot-access"`
+}
+
+// OnCbwError says what a failed copy-before-write breaks.
+type OnCbwError string
+
+func (OnCbwError) EnumValues() []string { return []string{"break-guest-write", "break-snapshot"} }
+
+// BlockdevOptionsCbw are the copy-before-write filter's options.
+type BlockdevOptionsCbw struct {
+	BlockdevOptionsGenericFormat `qapi:",base"`
+	Target                       BlockdevRef       `qapi:"target"`
+	Bitmap                       *BlockDirtyBitmap `qapi:"bitmap,optional"`
+	OnCbwError                   *OnCbwError       `qapi:"on-cbw-error,optional"`
+	CbwTimeout                   *uint32           `qapi:"cbw-timeout,optional"`
 }
 
 // BlockdevOptionsFile are the file driver's options.
