@@ -203,11 +203,6 @@ func (m *Manager) createBackup(bs, target *blockcore.Node, o backupOptions) (*ba
 	}
 	j.onErrorPolicy, j.onTargetError = o.onSourceError, o.onTargetError
 	b := &backup{commitSetup: commitSetup{m: m, job: j}, source: bs, target: target, sync: o.sync}
-	if err := b.setup(o.filterName); err != nil {
-		b.Clean()
-		m.discard(j)
-		return nil, err
-	}
 	if o.bitmap != nil {
 		// A bitmap the job will write must be writable.
 		if o.bitmapMode != "never" {
@@ -217,12 +212,24 @@ func (m *Manager) createBackup(bs, target *blockcore.Node, o backupOptions) (*ba
 				return nil, err
 			}
 		}
+		// Frozen before the filter exists, so that the filter's copy
+		// bitmap is listed as the newer one (backup_job_create).
 		if err := bs.CreateSuccessor(o.bitmap); err != nil {
 			b.Clean()
 			m.discard(j)
 			return nil, err
 		}
 		b.bitmap, b.bitmapMode = o.bitmap, o.bitmapMode
+	}
+	if err := b.setup(o.filterName); err != nil {
+		if b.bitmap != nil {
+			// No backup happened: the bitmap is given back whole.
+			bs.Reclaim(b.bitmap)
+			b.bitmap = nil
+		}
+		b.Clean()
+		m.discard(j)
+		return nil, err
 	}
 	switch {
 	case b.sync == "bitmap":
