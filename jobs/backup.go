@@ -386,7 +386,7 @@ func (b *backup) syncBitmap() {
 	}
 	if b.failed && b.bitmapMode == "always" {
 		cm := b.cbw.copyMap
-		for _, sp := range cm.takeRange(0, int64(len(cm.bits))*64*cm.gran) {
+		for _, sp := range cm.takeRange(0, cm.size()) {
 			bm.Bits().Mark(sp.off, sp.n)
 		}
 	}

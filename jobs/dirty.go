@@ -2,16 +2,21 @@ package jobs
 
 import (
 	"sync"
+
+	"blockd/dirtybitmap"
 )
 
-// dirtyMap tracks which granules of a node changed since they were last
-// copied (QEMU's dirty bitmap). Writers mark from any goroutine; the job
-// takes granules out in order.
+// dirtyMap is a job's view of a dirty bitmap (dirtybitmap.Bitmap, the one
+// implementation): which granules of a node changed since they were last
+// copied. Writers mark from any goroutine without a lock; the takers (the
+// job, a copy-before-write) take granules out under mu, so that two of
+// them never claim the same granule. A mark racing with a take is either
+// taken with it or stays set: writers mark after their data landed, and
+// the taker reads the data after the take.
 type dirtyMap struct {
-	mu     sync.Mutex
+	mu     sync.Mutex // serializes takers, not writers
+	bm     *dirtybitmap.Bitmap
 	gran   int64
-	bits   []uint64
-	count  int64
 	notify chan struct{}
 }
 
@@ -21,8 +26,7 @@ func newDirtyMap(size int64) *dirtyMap { return newDirtyMapGran(size, dirtyGranu
 
 // newDirtyMapGran tracks in granules of gran bytes (a power of two).
 func newDirtyMapGran(size, gran int64) *dirtyMap {
-	n := (size + gran - 1) / gran
-	return &dirtyMap{gran: gran, bits: make([]uint64, (n+63)/64), notify: make(chan struct{}, 1)}
+	return &dirtyMap{bm: dirtybitmap.New(size, uint64(gran)), gran: gran, notify: make(chan struct{}, 1)}
 }
 
 // mark sets every granule touching [off, off+n).
@@ -30,26 +34,11 @@ func (d *dirtyMap) mark(off, n int64) {
 	if n <= 0 {
 		return
 	}
-	d.mu.Lock()
-	for g := off / d.gran; g <= (off+n-1)/d.gran; g++ {
-		w, b := g/64, uint(g%64)
-		if w >= int64(len(d.bits)) {
-			d.grow(w + 1)
-		}
-		if d.bits[w]&(1<<b) == 0 {
-			d.bits[w] |= 1 << b
-			d.count++
-		}
-	}
-	d.mu.Unlock()
+	d.bm.Mark(off, n)
 	select {
 	case d.notify <- struct{}{}:
 	default:
 	}
-}
-
-func (d *dirtyMap) grow(words int64) {
-	d.bits = append(d.bits, make([]uint64, words-int64(len(d.bits)))...)
 }
 
 // take clears and returns the first dirty run of at most max bytes at or
@@ -57,45 +46,30 @@ func (d *dirtyMap) grow(words int64) {
 func (d *dirtyMap) take(from, max int64) (off, n int64, ok bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.count == 0 {
-		return 0, 0, false
-	}
-	total := int64(len(d.bits)) * 64
-	start := from / d.gran
-	for i := int64(0); i < total; i++ {
-		g := (start + i) % total
-		if d.bits[g/64]&(1<<uint(g%64)) == 0 {
-			continue
+	off = d.bm.NextDirty(from)
+	if off < 0 {
+		if off = d.bm.NextDirty(0); off < 0 {
+			return 0, 0, false
 		}
-		first := g
-		for g < total && (g-first+1)*d.gran <= max && d.bits[g/64]&(1<<uint(g%64)) != 0 {
-			d.bits[g/64] &^= 1 << uint(g%64)
-			d.count--
-			g++
-		}
-		return first * d.gran, (g - first) * d.gran, true
 	}
-	return 0, 0, false
+	end := min(d.roundUp(d.bm.NextClean(off)), off+max/d.gran*d.gran)
+	d.bm.Reset(off, end-off)
+	return off, end - off, true
 }
 
+// roundUp extends off to the end of its granule.
+func (d *dirtyMap) roundUp(off int64) int64 { return (off + d.gran - 1) &^ (d.gran - 1) }
+
 // bytes is the amount of dirty data.
-func (d *dirtyMap) bytes() int64 {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.count * d.gran
-}
+func (d *dirtyMap) bytes() int64 { return d.bm.Count() }
+
+// size is the amount of data the map covers.
+func (d *dirtyMap) size() int64 { return d.bm.Size() }
 
 // dirtyIn is the amount of dirty data in [off, off+n).
 func (d *dirtyMap) dirtyIn(off, n int64) int64 {
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	var c int64
-	total := int64(len(d.bits)) * 64
-	for g := off / d.gran; g < total && g*d.gran < off+n; g++ {
-		if d.bits[g/64]&(1<<uint(g%64)) != 0 {
-			c += d.gran
-		}
-	}
+	d.bm.Extents(off, n, func(_, l int64) bool { c += l; return true })
 	return c
 }
 
@@ -103,43 +77,25 @@ func (d *dirtyMap) dirtyIn(off, n int64) int64 {
 type span struct{ off, n int64 }
 
 // takeRange clears and returns the dirty runs inside [off, off+n), which
-// must be granule-aligned at off.
+// must be granule-aligned at off, in whole granules.
 func (d *dirtyMap) takeRange(off, n int64) []span {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []span
-	total := int64(len(d.bits)) * 64
-	for g := off / d.gran; g < total && g*d.gran < off+n; g++ {
-		if d.bits[g/64]&(1<<uint(g%64)) == 0 {
-			continue
-		}
-		d.bits[g/64] &^= 1 << uint(g%64)
-		d.count--
-		if k := len(out) - 1; k >= 0 && out[k].off+out[k].n == g*d.gran {
-			out[k].n += d.gran
-		} else {
-			out = append(out, span{g * d.gran, d.gran})
-		}
+	d.bm.Extents(off, n, func(o, l int64) bool {
+		out = append(out, span{o, d.roundUp(o+l) - o})
+		return true
+	})
+	for _, sp := range out {
+		d.bm.Reset(sp.off, sp.n)
 	}
 	return out
 }
 
 // isSet reports whether the granule holding off is set.
-func (d *dirtyMap) isSet(off int64) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	g := off / d.gran
-	return g/64 < int64(len(d.bits)) && d.bits[g/64]&(1<<uint(g%64)) != 0
-}
+func (d *dirtyMap) isSet(off int64) bool { return d.bm.Get(off) }
 
 // allSet reports whether every granule touching [off, off+n) is set.
 func (d *dirtyMap) allSet(off, n int64) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for g := off / d.gran; g <= (off+n-1)/d.gran; g++ {
-		if g/64 >= int64(len(d.bits)) || d.bits[g/64]&(1<<uint(g%64)) == 0 {
-			return false
-		}
-	}
-	return true
+	return d.bm.NextClean(off) >= min(off+n, d.bm.Size())
 }
