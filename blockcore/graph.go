@@ -25,6 +25,8 @@ type Graph struct {
 
 	openTx []*tx           // transactions in progress, oldest first
 	drains []*drainSection // drained sections in progress
+
+	objects ObjectStore
 }
 
 // NewGraph returns an empty graph.

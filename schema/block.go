@@ -9,7 +9,7 @@ type BlockdevDriver string
 
 // EnumValues lists the implemented drivers (a subset of QEMU's).
 func (BlockdevDriver) EnumValues() []string {
-	return []string{"file", "null-co", "qcow2", "raw"}
+	return []string{"file", "nbd", "null-co", "qcow2", "raw"}
 }
 
 // BlockdevDiscardOptions says whether discard requests reach the file.
@@ -50,6 +50,7 @@ type BlockdevOptions struct {
 	DetectZeroes *BlockdevDetectZeroesOptions `qapi:"detect-zeroes,optional"`
 
 	File  *BlockdevOptionsFile  `qapi:",variant=file"`
+	Nbd   *BlockdevOptionsNbd   `qapi:",variant=nbd"`
 	Null  *BlockdevOptionsNull  `qapi:",variant=null-co"`
 	Qcow2 *BlockdevOptionsQcow2 `qapi:",variant=qcow2"`
 	Raw   *BlockdevOptionsRaw   `qapi:",variant=raw"`
@@ -66,6 +67,17 @@ type BlockdevOptionsFile struct {
 	// XCheckCacheDropped is accepted as QEMU does; it only matters to
 	// cache invalidation on incoming migration, which blockd has not.
 	XCheckCacheDropped *bool `qapi:"x-check-cache-dropped,optional"`
+}
+
+// BlockdevOptionsNbd are the nbd (client) driver's options.
+type BlockdevOptionsNbd struct {
+	Server         SocketAddress `qapi:"server"`
+	Export         *string       `qapi:"export,optional"`
+	TLSCreds       *string       `qapi:"tls-creds,optional"`
+	TLSHostname    *string       `qapi:"tls-hostname,optional"`
+	XDirtyBitmap   *string       `qapi:"x-dirty-bitmap,optional,features=unstable"`
+	ReconnectDelay *uint32       `qapi:"reconnect-delay,optional"`
+	OpenTimeout    *uint32       `qapi:"open-timeout,optional"`
 }
 
 // BlockdevOptionsNull are the null-co driver's options.
