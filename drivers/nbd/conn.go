@@ -327,11 +327,11 @@ func (c *conn) readChunk() error {
 	if cl.err == nil {
 		switch {
 		case req.Type == nbd.CmdRead && cl.got != uint64(req.Length):
-			// A reply that leaves part of the buffer unwritten (or covers
-			// some of it twice) cannot be trusted.
-			cl.err = fmt.Errorf("nbd: read reply covers %d of %d bytes: %w", cl.got, req.Length, syscall.EIO)
+			// Part of the buffer unwritten (or some of it twice): the
+			// server cannot be trusted with the next request either.
+			return protoErr("read reply covers %d of %d bytes", cl.got, req.Length)
 		case req.Type == nbd.CmdBlockStatus && !cl.next:
-			cl.err = fmt.Errorf("nbd: block status reply without extent: %w", syscall.EIO)
+			return protoErr("block status reply without extent")
 		}
 	}
 	c.complete(cookie)
