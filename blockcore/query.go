@@ -177,6 +177,8 @@ func (g *Graph) DeviceInfo(n *Node, flat bool) schema.BlockDeviceInfo {
 		Image:        g.imageInfo(n),
 		Cache:        schema.BlockdevCacheInfo{Writeback: true},
 	}
+	// bs->encrypted: the node decrypts (luks), which its image info says.
+	di.Encrypted = di.Image.Encrypted != nil && *di.Image.Encrypted
 	if n.threshold != nil {
 		di.WriteThreshold = int64(n.threshold.get())
 	}

@@ -14,6 +14,7 @@ import (
 
 	// Block drivers register themselves with the graph.
 	_ "blockd/drivers/file"
+	_ "blockd/drivers/luks"
 	_ "blockd/drivers/nbd"
 	_ "blockd/drivers/null"
 	_ "blockd/drivers/qcow2"
