@@ -17,6 +17,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("blockd")
 ap.add_argument("--size", default="512M")
 ap.add_argument("--runs", type=int, default=3)
+ap.add_argument("--only", default="", help="run only the tests whose name contains this")
 a = ap.parse_args()
 d = tempfile.mkdtemp(prefix="bench-nbdclient-")
 size_mib = int(a.size[:-1]) * (1024 if a.size.endswith("G") else 1)
@@ -71,6 +72,8 @@ tests = {
         lambda uri: ["qemu-img", "bench", "-f", "raw", "-c", "100000", "-d", "16", "-s", "4k", "-S", "1M", uri],
 }
 res = {k: {"qemu-storage-daemon": [], "blockd": []} for k in tests}
+tests = {k: v for k, v in tests.items() if a.only in k}
+res = {k: res[k] for k in tests}
 for r in range(a.runs):
     for name, argv in tests.items():
         for who, bin_ in (("qemu-storage-daemon", "qemu-storage-daemon"), ("blockd", a.blockd)):

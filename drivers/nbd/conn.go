@@ -58,7 +58,7 @@ type conn struct {
 }
 
 func newConn(nc net.Conn, info *nbd.ExportInfo) *conn {
-	c := &conn{nc: nc, r: bufio.NewReaderSize(nc, 256<<10), info: info,
+	c := &conn{nc: nc, r: bufio.NewReaderSize(nc, 64<<10), info: info,
 		pending: map[uint64]*call{}, done: make(chan struct{})}
 	go c.readLoop()
 	return c
