@@ -519,3 +519,51 @@ func TestHandshakeFailures(t *testing.T) {
 		t.Fatalf("no server: %v", err)
 	}
 }
+
+// x-dirty-bitmap: block status reports the bitmap's context instead of
+// allocation; dirty ranges are holes (no data), as QEMU shows them.
+func TestDirtyBitmapContext(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s")
+	dev := newMem(1 << 20)
+	s := nbd.NewServer(nbd.Options{})
+	bm := nbd.Bitmap{Name: "b0", Status: func(off, length int64) (bool, int64, error) {
+		if off < 64<<10 {
+			return true, min(length, 64<<10-off), nil
+		}
+		return false, length, nil
+	}}
+	if err := s.AddExport(&nbd.Export{Name: "exp", Dev: dev, Size: int64(len(dev.buf)), Bitmaps: []nbd.Bitmap{bm}}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = s.Serve(l) }()
+	defer s.Close()
+	cl, err := Connect(Config{Addr: Address{Unix: sock}, Export: "exp", Context: "qemu:dirty-bitmap:b0"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, ok := cl.Info.Contexts["qemu:dirty-bitmap:b0"]; !ok {
+		t.Fatalf("context not negotiated: %v", cl.Info.Contexts)
+	}
+	st, err := cl.BlockStatus(0, 1<<20)
+	if err != nil || st.Flags&blockio.StatusData != 0 || st.Length != 64<<10 {
+		t.Fatalf("dirty range: %+v %v", st, err)
+	}
+	st, err = cl.BlockStatus(64<<10, 1<<20-64<<10)
+	if err != nil || st.Flags&blockio.StatusData == 0 || st.Length != 1<<20-64<<10 {
+		t.Fatalf("clean range: %+v %v", st, err)
+	}
+	// An unknown context is simply not selected.
+	cl2, err := Connect(Config{Addr: Address{Unix: sock}, Export: "exp", Context: "qemu:dirty-bitmap:nosuch"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl2.Close()
+	if len(cl2.Info.Contexts) != 0 {
+		t.Fatalf("unknown context selected: %v", cl2.Info.Contexts)
+	}
+}
