@@ -505,6 +505,32 @@ func TestHandshakeFailures(t *testing.T) {
 	if _, err := Connect(Config{Addr: Address{Unix: sock}, HandshakeTimeout: time.Second}, 0); err == nil {
 		t.Fatal("connected to a server that hung up")
 	}
+	// A server that accepts and says nothing: negotiation is bounded.
+	sock3 := filepath.Join(dir, "silent")
+	l3, err := net.Listen("unix", sock3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		var held []net.Conn
+		for {
+			nc, err := l3.Accept()
+			if err != nil {
+				for _, c := range held {
+					c.Close()
+				}
+				return
+			}
+			held = append(held, nc)
+		}
+	}()
+	if _, err := Connect(Config{Addr: Address{Unix: sock3}, HandshakeTimeout: 200 * time.Millisecond}, 0); err == nil {
+		t.Fatal("connected to a silent server")
+	}
+	l3.Close()
+	<-accepted
 	// Unknown export on blockd's server: QEMU's text.
 	sock2 := filepath.Join(dir, "s")
 	srv := serve(t, sock2, newMem(4096))

@@ -106,7 +106,9 @@ func open(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 	if cl.Info.Flags&nbd.FlagReadOnly != 0 && !oc.ReadOnly {
 		if !oc.AutoReadOnly {
 			cl.Close()
-			return nil, schema.Errorf("NBD export is read-only")
+			// qemu-storage-daemon 7.2 loses its own message here too and
+			// reports the errno (EACCES).
+			return nil, schema.Errorf("Could not open image: Permission denied")
 		}
 		oc.ReadOnly = true
 	}

@@ -256,13 +256,12 @@ func (cl *Client) BlockStatus(off, length int64) (blockio.Status, error) {
 // Size is the export's size.
 func (cl *Client) Size() (int64, error) { return cl.Info.Size, nil }
 
-// Truncate cannot change an export's size (nbd_co_truncate's texts).
+// Truncate cannot change an export's size. As nbd_co_truncate without
+// "exact" (block_resize), growing is refused and shrinking is accepted
+// and changes nothing.
 func (cl *Client) Truncate(size int64) error {
-	switch {
-	case size > cl.Info.Size:
+	if size > cl.Info.Size {
 		return schema.Errorf("Cannot grow NBD nodes")
-	case size < cl.Info.Size:
-		return schema.Errorf("Cannot resize NBD nodes")
 	}
 	return nil
 }
