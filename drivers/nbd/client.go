@@ -72,6 +72,7 @@ type Client struct {
 	st       state
 	deadline time.Time
 	changed  chan struct{} // closed and replaced at every state change
+	drained  int           // drained sections of the node in progress
 	stop     chan struct{} // closed by Close
 	loops    sync.WaitGroup
 }
@@ -236,7 +237,7 @@ func (cl *Client) conn() (*conn, error) {
 			return nil, errFailed
 		}
 		left := time.Until(cl.deadline)
-		if left <= 0 {
+		if left <= 0 || cl.drained > 0 {
 			cl.setState(failing)
 			return nil, errFailed
 		}
@@ -276,6 +277,24 @@ func (cl *Client) do(mk func() *call, payload []byte) (*call, error) {
 		}
 		return k, err
 	}
+}
+
+// DrainBegin: a drained section does not wait for a reconnect; requests
+// waiting for one fail now, as nbd_client_co_drain_begin makes them.
+func (cl *Client) DrainBegin() {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	cl.drained++
+	if cl.st == waiting {
+		cl.setState(failing)
+	}
+}
+
+// DrainEnd ends a drained section.
+func (cl *Client) DrainEnd() {
+	cl.mu.Lock()
+	cl.drained--
+	cl.mu.Unlock()
 }
 
 // Close ends the client: the connection (with NBD_CMD_DISC) and any

@@ -593,3 +593,21 @@ func TestDirtyBitmapContext(t *testing.T) {
 		t.Fatalf("unknown context selected: %v", cl2.Info.Contexts)
 	}
 }
+
+// A drained section does not wait for a reconnect: a request waiting for
+// one fails with EIO when the node is drained (blockdev-del, graph
+// changes), however long reconnect-delay is.
+func TestDrainEndsReconnectWait(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s")
+	dev := newMem(1 << 20)
+	srv := serve(t, sock, dev)
+	cl := connect(t, sock, time.Hour)
+	srv.Close()
+	done := make(chan error, 1)
+	go func() { done <- cl.ReadAt(make([]byte, 512), 0) }()
+	cl.DrainBegin()
+	if err := <-done; !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read during a drain: %v", err)
+	}
+	cl.DrainEnd()
+}
