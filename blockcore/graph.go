@@ -27,11 +27,14 @@ type Graph struct {
 	drains []*drainSection // drained sections in progress
 
 	objects ObjectStore
+	actions map[string]actionType // transaction action types (transaction.go)
 }
 
 // NewGraph returns an empty graph.
 func NewGraph(log *zap.Logger, bus *events.Bus) *Graph {
-	return &Graph{log: log, bus: bus, nodes: map[string]*Node{}}
+	g := &Graph{log: log, bus: bus, nodes: map[string]*Node{}}
+	g.registerActions()
+	return g
 }
 
 // Bus returns the event bus nodes and jobs publish on.
