@@ -36,7 +36,9 @@ def serve(bin_):
     if os.path.exists(sock):
         os.unlink(sock)
     node = '{"driver":"luks","node-name":"n","key-secret":"s0","file":{"driver":"file","filename":"%s"}}' % img
-    p = subprocess.Popen([bin_, "--object", sec, "--blockdev", node, "--nbd-server", f"addr.type=unix,addr.path={sock}",
+    # An explicit monitor socket: blockd's default one may be another's.
+    mon = ["--chardev", f"socket,id=m,path={os.path.join(d, 'qmp.sock')},server=on,wait=off", "--monitor", "chardev=m"]
+    p = subprocess.Popen([bin_] + mon + ["--object", sec, "--blockdev", node, "--nbd-server", f"addr.type=unix,addr.path={sock}",
                           "--export", "type=nbd,id=e,node-name=n,name=disk,writable=on"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(400):

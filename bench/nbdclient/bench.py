@@ -46,7 +46,9 @@ def serve(bin_):
     if os.path.exists(sock):
         os.unlink(sock)
     node = '{"driver":"nbd","node-name":"n","export":"base","server":{"type":"unix","path":"%s"}}' % base_sock
-    p = subprocess.Popen([bin_, "--blockdev", node, "--nbd-server", f"addr.type=unix,addr.path={sock}",
+    # An explicit monitor socket: blockd's default one may be another's.
+    mon = ["--chardev", f"socket,id=m,path={os.path.join(d, 'qmp.sock')},server=on,wait=off", "--monitor", "chardev=m"]
+    p = subprocess.Popen([bin_] + mon + ["--blockdev", node, "--nbd-server", f"addr.type=unix,addr.path={sock}",
                           "--export", "type=nbd,id=e,node-name=n,name=disk,writable=on"],
                          stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "daemon.log"), "a"))
     try:
