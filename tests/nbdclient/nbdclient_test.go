@@ -133,49 +133,23 @@ func startBlockd(t *testing.T, dir string, extra ...string) *daemon {
 	}
 	sock := filepath.Join(dir, "nbd.sock")
 	args := append([]string{"--nbd-server", "addr.type=unix,addr.path=" + sock}, extra...)
-	d := &daemon{Daemon: qmptest.StartDaemon(t, blockdBin, dir, args...), nbdSock: sock}
-	d.qmp = qmptest.Dial(t, d.Sock)
-	if _, _, err := d.qmp.Next(); err != nil {
-		t.Fatal(err)
-	}
-	d.cmd(t, "qmp_capabilities", nil)
-	t.Cleanup(func() {
-		d.qmp.Close()
-		d.Stop(t)
-	})
-	return d
+	d, c := qmptest.StartSession(t, blockdBin, dir, args...)
+	return &daemon{Daemon: d, qmp: c, nbdSock: sock}
 }
 
 func (d *daemon) cmd(t *testing.T, name string, args any) any {
 	t.Helper()
-	r, _ := d.qmp.Command(t, name, args)
-	if e, ok := r["error"]; ok {
-		t.Fatalf("%s: %v", name, e)
-	}
-	return r["return"]
+	return d.qmp.Ok(t, name, args)
 }
 
 func (d *daemon) cmdErr(t *testing.T, name string, args any) string {
 	t.Helper()
-	r, _ := d.qmp.Command(t, name, args)
-	e, ok := r["error"].(map[string]any)
-	if !ok {
-		t.Fatalf("%s succeeded, want an error", name)
-	}
-	return e["desc"].(string)
+	return d.qmp.Err(t, name, args)
 }
 
 func (d *daemon) waitEvent(t *testing.T, name string) map[string]any {
 	t.Helper()
-	for {
-		m, raw, err := d.qmp.Next()
-		if err != nil {
-			t.Fatalf("waiting for %s: %v (%q)", name, err, raw)
-		}
-		if m["event"] == name {
-			return m
-		}
-	}
+	return d.qmp.WaitEvent(t, name)
 }
 
 func (d *daemon) uri(export string) string {
