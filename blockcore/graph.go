@@ -27,6 +27,7 @@ type Graph struct {
 	openTx []*tx           // transactions in progress, oldest first
 	drains []*drainSection // drained sections in progress
 
+	objects ObjectStore
 	actions map[string]actionType // transaction action types (transaction.go)
 }
 

@@ -80,7 +80,9 @@ func backingOverridden(n *Node) bool {
 // its driver and its children, in QEMU's QDict order.
 func fullOptions(n *Node) qdict.Dict {
 	var d qdict.Dict
-	if f, ok := n.impl.(Filenamer); ok && f.ExactFilename() != "" {
+	// A protocol node whose strong options are all in its filename (file,
+	// null-co) is described by it; others (nbd's server.*) by the options.
+	if f, ok := n.impl.(Filenamer); ok && f.ExactFilename() != "" && len(strongOptions(n)) == 0 {
 		return d.Set("driver", n.drv.Name).Set("filename", f.ExactFilename())
 	}
 	for k, v := range strongOptions(n) {
@@ -172,6 +174,8 @@ func (g *Graph) DeviceInfo(n *Node, flat bool) schema.BlockDeviceInfo {
 		Image:        g.imageInfo(n),
 		Cache:        schema.BlockdevCacheInfo{Writeback: true},
 	}
+	// bs->encrypted: the node decrypts (luks), which its image info says.
+	di.Encrypted = di.Image.Encrypted != nil && *di.Image.Encrypted
 	if n.threshold != nil {
 		di.WriteThreshold = int64(n.threshold.get())
 	}
