@@ -25,6 +25,16 @@ type Graph struct {
 
 	openTx []*tx           // transactions in progress, oldest first
 	drains []*drainSection // drained sections in progress
+
+	// Secrets resolves secret objects for drivers that authenticate
+	// (rbd's key-secret); nil when the daemon has no object registry.
+	Secrets SecretSource
+}
+
+// SecretSource looks up the data of a secret object by id, with the
+// reference's texts for an unknown id or an object of another type.
+type SecretSource interface {
+	Secret(id string) ([]byte, error)
 }
 
 // NewGraph returns an empty graph.

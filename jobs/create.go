@@ -8,6 +8,7 @@ import (
 	"blockd/blockio"
 	"blockd/drivers/file"
 	"blockd/drivers/qcow2"
+	"blockd/drivers/rbd"
 	"blockd/schema"
 )
 
@@ -28,6 +29,9 @@ type oneShot struct {
 	err   error        // setup failure
 	work  func() error // I/O, in the worker
 	edges []*blockcore.Child
+	// sync: the command's reply waits for the work, as where QEMU's
+	// creation function never yields (rbd's librbd calls block).
+	sync bool
 }
 
 func (o *oneShot) Run(j *Job) error {
@@ -67,7 +71,7 @@ func (m *Manager) startOneShot(id string, typ schema.JobType, o *oneShot) error 
 		return err
 	}
 	m.start(j, o)
-	if o.err != nil {
+	if o.err != nil || o.sync {
 		m.waitWorker(j)
 	}
 	return nil
@@ -94,6 +98,10 @@ func (m *Manager) blockdevCreate(a *schema.BlockdevCreateArgs) error {
 		o.work = func() error { return file.Create(opts) }
 	case a.Options.Qcow2 != nil:
 		m.setupQcow2Create(o, a.Options.Qcow2)
+	case a.Options.Rbd != nil:
+		r, secrets := a.Options.Rbd, m.g.Secrets
+		o.work = func() error { return rbd.Create(r, secrets) }
+		o.sync = true
 	default:
 		return schema.Errorf("Driver does not support blockdev-create")
 	}
