@@ -43,6 +43,9 @@ var reopenSpecs = map[string]*reopenSpec{
 	// null-co's prepare accepts everything and changes nothing: its
 	// options stay and must be unchanged.
 	"null-co": {},
+	// rbd's prepare only refuses read-write on a snapshot; every option
+	// stays and must be unchanged.
+	"rbd": {},
 }
 
 // Generic options that may always be left out (bdrv_reset_options_allowed).

@@ -115,8 +115,12 @@ func newImage(t testing.TB, size int64, extra ...string) string {
 	args := append([]string{"-c", conf, "create", "--size", fmt.Sprintf("%dB", size)}, extra...)
 	rbdCmd(t, append(args, "rbd/"+name)...)
 	t.Cleanup(func() {
-		_ = exec.Command("rbd", "-c", conf, "snap", "purge", "rbd/"+name).Run()
-		_ = exec.Command("rbd", "-c", conf, "rm", "--no-progress", "rbd/"+name).Run()
+		// An image a killed client still watches cannot be removed until
+		// its watch times out (30 s); the cluster is thrown away anyway.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = exec.CommandContext(ctx, "rbd", "-c", conf, "snap", "purge", "rbd/"+name).Run()
+		_ = exec.CommandContext(ctx, "rbd", "-c", conf, "rm", "--no-progress", "rbd/"+name).Run()
 	})
 	return name
 }
