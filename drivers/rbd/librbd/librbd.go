@@ -74,18 +74,27 @@ var (
 // Load opens the libraries once; every later call returns the first
 // result. The error names the library and the Debian package to install.
 func Load() error {
-	loadOnce.Do(func() { loadErr = load() })
+	loadOnce.Do(func() { loadErr = load(radosLib, rbdLib) })
 	return loadErr
 }
 
-func load() (err error) {
-	rados, err := purego.Dlopen(radosLib, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+// dlopen opens a library or says which Debian package ships it.
+func dlopen(name, pkg string) (uintptr, error) {
+	h, err := purego.Dlopen(name, purego.RTLD_NOW|purego.RTLD_GLOBAL)
 	if err != nil {
-		return fmt.Errorf("%w: cannot load %s (install the Debian package librados2): %v", ErrNoLibrary, radosLib, err)
+		return 0, fmt.Errorf("%w: cannot load %s (install the Debian package %s): %v", ErrNoLibrary, name, pkg, err)
 	}
-	rbd, err := purego.Dlopen(rbdLib, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+	return h, nil
+}
+
+func load(radosName, rbdName string) (err error) {
+	rados, err := dlopen(radosName, "librados2")
 	if err != nil {
-		return fmt.Errorf("%w: cannot load %s (install the Debian package librbd1): %v", ErrNoLibrary, rbdLib, err)
+		return err
+	}
+	rbd, err := dlopen(rbdName, "librbd1")
+	if err != nil {
+		return err
 	}
 	// RegisterLibFunc panics on a missing symbol (an older library).
 	defer func() {
