@@ -17,7 +17,9 @@ import (
 
 // openNode opens an rbd node in an in-process graph and returns its data
 // path (the node's gate in front of the driver).
-func openNode(t *testing.T, conf, img string) blockio.Device {
+func openNode(t *testing.T, conf, img string) blockio.Device { return openNodeTB(t, conf, img) }
+
+func openNodeTB(t testing.TB, conf, img string) blockio.Device {
 	t.Helper()
 	g := blockcore.NewGraph(zap.NewNop(), events.NewBus())
 	var opts schema.BlockdevOptions
