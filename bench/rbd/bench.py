@@ -7,7 +7,8 @@ daemons alternating run by run (median of RUNS):
   nbdcopy read SIZE from the image to null: (1 connection)
 
 usage: bench.py BLOCKD CEPH_CONF [--size 256M] [--runs 3]
-Prints a markdown table: seconds for each daemon and qsd/blockd (>1: blockd faster).
+Prints a markdown table: seconds for each daemon and qsd/blockd (>1: blockd faster),
+wall-clock and the daemon's own CPU time (user + system) during the copy.
 """
 import argparse, os, statistics, subprocess, tempfile, time
 
@@ -61,6 +62,12 @@ def timed(argv):
     return time.perf_counter() - t0
 
 
+def cpu(p):
+    """User and system CPU seconds the daemon has used so far."""
+    f = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop(p):
     p.terminate()  # both close the image: the cache is flushed, the lock released
     p.wait(60)
@@ -73,18 +80,23 @@ for run in range(a.runs):
         p, uri = serve(bin_)
         try:
             # --flush: the time includes making the data durable.
+            c0 = cpu(p)
             w = timed(["nbdcopy", "--flush", "-C", "1", src, uri])
+            c1 = cpu(p)
             r = timed(["nbdcopy", "-C", "1", uri, "null:"])
+            c2 = cpu(p)
         finally:
             stop(p)
         results[name].setdefault("write", []).append(w)
         results[name].setdefault("read", []).append(r)
+        results[name].setdefault("write cpu", []).append(c1 - c0)
+        results[name].setdefault("read cpu", []).append(c2 - c1)
 subprocess.run(["rbd", "-c", a.conf, "rm", "--no-progress", f"rbd/{img}"],
                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 print(f"| nbdcopy over NBD, rbd image, {a.size} | blockd s | qsd s | qsd/blockd |")
 print("|---|---|---|---|")
-for op in ["write", "read"]:
+for op in ["write", "read", "write cpu", "read cpu"]:
     b = statistics.median(results["blockd"][op])
     q = statistics.median(results["qsd"][op])
     print(f"| {op} | {b:.2f} | {q:.2f} | {q / b:.2f}x |")

@@ -48,7 +48,7 @@ func TestCommitIntoRBD(t *testing.T) {
 	addChain(t, d, dir, conf, img)
 	nbd := d.export(t, "top", true)
 	tool(t, dir, "qemu-img", "compare", "-q", "-f", "raw", "-F", "raw", nbd, filepath.Join(dir, "expect.raw"))
-	d.ok(t, "block-export-del", map[string]any{"id": "top"})
+	d.ok(t, "block-export-del", map[string]any{"id": "top", "mode": "hard"})
 
 	// Intermediate: mid into base.
 	d.ok(t, "block-commit", map[string]any{"job-id": "c1", "device": "top", "top-node": "mid", "base-node": "base"})
@@ -60,7 +60,7 @@ func TestCommitIntoRBD(t *testing.T) {
 	waitJob(t, d, "c2", "BLOCK_JOB_COMPLETED")
 	nbd = d.export(t, "base", false)
 	tool(t, dir, "qemu-img", "compare", "-q", "-f", "raw", "-F", "raw", nbd, filepath.Join(dir, "expect.raw"))
-	d.ok(t, "block-export-del", map[string]any{"id": "base"})
+	d.ok(t, "block-export-del", map[string]any{"id": "base", "mode": "hard"})
 	d.stop(t)
 	tool(t, dir, "qemu-img", "compare", "-q", "-f", "raw", "-F", "raw", qemuURI(conf, img), filepath.Join(dir, "expect.raw"))
 }
@@ -108,7 +108,7 @@ func TestCommitIntoRBDSurvivesSIGKILL(t *testing.T) {
 			d.ok(t, "blockdev-add", rbdNode("base", conf, img))
 			nbd := d.export(t, "base", true)
 			tool(t, dir, "qemu-io", "-f", "raw", "-c", "write -P 0x66 56M 4M", "-c", "flush", nbd)
-			d.ok(t, "block-export-del", map[string]any{"id": "base"})
+			d.ok(t, "block-export-del", map[string]any{"id": "base", "mode": "hard"})
 			d.ok(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": "top",
 				"file": map[string]any{"driver": "file", "filename": filepath.Join(dir, "top.qcow2")}, "backing": "base"})
 			d.ok(t, "block-commit", map[string]any{"job-id": "c", "device": "top", "speed": 64 << 20})

@@ -177,7 +177,7 @@ func TestSnapshotNode(t *testing.T) {
 	if e, _ := rep["error"].(map[string]any); e == nil || e["desc"] != "Cannot change node 's' to r/w when using RBD snapshot" {
 		t.Fatalf("reopen r/w: %v", rep)
 	}
-	d.ok(t, "block-export-del", map[string]any{"id": "s"})
+	d.ok(t, "block-export-del", map[string]any{"id": "s", "mode": "hard"})
 	d.stop(t)
 	tool(t, dir, "qemu-io", "-f", "raw", "-r", "-U", "-c", "read -P 0xc2 0 4M", uri)
 }

@@ -1,9 +1,12 @@
 package librbd
 
 import (
+	"os"
 	"runtime"
 	"sync"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // pending maps the number a completion carries to the goroutine waiting
@@ -12,12 +15,12 @@ import (
 var pending = struct {
 	sync.Mutex
 	next uintptr
-	m    map[uintptr]chan struct{}
-}{m: map[uintptr]chan struct{}{}}
+	m    map[uintptr]chan int64
+}{m: map[uintptr]chan int64{}}
 
-var chanPool = sync.Pool{New: func() any { return make(chan struct{}, 1) }}
+var chanPool = sync.Pool{New: func() any { return make(chan int64, 1) }}
 
-func register(ch chan struct{}) uintptr {
+func register(ch chan int64) uintptr {
 	pending.Lock()
 	defer pending.Unlock()
 	pending.next++
@@ -25,45 +28,84 @@ func register(ch chan struct{}) uintptr {
 	return pending.next
 }
 
-func unregister(id uintptr) {
+func take(id uintptr) chan int64 {
 	pending.Lock()
+	defer pending.Unlock()
+	ch := pending.m[id]
 	delete(pending.m, id)
-	pending.Unlock()
+	return ch
 }
 
-// onCompletion runs on a librbd thread (rbd_callback_t): it only wakes
-// the waiter, which reads the result and releases the completion.
-func onCompletion(_, arg uintptr) {
-	pending.Lock()
-	ch := pending.m[arg]
-	delete(pending.m, arg)
-	pending.Unlock()
-	if ch != nil {
-		ch <- struct{}{} // buffered: never blocks librbd's thread
+// eventTypeEventfd is librbd's EVENT_TYPE_EVENTFD (EVENT_TYPE_PIPE is 1).
+const eventTypeEventfd = 2
+
+// startPoller makes librbd signal finished requests on an eventfd that a
+// goroutine waits on through Go's poller: no librbd thread ever enters
+// Go, and one wake-up harvests every completion that is ready.
+func (im *Image) startPoller() error {
+	fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	if r := lib.setImageNotification(im.h, int32(fd), eventTypeEventfd); r < 0 {
+		unix.Close(fd)
+		return errno(int64(r))
+	}
+	// A non-blocking descriptor: reads park the goroutine in the poller.
+	im.events = os.NewFile(uintptr(fd), "rbd-completions")
+	im.polled = make(chan struct{})
+	go im.poll()
+	return nil
+}
+
+// poll delivers completions until the eventfd is closed. The counter is
+// read (and reset) before the queue is drained, so a completion queued
+// after the drain has signalled again and none is missed.
+func (im *Image) poll() {
+	defer close(im.polled)
+	var buf [8]byte
+	comps := make([]uintptr, 64)
+	for {
+		if _, err := im.events.Read(buf[:]); err != nil {
+			return
+		}
+		for {
+			n := lib.pollIOEvents(im.h, unsafe.Pointer(&comps[0]), int32(len(comps)))
+			for _, c := range comps[:max(n, 0)] {
+				id := lib.aioGetArg(c)
+				ret := lib.aioGetReturnValue(c)
+				lib.aioRelease(c)
+				if ch := take(id); ch != nil {
+					ch <- ret // buffered: never blocks the poller
+				}
+			}
+			if int(n) < len(comps) {
+				break
+			}
+		}
 	}
 }
 
 // aio submits one request and parks the calling goroutine (not an OS
-// thread) until librbd completes it. Any number run concurrently.
+// thread) until the poller hands it the result. Any number run
+// concurrently.
 func (im *Image) aio(submit func(c uintptr) int32) (int64, error) {
-	ch := chanPool.Get().(chan struct{})
+	ch := chanPool.Get().(chan int64)
 	id := register(ch)
 	var c uintptr
-	if r := lib.aioCreateCompletion(id, completionCB, &c); r < 0 {
-		unregister(id)
+	if r := lib.aioCreateCompletion(id, 0, &c); r < 0 {
+		take(id)
 		chanPool.Put(ch)
 		return 0, errno(int64(r))
 	}
 	if r := submit(c); r < 0 {
-		unregister(id)
+		take(id)
 		lib.aioRelease(c)
 		chanPool.Put(ch)
 		return 0, errno(int64(r))
 	}
-	<-ch
+	ret := <-ch
 	chanPool.Put(ch)
-	ret := lib.aioGetReturnValue(c)
-	lib.aioRelease(c)
 	if ret < 0 {
 		return ret, errno(ret)
 	}

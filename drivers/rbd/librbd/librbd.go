@@ -5,8 +5,8 @@
 // rbd nodes fail, with an error naming the Debian packages.
 //
 // Asynchronous requests use librbd's aio API: a completion carries a
-// request number, librbd calls one Go callback on its own thread when the
-// request ends, and the callback wakes the waiting goroutine. Data
+// request number, librbd signals finished requests on an eventfd, and a
+// goroutine per image harvests them and wakes each waiting goroutine. Data
 // buffers are the caller's, pinned (runtime.Pinner) from submission until
 // the completion has fired, so librbd never sees memory the garbage
 // collector could reuse and no copy is made.
@@ -15,6 +15,7 @@ package librbd
 import (
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
 	"syscall"
@@ -58,7 +59,11 @@ var (
 		rbdSnapListEnd     func(snaps unsafe.Pointer)
 		rbdDiffIterate2    func(image uintptr, fromsnap *byte, ofs, length uint64, includeParent uint8, wholeObject int32, cb, arg uintptr) int32
 
+		setImageNotification func(image uintptr, fd, typ int32) int32
+		pollIOEvents         func(image uintptr, comps unsafe.Pointer, n int32) int32
+
 		aioCreateCompletion func(arg, cb uintptr, c *uintptr) int32
+		aioGetArg           func(c uintptr) uintptr
 		aioRelease          func(c uintptr)
 		aioGetReturnValue   func(c uintptr) int64
 		aioRead             func(image uintptr, off uint64, length uintptr, buf unsafe.Pointer, c uintptr) int32
@@ -67,8 +72,7 @@ var (
 		aioWriteZeroes      func(image uintptr, off uint64, length uintptr, c uintptr, zeroFlags, opFlags int32) int32
 		aioFlush            func(image uintptr, c uintptr) int32
 	}
-	completionCB uintptr
-	diffCB       uintptr
+	diffCB uintptr
 )
 
 // Load opens the libraries once; every later call returns the first
@@ -123,7 +127,10 @@ func load(radosName, rbdName string) (err error) {
 	reg(&lib.rbdSnapList, rbd, "rbd_snap_list")
 	reg(&lib.rbdSnapListEnd, rbd, "rbd_snap_list_end")
 	reg(&lib.rbdDiffIterate2, rbd, "rbd_diff_iterate2")
+	reg(&lib.setImageNotification, rbd, "rbd_set_image_notification")
+	reg(&lib.pollIOEvents, rbd, "rbd_poll_io_events")
 	reg(&lib.aioCreateCompletion, rbd, "rbd_aio_create_completion")
+	reg(&lib.aioGetArg, rbd, "rbd_aio_get_arg")
 	reg(&lib.aioRelease, rbd, "rbd_aio_release")
 	reg(&lib.aioGetReturnValue, rbd, "rbd_aio_get_return_value")
 	reg(&lib.aioRead, rbd, "rbd_aio_read")
@@ -131,7 +138,6 @@ func load(radosName, rbdName string) (err error) {
 	reg(&lib.aioDiscard, rbd, "rbd_aio_discard")
 	reg(&lib.aioWriteZeroes, rbd, "rbd_aio_write_zeroes")
 	reg(&lib.aioFlush, rbd, "rbd_aio_flush")
-	completionCB = purego.NewCallback(onCompletion)
 	diffCB = purego.NewCallback(onDiffExtent)
 	return nil
 }
@@ -237,8 +243,13 @@ func (io *IOContext) CreateImage(name string, size uint64, order int) error {
 	return nil
 }
 
-// Image is an open rbd image (rbd_image_t).
-type Image struct{ h uintptr }
+// Image is an open rbd image (rbd_image_t) and the poller of its
+// completions.
+type Image struct {
+	h      uintptr
+	events *os.File      // the eventfd librbd signals completions on
+	polled chan struct{} // closed when the poller has ended
+}
 
 // OpenImage is rbd_open, at a snapshot when snap is not nil.
 func (io *IOContext) OpenImage(name string, snap *string) (*Image, error) {
@@ -246,15 +257,23 @@ func (io *IOContext) OpenImage(name string, snap *string) (*Image, error) {
 	if r := lib.rbdOpen(io.h, name, &h, cstr(snap)); r < 0 {
 		return nil, errno(int64(r))
 	}
-	return &Image{h: h}, nil
+	im := &Image{h: h}
+	if err := im.startPoller(); err != nil {
+		lib.rbdClose(h)
+		return nil, err
+	}
+	return im, nil
 }
 
 // Close is rbd_close. It waits for librbd's own work on the image
-// (writeback cache, lock release); the caller has waited for its requests.
+// (writeback cache, lock release); the caller has waited for its
+// requests, so no completion is pending and the poller can stop first.
 func (im *Image) Close() error {
 	if im.h == 0 {
 		return nil
 	}
+	im.events.Close()
+	<-im.polled
 	r := lib.rbdClose(im.h)
 	im.h = 0
 	if r < 0 {
