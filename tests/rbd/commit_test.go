@@ -3,8 +3,8 @@ package rbdtest
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"

@@ -97,7 +97,9 @@ func TestBlockStatusAndTruncate(t *testing.T) {
 		}
 		return st
 	}
-	isZero := func(st blockio.Status) bool { return st.Flags&blockio.StatusZero != 0 && st.Flags&blockio.StatusData == 0 }
+	isZero := func(st blockio.Status) bool {
+		return st.Flags&blockio.StatusZero != 0 && st.Flags&blockio.StatusData == 0
+	}
 	if st := status(0, 32<<20); !isZero(st) || st.Length != 32<<20 {
 		t.Fatalf("new image: %+v", st)
 	}
