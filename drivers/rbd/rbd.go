@@ -2,6 +2,7 @@ package rbd
 
 import (
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"blockd/blockcore"
@@ -24,7 +25,35 @@ type node struct {
 	image      *librbd.Image
 	objectSize int64
 	size       atomic.Int64
+	dataCache  dataCache
 }
+
+// dataCache remembers one range that block status found to be data, as
+// QEMU's block-status cache does for protocol nodes. Saying "data" of a
+// range that reads as zeroes is never wrong, only less precise, so the
+// cache stays correct even when another client discards behind blockd's
+// back; blockd's own discards, zero writes and resizes drop it.
+type dataCache struct {
+	mu         sync.Mutex
+	start, end int64 // end == 0: nothing cached
+}
+
+func (c *dataCache) lookup(off int64) (end int64, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if off >= c.start && off < c.end {
+		return c.end, true
+	}
+	return 0, false
+}
+
+func (c *dataCache) fill(start, end int64) {
+	c.mu.Lock()
+	c.start, c.end = start, end
+	c.mu.Unlock()
+}
+
+func (c *dataCache) drop() { c.fill(0, 0) }
 
 func open(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 	o := oc.Options.Rbd
@@ -90,6 +119,7 @@ func (n *node) WriteZeroes(off, length int64, flags blockio.WriteFlags) error {
 	if err := blockio.CheckRange(off, length, n.size.Load()); err != nil {
 		return err
 	}
+	n.dataCache.drop()
 	if err := n.image.WriteZeroes(off, length, flags&blockio.MayUnmap != 0); err != nil {
 		return err
 	}
@@ -103,6 +133,7 @@ func (n *node) Discard(off, length int64) error {
 	if err := blockio.CheckRange(off, length, n.size.Load()); err != nil {
 		return err
 	}
+	n.dataCache.drop()
 	return n.image.Discard(off, length)
 }
 
@@ -116,6 +147,7 @@ func (n *node) Truncate(size int64) error {
 	if size == n.size.Load() {
 		return nil
 	}
+	n.dataCache.drop()
 	if err := n.image.Resize(uint64(size)); err != nil {
 		return errnoErrorf(err, "failed to resize rbd image")
 	}
@@ -129,6 +161,11 @@ func (n *node) Close() error {
 	return err
 }
 
+// statusWindow is how many objects a block status query asks librbd
+// about at least, so that the data found ahead of a sequential reader
+// answers its next queries from the cache.
+const statusWindow = 16
+
 // BlockStatus is qemu_rbd_co_block_status: where the image has a valid
 // fast-diff object map, extents librbd reports as existing are data and
 // the rest reads as zeroes; otherwise everything is data. The answer for
@@ -139,9 +176,23 @@ func (n *node) BlockStatus(off, length int64) (blockio.Status, error) {
 		return blockio.Status{}, blockio.CheckRange(off, max(length, 1), size)
 	}
 	length = min(length, size-off)
+	const data = blockio.StatusData | blockio.StatusAllocated | blockio.StatusOffsetValid
+	if end, ok := n.dataCache.lookup(off); ok {
+		return blockio.Status{Flags: data, Length: min(end-off, length), HostOffset: off}, nil
+	}
+	st := n.status(off, min(max(length, statusWindow*n.objectSize), size-off))
+	if st.Flags&blockio.StatusData != 0 {
+		n.dataCache.fill(off, off+st.Length)
+	}
+	st.Length = min(st.Length, length)
+	return st, nil
+}
+
+// status asks librbd about [off, off+length).
+func (n *node) status(off, length int64) blockio.Status {
 	st := blockio.Status{Flags: blockio.StatusData | blockio.StatusAllocated | blockio.StatusOffsetValid, Length: length, HostOffset: off}
 	if !n.fastDiffValid() {
-		return st, nil
+		return st
 	}
 	// librbd's whole-object diff answers per object, so the query starts
 	// at the object holding off and the answer is trimmed back to off.
@@ -166,7 +217,7 @@ func (n *node) BlockStatus(off, length int64) (blockio.Status, error) {
 		return true
 	})
 	if err != nil {
-		return st, nil // no information: everything is data
+		return st // no information: everything is data
 	}
 	if !exists {
 		if !stopped {
@@ -175,10 +226,10 @@ func (n *node) BlockStatus(off, length int64) (blockio.Status, error) {
 		st.Flags = blockio.StatusZero | blockio.StatusAllocated | blockio.StatusOffsetValid
 	}
 	if got <= uint64(head) {
-		return blockio.Status{Flags: blockio.StatusData | blockio.StatusAllocated | blockio.StatusOffsetValid, Length: length, HostOffset: off}, nil
+		return blockio.Status{Flags: blockio.StatusData | blockio.StatusAllocated | blockio.StatusOffsetValid, Length: length, HostOffset: off}
 	}
 	st.Length = min(int64(got)-head, length)
-	return st, nil
+	return st
 }
 
 // fastDiffValid: the image has the fast-diff feature and its object map
