@@ -2,13 +2,13 @@ package rbdtest
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	qmptest "blockd/tests/qmp"
 )
@@ -127,7 +127,7 @@ func dataExtents(t *testing.T, out string) string {
 	var start, end int64 = -1, -1
 	flush := func() {
 		if start >= 0 {
-			b.WriteString(strings.TrimSpace(strings.Join([]string{itoa(start) + "+" + itoa(end-start)}, " ")) + " ")
+			fmt.Fprintf(&b, "%d+%d ", start, end-start)
 		}
 	}
 	for _, e := range ext {
@@ -144,10 +144,6 @@ func dataExtents(t *testing.T, out string) string {
 	flush()
 	return b.String()
 }
-
-func itoa(v int64) string { return strings.TrimSpace(strings.Repeat(" ", 0) + jsonNum(v)) }
-
-func jsonNum(v int64) string { b, _ := json.Marshal(v); return string(b) }
 
 // A read-only node on an rbd snapshot reads the snapshot's data, refuses
 // writes through its export, and cannot be reopened read-write.
@@ -257,7 +253,27 @@ func kill(d *daemon) {
 	d.c.Close()
 }
 
-var _ = time.Second
+// Two writers of one image, as with QEMU: librbd's exclusive lock moves
+// between blockd and qemu-io on request, and each one's writes land.
+func TestExclusiveLockHandover(t *testing.T) {
+	conf := needCluster(t)
+	dir := t.TempDir()
+	img := newImage(t, 16<<20)
+	uri := qemuURI(conf, img)
+	d := startBlockd(t, dir)
+	d.ok(t, "blockdev-add", rbdNode("r", conf, img))
+	nbd := d.export(t, "r", true)
+	tool(t, dir, "qemu-io", "-f", "raw", "-c", "write -P 0xd1 0 1M", "-c", "flush", nbd)
+	owners := rbdCmd(t, "-c", conf, "lock", "ls", "rbd/"+img)
+	tool(t, dir, "qemu-io", "-f", "raw", "-c", "write -P 0xd2 1M 1M", uri)
+	tool(t, dir, "qemu-io", "-f", "raw", "-c", "write -P 0xd3 2M 1M", "-c", "flush", nbd)
+	tool(t, dir, "qemu-io", "-f", "raw", "-r", "-c", "read -P 0xd1 0 1M", "-c", "read -P 0xd2 1M 1M", "-c", "read -P 0xd3 2M 1M", nbd)
+	d.stop(t)
+	tool(t, dir, "qemu-io", "-f", "raw", "-r", "-c", "read -P 0xd1 0 1M", "-c", "read -P 0xd2 1M 1M", "-c", "read -P 0xd3 2M 1M", uri)
+	if !strings.Contains(owners, "auto ") {
+		t.Fatalf("blockd's writes did not take librbd's exclusive lock:\n%s", owners)
+	}
+}
 
 // runTool runs a tool and returns its output and error, for reads whose
 // failure is an answer, not a test failure.
