@@ -12,7 +12,8 @@ import (
 )
 
 func init() {
-	blockcore.RegisterDriver(&blockcore.Driver{Name: "rbd", Protocol: true, Open: open})
+	blockcore.RegisterDriver(&blockcore.Driver{Name: "rbd", Protocol: true, Open: open,
+		FilenamePrefix: "rbd:", ParseFilename: ParseFilename})
 }
 
 // node is one open rbd image. Requests go straight to librbd, which
