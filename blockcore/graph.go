@@ -26,6 +26,8 @@ type Graph struct {
 	openTx []*tx           // transactions in progress, oldest first
 	drains []*drainSection // drained sections in progress
 
+	actions map[string]actionType // transaction action types (transaction.go)
+
 	// Secrets resolves secret objects for drivers that authenticate
 	// (rbd's key-secret); nil when the daemon has no object registry.
 	Secrets SecretSource
@@ -39,7 +41,9 @@ type SecretSource interface {
 
 // NewGraph returns an empty graph.
 func NewGraph(log *zap.Logger, bus *events.Bus) *Graph {
-	return &Graph{log: log, bus: bus, nodes: map[string]*Node{}}
+	g := &Graph{log: log, bus: bus, nodes: map[string]*Node{}}
+	g.registerActions()
+	return g
 }
 
 // Bus returns the event bus nodes and jobs publish on.
