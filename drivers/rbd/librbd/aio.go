@@ -66,7 +66,7 @@ func (im *Image) poll() {
 	var buf [8]byte
 	comps := make([]uintptr, 64)
 	for {
-		if _, err := im.events.Read(buf[:]); err != nil {
+		if _, err := im.events.Read(buf[:]); err != nil || im.stopping.Load() {
 			return
 		}
 		for {

@@ -13,11 +13,13 @@
 package librbd
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -246,9 +248,10 @@ func (io *IOContext) CreateImage(name string, size uint64, order int) error {
 // Image is an open rbd image (rbd_image_t) and the poller of its
 // completions.
 type Image struct {
-	h      uintptr
-	events *os.File      // the eventfd librbd signals completions on
-	polled chan struct{} // closed when the poller has ended
+	h        uintptr
+	events   *os.File      // the eventfd librbd signals completions on
+	polled   chan struct{} // closed when the poller has ended
+	stopping atomic.Bool   // the poller ends at its next wake-up
 }
 
 // OpenImage is rbd_open, at a snapshot when snap is not nil.
@@ -268,14 +271,20 @@ func (io *IOContext) OpenImage(name string, snap *string) (*Image, error) {
 // Close is rbd_close. It waits for librbd's own work on the image
 // (writeback cache, lock release); the caller has waited for its
 // requests, so no completion is pending and the poller can stop first.
+// The eventfd closes only after rbd_close: librbd keeps its number until
+// then, and a number reused by another open must never be written to.
 func (im *Image) Close() error {
 	if im.h == 0 {
 		return nil
 	}
-	im.events.Close()
+	im.stopping.Store(true)
+	var one [8]byte // the eventfd counter is a native-endian uint64
+	binary.NativeEndian.PutUint64(one[:], 1)
+	_, _ = im.events.Write(one[:])
 	<-im.polled
 	r := lib.rbdClose(im.h)
 	im.h = 0
+	im.events.Close()
 	if r < 0 {
 		return errno(int64(r))
 	}
