@@ -319,3 +319,20 @@ type XDbgBlockGraph struct {
 	Nodes []XDbgBlockGraphNode `qapi:"nodes"`
 	Edges []XDbgBlockGraphEdge `qapi:"edges"`
 }
+
+// StrOrNull is a string, or null for "none" (x-blockdev-set-iothread's
+// iothread).
+type StrOrNull struct {
+	S *string
+	N *Null
+}
+
+// Alternate marks StrOrNull as an alternate type.
+func (StrOrNull) Alternate() {}
+
+// XBlockdevSetIothreadArgs is x-blockdev-set-iothread's argument.
+type XBlockdevSetIothreadArgs struct {
+	NodeName string    `qapi:"node-name"`
+	Iothread StrOrNull `qapi:"iothread"`
+	Force    *bool     `qapi:"force,optional"`
+}

@@ -43,6 +43,9 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "blockd: %s\n", err)
 		return 1
 	}
+	for _, w := range cfg.warnings {
+		fmt.Fprintf(os.Stderr, "blockd: %s\n", w)
+	}
 	if cfg.help {
 		fmt.Print(usage)
 		return 0
