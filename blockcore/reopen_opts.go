@@ -43,6 +43,10 @@ var reopenSpecs = map[string]*reopenSpec{
 	// null-co's prepare accepts everything and changes nothing: its
 	// options stay and must be unchanged.
 	"null-co": {},
+	// nbd and luks (block-crypto) consume nothing: their options stay
+	// and must be unchanged.
+	"nbd":  {},
+	"luks": {},
 	// rbd's prepare only refuses read-write on a snapshot; every option
 	// stays and must be unchanged.
 	"rbd": {},

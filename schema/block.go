@@ -9,7 +9,7 @@ type BlockdevDriver string
 
 // EnumValues lists the implemented drivers (a subset of QEMU's).
 func (BlockdevDriver) EnumValues() []string {
-	return []string{"file", "null-co", "qcow2", "raw", "rbd"}
+	return []string{"copy-before-write", "file", "luks", "nbd", "null-co", "qcow2", "raw", "rbd", "snapshot-access"}
 }
 
 // BlockdevDiscardOptions says whether discard requests reach the file.
@@ -50,10 +50,30 @@ type BlockdevOptions struct {
 	DetectZeroes *BlockdevDetectZeroesOptions `qapi:"detect-zeroes,optional"`
 
 	File  *BlockdevOptionsFile  `qapi:",variant=file"`
+	Luks  *BlockdevOptionsLUKS  `qapi:",variant=luks"`
+	Nbd   *BlockdevOptionsNbd   `qapi:",variant=nbd"`
 	Null  *BlockdevOptionsNull  `qapi:",variant=null-co"`
 	Qcow2 *BlockdevOptionsQcow2 `qapi:",variant=qcow2"`
 	Raw   *BlockdevOptionsRaw   `qapi:",variant=raw"`
 	Rbd   *BlockdevOptionsRbd   `qapi:",variant=rbd"`
+	Cbw   *BlockdevOptionsCbw   `qapi:",variant=copy-before-write"`
+	// SnapshotAccess reads the point in time a copy-before-write filter
+	// (its file) keeps.
+	SnapshotAccess *BlockdevOptionsGenericFormat `qapi:",variant=snapshot-access"`
+}
+
+// OnCbwError says what a failed copy-before-write breaks.
+type OnCbwError string
+
+func (OnCbwError) EnumValues() []string { return []string{"break-guest-write", "break-snapshot"} }
+
+// BlockdevOptionsCbw are the copy-before-write filter's options.
+type BlockdevOptionsCbw struct {
+	BlockdevOptionsGenericFormat `qapi:",base"`
+	Target                       BlockdevRef       `qapi:"target"`
+	Bitmap                       *BlockDirtyBitmap `qapi:"bitmap,optional"`
+	OnCbwError                   *OnCbwError       `qapi:"on-cbw-error,optional"`
+	CbwTimeout                   *uint32           `qapi:"cbw-timeout,optional"`
 }
 
 // BlockdevOptionsFile are the file driver's options.
@@ -67,6 +87,48 @@ type BlockdevOptionsFile struct {
 	// XCheckCacheDropped is accepted as QEMU does; it only matters to
 	// cache invalidation on incoming migration, which blockd has not.
 	XCheckCacheDropped *bool `qapi:"x-check-cache-dropped,optional"`
+}
+
+// BlockdevOptionsLUKS are the luks format driver's options.
+type BlockdevOptionsLUKS struct {
+	BlockdevOptionsGenericFormat `qapi:",base"`
+	KeySecret                    *string `qapi:"key-secret,optional"`
+}
+
+// QCryptoCipherAlgorithm names a cipher.
+type QCryptoCipherAlgorithm string
+
+func (QCryptoCipherAlgorithm) EnumValues() []string {
+	return []string{"aes-128", "aes-192", "aes-256", "des", "3des", "cast5-128", "serpent-128", "serpent-192",
+		"serpent-256", "twofish-128", "twofish-192", "twofish-256", "sm4"}
+}
+
+// QCryptoCipherMode names a block cipher mode.
+type QCryptoCipherMode string
+
+func (QCryptoCipherMode) EnumValues() []string { return []string{"ecb", "cbc", "xts", "ctr"} }
+
+// QCryptoIVGenAlgorithm names an IV generator.
+type QCryptoIVGenAlgorithm string
+
+func (QCryptoIVGenAlgorithm) EnumValues() []string { return []string{"plain", "plain64", "essiv"} }
+
+// QCryptoHashAlgorithm names a hash.
+type QCryptoHashAlgorithm string
+
+func (QCryptoHashAlgorithm) EnumValues() []string {
+	return []string{"md5", "sha1", "sha224", "sha256", "sha384", "sha512", "ripemd160"}
+}
+
+// BlockdevOptionsNbd are the nbd (client) driver's options.
+type BlockdevOptionsNbd struct {
+	Server         SocketAddress `qapi:"server"`
+	Export         *string       `qapi:"export,optional"`
+	TLSCreds       *string       `qapi:"tls-creds,optional"`
+	TLSHostname    *string       `qapi:"tls-hostname,optional"`
+	XDirtyBitmap   *string       `qapi:"x-dirty-bitmap,optional,features=unstable"`
+	ReconnectDelay *uint32       `qapi:"reconnect-delay,optional"`
+	OpenTimeout    *uint32       `qapi:"open-timeout,optional"`
 }
 
 // BlockdevOptionsNull are the null-co driver's options.
@@ -206,7 +268,33 @@ type ImageInfoSpecificQCow2 struct {
 // ImageInfoSpecificKind tags ImageInfoSpecific.
 type ImageInfoSpecificKind string
 
-func (ImageInfoSpecificKind) EnumValues() []string { return []string{"qcow2", "rbd"} }
+func (ImageInfoSpecificKind) EnumValues() []string { return []string{"qcow2", "luks", "rbd"} }
+
+// QCryptoBlockInfoLUKSSlot describes one LUKS key slot.
+type QCryptoBlockInfoLUKSSlot struct {
+	Active    bool   `qapi:"active"`
+	Iters     *int64 `qapi:"iters,optional"`
+	Stripes   *int64 `qapi:"stripes,optional"`
+	KeyOffset int64  `qapi:"key-offset"`
+}
+
+// QCryptoBlockInfoLUKS is luks's format-specific information.
+type QCryptoBlockInfoLUKS struct {
+	CipherAlg      QCryptoCipherAlgorithm     `qapi:"cipher-alg"`
+	CipherMode     QCryptoCipherMode          `qapi:"cipher-mode"`
+	IvgenAlg       QCryptoIVGenAlgorithm      `qapi:"ivgen-alg"`
+	IvgenHashAlg   *QCryptoHashAlgorithm      `qapi:"ivgen-hash-alg,optional"`
+	HashAlg        QCryptoHashAlgorithm       `qapi:"hash-alg"`
+	PayloadOffset  int64                      `qapi:"payload-offset"`
+	MasterKeyIters int64                      `qapi:"master-key-iters"`
+	UUID           string                     `qapi:"uuid"`
+	Slots          []QCryptoBlockInfoLUKSSlot `qapi:"slots"`
+}
+
+// ImageInfoSpecificLUKSWrapper wraps QCryptoBlockInfoLUKS.
+type ImageInfoSpecificLUKSWrapper struct {
+	Data QCryptoBlockInfoLUKS `qapi:"data"`
+}
 
 // ImageInfoSpecificRbd is rbd's format-specific information (empty
 // without encryption, which blockd does not open).
@@ -229,6 +317,7 @@ type ImageInfoSpecificQCow2Wrapper struct {
 type ImageInfoSpecific struct {
 	Type  ImageInfoSpecificKind          `qapi:"type,discriminator"`
 	Qcow2 *ImageInfoSpecificQCow2Wrapper `qapi:",variant=qcow2"`
+	Luks  *ImageInfoSpecificLUKSWrapper  `qapi:",variant=luks"`
 	Rbd   *ImageInfoSpecificRbdWrapper   `qapi:",variant=rbd"`
 }
 

@@ -61,12 +61,12 @@ func newDaemon(cfg *config, log *zap.Logger) *daemon {
 	d.owner.OnPanic(d.graph.RecoverFromPanic)
 	d.jobs = jobs.NewManager(d.graph, d.owner, d.bus, log)
 	d.objs = objects.NewRegistry(log)
-	d.graph.Secrets = d.objs
 	d.chrs = chardev.NewRegistry(log, d.objs)
 	d.chrs.SetDaemonize(cfg.daemonize)
 	d.chrs.SetQuit(d.quit)
 	d.exps = exports.New(d.graph, d.owner, d.bus, log)
 	d.exps.TLS = d.objs
+	d.graph.SetObjects(d.objs)
 	d.exps.Fuse = mountFuse
 	d.registerCommands()
 	var qmpD, rpcD qmp.Dispatcher = d.owner, d.owner

@@ -50,7 +50,7 @@ func monHost(servers []schema.InetSocketAddressBase) string {
 // options (conf file, monitors, key, authentication modes, cache),
 // connect, and open the pool and namespace. On failure nothing is left
 // open.
-func connect(o *schema.BlockdevOptionsRbd, cache bool, secrets blockcore.SecretSource) (_ *conn, err error) {
+func connect(o *schema.BlockdevOptionsRbd, cache bool, secrets blockcore.ObjectStore) (_ *conn, err error) {
 	if err := librbd.Load(); err != nil {
 		return nil, schema.Errorf("%s", err)
 	}

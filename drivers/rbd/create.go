@@ -10,7 +10,7 @@ import (
 // Create is qemu_rbd_do_create (blockdev-create): check the options,
 // connect and create the image with the given object size (0: librbd's
 // default). It runs in a create job's worker.
-func Create(o *schema.BlockdevCreateOptionsRbd, secrets blockcore.SecretSource) error {
+func Create(o *schema.BlockdevCreateOptionsRbd, secrets blockcore.ObjectStore) error {
 	if o.Location.Snapshot != nil {
 		return schema.Errorf("Can't use snapshot name for image creation")
 	}

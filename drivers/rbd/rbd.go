@@ -65,7 +65,7 @@ func open(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 	if c := oc.Options.Cache; c != nil && c.Direct != nil && *c.Direct {
 		cache = false
 	}
-	c, err := connect(o, cache, oc.Graph.Secrets)
+	c, err := connect(o, cache, oc.Graph.Objects())
 	if err != nil {
 		return nil, err
 	}
