@@ -41,9 +41,10 @@ func (d *dirtyMap) mark(off, n int64) {
 	}
 }
 
-// take clears and returns the first dirty run of at most max bytes at or
-// after from (wrapping around), or ok=false when nothing is dirty.
-func (d *dirtyMap) take(from, max int64) (off, n int64, ok bool) {
+// take clears and returns the first dirty run of at most limit bytes (but
+// at least one granule) at or after from (wrapping around), or ok=false
+// when nothing is dirty.
+func (d *dirtyMap) take(from, limit int64) (off, n int64, ok bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	off = d.bm.NextDirty(from)
@@ -52,7 +53,10 @@ func (d *dirtyMap) take(from, max int64) (off, n int64, ok bool) {
 			return 0, 0, false
 		}
 	}
-	end := min(d.roundUp(d.bm.NextClean(off)), off+max/d.gran*d.gran)
+	// At least one granule, even one larger than max (a mirror's
+	// granularity may exceed the copy chunk): taking nothing would leave
+	// the caller asking for the same granule forever.
+	end := min(d.roundUp(d.bm.NextClean(off)), off+max(limit/d.gran, 1)*d.gran)
 	d.bm.Reset(off, end-off)
 	return off, end - off, true
 }

@@ -81,3 +81,19 @@ func TestDirtyMapConcurrentTakers(t *testing.T) {
 		}
 	}
 }
+
+// A granule larger than what the caller takes at once (a mirror with a
+// 2 MiB granularity and 1 MiB copy chunks) is taken whole, never as an
+// empty run: an empty run left the mirror asking for it forever.
+func TestDirtyMapTakesAGranuleLargerThanTheLimit(t *testing.T) {
+	const g = 2 << 20
+	d := newDirtyMapGran(8*g, g)
+	d.mark(3*g+1, 1)
+	off, n, ok := d.take(0, 1<<20)
+	if !ok || off != 3*g || n != g {
+		t.Fatalf("take = %d, %d, %v; want %d, %d, true", off, n, ok, 3*g, g)
+	}
+	if _, _, ok := d.take(0, 1<<20); ok || d.bytes() != 0 {
+		t.Fatalf("granule still dirty after it was taken (%d bytes)", d.bytes())
+	}
+}

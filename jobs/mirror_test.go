@@ -256,3 +256,30 @@ func TestFleecingReadsThePointInTime(t *testing.T) {
 	}
 	qemuCheck(t, src, fl)
 }
+
+// A mirror whose granularity is larger than its copy chunk (2 MiB against
+// 1 MiB) reaches READY and completes with the target equal to the source.
+func TestMirrorWithGranularityAboveChunk(t *testing.T) {
+	const size = 16 << 20
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "src.qcow2"), filepath.Join(dir, "dst.qcow2")
+	model := make([]byte, size)
+	copy(model[3<<20:], pattern(0x21, 5<<20))
+	image(t, src, size, "", map[int64][]byte{3 << 20: pattern(0x21, 5<<20)})
+	image(t, dst, size, "", nil)
+	d := newDaemon(t)
+	d.call(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": "src",
+		"file": map[string]any{"driver": "file", "filename": src}})
+	d.call(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": "dst",
+		"file": map[string]any{"driver": "file", "filename": dst}})
+	d.call(t, "blockdev-mirror", map[string]any{"job-id": "m", "device": "src", "target": "dst",
+		"sync": "full", "granularity": 2 << 20})
+	d.waitEvent(t, "BLOCK_JOB_READY")
+	d.call(t, "block-job-complete", map[string]any{"device": "m"})
+	if e := d.waitEvent(t, "BLOCK_JOB_COMPLETED"); bytes.Contains(e.Data, []byte(`"error"`)) {
+		t.Fatalf("job failed: %s", e.Data)
+	}
+	_ = d.owner.Do(func() { d.g.CloseAll() })
+	firstDiff(t, "target", readAll(t, dst, size), model)
+	qemuCheck(t, src, dst)
+}

@@ -41,11 +41,13 @@ func (l *syncLoop) run(j *Job, size int64) error {
 		if ok {
 			n = min(n, size-off)
 			pos = off + n
-			if n > 0 {
-				cp.start(off, n)
-				if err := j.Limit(n); err != nil {
-					continue // checkpoint above decides what cancel means
-				}
+			// A granule larger than a chunk is copied chunk by chunk.
+			for o := off; o < off+n; o += chunkSize {
+				l := min(int64(chunkSize), off+n-o)
+				cp.start(o, l)
+				// An error is a cancel, which the checkpoint above
+				// handles; what was taken is still started.
+				_ = j.Limit(l)
 			}
 			continue
 		}
@@ -95,13 +97,16 @@ func finalCopy(j *Job, src, dst blockio.Device, dirty *dirtyMap) error {
 		if n <= 0 {
 			continue
 		}
-		if err := src.ReadAt(buf[:n], off); err != nil {
-			return err
+		for o := off; o < off+n; o += chunkSize {
+			l := min(int64(chunkSize), off+n-o)
+			if err := src.ReadAt(buf[:l], o); err != nil {
+				return err
+			}
+			if err := dst.WriteAt(buf[:l], o, 0); err != nil {
+				return err
+			}
+			j.Progress(l)
 		}
-		if err := dst.WriteAt(buf[:n], off, 0); err != nil {
-			return err
-		}
-		j.Progress(n)
 	}
 	return dst.Flush()
 }
