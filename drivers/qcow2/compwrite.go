@@ -32,6 +32,10 @@ func (e *compressAlignError) Error() string {
 
 func (e *compressAlignError) Unwrap() error { return syscall.EINVAL }
 
+// errCompressAllocated: compression never overwrites a cluster (-EIO in
+// QEMU).
+var errCompressAllocated = fmt.Errorf("qcow2: compressed write to an allocated cluster: %w", syscall.EIO)
+
 // ClusterSize is the unit of compressed writes.
 func (img *Image) ClusterSize() int64 { return img.g.clusterSize }
 
@@ -111,8 +115,7 @@ func (img *Image) reserveCompressed(off, n int64) (int64, error) {
 		return 0, err
 	}
 	if e, _ := img.entryAt(buf, idx); e&l2eOffsetMask != 0 {
-		return 0, fmt.Errorf("qcow2: compressed write to an allocated cluster at %#x (Input/output error): %w",
-			off, syscall.EIO)
+		return 0, errCompressAllocated
 	}
 	host, err := img.allocBytes(n)
 	if err != nil {
