@@ -69,8 +69,14 @@ func newGate(impl Impl, readOnly bool) *gate {
 }
 
 // Drains nest: only the owner goroutine drains, so depth needs no lock.
+// A driver that is a Quiescer hears of its node's drained sections
+// first, so that requests it holds back on its own (an nbd node waiting
+// for a reconnect) can end and the drain does not wait for them.
 func (g *gate) drainBegin() {
 	if g.depth == 0 {
+		if q, ok := g.impl.(Quiescer); ok {
+			q.DrainBegin()
+		}
 		g.mu.Lock()
 	}
 	g.depth++
@@ -80,6 +86,9 @@ func (g *gate) drainEnd() {
 	g.depth--
 	if g.depth == 0 {
 		g.mu.Unlock()
+		if q, ok := g.impl.(Quiescer); ok {
+			q.DrainEnd()
+		}
 	}
 }
 
@@ -300,7 +309,8 @@ func (d *drainSection) end() {
 
 // Quiescer is a user of nodes that is not a node (a job) and reacts to
 // drained sections: a drained node drains its parents, up to users, and a
-// job pauses for the section, as QEMU's child_job does. Calls nest.
+// job pauses for the section, as QEMU's child_job does. Calls nest. A
+// driver implementing it hears of its own node's sections (gate).
 type Quiescer interface {
 	DrainBegin()
 	DrainEnd()

@@ -21,6 +21,24 @@ type OpenContext struct {
 	// children inherit by default).
 	DiscardUnmap bool
 	File         *Child // the file child of format and filter drivers
+
+	t        *tx
+	childInh inherited
+}
+
+// OpenChild opens or finds the node ref names and attaches it as the
+// node's child called name (bdrv_open_child): a driver's children other
+// than file and backing, such as copy-before-write's target.
+func (oc *OpenContext) OpenChild(name string, ref schema.BlockdevRef, role Role) (*Child, error) {
+	child, err := oc.Graph.resolveRef(ref, oc.childInh, oc.t)
+	if err != nil {
+		return nil, err
+	}
+	c := oc.Graph.attach(oc.Node, child, name, role, oc.t)
+	if ref.Definition != nil {
+		child.reopen.inheritsFrom = oc.Node
+	}
+	return c, nil
 }
 
 // BackingUser is implemented by drivers with a backing chain: the header
@@ -97,7 +115,7 @@ func (g *Graph) open(opts *schema.BlockdevOptions, inh inherited, t *tx) (*Node,
 		discardUnmap = *opts.Discard == "unmap"
 	}
 	oc := &OpenContext{Graph: g, Node: n, Options: opts, ReadOnly: n.readOnly, AutoReadOnly: autoRO,
-		DiscardUnmap: discardUnmap}
+		DiscardUnmap: discardUnmap, t: t, childInh: childInh}
 	if ref := fileRef(opts); ref != nil {
 		child, err := g.resolveRef(*ref, childInh, t)
 		if err != nil {
@@ -153,6 +171,12 @@ func fileRef(opts *schema.BlockdevOptions) *schema.BlockdevRef {
 		return &opts.Raw.File
 	case opts.Qcow2 != nil:
 		return &opts.Qcow2.File
+	case opts.Cbw != nil:
+		return &opts.Cbw.File
+	case opts.SnapshotAccess != nil:
+		return &opts.SnapshotAccess.File
+	case opts.Luks != nil:
+		return &opts.Luks.File
 	}
 	return nil
 }

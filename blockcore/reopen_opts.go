@@ -43,6 +43,10 @@ var reopenSpecs = map[string]*reopenSpec{
 	// null-co's prepare accepts everything and changes nothing: its
 	// options stay and must be unchanged.
 	"null-co": {},
+	// nbd and luks (block-crypto) consume nothing: their options stay
+	// and must be unchanged.
+	"nbd":  {},
+	"luks": {},
 }
 
 // Generic options that may always be left out (bdrv_reset_options_allowed).

@@ -66,6 +66,7 @@ func newDaemon(cfg *config, log *zap.Logger) *daemon {
 	d.chrs.SetQuit(d.quit)
 	d.exps = exports.New(d.graph, d.owner, d.bus, log)
 	d.exps.TLS = d.objs
+	d.graph.SetObjects(d.objs)
 	d.exps.Fuse = mountFuse
 	d.registerCommands()
 	var qmpD, rpcD qmp.Dispatcher = d.owner, d.owner

@@ -14,6 +14,8 @@ import (
 
 	// Block drivers register themselves with the graph.
 	_ "blockd/drivers/file"
+	_ "blockd/drivers/luks"
+	_ "blockd/drivers/nbd"
 	_ "blockd/drivers/null"
 	_ "blockd/drivers/qcow2"
 	_ "blockd/drivers/raw"

@@ -295,15 +295,7 @@ func TestLogsFollowJobByUUID(t *testing.T) {
 
 func waitEventNamed(t *testing.T, c *Client, name string) map[string]any {
 	t.Helper()
-	for {
-		m, raw, err := c.Next()
-		if err != nil {
-			t.Fatalf("waiting for %s: %v (%q)", name, err, raw)
-		}
-		if m["event"] == name {
-			return m
-		}
-	}
+	return c.WaitEvent(t, name)
 }
 
 func keysWith(m map[string]float64, sub string) []string {
