@@ -22,7 +22,7 @@ const (
 	// writing a buffer of zeroes when no efficient method exists.
 	NoFallback
 	// Compressed asks WriteAt to store the data compressed. The request
-	// must be one whole cluster of a device that supports it (see
+	// must be whole clusters of a device that supports it (see
 	// Compressor); others ignore the flag.
 	Compressed
 )

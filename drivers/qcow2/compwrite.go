@@ -5,9 +5,9 @@ import (
 	"syscall"
 )
 
-// Compressed writes (QEMU's qcow2_co_pwritev_compressed_part). Only a
-// whole guest cluster is written compressed, the last one possibly cut
-// short by the end of the image (it is compressed padded with zeroes),
+// Compressed writes (QEMU's qcow2_co_pwritev_compressed_part). Only
+// whole guest clusters are written compressed, each on its own, the last
+// one of the image possibly cut short (compressed padded with zeroes),
 // and only into a cluster without a host cluster: compression never
 // overwrites data. A cluster that does not compress to less than a
 // cluster is written as a normal cluster instead.
@@ -22,12 +22,12 @@ import (
 // beforeLink (refcounts and data stable before the L2 slice is written
 // back). A crash in between leaks bytes of a host cluster at worst.
 
-// ErrCompressAlign is returned for a compressed write that is not one
-// whole cluster (EINVAL, as QEMU's check).
+// compressAlignError: a compressed write that is not whole clusters
+// (EINVAL, as QEMU's check).
 type compressAlignError struct{ off, n int64 }
 
 func (e *compressAlignError) Error() string {
-	return fmt.Sprintf("qcow2: compressed write of %d bytes at %d is not one whole cluster (Invalid argument)", e.n, e.off)
+	return fmt.Sprintf("qcow2: compressed write of %d bytes at %d is not whole clusters (Invalid argument)", e.n, e.off)
 }
 
 func (e *compressAlignError) Unwrap() error { return syscall.EINVAL }
@@ -39,15 +39,28 @@ var errCompressAllocated = fmt.Errorf("qcow2: compressed write to an allocated c
 // ClusterSize is the unit of compressed writes.
 func (img *Image) ClusterSize() int64 { return img.g.clusterSize }
 
-// writeCompressed writes p, one guest cluster at cluster-aligned off,
-// compressed. Called by WriteAt for the Compressed flag.
+// writeCompressed writes p, whole guest clusters from cluster-aligned
+// off, compressed. Called by WriteAt for the Compressed flag.
 func (img *Image) writeCompressed(p []byte, off int64) error {
 	g := &img.g
-	size := img.size.Load()
 	n := int64(len(p))
-	if g.inCluster(off) != 0 || n == 0 || n > g.clusterSize || (n < g.clusterSize && off+n != size) {
+	if g.inCluster(off) != 0 || (g.inCluster(n) != 0 && off+n != img.size.Load()) {
 		return &compressAlignError{off: off, n: n}
 	}
+	for len(p) > 0 {
+		k := min(int64(len(p)), g.clusterSize)
+		if err := img.writeCompressedCluster(p[:k], off); err != nil {
+			return err
+		}
+		p, off = p[k:], off+k
+	}
+	return nil
+}
+
+// writeCompressedCluster writes p, one guest cluster, compressed.
+func (img *Image) writeCompressedCluster(p []byte, off int64) error {
+	g := &img.g
+	n := int64(len(p))
 	src := p
 	if n < g.clusterSize {
 		b := img.getBuf()
