@@ -9,7 +9,7 @@ type BlockdevDriver string
 
 // EnumValues lists the implemented drivers (a subset of QEMU's).
 func (BlockdevDriver) EnumValues() []string {
-	return []string{"copy-before-write", "file", "luks", "nbd", "null-co", "qcow2", "raw", "snapshot-access"}
+	return []string{"compress", "copy-before-write", "file", "luks", "nbd", "null-co", "qcow2", "raw", "snapshot-access"}
 }
 
 // BlockdevDiscardOptions says whether discard requests reach the file.
@@ -56,6 +56,8 @@ type BlockdevOptions struct {
 	Qcow2 *BlockdevOptionsQcow2 `qapi:",variant=qcow2"`
 	Raw   *BlockdevOptionsRaw   `qapi:",variant=raw"`
 	Cbw   *BlockdevOptionsCbw   `qapi:",variant=copy-before-write"`
+	// Compress is the compress filter: only its file child.
+	Compress *BlockdevOptionsGenericFormat `qapi:",variant=compress"`
 	// SnapshotAccess reads the point in time a copy-before-write filter
 	// (its file) keeps.
 	SnapshotAccess *BlockdevOptionsGenericFormat `qapi:",variant=snapshot-access"`
