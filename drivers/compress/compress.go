@@ -79,3 +79,7 @@ func (n *node) BlockStatus(off, length int64) (blockio.Status, error) {
 func (n *node) Size() (int64, error)      { return n.file.Size() }
 func (n *node) Truncate(size int64) error { return n.file.Truncate(size) }
 func (n *node) Close() error              { return nil }
+
+// ForwardsInfo: a filter's bdrv_get_info answers for its child, so
+// queries show the qcow2 cluster size.
+func (n *node) ForwardsInfo() {}
