@@ -29,3 +29,22 @@ def scn_compress_filter(t):
     t.stop()
     t.check("image consistent", "c.qcow2")
     t.sh("compressed clusters", ["qemu-img", "check", t.path("c.qcow2")], keep=("rc", "out"))
+
+
+def scn_compressed_backup(t):
+    t.img("src.qcow2", size="4M", writes=["write -P 0x41 0 3M"])
+    t.img("dst.qcow2", size="4M")
+    t.start()
+    t.q("blockdev-add", {"driver": "qcow2", "node-name": "src",
+                         "file": {"driver": "file", "filename": t.path("src.qcow2")}})
+    t.q("blockdev-add", {"driver": "qcow2", "node-name": "dst",
+                         "file": {"driver": "file", "node-name": "dst-file", "filename": t.path("dst.qcow2")}})
+    t.q("blockdev-backup", {"job-id": "b0", "device": "src", "target": "dst-file", "sync": "full", "compress": True},
+        label="compressed backup to a file node")
+    t.q("blockdev-backup", {"job-id": "b", "device": "src", "target": "dst", "sync": "full", "compress": True})
+    t.job_states("b", final=("concluded", "null"))
+    t.q("blockdev-del", {"node-name": "dst"})
+    t.q("blockdev-del", {"node-name": "src"})
+    t.stop()
+    t.compare("backup equals source", "src.qcow2", "dst.qcow2")
+    t.sh("compressed clusters", ["qemu-img", "check", t.path("dst.qcow2")], keep=("rc", "out"))
