@@ -32,9 +32,14 @@ func (e *compressAlignError) Error() string {
 
 func (e *compressAlignError) Unwrap() error { return syscall.EINVAL }
 
-// errCompressAllocated: compression never overwrites a cluster (-EIO in
-// QEMU).
-var errCompressAllocated = fmt.Errorf("qcow2: compressed write to an allocated cluster: %w", syscall.EIO)
+// errCompressAllocated: compression never overwrites a cluster. QEMU
+// fails such a write with a bare -EIO, and so does the text.
+var errCompressAllocated error = compressAllocatedError{}
+
+type compressAllocatedError struct{}
+
+func (compressAllocatedError) Error() string { return "Input/output error" }
+func (compressAllocatedError) Unwrap() error { return syscall.EIO }
 
 // ClusterSize is the unit of compressed writes.
 func (img *Image) ClusterSize() int64 { return img.g.clusterSize }
@@ -47,14 +52,18 @@ func (img *Image) writeCompressed(p []byte, off int64) error {
 	if g.inCluster(off) != 0 || (g.inCluster(n) != 0 && off+n != img.size.Load()) {
 		return &compressAlignError{off: off, n: n}
 	}
+	// Every cluster is tried and the first error returned: QEMU's
+	// clusters are independent tasks, so one refused (allocated) cluster
+	// does not keep the others from being written.
+	var first error
 	for len(p) > 0 {
 		k := min(int64(len(p)), g.clusterSize)
-		if err := img.writeCompressedCluster(p[:k], off); err != nil {
-			return err
+		if err := img.writeCompressedCluster(p[:k], off); err != nil && first == nil {
+			first = err
 		}
 		p, off = p[k:], off+k
 	}
-	return nil
+	return first
 }
 
 // writeCompressedCluster writes p, one guest cluster, compressed.
