@@ -175,6 +175,8 @@ func fileRef(opts *schema.BlockdevOptions) *schema.BlockdevRef {
 		return &opts.Cbw.File
 	case opts.SnapshotAccess != nil:
 		return &opts.SnapshotAccess.File
+	case opts.Compress != nil:
+		return &opts.Compress.File
 	case opts.Luks != nil:
 		return &opts.Luks.File
 	}

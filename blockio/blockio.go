@@ -21,7 +21,17 @@ const (
 	// NoFallback makes WriteZeroes fail with ErrNotSupported instead of
 	// writing a buffer of zeroes when no efficient method exists.
 	NoFallback
+	// Compressed asks WriteAt to store the data compressed. The request
+	// must be whole clusters of a device that supports it (see
+	// Compressor); others ignore the flag.
+	Compressed
 )
+
+// Compressor is implemented by devices that honour the Compressed flag.
+type Compressor interface {
+	// ClusterSize is the unit of compressed writes.
+	ClusterSize() int64
+}
 
 // StatusFlags describe a range returned by BlockStatus.
 type StatusFlags uint8

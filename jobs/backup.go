@@ -155,21 +155,22 @@ func (m *Manager) backupCommon(a *schema.BackupCommon, bs, target *blockcore.Nod
 	return m.createBackup(bs, target, o)
 }
 
-// compressedWriter is implemented by formats that store compressed
-// clusters (qcow2).
-type compressedWriter interface {
-	WriteCompressed(p []byte, off int64) error
-}
-
 // createBackup is backup_job_create.
 func (m *Manager) createBackup(bs, target *blockcore.Node, o backupOptions) (*backup, error) {
 	if bs == target {
 		return nil, schema.Errorf("Source and target cannot be the same")
 	}
 	if o.compress {
-		if _, ok := target.Impl().(compressedWriter); !ok {
+		c, ok := target.Impl().(blockio.Compressor)
+		if !ok {
 			// The device name of a node without a backend is empty.
 			return nil, schema.Errorf("Compression is not supported for this drive ")
+		}
+		if cs := c.ClusterSize(); cs > backupCluster {
+			// Compressed writes are whole target clusters; the copy
+			// goes in backupCluster pieces.
+			return nil, schema.Errorf("Compressed backup needs a target cluster size of at most %d bytes (target has %d)",
+				backupCluster, cs)
 		}
 	}
 	if b := jobBlocker(bs); b != "" {
@@ -231,6 +232,7 @@ func (m *Manager) createBackup(bs, target *blockcore.Node, o backupOptions) (*ba
 		m.discard(j)
 		return nil, err
 	}
+	b.cbw.compress.Store(o.compress)
 	switch {
 	case b.sync == "bitmap":
 		// Only what the bitmap says changed is copied (and saved before
@@ -312,6 +314,7 @@ func (b *backup) Run(j *Job) error {
 	}
 	newCp := func() *copier {
 		cp := newCopier(j, src, dst)
+		cp.writeFlags = b.cbw.writeFlags()
 		cp.locks = b.cbw.locks
 		cp.claim, cp.unclaim = cm.takeRange, cm.mark
 		return cp

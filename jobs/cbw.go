@@ -45,6 +45,8 @@ type cbwState struct {
 	// job, when a backup job owns the filter, counts what the filter
 	// copies as the job's progress.
 	job atomic.Pointer[Job]
+	// compress: the owning backup job stores the copies compressed.
+	compress atomic.Bool
 }
 
 // cbwStates finds the state of a cbw node, for snapshot-access and the
@@ -159,6 +161,13 @@ func (s *cbwState) beforeWrite(off, n int64, write func() error) error {
 	return write()
 }
 
+func (s *cbwState) writeFlags() blockio.WriteFlags {
+	if s.compress.Load() {
+		return blockio.Compressed
+	}
+	return 0
+}
+
 // copyOld copies the clusters of [off, off+n) still in the copy map to
 // the target, under the caller's range lock.
 func (s *cbwState) copyOld(off, n int64) error {
@@ -167,6 +176,7 @@ func (s *cbwState) copyOld(off, n int64) error {
 		return err
 	}
 	cp := newCopier(nil, s.src, s.dst)
+	cp.writeFlags = s.writeFlags()
 	spans := s.copyMap.takeRange(off, n)
 	for i, sp := range spans {
 		for o := sp.off; o < min(sp.off+sp.n, size); o += chunkSize {

@@ -72,6 +72,9 @@ type copier struct {
 	// locks, when set, is held over each range for its read and write,
 	// excluding guest writes through the job's filter meanwhile.
 	locks *rangeLock
+	// writeFlags go with every data write to dst (Compressed for a
+	// compressing backup).
+	writeFlags blockio.WriteFlags
 	// onlyUnallocated copies just the parts dst does not define itself,
 	// decided under the range lock (copy-on-read into the same node).
 	onlyUnallocated bool
@@ -193,7 +196,7 @@ func (c *copier) write(p []byte, off int64, zero bool) error {
 		}
 		err = c.dst.WriteZeroes(off, n, 0)
 	} else {
-		err = c.dst.WriteAt(p, off, 0)
+		err = c.dst.WriteAt(p, off, c.writeFlags)
 	}
 	if err != nil {
 		return &ioError{"write", off, err}

@@ -9,7 +9,7 @@ type BlockdevDriver string
 
 // EnumValues lists the implemented drivers (a subset of QEMU's).
 func (BlockdevDriver) EnumValues() []string {
-	return []string{"copy-before-write", "file", "luks", "nbd", "null-co", "qcow2", "raw", "rbd", "snapshot-access"}
+	return []string{"compress", "copy-before-write", "file", "luks", "nbd", "null-co", "qcow2", "raw", "rbd", "snapshot-access"}
 }
 
 // BlockdevDiscardOptions says whether discard requests reach the file.
@@ -57,6 +57,8 @@ type BlockdevOptions struct {
 	Raw   *BlockdevOptionsRaw   `qapi:",variant=raw"`
 	Rbd   *BlockdevOptionsRbd   `qapi:",variant=rbd"`
 	Cbw   *BlockdevOptionsCbw   `qapi:",variant=copy-before-write"`
+	// Compress is the compress filter: only its file child.
+	Compress *BlockdevOptionsGenericFormat `qapi:",variant=compress"`
 	// SnapshotAccess reads the point in time a copy-before-write filter
 	// (its file) keeps.
 	SnapshotAccess *BlockdevOptionsGenericFormat `qapi:",variant=snapshot-access"`

@@ -181,12 +181,8 @@ func (t *tool) convert(args []string) int {
 		t.errorf("Having a backing file for the target makes no sense when concatenating multiple input images")
 		return 1
 	}
-	if compressed {
-		if outFmt == "qcow2" || tgtImageOpts {
-			t.errorf("Compressed writes (-c) are not supported: blockd's qcow2 engine reads compressed clusters but does not write them")
-		} else {
-			t.errorf("Compression not supported for this file format")
-		}
+	if compressed && !skipCreate && outFmt != "qcow2" {
+		t.errorf("Compression not supported for this file format")
 		return 1
 	}
 	if !skipCreate {
@@ -217,6 +213,20 @@ func (t *tool) convert(args []string) int {
 	}
 	defer dst.close()
 	e.dst = dst.dev
+	if compressed {
+		c, ok := dst.node.Impl().(blockio.Compressor)
+		if !ok {
+			t.errorf("Compression not supported for this file format")
+			return 1
+		}
+		if c.ClusterSize() > e.bufSize {
+			t.errorf("invalid cluster size")
+			return 1
+		}
+		// Whole clusters only, one per request (qemu-img's buffer is
+		// one cluster with -c).
+		e.cluster, e.bufSize = c.ClusterSize(), c.ClusterSize()
+	}
 	if skipCreate {
 		osize, err := dst.dev.Size()
 		if err != nil {

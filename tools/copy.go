@@ -54,6 +54,7 @@ type copyEngine struct {
 	inOrder           bool  // not -W
 	workers           int   // -m
 	bufSize           int64
+	cluster           int64 // -c: the target's cluster size, 0 without -c
 	prog              *progress
 
 	chunks    []chunk
@@ -177,6 +178,18 @@ func (e *copyEngine) plan() error {
 		n = min(n, next-off)
 		if cur == chunkData || (e.minSparse == 0 && cur == chunkZero) {
 			n = min(n, e.bufSize)
+		}
+		if e.cluster > 0 {
+			// Compressed writes are whole clusters: a shorter run is
+			// copied as data with the rest of its cluster.
+			if n < e.cluster {
+				n = min(e.cluster, e.total-off)
+				cur = chunkData
+			} else {
+				n = n / e.cluster * e.cluster
+			}
+		}
+		if cur == chunkData || (e.minSparse == 0 && cur == chunkZero) {
 			e.allocated += n
 		}
 		e.chunks = append(e.chunks, chunk{off, n, cur})
@@ -296,6 +309,14 @@ func (e *copyEngine) write(buf []byte, c chunk) error {
 		return e.zero(c.off, c.n)
 	}
 	off := c.off
+	if e.cluster > 0 {
+		// A cluster is written compressed unless it is all zeroes and
+		// zeroes may be left out.
+		if e.minSparse != 0 && bufIsZero(buf) {
+			return e.zero(off, int64(len(buf)))
+		}
+		return e.dst.WriteAt(buf, off, blockio.Compressed)
+	}
 	for len(buf) > 0 {
 		n := int64(len(buf))
 		if e.minSparse == 0 {
@@ -336,6 +357,17 @@ func (e *copyEngine) alignment() int64 {
 var zeroSector [512]byte
 
 func sectorIsZero(b []byte) bool { return bytes.Equal(b, zeroSector[:len(b)]) }
+
+func bufIsZero(b []byte) bool {
+	for len(b) > 0 {
+		n := min(len(b), len(zeroSector))
+		if !sectorIsZero(b[:n]) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
+}
 
 // isAllocatedSectors is qemu-img's is_allocated_sectors: whether the first
 // sector of buf holds data, and how many sectors after it share that

@@ -211,7 +211,7 @@ func parseCreateOptions(format string, list []string, backing, backingFmt string
 		if v != "zstd" {
 			return nil, fmt.Errorf("Parameter 'compression-type' does not accept value '%s'", v)
 		}
-		return nil, errors.New("compression_type=zstd is not supported by blockd's qcow2 creation")
+		q.CompressionType = v
 	}
 	switch q.Compat {
 	case "", "0.10", "1.1", "v2", "v3":

@@ -78,10 +78,9 @@ Commands:
 FMT is qcow2 or raw (probed when not given). SIZE takes k, M, G, T, P, E
 suffixes. OPTIONS for qcow2: size, compat (0.10|1.1), cluster_size,
 lazy_refcounts (on|off), refcount_bits, extended_l2 (on|off),
-backing_file, backing_fmt, compression_type (zlib), preallocation (off).
+backing_file, backing_fmt, compression_type (zlib|zstd), preallocation (off).
 -U (force share) opens read-only without taking locks that conflict with
-another user of the image. convert -c (compressed output) is refused: the
-qcow2 engine reads compressed clusters but does not write them.
+another user of the image. convert -c writes qcow2 clusters compressed.
 
 blockd graph (--socket PATH | --jsonrpc PATH) [--format dot|svg|png|json]
 draws the block graph of a running daemon.

@@ -185,7 +185,7 @@ func (t *ioTool) write(argv []string) bool {
 	if !ok {
 		return false
 	}
-	var pflag, qflag, zflag, cflag bool
+	var pflag, qflag, zflag, cflag, compress bool
 	pattern := byte(0xcd)
 	var flags blockio.WriteFlags
 	for _, o := range opts {
@@ -194,8 +194,7 @@ func (t *ioTool) write(argv []string) bool {
 			t.printf("write -b (vmstate) is not supported by blockd io\n")
 			return false
 		case 'c':
-			t.printf("write -c (compressed) is not supported by blockd io\n")
-			return false
+			compress = true
 		case 'C':
 			cflag = true
 		case 'f':
@@ -216,6 +215,10 @@ func (t *ioTool) write(argv []string) bool {
 			zflag = true
 		}
 	}
+	if compress && flags&blockio.FUA != 0 {
+		t.printf("-f and -b or -c cannot be specified at the same time\n")
+		return false
+	}
 	if flags&blockio.MayUnmap != 0 && !zflag {
 		t.printf("-u requires -z to be specified\n")
 		return false
@@ -223,6 +226,16 @@ func (t *ioTool) write(argv []string) bool {
 	if zflag && pflag {
 		t.printf("Only one of -z, -P, and -s can be specified at the same time\n")
 		return false
+	}
+	if compress && !zflag {
+		if off%512 != 0 {
+			t.printf("%d is not a sector-aligned value for 'offset'\n", off)
+			return false
+		}
+		if count%512 != 0 {
+			t.printf("%d is not a sector-aligned value for 'count'\n", count)
+			return false
+		}
 	}
 	if t.fua {
 		flags |= blockio.FUA
@@ -238,8 +251,16 @@ func (t *ioTool) write(argv []string) bool {
 			return false
 		}
 		buf := t.patternBuffer(count, pattern)
+		wf := flags & blockio.FUA
+		if compress {
+			wf |= blockio.Compressed
+		}
 		start = time.Now()
-		err = t.im.dev.WriteAt(buf, off, flags&(blockio.FUA))
+		if _, ok := t.im.node.Impl().(blockio.Compressor); compress && !ok {
+			err = blockio.ErrNotSupported
+		} else {
+			err = t.im.dev.WriteAt(buf, off, wf)
+		}
 	}
 	elapsed := time.Since(start)
 	if err != nil {

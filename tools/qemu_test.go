@@ -169,6 +169,15 @@ var ioScript = []string{
 	"read -P 0x44 0 4k",
 	"write -z 7M 2M",
 	"read 8M 1",
+	"write -c -P 0x55 6M 64k",
+	"write -c -P 0x56 6M 64k",
+	"write -c -P 0x57 6144k 192k",
+	"write -c 6M 1000",
+	"write -c -f 6M 64k",
+	"write -c -z 7M 64k",
+	"write -c -P 0x58 7M 64k",
+	"read -P 0x55 6M 64k",
+	"read -P 0x58 7M 64k",
 }
 
 // The same qemu-io commands, run by blockd io and by qemu-io on images

@@ -13,6 +13,7 @@ import (
 	"blockd/tools"
 
 	// Block drivers register themselves with the graph.
+	_ "blockd/drivers/compress"
 	_ "blockd/drivers/file"
 	_ "blockd/drivers/luks"
 	_ "blockd/drivers/nbd"

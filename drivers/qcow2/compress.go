@@ -8,15 +8,18 @@ import (
 	"sync"
 	"syscall"
 
+	kflate "github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/zstd"
 )
 
-// Compressed clusters are read only (the engine never writes them; a write
-// to one copies it to a normal cluster). QEMU stores zlib clusters as raw
-// deflate streams (window bits -12) and zstd clusters as one zstd frame;
-// both may be followed by unrelated bytes up to the end of the last
-// 512-byte sector, so decoding stops as soon as a full cluster has been
-// produced instead of expecting the stream to end there.
+// Compressed clusters: zlib clusters are raw deflate streams limited to a
+// 4 KiB window (what inflateInit2 with window bits -12 accepts) and zstd
+// clusters one zstd frame. On reading, both may be followed by unrelated
+// bytes up to the end of the last 512-byte sector, so decoding stops as
+// soon as a full cluster has been produced instead of expecting the
+// stream to end there. Writing (writeCompressed) packs streams byte by
+// byte into shared host clusters; a write to a compressed cluster copies
+// it to a normal cluster.
 
 type zlibState struct {
 	src bytes.Reader
@@ -149,3 +152,77 @@ func (e *decompressError) Error() string {
 }
 
 func (e *decompressError) Unwrap() []error { return []error{e.err, syscall.EIO} }
+
+// zlibWindow is the deflate window QEMU's inflate is set up for.
+const zlibWindow = 4096
+
+type zlibWriter struct {
+	dst limitedBuf
+	w   *kflate.Writer
+}
+
+var (
+	zlibWriterPool = sync.Pool{New: func() any {
+		st := &zlibWriter{}
+		w, err := kflate.NewWriterWindow(&st.dst, zlibWindow)
+		if err != nil {
+			return nil
+		}
+		st.w = w
+		return st
+	}}
+	zstdEncoder = sync.OnceValues(func() (*zstd.Encoder, error) {
+		// No checksum: the frame is as small as QEMU writes it.
+		return zstd.NewWriter(nil, zstd.WithEncoderCRC(false), zstd.WithLowerEncoderMem(true))
+	})
+)
+
+// limitedBuf is an io.Writer into a fixed buffer that fails once full:
+// a stream that does not fit is not worth compressing.
+type limitedBuf struct {
+	b []byte
+	n int
+}
+
+var errNoFit = fmt.Errorf("compressed data does not fit")
+
+func (l *limitedBuf) Write(p []byte) (int, error) {
+	if len(p) > len(l.b)-l.n {
+		return 0, errNoFit
+	}
+	l.n += copy(l.b[l.n:], p)
+	return len(p), nil
+}
+
+// compressCluster compresses src into dst and returns the stream length,
+// or 0 when the stream would not be shorter than len(dst) bytes.
+func (img *Image) compressCluster(dst, src []byte) (int, error) {
+	switch img.compression {
+	case compressionZlib:
+		st, _ := zlibWriterPool.Get().(*zlibWriter)
+		if st == nil {
+			return 0, fmt.Errorf("qcow2: cannot create deflate encoder")
+		}
+		defer func() { st.dst = limitedBuf{}; zlibWriterPool.Put(st) }()
+		st.dst = limitedBuf{b: dst}
+		st.w.Reset(&st.dst)
+		if _, err := st.w.Write(src); err != nil {
+			return 0, nil
+		}
+		if err := st.w.Close(); err != nil {
+			return 0, nil
+		}
+		return st.dst.n, nil
+	case compressionZstd:
+		enc, err := zstdEncoder()
+		if err != nil {
+			return 0, fmt.Errorf("qcow2: cannot create zstd encoder: %w", err)
+		}
+		out := enc.EncodeAll(src, dst[:0])
+		if len(out) > len(dst) || &out[0] != &dst[0] {
+			return 0, nil
+		}
+		return len(out), nil
+	}
+	return 0, fmt.Errorf("qcow2: unknown compression type %d", img.compression)
+}

@@ -3,6 +3,7 @@ package qcow2
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand"
 	"os"
@@ -17,8 +18,8 @@ import (
 	"blockd/blockio"
 )
 
-// Crash consistency. The workload: writes, write-zeroes and cluster
-// aligned discards (512-byte granularity), with a flush every few
+// Crash consistency. The workload: writes, compressed whole-cluster
+// writes, write-zeroes and cluster aligned discards (512-byte granularity), with a flush every few
 // operations. Every operation is announced before it is issued and every
 // flush after it returned, so after a crash:
 //   - qemu-img check must find no corruption (leaks are allowed);
@@ -40,7 +41,7 @@ func TestMain(m *testing.M) {
 }
 
 type crashOp struct {
-	kind     byte // 'W' write, 'Z' zero, 'D' discard
+	kind     byte // 'W' write, 'C' compressed write, 'Z' zero, 'D' discard
 	seq      int64
 	off, len int64
 }
@@ -61,8 +62,11 @@ func genOp(rng *rand.Rand, seq, size, cs int64, discard bool) crashOp {
 	off := rng.Int63n(sectors) * 512
 	n := min(size-off, (1+rng.Int63n(3*cs/512+8))*512)
 	switch k := rng.Intn(10); {
-	case k < 7:
+	case k < 6:
 		return crashOp{'W', seq, off, n}
+	case k < 7:
+		off = off &^ (cs - 1)
+		return crashOp{'C', seq, off, min(size-off, cs)}
 	case k < 9 || !discard:
 		return crashOp{'Z', seq, off, n}
 	default:
@@ -77,6 +81,16 @@ func applyCrashOp(img *Image, op crashOp) error {
 		buf := make([]byte, op.len)
 		fillPattern(buf, op.seq, op.off)
 		return img.WriteAt(buf, op.off, 0)
+	case 'C':
+		// Compression only goes to clusters without a host cluster;
+		// elsewhere the same data is written normally.
+		buf := make([]byte, op.len)
+		fillPattern(buf, op.seq, op.off)
+		err := img.WriteAt(buf, op.off, blockio.Compressed)
+		if errors.Is(err, errCompressAllocated) {
+			err = img.WriteAt(buf, op.off, 0)
+		}
+		return err
 	case 'Z':
 		return img.WriteZeroes(op.off, op.len, blockio.MayUnmap)
 	default:
@@ -155,7 +169,7 @@ func verifyCrash(t *testing.T, img *Image, ops []crashOp, committed int64, initi
 		if li == 0 {
 			return initial(pos)
 		}
-		if op := ops[li-1]; op.kind == 'W' {
+		if op := ops[li-1]; op.kind == 'W' || op.kind == 'C' {
 			return sectorValue(op.seq, pos)
 		}
 		return 0
@@ -186,6 +200,8 @@ type crashConfig struct {
 	co      CreateOptions
 	backing bool
 	discard bool
+	// compress: the power loss workload is mostly compressed writes.
+	compress bool
 }
 
 var crashConfigs = []crashConfig{
@@ -196,6 +212,7 @@ var crashConfigs = []crashConfig{
 	{co: CreateOptions{LazyRefcounts: true, ClusterSize: 16384}, backing: true, discard: true},
 	{co: CreateOptions{ExtendedL2: true, ClusterSize: 32768}, backing: true, discard: true},
 	{co: CreateOptions{Compat: "0.10", ClusterSize: 16384}, backing: true},
+	{co: CreateOptions{CompressionType: "zstd", ClusterSize: 4096}, discard: true},
 }
 
 func crashBudget() time.Duration {

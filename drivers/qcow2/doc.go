@@ -20,7 +20,9 @@
 //	read.go       ReadAt and BlockStatus
 //	write.go      WriteAt: in-place writes, allocation and copy-on-write
 //	zero.go       WriteZeroes and Discard
-//	compress.go   compressed cluster decoding (zlib raw deflate, zstd)
+//	compress.go   compressed cluster decoding and encoding (zlib raw
+//	              deflate, zstd)
+//	compwrite.go  compressed writes: byte-granular packing, linking
 //	snapshot.go   snapshot and bitmap tables as found on disk
 //	internal_snapshot.go  creating and deleting internal snapshots
 //	resize.go     shrinking, and the checks every resize makes

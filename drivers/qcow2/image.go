@@ -31,7 +31,10 @@ type Image struct {
 	snaps    []snapshot
 	freeHint int64
 	allocEnd int64 // clusters from here on are free (alloc.go)
-	lazy     bool
+	// freeBytes is where the next compressed stream may go (compwrite.go):
+	// inside a host cluster already holding compressed data, or 0.
+	freeBytes int64
+	lazy      bool
 
 	sliceBytes   int64 // L2 cache entry size
 	sliceEntries int64

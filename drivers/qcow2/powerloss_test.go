@@ -111,6 +111,39 @@ func TestPowerLoss(t *testing.T) {
 	}
 }
 
+// TestPowerLossCompressed is TestPowerLoss with a workload of mostly
+// compressed writes, so that their ordering is not covered by the
+// dependencies normal writes create.
+func TestPowerLossCompressed(t *testing.T) {
+	requireQemu(t)
+	dir := t.TempDir()
+	deadline := time.Now().Add(crashBudget() / 2)
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	configs := []crashConfig{
+		{co: CreateOptions{ClusterSize: 4096}, discard: true, compress: true},
+		{co: CreateOptions{CompressionType: "zstd", ClusterSize: 8192}, discard: true, compress: true},
+		{co: CreateOptions{ClusterSize: 4096}, backing: true, compress: true},
+	}
+	for round := 0; round == 0 || time.Now().Before(deadline); round++ {
+		powerLossRound(t, dir, round, configs[round%len(configs)], rng.Int63())
+	}
+}
+
+// genCompressOp: compressed cluster writes, with some partial writes
+// (copy-on-write from compressed data) and discards (freed streams).
+func genCompressOp(rng *rand.Rand, seq, size, cs int64, discard bool) crashOp {
+	off := rng.Int63n(size/cs) * cs
+	switch k := rng.Intn(10); {
+	case k < 7:
+		return crashOp{'C', seq, off, min(size-off, cs)}
+	case k < 9 || !discard:
+		s := rng.Int63n(cs/512) * 512
+		return crashOp{'W', seq, off + s, min(size-off-s, 512*(1+rng.Int63n(4)))}
+	default:
+		return crashOp{'D', seq, off, cs}
+	}
+}
+
 func powerLossRound(t *testing.T, dir string, round int, cc crashConfig, seed int64) {
 	rng := rand.New(rand.NewSource(seed))
 	co := cc.co
@@ -146,7 +179,11 @@ func powerLossRound(t *testing.T, dir string, round int, cc crashConfig, seed in
 	committed := int64(0)
 	n := 5 + rng.Int63n(120)
 	for seq := int64(1); seq <= n; seq++ {
-		op := genOp(rng, seq, co.Size, cs, cc.discard)
+		gen := genOp
+		if cc.compress {
+			gen = genCompressOp
+		}
+		op := gen(rng, seq, co.Size, cs, cc.discard)
 		ops = append(ops, op)
 		if err := applyCrashOp(img, op); err != nil {
 			t.Fatal(err)

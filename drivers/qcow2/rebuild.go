@@ -48,7 +48,7 @@ func (img *Image) fixLeaks(r *refCounter) error {
 			return err
 		}
 	}
-	img.freeHint = 0
+	img.freeHint, img.freeBytes = 0, 0
 	img.comp.invalidate()
 	return nil
 }
@@ -147,7 +147,7 @@ func (img *Image) rebuildRefcounts(r *refCounter) error {
 	img.reftable = newTable
 	img.hdr.refcountTableOffset, img.hdr.refcountTableClusters = uint64(tOff), uint32(nT)
 	img.meta.setRange(metaReftable, tOff, tOff+nT*g.clusterSize)
-	img.freeHint = 0
+	img.freeHint, img.freeBytes = 0, 0
 	img.allocEnd = max(img.allocEnd, e+nRB+nT)
 	img.l2DependsRef, img.refDependsL2 = false, false
 	img.comp.invalidate()

@@ -144,6 +144,9 @@ func (img *Image) addRefcount(idx, delta int64) (uint64, error) {
 		if idx < img.freeHint {
 			img.freeHint = idx
 		}
+		if img.freeBytes>>g.clusterBits == idx {
+			img.freeBytes = 0
+		}
 		img.comp.invalidate()
 	}
 	return nv, nil
@@ -166,6 +169,9 @@ func (img *Image) setClusterRefcount(c int64, v uint64) error {
 	}
 	setRefcount(buf, c&(g.refblockEntries-1), g.refcountOrder, v)
 	img.rc.markDirty(slot)
+	if img.freeBytes>>g.clusterBits == c {
+		img.freeBytes = 0
+	}
 	return nil
 }
 

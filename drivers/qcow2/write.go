@@ -44,6 +44,12 @@ func (img *Image) WriteAt(p []byte, off int64, flags blockio.WriteFlags) error {
 	if err := img.usable(true); err != nil {
 		return err
 	}
+	if flags&blockio.Compressed != 0 {
+		if err := img.writeCompressed(p, off); err != nil {
+			return err
+		}
+		p = nil
+	}
 	for len(p) > 0 {
 		n := img.chunkLen(off, int64(len(p)))
 		if err := img.writeChunk(p[:n], off); err != nil {
