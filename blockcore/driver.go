@@ -42,6 +42,11 @@ type Driver struct {
 	SupportsBacking bool
 	// Filter drivers pass their one child through (raw without offset).
 	Filter bool
+	// IsFilter is QEMU's is_filter: the node stands for its filtered child
+	// (throttle, copy-on-read, blkdebug, job filters; not raw). Queries
+	// list that child as its backing image and bdrv_get_info forwards to
+	// it.
+	IsFilter bool
 	// Open creates the node's state; children named in the options have
 	// already been attached and are reachable through oc.
 	Open func(oc *OpenContext) (Impl, error)
@@ -49,6 +54,15 @@ type Driver struct {
 	// given size whose header names a backing file and its format
 	// (bdrv_img_create, as blockdev-snapshot-sync uses it).
 	CreateOverlay func(filename string, size int64, backing, backingFmt string) error
+}
+
+// Drainer is implemented by drivers whose requests may wait on something
+// other than their children (a throttle group): DrainBegin lets every
+// request through at once until DrainEnd, so that a drained section never
+// waits for a limit. Calls nest.
+type Drainer interface {
+	DrainBegin()
+	DrainEnd()
 }
 
 var drivers = map[string]*Driver{}

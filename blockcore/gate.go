@@ -29,6 +29,8 @@ type gate struct {
 	detectZeroes string
 	// stats counts every request (iostats.go); nil counts nothing.
 	stats *IOStats
+	// drainer is the driver told of the drained section in progress.
+	drainer Drainer
 }
 
 func (g *gate) changed(off, length int64, err error) error {
@@ -47,6 +49,12 @@ func newGate(impl Impl, readOnly bool) *gate {
 // Drains nest: only the owner goroutine drains, so depth needs no lock.
 func (g *gate) drainBegin() {
 	if g.depth == 0 {
+		// Requests waiting inside the driver go on first, or the lock
+		// below would wait for them.
+		if d, ok := g.impl.(Drainer); ok {
+			g.drainer = d
+			d.DrainBegin()
+		}
 		g.mu.Lock()
 	}
 	g.depth++
@@ -56,6 +64,10 @@ func (g *gate) drainEnd() {
 	g.depth--
 	if g.depth == 0 {
 		g.mu.Unlock()
+		if g.drainer != nil {
+			g.drainer.DrainEnd()
+			g.drainer = nil
+		}
 	}
 }
 
@@ -203,6 +215,14 @@ func (g *Graph) drain(nodes []*Node) (resume func()) {
 	for _, q := range d.quiescers {
 		q.DrainBegin()
 	}
+	// Drivers below a parent hear of the section before the parent's
+	// gate waits for its requests, which may be waiting in them.
+	for _, n := range nodes {
+		if dr, ok := n.impl.(Drainer); ok {
+			dr.DrainBegin()
+			d.drainers = append(d.drainers, dr)
+		}
+	}
 	for _, n := range nodes {
 		n.io.drainBegin()
 	}
@@ -245,6 +265,7 @@ func (g *Graph) QuiesceAll() {
 type drainSection struct {
 	nodes     []*Node
 	quiescers []Quiescer
+	drainers  []Drainer
 	done      bool
 }
 
@@ -252,6 +273,9 @@ func (d *drainSection) end() {
 	d.done = true
 	for i := len(d.nodes) - 1; i >= 0; i-- {
 		d.nodes[i].io.drainEnd()
+	}
+	for _, dr := range d.drainers {
+		dr.DrainEnd()
 	}
 	for i := len(d.quiescers) - 1; i >= 0; i-- {
 		d.quiescers[i].DrainEnd()

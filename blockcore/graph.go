@@ -25,7 +25,18 @@ type Graph struct {
 
 	openTx []*tx           // transactions in progress, oldest first
 	drains []*drainSection // drained sections in progress
+
+	objects any // the user-created objects drivers refer to (SetObjects)
 }
+
+// SetObjects gives drivers access to the user-created objects they name
+// in their options (a throttle node's throttle-group). Each driver
+// asserts the lookup interface it needs, so blockcore does not depend on
+// the object types.
+func (g *Graph) SetObjects(o any) { g.objects = o }
+
+// Objects returns what SetObjects set, or nil.
+func (g *Graph) Objects() any { return g.objects }
 
 // NewGraph returns an empty graph.
 func NewGraph(log *zap.Logger, bus *events.Bus) *Graph {

@@ -149,6 +149,8 @@ func fileRef(opts *schema.BlockdevOptions) *schema.BlockdevRef {
 		return &opts.Raw.File
 	case opts.Qcow2 != nil:
 		return &opts.Qcow2.File
+	case opts.Throttle != nil:
+		return &opts.Throttle.File
 	}
 	return nil
 }

@@ -139,7 +139,7 @@ func (g *Graph) imageInfo(n *Node) schema.ImageInfo {
 
 // dirtyFlag is what bdrv_get_info says of the node, if it answers.
 func dirtyFlag(n *Node) (dirty, ok bool) {
-	if _, fwd := n.impl.(InfoForwarder); fwd {
+	if _, fwd := n.impl.(InfoForwarder); fwd || n.drv.IsFilter {
 		if f := n.File(); f != nil {
 			return dirtyFlag(f)
 		}
@@ -161,6 +161,19 @@ func allocatedSize(n *Node) (int64, bool) {
 		return allocatedSize(f)
 	}
 	return 0, false
+}
+
+// filterOrCow is bdrv_filter_or_cow_bs: a filter's filtered child, or
+// the node's backing node.
+func filterOrCow(n *Node) *Node {
+	if n.drv.IsFilter {
+		for _, c := range n.children {
+			if c.Role&RoleFiltered != 0 {
+				return c.Node
+			}
+		}
+	}
+	return n.Backing()
 }
 
 // DeviceInfo is one entry of query-named-block-nodes.
@@ -198,7 +211,7 @@ func (g *Graph) DeviceInfo(n *Node, flat bool) schema.BlockDeviceInfo {
 	}
 	if !flat {
 		img := &di.Image
-		for b := n.Backing(); b != nil; b = b.Backing() {
+		for b := filterOrCow(n); b != nil; b = filterOrCow(b) {
 			di.BackingFileDepth++
 			bi := g.imageInfo(b)
 			img.BackingImage = &bi

@@ -1,9 +1,10 @@
 // Package objects owns blockd's user-created objects: what --object and
 // object-add create and object-del removes (secret, tls-creds-x509,
-// tls-creds-psk, authz-simple, iothread), with qemu-storage-daemon's
-// argument checks, load errors and texts. Other parts of the daemon look
-// objects up by id: the NBD server for its TLS configuration and
-// authorization, drivers for secrets.
+// tls-creds-psk, authz-simple, iothread, throttle-group), with
+// qemu-storage-daemon's argument checks, load errors and texts. Other
+// parts of the daemon look objects up by id: the NBD server for its TLS
+// configuration and authorization, drivers for secrets and throttle
+// groups (a group in use cannot be deleted).
 //
 // Objects are loaded completely when they are created, as the reference
 // does, so a later user sees either a working object or none. Users get a
@@ -24,6 +25,7 @@ import (
 	"go.uber.org/zap"
 
 	"blockd/internal/keyval"
+	"blockd/internal/throttle"
 	"blockd/schema"
 )
 
@@ -45,6 +47,7 @@ type object struct {
 	sec   []byte
 	tls   *tlsCreds
 	authz string // authz-simple identity
+	tg    *throttle.Group
 }
 
 // NewRegistry returns an empty registry.
@@ -157,6 +160,11 @@ func (r *Registry) add(o *ObjectOptions) error {
 		if o.AuthzSimple != nil { // identity is required: decoding checked it
 			obj.authz = o.AuthzSimple.Identity
 		}
+	case "throttle-group":
+		if o.ThrottleGroup == nil {
+			o.ThrottleGroup = &ThrottleGroupProperties{}
+		}
+		obj.tg, err = loadThrottleGroup(o.ThrottleGroup)
 	case "iothread":
 		// Accepted so that managers' usual command lines work; blockd
 		// has no event-loop threads to configure.

@@ -9,7 +9,7 @@ type ObjectType string
 
 // EnumValues lists the implemented types (a subset of QEMU's ObjectType).
 func (ObjectType) EnumValues() []string {
-	return []string{"authz-simple", "iothread", "secret", "tls-creds-psk", "tls-creds-x509"}
+	return []string{"authz-simple", "iothread", "secret", "throttle-group", "tls-creds-psk", "tls-creds-x509"}
 }
 
 // SecretFormat is QCryptoSecretFormat.
@@ -27,11 +27,12 @@ type ObjectOptions struct {
 	QomType ObjectType `qapi:"qom-type,discriminator"`
 	ID      string     `qapi:"id"`
 
-	AuthzSimple  *AuthZSimpleProperties  `qapi:",variant=authz-simple"`
-	Iothread     *IothreadProperties     `qapi:",variant=iothread"`
-	Secret       *SecretProperties       `qapi:",variant=secret"`
-	TLSCredsPSK  *TLSCredsPSKProperties  `qapi:",variant=tls-creds-psk"`
-	TLSCredsX509 *TLSCredsX509Properties `qapi:",variant=tls-creds-x509"`
+	AuthzSimple   *AuthZSimpleProperties   `qapi:",variant=authz-simple"`
+	Iothread      *IothreadProperties      `qapi:",variant=iothread"`
+	Secret        *SecretProperties        `qapi:",variant=secret"`
+	ThrottleGroup *ThrottleGroupProperties `qapi:",variant=throttle-group"`
+	TLSCredsPSK   *TLSCredsPSKProperties   `qapi:",variant=tls-creds-psk"`
+	TLSCredsX509  *TLSCredsX509Properties  `qapi:",variant=tls-creds-x509"`
 }
 
 // AuthZSimpleProperties: the one identity an authz-simple object allows.

@@ -58,6 +58,7 @@ func newDaemon(cfg *config, log *zap.Logger) *daemon {
 	d.owner.OnPanic(d.graph.RecoverFromPanic)
 	d.jobs = jobs.NewManager(d.graph, d.owner, d.bus, log)
 	d.objs = objects.NewRegistry(log)
+	d.graph.SetObjects(d.objs)
 	d.exps = exports.New(d.graph, d.owner, d.bus, log)
 	d.exps.TLS = d.objs
 	d.exps.Fuse = mountFuse

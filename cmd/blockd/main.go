@@ -17,6 +17,7 @@ import (
 	_ "blockd/drivers/null"
 	_ "blockd/drivers/qcow2"
 	_ "blockd/drivers/raw"
+	_ "blockd/drivers/throttle"
 )
 
 // Version is blockd's own version, sent as the greeting's "package".

@@ -1,0 +1,93 @@
+// Package throttle owns the throttle filter driver: every read, write,
+// zero write and discard through the node waits until its throttle group
+// (a throttle-group object) lets it through, so that all members of the
+// group together stay within the group's limits. Flushes and block
+// status are not throttled. The node passes its child through as a
+// filter, with the filter's default permissions.
+package throttle
+
+import (
+	"blockd/blockcore"
+	"blockd/blockio"
+	"blockd/internal/throttle"
+	"blockd/schema"
+)
+
+func init() {
+	blockcore.RegisterDriver(&blockcore.Driver{Name: "throttle", Filter: true, IsFilter: true, Open: open})
+}
+
+// groups is what the throttle driver needs of the object registry.
+type groups interface {
+	ThrottleGroup(id string) (g *throttle.Group, release func(), err error)
+}
+
+// node is one open throttle node.
+type node struct {
+	file    blockio.Device
+	group   string
+	member  *throttle.Member
+	release func()
+}
+
+func open(oc *blockcore.OpenContext) (blockcore.Impl, error) {
+	o := oc.Options.Throttle
+	reg, _ := oc.Graph.Objects().(groups)
+	if reg == nil {
+		return nil, schema.Errorf("Throttle group '%s' does not exist", o.ThrottleGroup)
+	}
+	g, release, err := reg.ThrottleGroup(o.ThrottleGroup)
+	if err != nil {
+		return nil, err
+	}
+	return &node{file: oc.File.Node.IO(), group: o.ThrottleGroup, member: g.Join(), release: release}, nil
+}
+
+func (n *node) ReadAt(p []byte, off int64) error {
+	n.member.Wait(throttle.Read, uint64(len(p)))
+	return n.file.ReadAt(p, off)
+}
+
+func (n *node) WriteAt(p []byte, off int64, f blockio.WriteFlags) error {
+	n.member.Wait(throttle.Write, uint64(len(p)))
+	return n.file.WriteAt(p, off, f)
+}
+
+func (n *node) WriteZeroes(off, length int64, f blockio.WriteFlags) error {
+	n.member.Wait(throttle.Write, uint64(length))
+	return n.file.WriteZeroes(off, length, f)
+}
+
+func (n *node) Discard(off, length int64) error {
+	n.member.Wait(throttle.Write, uint64(length))
+	return n.file.Discard(off, length)
+}
+
+func (n *node) Flush() error { return n.file.Flush() }
+
+func (n *node) BlockStatus(off, length int64) (blockio.Status, error) {
+	return n.file.BlockStatus(off, length)
+}
+
+func (n *node) Size() (int64, error)      { return n.file.Size() }
+func (n *node) Truncate(size int64) error { return n.file.Truncate(size) }
+
+// Close leaves the group, which object-del may then delete.
+func (n *node) Close() error {
+	n.release()
+	return nil
+}
+
+// DrainBegin lets the node's waiting requests go: a drained section does
+// not wait for the limits.
+func (n *node) DrainBegin() { n.member.DrainBegin() }
+func (n *node) DrainEnd()   { n.member.DrainEnd() }
+
+// StrongOptions: the group is part of what the node is, so json:
+// filenames name it (throttle_strong_runtime_opts).
+func (n *node) StrongOptions() map[string]any {
+	return map[string]any{"throttle-group": n.group}
+}
+
+// SetFile follows a reopen that switched the file child.
+func (n *node) SetFile(dev blockio.Device) { n.file = dev }
