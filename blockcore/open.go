@@ -151,6 +151,8 @@ func fileRef(opts *schema.BlockdevOptions) *schema.BlockdevRef {
 		return &opts.Qcow2.File
 	case opts.Throttle != nil:
 		return &opts.Throttle.File
+	case opts.Cor != nil:
+		return &opts.Cor.File
 	}
 	return nil
 }

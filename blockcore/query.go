@@ -23,6 +23,10 @@ type (
 	// InfoForwarder marks drivers whose bdrv_get_info asks their file
 	// child (raw): they answer exactly when the child does.
 	InfoForwarder interface{ ForwardsInfo() }
+	// NoStrongOptionList marks drivers that declare no strong options
+	// (copy-on-read): every option may matter, so the node is always
+	// described by a json: filename.
+	NoStrongOptionList interface{ NoStrongOptionList() }
 )
 
 // Filename is the node's filename as QEMU's bdrv_refresh_filename makes it:
@@ -39,8 +43,9 @@ func Filename(n *Node) string {
 		if name := f.ExactFilename(); name != "" {
 			return name
 		}
-	} else if file := n.File(); file != nil && hasExactFilename(file) && len(strongOptions(n)) == 0 && !backingOverridden(n) {
-		return Filename(file)
+	} else if _, all := n.impl.(NoStrongOptionList); !all && n.File() != nil && hasExactFilename(n.File()) &&
+		len(strongOptions(n)) == 0 && !backingOverridden(n) {
+		return Filename(n.File())
 	}
 	return "json:" + string(encodeQdict(fullOptions(n)))
 }
@@ -126,7 +131,7 @@ func (g *Graph) imageInfo(n *Node) schema.ImageInfo {
 	if d, ok := dirtyFlag(n); ok {
 		info.DirtyFlag = &d
 	}
-	if _, fwd := n.impl.(InfoForwarder); fwd && n.File() != nil {
+	if _, fwd := n.impl.(InfoForwarder); (fwd || n.drv.IsFilter) && n.File() != nil {
 		// bdrv_get_info answers for the file: a raw node over a qcow2
 		// node reports the qcow2 cluster size.
 		info.ClusterSize = g.imageInfo(n.File()).ClusterSize

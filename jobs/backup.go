@@ -201,7 +201,7 @@ func (b *backup) setup(filterName string) error {
 func (b *backup) copyBeforeWrite(src, dst blockio.Device, off, n int64) error {
 	start := off &^ (b.gran - 1)
 	end := (off + n + b.gran - 1) &^ (b.gran - 1)
-	unlock := b.locks.lock(start, end-start)
+	unlock := b.locks.Lock(start, end-start)
 	defer unlock()
 	cp := newCopier(b.job, src, dst)
 	size, err := src.Size()

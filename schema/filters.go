@@ -29,3 +29,10 @@ type BlockdevOptionsThrottle struct {
 	ThrottleGroup string      `qapi:"throttle-group"`
 	File          BlockdevRef `qapi:"file"`
 }
+
+// BlockdevOptionsCor are the copy-on-read filter's options: bottom is the
+// lowest node whose data it copies up (default: the whole chain).
+type BlockdevOptionsCor struct {
+	BlockdevOptionsGenericFormat `qapi:",base"`
+	Bottom                       *string `qapi:"bottom,optional"`
+}
