@@ -134,7 +134,6 @@ func (m *Manager) blockStream(a *schema.BlockStreamArgs) error {
 	return nil
 }
 
-
 func (s *stream) setup(filterName string) error {
 	g, j := s.m.g, s.job
 	user := jobUser{j}
