@@ -47,6 +47,9 @@ type Driver struct {
 	// list that child as its backing image and bdrv_get_info forwards to
 	// it.
 	IsFilter bool
+	// FileChild names the primary child when it is not "file" (blkdebug
+	// and blkverify open theirs as "image"; QEMU's bs->file all the same).
+	FileChild string
 	// Open creates the node's state; children named in the options have
 	// already been attached and are reachable through oc.
 	Open func(oc *OpenContext) (Impl, error)
@@ -74,6 +77,14 @@ func RegisterDriver(d *Driver) {
 		panic("blockcore: driver registered twice: " + d.Name)
 	}
 	drivers[d.Name] = d
+}
+
+// fileChildName is the name of the driver's primary child.
+func (d *Driver) fileChildName() string {
+	if d.FileChild != "" {
+		return d.FileChild
+	}
+	return "file"
 }
 
 // LookupDriver returns a registered driver.

@@ -98,6 +98,13 @@ func (g *Graph) open(opts *schema.BlockdevOptions, inh inherited, t *tx) (*Node,
 	}
 	oc := &OpenContext{Graph: g, Node: n, Options: opts, ReadOnly: n.readOnly, AutoReadOnly: autoRO,
 		DiscardUnmap: discardUnmap}
+	if drv.Protocol {
+		// A protocol driver (blkdebug) opens its child itself, after the
+		// node got its name; a format's file is opened before.
+		if err := g.assignName(n, nodeName(opts), t); err != nil {
+			return nil, err
+		}
+	}
 	if ref := fileRef(opts); ref != nil {
 		child, err := g.resolveRef(*ref, childInh, t)
 		if err != nil {
@@ -109,17 +116,15 @@ func (g *Graph) open(opts *schema.BlockdevOptions, inh inherited, t *tx) (*Node,
 		} else if drv.Filter {
 			role = RoleData | RolePrimary
 		}
-		oc.File = g.attach(n, child, "file", role, t)
+		oc.File = g.attach(n, child, drv.fileChildName(), role, t)
 		if ref.Definition != nil {
 			child.reopen.inheritsFrom = n
 		}
 	}
-	name := ""
-	if opts.NodeName != nil {
-		name = *opts.NodeName
-	}
-	if err := g.assignName(n, name, t); err != nil {
-		return nil, err
+	if !drv.Protocol {
+		if err := g.assignName(n, nodeName(opts), t); err != nil {
+			return nil, err
+		}
 	}
 	impl, err := drv.Open(oc)
 	if err != nil {
@@ -143,6 +148,13 @@ func (g *Graph) open(opts *schema.BlockdevOptions, inh inherited, t *tx) (*Node,
 	return n, nil
 }
 
+func nodeName(opts *schema.BlockdevOptions) string {
+	if opts.NodeName != nil {
+		return *opts.NodeName
+	}
+	return ""
+}
+
 func fileRef(opts *schema.BlockdevOptions) *schema.BlockdevRef {
 	switch {
 	case opts.Raw != nil:
@@ -153,6 +165,8 @@ func fileRef(opts *schema.BlockdevOptions) *schema.BlockdevRef {
 		return &opts.Throttle.File
 	case opts.Cor != nil:
 		return &opts.Cor.File
+	case opts.Blkdebug != nil:
+		return &opts.Blkdebug.Image
 	}
 	return nil
 }

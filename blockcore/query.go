@@ -13,6 +13,10 @@ type (
 	// StrongOptioner: options that change what a node presents, so that
 	// its filename must describe them (QEMU's strong_runtime_opts).
 	StrongOptioner interface{ StrongOptions() map[string]any }
+	// StrongOptionLister is StrongOptioner for drivers whose options
+	// collide in QDict buckets: the list is in the order QEMU inserts
+	// them into the json: description.
+	StrongOptionLister interface{ StrongOptionList() qdict.Dict }
 	// ImageInfoer fills format-specific image information.
 	ImageInfoer interface{ FillImageInfo(info *schema.ImageInfo) }
 	// AllocatedSizer reports bytes allocated on the host.
@@ -60,6 +64,13 @@ func hasExactFilename(n *Node) bool {
 }
 
 func strongOptions(n *Node) map[string]any {
+	if sl, ok := n.impl.(StrongOptionLister); ok {
+		m := map[string]any{}
+		for _, e := range sl.StrongOptionList() {
+			m[e.Key] = e.Val
+		}
+		return m
+	}
 	if so, ok := n.impl.(StrongOptioner); ok {
 		return so.StrongOptions()
 	}
@@ -86,12 +97,19 @@ func fullOptions(n *Node) qdict.Dict {
 	if f, ok := n.impl.(Filenamer); ok && f.ExactFilename() != "" {
 		return d.Set("driver", n.drv.Name).Set("filename", f.ExactFilename())
 	}
-	for k, v := range strongOptions(n) {
-		d = d.Set(k, v)
-	}
+	// append_strong_runtime_options: "driver" first, then the options.
 	d = d.Set("driver", n.drv.Name)
+	if sl, ok := n.impl.(StrongOptionLister); ok {
+		for _, e := range sl.StrongOptionList() {
+			d = d.Set(e.Key, e.Val)
+		}
+	} else {
+		for k, v := range strongOptions(n) {
+			d = d.Set(k, v)
+		}
+	}
 	if file := n.File(); file != nil {
-		d = d.Set("file", fullOptions(file))
+		d = d.Set(n.drv.fileChildName(), fullOptions(file))
 	}
 	if backingOverridden(n) {
 		if b := n.Backing(); b != nil {

@@ -9,7 +9,7 @@ type BlockdevDriver string
 
 // EnumValues lists the implemented drivers (a subset of QEMU's).
 func (BlockdevDriver) EnumValues() []string {
-	return []string{"file", "null-co", "copy-on-read", "qcow2", "raw", "throttle"}
+	return []string{"blkdebug", "copy-on-read", "file", "null-co", "qcow2", "raw", "throttle"}
 }
 
 // BlockdevDiscardOptions says whether discard requests reach the file.
@@ -49,6 +49,7 @@ type BlockdevOptions struct {
 	ForceShare   *bool                        `qapi:"force-share,optional"`
 	DetectZeroes *BlockdevDetectZeroesOptions `qapi:"detect-zeroes,optional"`
 
+	Blkdebug *BlockdevOptionsBlkdebug `qapi:",variant=blkdebug"`
 	Cor      *BlockdevOptionsCor      `qapi:",variant=copy-on-read"`
 	File     *BlockdevOptionsFile     `qapi:",variant=file"`
 	Null     *BlockdevOptionsNull     `qapi:",variant=null-co"`

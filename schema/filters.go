@@ -36,3 +36,61 @@ type BlockdevOptionsCor struct {
 	BlockdevOptionsGenericFormat `qapi:",base"`
 	Bottom                       *string `qapi:"bottom,optional"`
 }
+
+// BlkdebugEvent names the points of the block layer where blkdebug rules
+// trigger.
+type BlkdebugEvent string
+
+func (BlkdebugEvent) EnumValues() []string {
+	return []string{"l1_update", "l1_grow_alloc_table", "l1_grow_write_table", "l1_grow_activate_table",
+		"l2_load", "l2_update", "l2_update_compressed", "l2_alloc_cow_read", "l2_alloc_write", "read_aio",
+		"read_backing_aio", "read_compressed", "write_aio", "write_compressed", "vmstate_load", "vmstate_save",
+		"cow_read", "cow_write", "reftable_load", "reftable_grow", "reftable_update", "refblock_load",
+		"refblock_update", "refblock_update_part", "refblock_alloc", "refblock_alloc_hookup",
+		"refblock_alloc_write", "refblock_alloc_write_blocks", "refblock_alloc_write_table",
+		"refblock_alloc_switch_table", "cluster_alloc", "cluster_alloc_bytes", "cluster_free", "flush_to_os",
+		"flush_to_disk", "pwritev_rmw_head", "pwritev_rmw_after_head", "pwritev_rmw_tail",
+		"pwritev_rmw_after_tail", "pwritev", "pwritev_zero", "pwritev_done", "empty_image_prepare",
+		"l1_shrink_write_table", "l1_shrink_free_l2_clusters", "cor_write", "cluster_alloc_space", "none"}
+}
+
+// BlkdebugIOType is the kind of request an injected error applies to.
+type BlkdebugIOType string
+
+func (BlkdebugIOType) EnumValues() []string {
+	return []string{"read", "write", "write-zeroes", "discard", "flush", "block-status"}
+}
+
+// BlkdebugInjectErrorOptions is one inject-error rule.
+type BlkdebugInjectErrorOptions struct {
+	Event       BlkdebugEvent   `qapi:"event"`
+	State       *int64          `qapi:"state,optional"`
+	Iotype      *BlkdebugIOType `qapi:"iotype,optional"`
+	Errno       *int64          `qapi:"errno,optional"`
+	Sector      *int64          `qapi:"sector,optional"`
+	Once        *bool           `qapi:"once,optional"`
+	Immediately *bool           `qapi:"immediately,optional"`
+}
+
+// BlkdebugSetStateOptions is one set-state rule.
+type BlkdebugSetStateOptions struct {
+	Event    BlkdebugEvent `qapi:"event"`
+	State    *int64        `qapi:"state,optional"`
+	NewState int64         `qapi:"new_state"`
+}
+
+// BlockdevOptionsBlkdebug are the blkdebug driver's options.
+type BlockdevOptionsBlkdebug struct {
+	Image             BlockdevRef                  `qapi:"image"`
+	Config            *string                      `qapi:"config,optional"`
+	Align             *int64                       `qapi:"align,optional"`
+	MaxTransfer       *int32                       `qapi:"max-transfer,optional"`
+	OptWriteZero      *int32                       `qapi:"opt-write-zero,optional"`
+	MaxWriteZero      *int32                       `qapi:"max-write-zero,optional"`
+	OptDiscard        *int32                       `qapi:"opt-discard,optional"`
+	MaxDiscard        *int32                       `qapi:"max-discard,optional"`
+	InjectError       []BlkdebugInjectErrorOptions `qapi:"inject-error,optional"`
+	SetState          []BlkdebugSetStateOptions    `qapi:"set-state,optional"`
+	TakeChildPerms    []BlockPermission            `qapi:"take-child-perms,optional"`
+	UnshareChildPerms []BlockPermission            `qapi:"unshare-child-perms,optional"`
+}

@@ -13,6 +13,7 @@ import (
 	"blockd/tools"
 
 	// Block drivers register themselves with the graph.
+	_ "blockd/drivers/blkdebug"
 	_ "blockd/drivers/copyonread"
 	_ "blockd/drivers/file"
 	_ "blockd/drivers/null"
