@@ -31,7 +31,7 @@ func TestBlkdebugErrorReachesMirror(t *testing.T) {
 			for _, args := range []map[string]any{
 				{"driver": "raw", "node-name": "src", "file": map[string]any{"driver": "blkdebug",
 					"inject-error": []any{map[string]any{"event": "read_aio", "sector": 2048, "once": true}},
-					"image": map[string]any{"driver": "file", "filename": filepath.Join(dir, "src.img")}}},
+					"image":        map[string]any{"driver": "file", "filename": filepath.Join(dir, "src.img")}}},
 				{"driver": "raw", "node-name": "dst", "file": map[string]any{"driver": "file", "filename": filepath.Join(dir, "dst.img")}},
 			} {
 				if r, _ := c.Command(t, "blockdev-add", args); r["return"] == nil {
