@@ -186,3 +186,56 @@ func TestSocketActivation(t *testing.T) {
 		t.Errorf("default socket created beside the activated ones: %v", err)
 	}
 }
+
+// Every socket is bound before any is served: when a later socket cannot
+// be bound, blockd exits without having greeted a client that was already
+// waiting on an earlier one. The waiting client is queued on an activated
+// socket before blockd starts, so it is there from the first instant.
+func TestNoSocketServedWhenALaterOneFailsToBind(t *testing.T) {
+	bin := buildBlockd(t)
+	dir := t.TempDir()
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "qmp.sock"), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetUnlinkOnClose(false)
+	f, err := l.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting, err := net.Dial("unix", filepath.Join(dir, "qmp.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer waiting.Close()
+	// A monitor socket in a directory that does not exist cannot be bound.
+	bad := filepath.Join(dir, "missing", "m.sock")
+	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, bin,
+		"--chardev", "socket,id=m,path="+bad+",server=on,wait=off", "--monitor", "chardev=m")
+	cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "XDG_RUNTIME_DIR="+dir)
+	cmd.ExtraFiles = []*os.File{f}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("blockd did not exit on a socket it cannot bind")
+	}
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("blockd with an unbindable socket: %v: %s", err, stderr.String())
+	}
+	// Our copies of the listener go too, so the waiting client sees the
+	// end of a connection nobody accepted rather than a silent one.
+	f.Close()
+	l.Close()
+	_ = waiting.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := waiting.Read(make([]byte, 1)); n != 0 {
+		t.Fatalf("a client got data from blockd, which then failed to start (%v): %s", err, stderr.String())
+	}
+}

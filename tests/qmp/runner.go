@@ -199,9 +199,12 @@ func (c *Client) Next() (map[string]any, []byte, error) {
 }
 
 // Command sends one command and returns its reply, collecting any events
-// that arrive before it.
+// that arrive before it. A greeting not yet read is dropped: it is never
+// a command's reply, and returning it would shift every later reply by
+// one (a test that checks the greeting reads it with Next first).
 func (c *Client) Command(t testing.TB, cmd string, args any) (reply map[string]any, evs []map[string]any) {
 	t.Helper()
+	c.greeting = nil
 	msg := map[string]any{"execute": cmd}
 	if args != nil {
 		msg["arguments"] = args
