@@ -47,6 +47,16 @@ type Driver struct {
 	// list that child as its backing image and bdrv_get_info forwards to
 	// it.
 	IsFilter bool
+	// OwnChildren: the driver opens its children itself, after the node
+	// got its name (bdrv_file_open drivers such as blkdebug, quorum); a
+	// format's file is opened before.
+	OwnChildren bool
+	// CheckOptions, when set, validates the options before any child is
+	// opened (quorum checks its threshold first).
+	CheckOptions func(*schema.BlockdevOptions) error
+	// ChildList: json: filenames list the node's children under
+	// "children" (quorum).
+	ChildList bool
 	// FileChild names the primary child when it is not "file" (blkdebug
 	// and blkverify open theirs as "image"; QEMU's bs->file all the same).
 	FileChild string

@@ -1,6 +1,7 @@
 package blockcore
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 
@@ -21,6 +22,8 @@ type OpenContext struct {
 	// children inherit by default).
 	DiscardUnmap bool
 	File         *Child // the file child of format and filter drivers
+	// Children are a quorum's children, in order.
+	Children []*Child
 }
 
 // BackingUser is implemented by drivers with a backing chain: the header
@@ -98,11 +101,26 @@ func (g *Graph) open(opts *schema.BlockdevOptions, inh inherited, t *tx) (*Node,
 	}
 	oc := &OpenContext{Graph: g, Node: n, Options: opts, ReadOnly: n.readOnly, AutoReadOnly: autoRO,
 		DiscardUnmap: discardUnmap}
-	if drv.Protocol {
-		// A protocol driver (blkdebug) opens its child itself, after the
-		// node got its name; a format's file is opened before.
+	if drv.OwnChildren {
 		if err := g.assignName(n, nodeName(opts), t); err != nil {
 			return nil, err
+		}
+	}
+	if drv.CheckOptions != nil {
+		if err := drv.CheckOptions(opts); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Quorum != nil {
+		for i, ref := range opts.Quorum.Children {
+			child, err := g.resolveRef(ref, childInh, t)
+			if err != nil {
+				return nil, err
+			}
+			oc.Children = append(oc.Children, g.attach(n, child, fmt.Sprintf("children.%d", i), RoleData, t))
+			if ref.Definition != nil {
+				child.reopen.inheritsFrom = n
+			}
 		}
 	}
 	if ref := fileRef(opts); ref != nil {
@@ -121,7 +139,7 @@ func (g *Graph) open(opts *schema.BlockdevOptions, inh inherited, t *tx) (*Node,
 			child.reopen.inheritsFrom = n
 		}
 	}
-	if !drv.Protocol {
+	if !drv.OwnChildren {
 		if err := g.assignName(n, nodeName(opts), t); err != nil {
 			return nil, err
 		}

@@ -111,6 +111,14 @@ func fullOptions(n *Node) qdict.Dict {
 	if file := n.File(); file != nil {
 		d = d.Set(n.drv.fileChildName(), fullOptions(file))
 	}
+	if n.drv.ChildList {
+		// quorum's bdrv_gather_child_options: its children as a list.
+		var list []qdict.Dict
+		for _, c := range n.children {
+			list = append(list, fullOptions(c.Node))
+		}
+		d = d.Set("children", list)
+	}
 	if backingOverridden(n) {
 		if b := n.Backing(); b != nil {
 			d = d.Set("backing", fullOptions(b))

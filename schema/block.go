@@ -9,7 +9,7 @@ type BlockdevDriver string
 
 // EnumValues lists the implemented drivers (a subset of QEMU's).
 func (BlockdevDriver) EnumValues() []string {
-	return []string{"blkdebug", "copy-on-read", "file", "null-co", "qcow2", "raw", "throttle"}
+	return []string{"blkdebug", "copy-on-read", "file", "null-co", "qcow2", "quorum", "raw", "throttle"}
 }
 
 // BlockdevDiscardOptions says whether discard requests reach the file.
@@ -54,6 +54,7 @@ type BlockdevOptions struct {
 	File     *BlockdevOptionsFile     `qapi:",variant=file"`
 	Null     *BlockdevOptionsNull     `qapi:",variant=null-co"`
 	Qcow2    *BlockdevOptionsQcow2    `qapi:",variant=qcow2"`
+	Quorum   *BlockdevOptionsQuorum   `qapi:",variant=quorum"`
 	Raw      *BlockdevOptionsRaw      `qapi:",variant=raw"`
 	Throttle *BlockdevOptionsThrottle `qapi:",variant=throttle"`
 }

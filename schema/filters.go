@@ -94,3 +94,55 @@ type BlockdevOptionsBlkdebug struct {
 	TakeChildPerms    []BlockPermission            `qapi:"take-child-perms,optional"`
 	UnshareChildPerms []BlockPermission            `qapi:"unshare-child-perms,optional"`
 }
+
+// QuorumReadPattern says how quorum reads: all children and a vote, or
+// the first that answers.
+type QuorumReadPattern string
+
+func (QuorumReadPattern) EnumValues() []string { return []string{"quorum", "fifo"} }
+
+// BlockdevOptionsQuorum are the quorum driver's options.
+type BlockdevOptionsQuorum struct {
+	Blkverify        *bool              `qapi:"blkverify,optional"`
+	Children         []BlockdevRef      `qapi:"children"`
+	VoteThreshold    int64              `qapi:"vote-threshold"`
+	RewriteCorrupted *bool              `qapi:"rewrite-corrupted,optional"`
+	ReadPattern      *QuorumReadPattern `qapi:"read-pattern,optional"`
+}
+
+// XBlockdevChangeArgs are x-blockdev-change's arguments: remove the child
+// named child from parent, or add node as a new child.
+type XBlockdevChangeArgs struct {
+	Parent string  `qapi:"parent"`
+	Child  *string `qapi:"child,optional"`
+	Node   *string `qapi:"node,optional"`
+}
+
+// QuorumOpType is the kind of request a quorum event is about.
+type QuorumOpType string
+
+func (QuorumOpType) EnumValues() []string { return []string{"read", "write", "flush"} }
+
+// QuorumFailure is QUORUM_FAILURE: no version of a range reached the
+// vote threshold (or too many children failed).
+type QuorumFailure struct {
+	Reference    string `qapi:"reference"`
+	SectorNum    int64  `qapi:"sector-num"`
+	SectorsCount int64  `qapi:"sectors-count"`
+}
+
+// EventName implements events.Payload.
+func (QuorumFailure) EventName() string { return "QUORUM_FAILURE" }
+
+// QuorumReportBad is QUORUM_REPORT_BAD: one child failed a request or
+// was outvoted.
+type QuorumReportBad struct {
+	Type         QuorumOpType `qapi:"type"`
+	Error        *string      `qapi:"error,optional"`
+	NodeName     string       `qapi:"node-name"`
+	SectorNum    int64        `qapi:"sector-num"`
+	SectorsCount int64        `qapi:"sectors-count"`
+}
+
+// EventName implements events.Payload.
+func (QuorumReportBad) EventName() string { return "QUORUM_REPORT_BAD" }

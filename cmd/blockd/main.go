@@ -18,6 +18,7 @@ import (
 	_ "blockd/drivers/file"
 	_ "blockd/drivers/null"
 	_ "blockd/drivers/qcow2"
+	_ "blockd/drivers/quorum"
 	_ "blockd/drivers/raw"
 	_ "blockd/drivers/throttle"
 )

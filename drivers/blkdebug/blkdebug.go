@@ -34,7 +34,7 @@ import (
 func init() {
 	// Protocol: blkdebug is a bdrv_file_open driver, so its own
 	// "blkdebug:CONFIG:IMAGE" name can stand for its parents'.
-	blockcore.RegisterDriver(&blockcore.Driver{Name: "blkdebug", Protocol: true, Filter: true, IsFilter: true,
+	blockcore.RegisterDriver(&blockcore.Driver{Name: "blkdebug", Protocol: true, OwnChildren: true, Filter: true, IsFilter: true,
 		FileChild: "image", Open: open})
 }
 
