@@ -179,3 +179,68 @@ def scn_blkdebug_mirror_error_stop(t):
     t.ev("BLOCK_JOB_COMPLETED", keys=("device", "type", "error"))
     t.stop()
     t.compare("target equals source", "src.img", "dst.img")
+
+
+def _quorum_images(t, corrupt):
+    for name in ("a.img", "b.img", "c.img"):
+        writes = ["write -P 0x11 0 1M"]
+        if name in corrupt:
+            writes.append(corrupt[name])
+        t.img(name, size="1M", fmt="raw", writes=writes)
+
+
+def scn_quorum_outvotes_corrupted_child(t):
+    _quorum_images(t, {"c.img": "write -P 0xee 64k 4k"})
+    t.start()
+    for n in ("a", "b", "c"):
+        t.q("blockdev-add", {"driver": "file", "node-name": n, "filename": t.path(n + ".img")})
+    t.q("blockdev-add", {"driver": "quorum", "node-name": "q", "vote-threshold": 2, "children": ["a", "b", "c"],
+                         "rewrite-corrupted": True})
+    t.q("blockdev-add", {"driver": "raw", "node-name": "r", "file": "q"})
+    t.nodes()
+    t.graph()
+    _export(t, "r")
+    _io(t, "read the corrupted range", "read -P 0x11 64k 4k")
+    t.ev("QUORUM_REPORT_BAD", keys=("type", "error", "node-name", "sector-num", "sectors-count"))
+    _io(t, "write through quorum", "write -P 0x22 128k 4k")
+    t.stop()
+    t.sh("c repaired", ["qemu-io", "-f", "raw", "-c", "read -q -P 0x11 64k 4k", t.path("c.img")], keep=("rc", "out"))
+    t.sh("write on every child", ["sh", "-c", "for i in a b c; do qemu-io -f raw -c 'read -q -P 0x22 128k 4k' "
+                                  + t.path("") + "$i.img; done"], keep=("rc", "out"))
+
+
+def scn_quorum_no_majority(t):
+    _quorum_images(t, {"b.img": "write -P 0x22 0 4k", "c.img": "write -P 0x33 0 4k"})
+    t.start()
+    t.q("blockdev-add", {"driver": "quorum", "node-name": "q", "vote-threshold": 2, "children": [
+        {"driver": "file", "filename": t.path(n + ".img")} for n in ("a", "b", "c")]})
+    t.q("blockdev-add", {"driver": "raw", "node-name": "r", "file": "q"})
+    _export(t, "r")
+    _io(t, "read without a majority", "read 0 4k")
+    t.ev("QUORUM_FAILURE", keys=("reference", "sector-num", "sectors-count"))
+    t.stop()
+
+
+def scn_quorum_blockdev_change(t):
+    _quorum_images(t, {})
+    t.img("d.img", size="1M", fmt="raw")
+    t.start()
+    for n in ("a", "b", "c", "d"):
+        t.q("blockdev-add", {"driver": "file", "node-name": n, "filename": t.path(n + ".img")})
+    t.q("blockdev-add", {"driver": "quorum", "node-name": "q", "vote-threshold": 2, "children": ["a", "b"]})
+    t.q("x-blockdev-change", {"parent": "q", "node": "a"})
+    t.q("x-blockdev-change", {"parent": "q", "child": "children.0"})
+    t.q("x-blockdev-change", {"parent": "q", "node": "c"})
+    t.q("x-blockdev-change", {"parent": "q", "node": "d"})
+    t.graph()
+    t.q("x-blockdev-change", {"parent": "q", "child": "children.3"})
+    t.q("x-blockdev-change", {"parent": "q", "child": "children.0"})
+    t.q("x-blockdev-change", {"parent": "q", "child": "children.1"})
+    t.q("x-blockdev-change", {"parent": "q", "node": "a"})
+    t.graph("graph after")
+    t.q("blockdev-add", {"driver": "raw", "node-name": "r", "file": "q"})
+    _export(t, "r")
+    _io(t, "write through the changed quorum", "write -P 0x44 0 4k")
+    t.stop()
+    t.sh("written children", ["sh", "-c", "for i in a b c d; do qemu-io -f raw -c 'read -q -P 0x44 0 4k' "
+                              + t.path("") + "$i.img; done"], keep=("rc", "out"))
