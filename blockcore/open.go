@@ -22,7 +22,8 @@ type OpenContext struct {
 	// children inherit by default).
 	DiscardUnmap bool
 	File         *Child // the file child of format and filter drivers
-	// Children are a quorum's children, in order.
+	// Children are a quorum's children, in order, or blkverify's test
+	// child.
 	Children []*Child
 }
 
@@ -139,6 +140,17 @@ func (g *Graph) open(opts *schema.BlockdevOptions, inh inherited, t *tx) (*Node,
 			child.reopen.inheritsFrom = n
 		}
 	}
+	if opts.Blkverify != nil {
+		// blkverify's image under test, after its raw reference.
+		child, err := g.resolveRef(opts.Blkverify.Test, childInh, t)
+		if err != nil {
+			return nil, err
+		}
+		oc.Children = append(oc.Children, g.attach(n, child, "test", RoleData, t))
+		if opts.Blkverify.Test.Definition != nil {
+			child.reopen.inheritsFrom = n
+		}
+	}
 	if !drv.OwnChildren {
 		if err := g.assignName(n, nodeName(opts), t); err != nil {
 			return nil, err
@@ -185,6 +197,8 @@ func fileRef(opts *schema.BlockdevOptions) *schema.BlockdevRef {
 		return &opts.Cor.File
 	case opts.Blkdebug != nil:
 		return &opts.Blkdebug.Image
+	case opts.Blkverify != nil:
+		return &opts.Blkverify.Raw
 	}
 	return nil
 }

@@ -146,3 +146,10 @@ type QuorumReportBad struct {
 
 // EventName implements events.Payload.
 func (QuorumReportBad) EventName() string { return "QUORUM_REPORT_BAD" }
+
+// BlockdevOptionsBlkverify are blkverify's options: the image under test
+// and the raw image it must read the same as.
+type BlockdevOptionsBlkverify struct {
+	Test BlockdevRef `qapi:"test"`
+	Raw  BlockdevRef `qapi:"raw"`
+}

@@ -14,6 +14,7 @@ import (
 
 	// Block drivers register themselves with the graph.
 	_ "blockd/drivers/blkdebug"
+	_ "blockd/drivers/blkverify"
 	_ "blockd/drivers/copyonread"
 	_ "blockd/drivers/file"
 	_ "blockd/drivers/null"
