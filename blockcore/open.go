@@ -199,6 +199,8 @@ func fileRef(opts *schema.BlockdevOptions) *schema.BlockdevRef {
 		return &opts.Blkdebug.Image
 	case opts.Blkverify != nil:
 		return &opts.Blkverify.Raw
+	case opts.Prealloc != nil:
+		return &opts.Prealloc.File
 	}
 	return nil
 }

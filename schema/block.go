@@ -9,7 +9,7 @@ type BlockdevDriver string
 
 // EnumValues lists the implemented drivers (a subset of QEMU's).
 func (BlockdevDriver) EnumValues() []string {
-	return []string{"blkdebug", "blkverify", "copy-on-read", "file", "null-co", "qcow2", "quorum", "raw", "throttle"}
+	return []string{"blkdebug", "blkverify", "copy-on-read", "file", "null-co", "preallocate", "qcow2", "quorum", "raw", "throttle"}
 }
 
 // BlockdevDiscardOptions says whether discard requests reach the file.
@@ -49,15 +49,16 @@ type BlockdevOptions struct {
 	ForceShare   *bool                        `qapi:"force-share,optional"`
 	DetectZeroes *BlockdevDetectZeroesOptions `qapi:"detect-zeroes,optional"`
 
-	Blkdebug  *BlockdevOptionsBlkdebug  `qapi:",variant=blkdebug"`
-	Blkverify *BlockdevOptionsBlkverify `qapi:",variant=blkverify"`
-	Cor       *BlockdevOptionsCor       `qapi:",variant=copy-on-read"`
-	File      *BlockdevOptionsFile      `qapi:",variant=file"`
-	Null      *BlockdevOptionsNull      `qapi:",variant=null-co"`
-	Qcow2     *BlockdevOptionsQcow2     `qapi:",variant=qcow2"`
-	Quorum    *BlockdevOptionsQuorum    `qapi:",variant=quorum"`
-	Raw       *BlockdevOptionsRaw       `qapi:",variant=raw"`
-	Throttle  *BlockdevOptionsThrottle  `qapi:",variant=throttle"`
+	Blkdebug  *BlockdevOptionsBlkdebug    `qapi:",variant=blkdebug"`
+	Blkverify *BlockdevOptionsBlkverify   `qapi:",variant=blkverify"`
+	Cor       *BlockdevOptionsCor         `qapi:",variant=copy-on-read"`
+	File      *BlockdevOptionsFile        `qapi:",variant=file"`
+	Null      *BlockdevOptionsNull        `qapi:",variant=null-co"`
+	Prealloc  *BlockdevOptionsPreallocate `qapi:",variant=preallocate"`
+	Qcow2     *BlockdevOptionsQcow2       `qapi:",variant=qcow2"`
+	Quorum    *BlockdevOptionsQuorum      `qapi:",variant=quorum"`
+	Raw       *BlockdevOptionsRaw         `qapi:",variant=raw"`
+	Throttle  *BlockdevOptionsThrottle    `qapi:",variant=throttle"`
 }
 
 // BlockdevOptionsFile are the file driver's options.

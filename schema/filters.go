@@ -153,3 +153,10 @@ type BlockdevOptionsBlkverify struct {
 	Test BlockdevRef `qapi:"test"`
 	Raw  BlockdevRef `qapi:"raw"`
 }
+
+// BlockdevOptionsPreallocate are the preallocate filter's options.
+type BlockdevOptionsPreallocate struct {
+	BlockdevOptionsGenericFormat `qapi:",base"`
+	PreallocAlign                *int64 `qapi:"prealloc-align,optional"`
+	PreallocSize                 *int64 `qapi:"prealloc-size,optional"`
+}

@@ -18,6 +18,7 @@ import (
 	_ "blockd/drivers/copyonread"
 	_ "blockd/drivers/file"
 	_ "blockd/drivers/null"
+	_ "blockd/drivers/preallocate"
 	_ "blockd/drivers/qcow2"
 	_ "blockd/drivers/quorum"
 	_ "blockd/drivers/raw"

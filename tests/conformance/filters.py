@@ -244,3 +244,20 @@ def scn_quorum_blockdev_change(t):
     t.stop()
     t.sh("written children", ["sh", "-c", "for i in a b c d; do qemu-io -f raw -c 'read -q -P 0x44 0 4k' "
                               + t.path("") + "$i.img; done"], keep=("rc", "out"))
+
+
+def scn_preallocate_under_qcow2(t):
+    t.img("a.qcow2", size="64M")
+    t.start()
+    t.q("blockdev-add", {"driver": "qcow2", "node-name": "q", "file": {
+        "driver": "preallocate", "node-name": "p", "prealloc-align": 1048576, "prealloc-size": 4194304,
+        "file": _file(t, "a.qcow2")}})
+    t.nodes()
+    t.graph()
+    _export(t, "q")
+    _io(t, "write 3 MiB", "write -P 0x5a 0 3M", "flush")
+    t.sh("file grown ahead of the data", ["stat", "-c", "%s", t.path("a.qcow2")], keep=("rc", "out"))
+    _io(t, "read back", "read -P 0x5a 0 3M")
+    t.stop()
+    t.sh("file cut back on close", ["stat", "-c", "%s", t.path("a.qcow2")], keep=("rc", "out"))
+    t.check("image consistent", "a.qcow2")
