@@ -32,6 +32,9 @@ func (g *Graph) RegisterCommands(r *schema.Registry) {
 	schema.Define(r, "blockdev-snapshot-delete-internal-sync", func(_ context.Context, a *schema.BlockdevSnapshotDeleteInternalArgs) (*schema.SnapshotInfo, error) {
 		return g.DeleteSnapshotInternal(a.Device, a.ID, a.Name)
 	})
+	schema.Define(r, "transaction", func(_ context.Context, a *schema.TransactionArgs) (schema.Empty, error) {
+		return schema.Empty{}, g.Transaction(a)
+	})
 	schema.Define(r, "block-set-write-threshold", func(_ context.Context, a *schema.BlockSetWriteThresholdArgs) (schema.Empty, error) {
 		return schema.Empty{}, g.SetWriteThreshold(a.NodeName, a.WriteThreshold)
 	})
@@ -47,6 +50,13 @@ func (g *Graph) RegisterCommands(r *schema.Registry) {
 		}
 		return out, nil
 	})
+	schema.Define(r, "query-block", func(context.Context, *schema.NoArgs) ([]schema.BlockInfo, error) {
+		// No named block backends in a storage daemon (blockstats.go).
+		return []schema.BlockInfo{}, nil
+	})
+	schema.Define(r, "query-blockstats", func(_ context.Context, a *schema.QueryBlockstatsArgs) ([]schema.BlockStats, error) {
+		return g.BlockStats(a.QueryNodes != nil && *a.QueryNodes), nil
+	})
 	schema.Define(r, "x-debug-query-block-graph", func(context.Context, *schema.NoArgs) (*schema.XDbgBlockGraph, error) {
 		gr := g.DebugGraph()
 		return &gr, nil
@@ -57,4 +67,6 @@ func (g *Graph) RegisterCommands(r *schema.Registry) {
 	}, schema.Features("unstable"))
 	r.AddEvent("QUORUM_FAILURE", reflect.TypeFor[schema.QuorumFailure]())
 	r.AddEvent("QUORUM_REPORT_BAD", reflect.TypeFor[schema.QuorumReportBad]())
+	// Declared as in qemu-storage-daemon's schema, never sent (schema.BlockIOError).
+	r.AddEvent("BLOCK_IO_ERROR", reflect.TypeFor[schema.BlockIOError]())
 }

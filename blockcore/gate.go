@@ -350,3 +350,38 @@ func allZero(p []byte) bool {
 	}
 	return true
 }
+
+// OwnerIO is the data path for the owner goroutine's own requests. While
+// the owner holds the node drained (an earlier action of the same
+// transaction), it is the gate without its lock: the owner holds that
+// lock itself and would wait for it forever, and no other request can be
+// in flight. Otherwise it is the gate. Owner goroutine only.
+func (n *Node) OwnerIO() blockio.Device {
+	if n.io.depth > 0 {
+		return drainedIO{n.io}
+	}
+	return n.io
+}
+
+// drainedIO is a drained gate's requests without the lock, with the
+// gate's accounting, read-only checks and observers.
+type drainedIO struct{ g *gate }
+
+func (d drainedIO) ReadAt(p []byte, off int64) error { return d.g.readAt(p, off) }
+func (d drainedIO) WriteAt(p []byte, off int64, flags blockio.WriteFlags) error {
+	return d.g.writeAt(p, off, flags)
+}
+func (d drainedIO) WriteZeroes(off, length int64, flags blockio.WriteFlags) error {
+	return d.g.writeZeroes(off, length, flags)
+}
+func (d drainedIO) Discard(off, length int64) error { return d.g.discard(off, length) }
+func (d drainedIO) Flush() error                    { return d.g.flush() }
+func (d drainedIO) BlockStatus(off, length int64) (blockio.Status, error) {
+	return d.g.blockStatus(off, length)
+}
+func (d drainedIO) Size() (int64, error)      { return d.g.size() }
+func (d drainedIO) Truncate(size int64) error { return d.g.truncate(size) }
+
+// Quiesce begins a drained section of nodes for their users only (jobs
+// pause), as quiesce does, until the returned function is called.
+func (g *Graph) Quiesce(nodes ...*Node) (end func()) { return g.quiesce(nodes) }

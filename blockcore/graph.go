@@ -27,6 +27,7 @@ type Graph struct {
 	drains []*drainSection // drained sections in progress
 
 	objects any // the user-created objects drivers refer to (SetObjects)
+	actions map[string]actionType // transaction action types (transaction.go)
 }
 
 // SetObjects gives drivers access to the user-created objects they name
@@ -40,7 +41,9 @@ func (g *Graph) Objects() any { return g.objects }
 
 // NewGraph returns an empty graph.
 func NewGraph(log *zap.Logger, bus *events.Bus) *Graph {
-	return &Graph{log: log, bus: bus, nodes: map[string]*Node{}}
+	g := &Graph{log: log, bus: bus, nodes: map[string]*Node{}}
+	g.registerActions()
+	return g
 }
 
 // Logger returns the graph's logger, for drivers that log.

@@ -14,48 +14,64 @@ type InternalSnapshotter interface {
 	DropSnapshot(id, name string) error
 }
 
-// snapshotDevice is the root node internal snapshot commands act on.
-func (g *Graph) snapshotDevice(device string) (*Node, error) {
+// SnapshotInternal is blockdev-snapshot-internal-sync on its own.
+func (g *Graph) SnapshotInternal(device, name string) error {
+	return g.DoAction("blockdev-snapshot-internal-sync", &schema.BlockdevSnapshotInternalArgs{Device: device, Name: name})
+}
+
+// prepareSnapshotInternal is internal_snapshot_prepare: checks in QEMU's
+// order, then the snapshot on the drained node; abort deletes it again.
+// The node's users are quiesced from here to clean. The VM clock of a
+// storage daemon is the host's clock, as in qemu-storage-daemon.
+func (g *Graph) prepareSnapshotInternal(device, name string) (*TxAction, error) {
 	n, err := g.rootNode(device)
 	if err != nil {
 		return nil, err
 	}
-	if b := opBlocker(n); b != "" {
-		return nil, schema.Errorf("Node '%s' is busy: %s", n.name, b)
+	endQuiesce := g.quiesce([]*Node{n})
+	var created *schema.SnapshotInfo
+	act := &TxAction{
+		Abort: func() {
+			if created == nil {
+				return
+			}
+			resume := g.drain([]*Node{n})
+			err := n.impl.(InternalSnapshotter).DropSnapshot(created.ID, created.Name)
+			resume()
+			if err != nil {
+				g.log.Sugar().Errorf("Failed to delete snapshot with id '%s' and name '%s' on device '%s' in abort: %v",
+					created.ID, created.Name, device, errnoText(err))
+			}
+		},
+		Clean: endQuiesce,
 	}
-	return n, nil
-}
-
-// SnapshotInternal is blockdev-snapshot-internal-sync
-// (internal_snapshot_prepare): checks in QEMU's order, then the snapshot
-// on the drained node. The VM clock of a storage daemon is the host's
-// clock, as in qemu-storage-daemon.
-func (g *Graph) SnapshotInternal(device, name string) error {
-	n, err := g.snapshotDevice(device)
-	if err != nil {
-		return err
+	if b := opBlocker(n); b != "" {
+		return act, schema.Errorf("Node '%s' is busy: %s", n.name, b)
 	}
 	if n.readOnly {
-		return schema.Errorf("Device '%s' is read only", device)
+		return act, schema.Errorf("Device '%s' is read only", device)
 	}
 	s, ok := n.impl.(InternalSnapshotter)
 	if !ok {
-		return schema.Errorf("Block format '%s' used by device '%s' does not support internal snapshots", n.drv.Name, device)
+		return act, schema.Errorf("Block format '%s' used by device '%s' does not support internal snapshots", n.drv.Name, device)
 	}
 	if name == "" {
-		return schema.Errorf("Name is empty")
+		return act, schema.Errorf("Name is empty")
 	}
 	if _, exists := s.FindSnapshotInfo("", name); exists {
-		return schema.Errorf("Snapshot with name '%s' already exists on device '%s'", name, device)
+		return act, schema.Errorf("Snapshot with name '%s' already exists on device '%s'", name, device)
 	}
 	now := time.Now()
 	resume := g.drain([]*Node{n})
 	err = s.TakeSnapshot(name, now, uint64(now.UnixNano()/1000*1000))
 	resume()
 	if err != nil {
-		return schema.Errorf("Failed to create snapshot '%s' on device '%s': %s", name, device, errnoText(err))
+		return act, schema.Errorf("Failed to create snapshot '%s' on device '%s': %s", name, device, errnoText(err))
 	}
-	return nil
+	if info, ok := s.FindSnapshotInfo("", name); ok {
+		created = &info
+	}
+	return act, nil
 }
 
 // DeleteSnapshotInternal is blockdev-snapshot-delete-internal-sync.

@@ -49,23 +49,28 @@ func hasBackend(n *Node) bool {
 // (external_snapshot_prepare and _commit with bdrv_append). The overlay's
 // header is not rewritten, as in QEMU.
 func (g *Graph) Snapshot(nodeName, overlayName string) error {
-	// As QEMU's transaction: everything is drained once, then node for
-	// the whole action, which jobs see as pauses.
-	g.QuiesceAll()
-	n := g.nodes[nodeName]
+	return g.DoAction("blockdev-snapshot", &schema.BlockdevSnapshotArgs{Node: nodeName, Overlay: overlayName})
+}
+
+// prepareSnapshot is blockdev-snapshot's prepare: node is quiesced from
+// here to clean (jobs see it as a pause), and drained while the overlay
+// is appended and until the transaction ends.
+func (g *Graph) prepareSnapshot(a *schema.BlockdevSnapshotArgs) (*TxAction, error) {
+	n := g.nodes[a.Node]
 	if n == nil {
-		return schema.Errorf("Cannot find device='%s' nor node-name='%s'", nodeName, nodeName)
+		return nil, schema.Errorf("Cannot find device='%s' nor node-name='%s'", a.Node, a.Node)
 	}
-	endQuiesce := g.quiesce([]*Node{n})
-	defer endQuiesce()
+	s := &externalSnapshot{g: g, old: n, t: g.begin()}
+	s.endQuiesce = g.quiesce([]*Node{n})
 	if err := snapshotSource(n); err != nil {
-		return err
+		return s.action(), err
 	}
-	o := g.nodes[overlayName]
+	o := g.nodes[a.Overlay]
 	if o == nil {
-		return schema.Errorf("Cannot find device='%s' nor node-name='%s'", overlayName, overlayName)
+		return s.action(), schema.Errorf("Cannot find device='%s' nor node-name='%s'", a.Overlay, a.Overlay)
 	}
-	return g.appendOverlay(n, o)
+	s.resume = g.drain(topoOrder([]*Node{n}))
+	return s.action(), g.appendOverlayTx(n, o, s.t)
 }
 
 // snapshotSource checks that n may get an overlay and flushes it.
@@ -74,23 +79,10 @@ func snapshotSource(n *Node) error {
 		return schema.Errorf("Node '%s' is busy: %s", n.name, b)
 	}
 	if !n.readOnly {
-		if err := n.io.Flush(); err != nil {
+		if err := n.OwnerIO().Flush(); err != nil {
 			return schema.Errorf("Failed to flush node '%s': %v", n.name, err)
 		}
 	}
-	return nil
-}
-
-// appendOverlay puts o on top of n and then reopens n read-only.
-func (g *Graph) appendOverlay(n, o *Node) error {
-	t := g.begin()
-	resume := g.drain(topoOrder([]*Node{n}))
-	err := t.finish(g.appendOverlayTx(n, o, t))
-	resume()
-	if err != nil {
-		return err
-	}
-	g.afterAppend(n)
 	return nil
 }
 

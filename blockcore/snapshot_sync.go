@@ -4,73 +4,90 @@ import (
 	"blockd/schema"
 )
 
-// externalSnapshot is one blockdev-snapshot-sync in progress: the old
-// node (drained from prepare to clean) and the overlay opened for it.
+// externalSnapshot is one blockdev-snapshot or blockdev-snapshot-sync in
+// a transaction: the old node (quiesced and drained from prepare to
+// clean), the overlay and the graph changes that append it, which the
+// transaction commits or undoes.
 type externalSnapshot struct {
-	g      *Graph
-	old    *Node
-	ov     *Node
-	resume func()
+	g          *Graph
+	old        *Node
+	ov         *Node // opened by blockdev-snapshot-sync: released in clean if unused
+	t          *tx
+	resume     func()
+	endQuiesce func()
+}
+
+// action returns the snapshot's finishing steps (external_snapshot_commit,
+// _abort and _clean).
+func (s *externalSnapshot) action() *TxAction {
+	committed := false
+	return &TxAction{
+		Commit: func() { committed = true; _ = s.t.finish(nil) },
+		Abort:  func() { _ = s.t.finish(errAborted) },
+		Clean:  func() { s.clean(committed) },
+	}
 }
 
 // SnapshotSync is blockdev-snapshot-sync on its own.
 func (g *Graph) SnapshotSync(a *schema.BlockdevSnapshotSyncArgs) error {
-	t := g.begin()
-	s, err := g.prepareSnapshotSync(a, t)
-	err = t.finish(err)
-	if s != nil {
-		s.clean(err == nil)
-	}
-	return err
+	return g.DoAction("blockdev-snapshot-sync", a)
 }
 
-// prepareSnapshotSync is external_snapshot_prepare for
+// prepareSnapshotSyncAction is external_snapshot_prepare for
 // blockdev-snapshot-sync: find and flush the node, create the overlay
 // image (unless mode is existing) with the node's filename and format as
 // its backing file, open it without its backing chain and append it.
 // The overlay is held by nothing but the snapshot until clean: when the
 // old node had no users, nothing holds it afterwards and it closes, as
-// in QEMU, where the transaction's reference is the last one.
-func (g *Graph) prepareSnapshotSync(a *schema.BlockdevSnapshotSyncArgs, t *tx) (*externalSnapshot, error) {
+// in QEMU, where the transaction's reference is the last one. An overlay
+// file created before a later action fails stays on disk, as in QEMU.
+func (g *Graph) prepareSnapshotSyncAction(a *schema.BlockdevSnapshotSyncArgs) (*TxAction, error) {
 	old, err := g.LookupDeviceOrNode(a.Device, a.NodeName)
 	if err != nil {
 		return nil, err
 	}
+	s := &externalSnapshot{g: g, old: old, t: g.begin()}
+	s.endQuiesce = g.quiesce([]*Node{old})
 	// Flushed before the drain: the drained gate would hold the flush.
 	if err := snapshotSource(old); err != nil {
-		return nil, err
+		return s.action(), err
 	}
-	s := &externalSnapshot{g: g, old: old, resume: g.drain(topoOrder([]*Node{old}))}
+	s.resume = g.drain(topoOrder([]*Node{old}))
+	return s.action(), g.prepareSnapshotSync(a, s)
+}
+
+func (g *Graph) prepareSnapshotSync(a *schema.BlockdevSnapshotSyncArgs, s *externalSnapshot) error {
+	old, t := s.old, s.t
 	format := "qcow2"
 	if a.Format != nil {
 		format = *a.Format
 	}
 	if a.NodeName != nil && a.SnapshotNodeName == nil {
-		return s, schema.Errorf("New overlay node-name missing")
+		return schema.Errorf("New overlay node-name missing")
 	}
 	if a.SnapshotNodeName != nil && g.nodes[*a.SnapshotNodeName] != nil {
-		return s, schema.Errorf("New overlay node-name already in use")
+		return schema.Errorf("New overlay node-name already in use")
 	}
 	drv, known := LookupDriver(format)
 	if a.Mode == nil || *a.Mode != "existing" {
 		// Through the driver: the drained gate would hold the call.
 		size, err := old.impl.Size()
 		if err != nil {
-			return s, err
+			return err
 		}
 		size = (size + sectorSize - 1) &^ (sectorSize - 1)
 		switch {
 		case !known:
-			return s, schema.Errorf("Unknown file format '%s'", format)
+			return schema.Errorf("Unknown file format '%s'", format)
 		case drv.CreateOverlay == nil:
-			return s, schema.Errorf("Backing file not supported for file format '%s'", format)
+			return schema.Errorf("Backing file not supported for file format '%s'", format)
 		}
 		if err := drv.CreateOverlay(a.SnapshotFile, size, Filename(old), old.drv.Name); err != nil {
-			return s, err
+			return err
 		}
 	}
 	if !known {
-		return s, schema.Errorf("Unknown driver '%s'", format)
+		return schema.Errorf("Unknown driver '%s'", format)
 	}
 	opts := &schema.BlockdevOptions{Driver: schema.BlockdevDriver(format), NodeName: a.SnapshotNodeName}
 	fileOpts := &schema.BlockdevOptions{Driver: "file", File: &schema.BlockdevOptionsFile{Filename: a.SnapshotFile}}
@@ -87,27 +104,33 @@ func (g *Graph) prepareSnapshotSync(a *schema.BlockdevSnapshotSyncArgs, t *tx) (
 	ro := old.readOnly
 	ov, err := g.open(opts, inherited{readOnly: &ro, noBacking: true}, t)
 	if err != nil {
-		return s, err
+		return err
 	}
 	s.ov = ov
 	if err := g.refreshPerms([]*Node{ov}, nil, t); err != nil {
-		return s, err
+		return err
 	}
 	if ov.drv.Filter {
-		return s, schema.Errorf("Filters cannot be used as overlays")
+		return schema.Errorf("Filters cannot be used as overlays")
 	}
-	return s, g.appendOverlayTx(old, ov, t)
+	return g.appendOverlayTx(old, ov, t)
 }
 
 // clean ends the snapshot after its transaction: the old node is
-// resumed and, on success, reopened read-only; the overlay is released
-// if nothing took it over.
+// resumed and, on success, reopened read-only; an overlay the snapshot
+// opened is released if nothing took it over.
 func (s *externalSnapshot) clean(committed bool) {
-	s.resume()
+	if s.resume != nil {
+		s.resume()
+	}
+	s.endQuiesce()
 	if !committed {
 		return
 	}
 	s.g.afterAppend(s.old)
+	if s.ov == nil {
+		return
+	}
 	t := s.g.begin()
 	s.g.releaseIfUnused(s.ov, t)
 	if err := t.finish(s.g.refreshPerms([]*Node{s.old}, nil, t)); err != nil {

@@ -42,36 +42,64 @@ type backupOptions struct {
 	maxWorkers, maxChunk         int64
 }
 
-// blockdevBackup is qmp_blockdev_backup run as the reference runs it, as
-// a one-action transaction: every job sees a drained section first.
+// blockdevBackup is qmp_blockdev_backup, run as the reference runs it:
+// as a one-action transaction.
 func (m *Manager) blockdevBackup(a *schema.BlockdevBackupArgs) error {
-	m.g.QuiesceAll()
-	return m.BackupAction(a)
+	return m.g.DoAction("blockdev-backup", a)
 }
 
-// BackupAction starts a backup from blockdev-backup's arguments; it is
-// what a transaction's blockdev-backup action calls (inside the drained
-// section the transaction opens).
-func (m *Manager) BackupAction(a *schema.BlockdevBackupArgs) error {
+// backupAction is the blockdev-backup action of a transaction
+// (blockdev_backup_prepare, _commit, _abort, _clean): prepare creates the
+// job inside a drained section of the source, commit starts it (it
+// pauses at once, the section still being open), abort ends the created
+// job, clean ends the section. In completion-mode grouped the
+// transaction's jobs form one group (jobTxn).
+func (m *Manager) backupAction(c *blockcore.TxContext, a *schema.BlockdevBackupArgs) (*blockcore.TxAction, error) {
 	bs := m.g.Lookup(a.Device)
 	if bs == nil {
-		return schema.Errorf("Cannot find device='%s' nor node-name='%s'", a.Device, a.Device)
+		return nil, schema.Errorf("Cannot find device='%s' nor node-name='%s'", a.Device, a.Device)
 	}
 	target := m.g.Lookup(a.Target)
 	if target == nil {
-		return schema.Errorf("Cannot find device='%s' nor node-name='%s'", a.Target, a.Target)
+		return nil, schema.Errorf("Cannot find device='%s' nor node-name='%s'", a.Target, a.Target)
 	}
-	return m.backupCommon(&a.BackupCommon, bs, target)
+	var txn *jobTxn
+	if c.Mode == "grouped" {
+		txn = c.Shared(jobTxnKey{}, func() any { return &jobTxn{} }).(*jobTxn)
+	}
+	endQuiesce := m.g.Quiesce(bs)
+	b, err := m.backupCommon(&a.BackupCommon, bs, target)
+	if err != nil {
+		return &blockcore.TxAction{Clean: endQuiesce}, err
+	}
+	j := b.job
+	m.join(j, txn)
+	// Created inside the section: the job sees it as one more drain.
+	m.drainBegin(j)
+	return &blockcore.TxAction{
+		Commit: func() {
+			m.start(j, b)
+			if j.drained > 0 {
+				m.pause(j)
+			}
+		},
+		Abort: func() { m.abortCreated(j, b) },
+		Clean: func() {
+			m.drainEnd(j)
+			endQuiesce()
+		},
+	}, nil
 }
 
-// backupCommon is do_backup_common.
-func (m *Manager) backupCommon(a *schema.BackupCommon, bs, target *blockcore.Node) error {
+// backupCommon is do_backup_common: the job is created and set up, not
+// started.
+func (m *Manager) backupCommon(a *schema.BackupCommon, bs, target *blockcore.Node) (*backup, error) {
 	if a.Bitmap != nil {
 		// blockd has no dirty bitmaps yet: no name can be found.
-		return schema.Errorf("Bitmap '%s' could not be found", *a.Bitmap)
+		return nil, schema.Errorf("Bitmap '%s' could not be found", *a.Bitmap)
 	}
 	if a.BitmapMode != nil {
-		return schema.Errorf("Cannot specify bitmap sync mode without a bitmap")
+		return nil, schema.Errorf("Cannot specify bitmap sync mode without a bitmap")
 	}
 	o := backupOptions{
 		jobID: deref(a.JobID, ""), sync: a.Sync, speed: deref(a.Speed, 0), compress: deref(a.Compress, false),
@@ -86,9 +114,9 @@ func (m *Manager) backupCommon(a *schema.BackupCommon, bs, target *blockcore.Nod
 		o.maxChunk = deref(p.MaxChunk, 0)
 	}
 	if a.Sync == "bitmap" || a.Sync == "incremental" {
-		return schema.Errorf("must provide a valid bitmap name for '%s' sync mode", a.Sync)
+		return nil, schema.Errorf("must provide a valid bitmap name for '%s' sync mode", a.Sync)
 	}
-	return m.startBackup(bs, target, o)
+	return m.createBackup(bs, target, o)
 }
 
 // compressedWriter is implemented by formats that store compressed
@@ -97,45 +125,45 @@ type compressedWriter interface {
 	WriteCompressed(p []byte, off int64) error
 }
 
-// startBackup is backup_job_create and job_start.
-func (m *Manager) startBackup(bs, target *blockcore.Node, o backupOptions) error {
+// createBackup is backup_job_create.
+func (m *Manager) createBackup(bs, target *blockcore.Node, o backupOptions) (*backup, error) {
 	if bs == target {
-		return schema.Errorf("Source and target cannot be the same")
+		return nil, schema.Errorf("Source and target cannot be the same")
 	}
 	if o.compress {
 		if _, ok := target.Impl().(compressedWriter); !ok {
 			// The device name of a node without a backend is empty.
-			return schema.Errorf("Compression is not supported for this drive ")
+			return nil, schema.Errorf("Compression is not supported for this drive ")
 		}
 	}
 	if b := jobBlocker(bs); b != "" {
-		return schema.Errorf("Node '%s' is busy: %s", bs.Name(), b)
+		return nil, schema.Errorf("Node '%s' is busy: %s", bs.Name(), b)
 	}
 	if b := jobBlocker(target); b != "" {
-		return schema.Errorf("Node '%s' is busy: %s", target.Name(), b)
+		return nil, schema.Errorf("Node '%s' is busy: %s", target.Name(), b)
 	}
 	if o.maxWorkers < 1 || o.maxWorkers > math.MaxInt32 {
-		return schema.Errorf("max-workers must be between 1 and %d", math.MaxInt32)
+		return nil, schema.Errorf("max-workers must be between 1 and %d", math.MaxInt32)
 	}
 	if o.maxChunk < 0 {
-		return schema.Errorf("max-chunk must be zero (which means no limit) or positive")
+		return nil, schema.Errorf("max-chunk must be zero (which means no limit) or positive")
 	}
-	size, err := bs.IO().Size()
+	size, err := bs.OwnerIO().Size()
 	if err != nil {
-		return schema.Errorf("Unable to get length for '%s'", bs.Name())
+		return nil, schema.Errorf("Unable to get length for '%s'", bs.Name())
 	}
-	if tsize, err := target.IO().Size(); err != nil || tsize != size {
-		return schema.Errorf("Source and target image have different sizes")
+	if tsize, err := target.OwnerIO().Size(); err != nil || tsize != size {
+		return nil, schema.Errorf("Source and target image have different sizes")
 	}
 	if o.filterName != "" && m.g.Lookup(o.filterName) != nil {
-		return schema.Errorf("Could not create node: Duplicate nodes with node-name='%s'", o.filterName)
+		return nil, schema.Errorf("Could not create node: Duplicate nodes with node-name='%s'", o.filterName)
 	}
 	if o.maxChunk != 0 && o.maxChunk < backupCluster {
-		return schema.Errorf("Required max-chunk (%d) is less than backup cluster size (%d)", o.maxChunk, backupCluster)
+		return nil, schema.Errorf("Required max-chunk (%d) is less than backup cluster size (%d)", o.maxChunk, backupCluster)
 	}
 	j, err := m.create(o.jobID, "backup", o.speed, o.autoFinalize, o.autoDismiss)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	j.onErrorPolicy, j.onTargetError = o.onSourceError, o.onTargetError
 	b := &backup{commitSetup: commitSetup{m: m, job: j}, source: bs, target: target, sync: o.sync,
@@ -143,18 +171,13 @@ func (m *Manager) startBackup(bs, target *blockcore.Node, o backupOptions) error
 	if err := b.setup(o.filterName); err != nil {
 		b.Clean()
 		m.discard(j)
-		return err
+		return nil, err
 	}
 	if b.sync != "top" {
 		b.copyMap.mark(0, size)
 		j.SetTotal(size)
 	}
-	m.start(j, b)
-	// The job starts inside the transaction's drained section of the
-	// source: it pauses at once and runs again when the section ends.
-	m.drainBegin(j)
-	m.drainEnd(j)
-	return nil
+	return b, nil
 }
 
 // cbwPerms is the copy-before-write filter's take on its source: what

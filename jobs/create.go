@@ -28,6 +28,10 @@ type oneShot struct {
 	err   error        // setup failure
 	work  func() error // I/O, in the worker
 	edges []*blockcore.Child
+	// quick: the work does no I/O that can block, and the job ends
+	// before the command's reply, as QEMU's does when its coroutine never
+	// yields (x-blockdev-amend of qcow2).
+	quick bool
 }
 
 func (o *oneShot) Run(j *Job) error {
@@ -67,17 +71,40 @@ func (m *Manager) startOneShot(id string, typ schema.JobType, o *oneShot) error 
 		return err
 	}
 	m.start(j, o)
-	if o.err != nil {
+	if o.err != nil || o.quick {
 		m.waitWorker(j)
 	}
 	return nil
 }
 
-// registerLifecycle declares blockdev-create.
+// registerLifecycle declares blockdev-create and x-blockdev-amend.
 func (m *Manager) registerLifecycle(r *schema.Registry) {
 	schema.Define(r, "blockdev-create", func(_ context.Context, a *schema.BlockdevCreateArgs) (schema.Empty, error) {
 		return schema.Empty{}, m.blockdevCreate(a)
 	})
+	schema.Define(r, "x-blockdev-amend", func(_ context.Context, a *schema.BlockdevAmendArgs) (schema.Empty, error) {
+		return schema.Empty{}, m.blockdevAmend(a)
+	}, schema.Features("unstable"))
+}
+
+// blockdevAmend is qmp_x_blockdev_amend: checks in QEMU's order, then an
+// amend job (type amend, dismissed by hand) that runs the driver's
+// amend.
+func (m *Manager) blockdevAmend(a *schema.BlockdevAmendArgs) error {
+	n := m.g.Lookup(a.NodeName)
+	if n == nil {
+		return schema.Errorf("Cannot find device='' nor node-name='%s'", a.NodeName)
+	}
+	if string(a.Options.Driver) != n.Driver().Name {
+		return schema.Errorf("x-blockdev-amend doesn't support changing the block driver")
+	}
+	am, ok := n.Impl().(blockcore.Amender)
+	if !ok {
+		return schema.Errorf("Driver does not support x-blockdev-amend")
+	}
+	opts, force := a.Options, a.Force != nil && *a.Force
+	o := &oneShot{m: m, quick: true, work: func() error { return am.Amend(&opts, force) }}
+	return m.startOneShot(a.JobID, "amend", o)
 }
 
 // blockdevCreate is qmp_blockdev_create: drivers without a creation

@@ -52,6 +52,9 @@ type Job struct {
 	readySent     bool                       // BLOCK_JOB_READY announced
 	completed     bool                       // the worker's completion report was handled
 	ret           error
+	txn           *jobTxn // the group it finishes with (completion-mode grouped), or nil
+	workerErr     error   // the worker's result, set before workerDone closes
+	earlyDone     bool    // completion handled from workerErr; its report is stale
 }
 
 // ID returns the job id.
@@ -96,6 +99,9 @@ func (j *Job) HandleReport(r blockcore.Report) {
 	case blockcore.ReportError:
 		m.ioError(j, r.Err)
 	case blockcore.ReportCompleted:
+		if j.earlyDone {
+			return
+		}
 		m.completedRun(j, r.Err)
 	case blockcore.ReportProgress:
 		// Progress is counted in ctl; nothing to change on the owner.

@@ -29,7 +29,9 @@ type Manager struct {
 
 // NewManager returns a manager creating jobs on g.
 func NewManager(g *blockcore.Graph, owner *blockcore.Owner, bus *events.Bus, log *zap.Logger) *Manager {
-	return &Manager{g: g, owner: owner, bus: bus, log: log}
+	m := &Manager{g: g, owner: owner, bus: bus, log: log}
+	m.registerActions()
+	return m
 }
 
 func (m *Manager) find(id string) *Job {
@@ -156,6 +158,7 @@ func (m *Manager) start(j *Job, impl Impl) {
 	m.transition(j, StatusRunning)
 	go func() {
 		err := impl.Run(j)
+		j.workerErr = err
 		j.ctl.busy.Store(false)
 		j.report(blockcore.ReportCompleted, err)
 		close(j.workerDone)
@@ -223,10 +226,18 @@ func (m *Manager) completedRun(j *Job, err error) {
 	m.unpause(j)
 	if j.ret != nil {
 		m.transition(j, StatusAborting)
+		if j.txn != nil {
+			m.txnAbort(j)
+			return
+		}
 		m.finalize(j)
 		return
 	}
 	m.transition(j, StatusWaiting)
+	if j.txn != nil {
+		m.txnSuccess(j)
+		return
+	}
 	m.transition(j, StatusPending)
 	if !j.autoFinalize {
 		m.bus.Publish(schema.BlockJobPending{Type: j.typ, ID: j.id})
@@ -235,14 +246,34 @@ func (m *Manager) completedRun(j *Job, err error) {
 	m.finalize(j)
 }
 
-// finalize is job_finalize_single: prepare, then commit or abort, clean,
-// the completion event, concluded, and null when auto-dismissed.
+// finalize is job_do_finalize: prepare, then job_finalize_single; a job
+// of a group finalizes with its group.
 func (m *Manager) finalize(j *Job) {
+	if j.txn != nil {
+		if j.ret != nil {
+			m.txnAbort(j)
+		} else {
+			m.txnFinalize(j)
+		}
+		return
+	}
 	if j.ret == nil {
 		if err := j.impl.Prepare(); err != nil {
 			j.ret = err
 			m.transition(j, StatusAborting)
 		}
+	}
+	m.finalizeSingle(j)
+}
+
+// finalizeSingle is job_finalize_single: commit or abort, clean, the
+// completion event, concluded, and null when auto-dismissed. A job its
+// group cancelled after it succeeded fails here (job_update_rc).
+func (m *Manager) finalizeSingle(j *Job) {
+	m.leave(j)
+	if j.ret == nil && j.hardCancel {
+		j.ret = ErrCancelled
+		m.transition(j, StatusAborting)
 	}
 	if j.ret != nil {
 		j.impl.Abort()
@@ -293,6 +324,11 @@ func (m *Manager) cancel(j *Job, force bool) {
 		m.unpause(j)
 	}
 	idle := j.ctl.cancel(!soft)
+	if j.status == StatusWaiting && j.txn != nil {
+		// Done, waiting for its group: the group is cancelled now.
+		m.txnAbort(j)
+		return
+	}
 	if j.status == StatusPending {
 		// Cancelling a job waiting for job-finalize fails it.
 		j.ret = ErrCancelled
@@ -311,10 +347,17 @@ func (m *Manager) cancel(j *Job, force bool) {
 type cancelRepliesFirst interface{ cancelRepliesFirst() }
 
 // waitWorker waits on the owner for a worker that is about to return and
-// handles its last reports.
+// handles its last reports. When its completion report is not among
+// them (it was taken by a delivery further up the stack, which is
+// handling another report of the same batch), the completion is handled
+// from the worker's result and the report, when it comes, is ignored.
 func (m *Manager) waitWorker(j *Job) {
 	<-j.workerDone
 	m.owner.DeliverReports()
+	if !j.completed {
+		j.earlyDone = true
+		m.completedRun(j, j.workerErr)
+	}
 }
 
 // Shutdown ends every job as qemu-storage-daemon does on quit: draining

@@ -127,3 +127,50 @@ type BlockWriteThreshold struct {
 
 // EventName implements events.Payload.
 func (BlockWriteThreshold) EventName() string { return "BLOCK_WRITE_THRESHOLD" }
+
+// BlockdevAmendArgs are x-blockdev-amend's arguments.
+type BlockdevAmendArgs struct {
+	JobID    string               `qapi:"job-id"`
+	NodeName string               `qapi:"node-name"`
+	Options  BlockdevAmendOptions `qapi:"options"`
+	Force    *bool                `qapi:"force,optional"`
+}
+
+// BlockdevAmendOptions is a union on driver: only the drivers QEMU 7.2
+// can amend have a branch (blockd has no luks driver).
+type BlockdevAmendOptions struct {
+	Driver BlockdevDriver             `qapi:"driver,discriminator"`
+	Qcow2  *BlockdevAmendOptionsQcow2 `qapi:",variant=qcow2"`
+}
+
+// BlockdevAmendOptionsQcow2 is what QEMU 7.2 amends in a qcow2 image
+// through QMP: its encryption keys.
+type BlockdevAmendOptionsQcow2 struct {
+	Encrypt *QCryptoBlockAmendOptions `qapi:"encrypt,optional"`
+}
+
+// QCryptoBlockFormat is an encryption format.
+type QCryptoBlockFormat string
+
+func (QCryptoBlockFormat) EnumValues() []string { return []string{"qcow", "luks"} }
+
+// QCryptoBlockAmendOptions are encryption changes, a union on format.
+type QCryptoBlockAmendOptions struct {
+	Format QCryptoBlockFormat            `qapi:"format,discriminator"`
+	Luks   *QCryptoBlockAmendOptionsLUKS `qapi:",variant=luks"`
+}
+
+// QCryptoBlockLUKSKeyslotState is what a LUKS keyslot amend does.
+type QCryptoBlockLUKSKeyslotState string
+
+func (QCryptoBlockLUKSKeyslotState) EnumValues() []string { return []string{"active", "inactive"} }
+
+// QCryptoBlockAmendOptionsLUKS changes LUKS keyslots.
+type QCryptoBlockAmendOptionsLUKS struct {
+	State     QCryptoBlockLUKSKeyslotState `qapi:"state"`
+	NewSecret *string                      `qapi:"new-secret,optional"`
+	OldSecret *string                      `qapi:"old-secret,optional"`
+	Keyslot   *int64                       `qapi:"keyslot,optional"`
+	IterTime  *int64                       `qapi:"iter-time,optional"`
+	Secret    *string                      `qapi:"secret,optional"`
+}

@@ -70,6 +70,8 @@ Commands:
   resize [-f FMT] [--preallocation=PREALLOC] [-q] [--shrink] FILE [+ | -]SIZE
   measure [--output=human|json] [-O OUTPUT_FMT] [-o OPTIONS] [--size N | [-f FMT] [-U] FILE]
   dd [-U] [-f FMT] [-O OUTPUT_FMT] [bs=BLOCK_SIZE] [count=BLOCKS] [skip=BLOCKS] if=INPUT of=OUTPUT
+  snapshot [-U] [-q] [-l | -a SNAPSHOT | -c SNAPSHOT | -d SNAPSHOT] FILE
+  amend [-q] [-f FMT] -o OPTIONS FILE   (qcow2: size, lazy_refcounts)
 
 FMT is qcow2 or raw (probed when not given). SIZE takes k, M, G, T, P, E
 suffixes. OPTIONS for qcow2: size, compat (0.10|1.1), cluster_size,
@@ -119,6 +121,8 @@ func Img(args []string, s Stdio) int {
 		return t.commit(args[1:])
 	case "dd":
 		return t.dd(args[1:])
+	case "amend":
+		return t.amend(args[1:])
 	}
 	t.errorf("Command not found: %s", args[0])
 	return 1

@@ -16,9 +16,13 @@ type snapshotter interface {
 	DeleteSnapshot(id, name string) (qcow2.SnapshotInfo, error)
 }
 
-// snapshot is `blockd img snapshot [-l | -c name | -d name] [-f fmt] [-U]
-// [-q] filename`, after qemu-img snapshot. Applying a snapshot (-a) is not
-// implemented.
+// snapshotApplier reverts the active layer to a snapshot (qcow2).
+type snapshotApplier interface {
+	ApplySnapshot(idOrName string) (qcow2.SnapshotInfo, error)
+}
+
+// snapshot is `blockd img snapshot [-l | -a name | -c name | -d name]
+// [-f fmt] [-U] [-q] filename`, after qemu-img snapshot.
 func (t *tool) snapshot(args []string) int {
 	opts, operands, err := getopt(args, optSpec{short: "la:c:d:f:hqU", permute: true, long: map[string]longOpt{
 		"help": {'h', false}, "force-share": {'U', false},
@@ -54,10 +58,6 @@ func (t *tool) snapshot(args []string) int {
 	if !ok {
 		return 1
 	}
-	if action == 'a' {
-		t.errorf("Could not apply snapshot '%s': applying snapshots is not supported by blockd", name)
-		return 1
-	}
 	o := openOptions{filename: filename, format: format, noBacking: true, shared: blockio.PermAll}
 	if action == 'l' {
 		o.readOnly, o.forceShare, o.perm = true, force, blockio.PermConsistentRead
@@ -76,6 +76,9 @@ func (t *tool) snapshot(args []string) int {
 	switch {
 	case s == nil && action == 'l':
 		return 0 // qemu-img lists nothing for formats without snapshots
+	case s == nil && action == 'a':
+		t.errorf("Could not apply snapshot '%s': Block driver does not support snapshots", name)
+		return 1
 	case s == nil:
 		t.errorf("Could not create snapshot '%s': -95 (Operation not supported)", name)
 		return 1
@@ -86,6 +89,19 @@ func (t *tool) snapshot(args []string) int {
 		// qemu-img records no VM clock and an icount of 0.
 		if _, err := s.CreateSnapshot(name, uint32(now.Unix()), uint32(now.Nanosecond()/1000*1000), 0, 0); err != nil {
 			t.errorf("Could not create snapshot '%s': %s", name, errText(err))
+			return 1
+		}
+	case action == 'a':
+		a, ok := s.(snapshotApplier)
+		if !ok {
+			t.errorf("Could not apply snapshot '%s': Block driver does not support snapshots", name)
+			return 1
+		}
+		if _, err := a.ApplySnapshot(name); err == qcow2.ErrSnapshotNotFound {
+			t.errorf("Could not apply snapshot '%s': Failed to load snapshot: No such file or directory", name)
+			return 1
+		} else if err != nil {
+			t.errorf("Could not apply snapshot '%s': Failed to load snapshot: %s", name, errText(err))
 			return 1
 		}
 	case action == 'd':

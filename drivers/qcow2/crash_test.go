@@ -31,6 +31,8 @@ const crashEnv = "QCOW2_CRASH_HELPER"
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(crashEnv); strings.HasPrefix(spec, "resize ") {
 		os.Exit(resizeCrashHelper(spec[7:]))
+	} else if strings.HasPrefix(spec, "snapshot ") {
+		os.Exit(snapshotCrashHelper(spec[9:]))
 	} else if spec != "" {
 		os.Exit(crashHelper(spec))
 	}

@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"errors"
 	"time"
 
 	"blockd/blockcore"
@@ -170,4 +171,15 @@ func (n *node) TakeSnapshot(name string, date time.Time, vmClockNsec uint64) err
 func (n *node) DropSnapshot(id, name string) error {
 	_, err := n.DeleteSnapshot(id, name)
 	return err
+}
+
+// Amend is x-blockdev-amend for qcow2 (qcow2_co_amend). QEMU 7.2 amends
+// only encryption keys through QMP, and blockd opens only unencrypted
+// images, so an encryption change is refused with QEMU's text and no
+// change is needed otherwise.
+func (n *node) Amend(opts *schema.BlockdevAmendOptions, force bool) error {
+	if opts.Qcow2 != nil && opts.Qcow2.Encrypt != nil {
+		return errors.New("image is not encrypted, can't amend")
+	}
+	return nil
 }

@@ -14,15 +14,17 @@ import (
 // is set exactly on entries whose cluster has refcount 1, so the write
 // path's "in place only if COPIED" rule does the copying).
 //
-// Create: L1 copy written, refcounts incremented, COPIED flags of the
-// active tables recomputed, then the new snapshot table written and the
-// header switched to it (one 12-byte write), then the old table freed.
-// Delete: new table without the snapshot written and switched to first,
-// then the snapshot's references dropped and its L1 table freed, then
-// the COPIED flags recomputed. A crash between the steps leaves leaked
-// clusters, or, while flags and refcounts are being changed, COPIED
-// flags that disagree with a refcount (as QEMU's own algorithm does;
-// qemu-img check -r repairs them).
+// Create: L1 copy written, COPIED flags of the active tables cleared and
+// made stable, refcounts incremented, then the new snapshot table written
+// and the header switched to it (one 12-byte write), then the old table
+// freed. Delete: new table without the snapshot written and switched to
+// first, then the snapshot's references dropped (made stable) and its L1
+// table freed, then the COPIED flags set where a refcount fell to 1.
+// Apply (revert): the snapshot's references raised, the active L1 table
+// overwritten, the old tree's references dropped, flags recomputed. A
+// crash between the steps leaves leaked clusters, or entries without
+// COPIED whose refcount is 1 (see clearCopied), never a flag on a shared
+// cluster; qemu-img check -r repairs them.
 
 // SnapshotInfo describes an internal snapshot.
 type SnapshotInfo struct {
@@ -155,6 +157,10 @@ func (img *Image) CreateSnapshot(name string, dateSec, dateNsec uint32, vmClockN
 		}
 		img.meta.addRange(metaInactiveL1, sn.l1Offset, sn.l1Offset+n<<g.clusterBits)
 	}
+	// Every reachable cluster is about to be shared: the flags go first.
+	if err := img.clearCopied(); err != nil {
+		return SnapshotInfo{}, err
+	}
 	if err := img.addTreeRefs(img.l1, 1); err != nil {
 		return SnapshotInfo{}, err
 	}
@@ -191,6 +197,9 @@ func (img *Image) DeleteSnapshot(id, name string) (SnapshotInfo, error) {
 		return SnapshotInfo{}, err
 	}
 	sn := img.snaps[i]
+	if err := img.flushCaches(); err != nil {
+		return SnapshotInfo{}, err
+	}
 	snaps := append(append([]snapshot(nil), img.snaps[:i]...), img.snaps[i+1:]...)
 	if err := img.writeSnapshotTable(snaps); err != nil {
 		return SnapshotInfo{}, err
@@ -208,6 +217,9 @@ func (img *Image) DeleteSnapshot(id, name string) (SnapshotInfo, error) {
 		if err := img.freeClusters(sn.l1Offset>>g.clusterBits, g.clustersFor(sn.l1Size*8), false); err != nil {
 			return SnapshotInfo{}, err
 		}
+	}
+	if err := img.refcountsBeforeFlags(); err != nil {
+		return SnapshotInfo{}, err
 	}
 	if err := img.fixCopied(); err != nil {
 		return SnapshotInfo{}, err
@@ -436,4 +448,171 @@ func (img *Image) snapTableBytes() int64 {
 		}
 	}
 	return 0
+}
+
+// ApplySnapshot reverts the active layer to the snapshot whose id, or
+// else name, is idOrName (qcow2_snapshot_goto, for qemu-img snapshot -a).
+// The image first takes the snapshot's size; then the snapshot's tree
+// gains a reference, made stable before the active L1 table is
+// overwritten with the snapshot's (written through), and only then does
+// the old tree lose its reference; COPIED flags are recomputed last. A
+// crash therefore leaves at most leaked clusters or COPIED flags that
+// disagree with a refcount, as QEMU's algorithm does.
+func (img *Image) ApplySnapshot(idOrName string) (SnapshotInfo, error) {
+	img.mu.Lock()
+	i := img.findSnapshot(idOrName, "")
+	if i < 0 {
+		i = img.findSnapshot("", idOrName)
+	}
+	var in SnapshotInfo
+	if i >= 0 {
+		in = img.snaps[i].info()
+	}
+	img.mu.Unlock()
+	if i < 0 {
+		return SnapshotInfo{}, ErrSnapshotNotFound
+	}
+	if in.DiskSize >= 0 && in.DiskSize != img.size.Load() {
+		if err := img.Truncate(in.DiskSize); err != nil {
+			return SnapshotInfo{}, err
+		}
+	}
+	all := allStripes()
+	img.locks.lock(all, true)
+	defer img.locks.unlock(all, true)
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if err := img.usable(true); err != nil {
+		return SnapshotInfo{}, err
+	}
+	if i = img.findSnapshot(in.ID, in.Name); i < 0 {
+		return SnapshotInfo{}, ErrSnapshotNotFound
+	}
+	sn := img.snaps[i]
+	if err := img.prepareWrite(); err != nil {
+		return SnapshotInfo{}, err
+	}
+	if sn.l1Size > int64(len(img.l1)) {
+		if err := img.growL1(sn.l1Size); err != nil {
+			return SnapshotInfo{}, err
+		}
+	}
+	snL1, err := readTable(img.file, sn.l1Offset, sn.l1Size)
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	// The snapshot's copy of L1 keeps the flags of the moment it was
+	// taken; none may claim a cluster unshared before fixCopied decides.
+	newL1 := make([]uint64, len(img.l1))
+	for j, e := range snL1 {
+		newL1[j] = e &^ oflagCopied
+	}
+	if err := img.flushCaches(); err != nil {
+		return SnapshotInfo{}, err
+	}
+	if err := img.addTreeRefs(snL1, 1); err != nil {
+		return SnapshotInfo{}, err
+	}
+	// The new references are stable before the L1 table uses them.
+	if err := img.flushAll(); err != nil {
+		return SnapshotInfo{}, err
+	}
+	g := &img.g
+	buf := make([]byte, len(newL1)*8)
+	for j, e := range newL1 {
+		binary.BigEndian.PutUint64(buf[j*8:], e)
+	}
+	l1Off := int64(img.hdr.l1TableOffset)
+	if k := img.meta.check(g, l1Off, int64(len(buf)), metaL1); k != metaNone {
+		return SnapshotInfo{}, img.corruptf(true, l1Off, int64(len(buf)), "%s", overlapMessage(k))
+	}
+	if err := img.file.WriteAt(buf, l1Off, 0); err != nil {
+		return SnapshotInfo{}, err
+	}
+	if err := img.file.Flush(); err != nil {
+		return SnapshotInfo{}, err
+	}
+	old := img.l1
+	img.l1 = newL1
+	// The active L2 tables are now the snapshot's.
+	for c, k := range img.meta.clusters {
+		if k == metaL2 {
+			delete(img.meta.clusters, c)
+		}
+	}
+	for _, e := range newL1 {
+		if l2 := int64(e & l1eOffsetMask); l2 != 0 {
+			img.meta.clusters[l2>>g.clusterBits] = metaL2
+		}
+	}
+	if err := img.addTreeRefs(old, -1); err != nil {
+		return SnapshotInfo{}, err
+	}
+	if err := img.refcountsBeforeFlags(); err != nil {
+		return SnapshotInfo{}, err
+	}
+	if err := img.fixCopied(); err != nil {
+		return SnapshotInfo{}, err
+	}
+	return sn.info(), img.flushAll()
+}
+
+// The COPIED flag says a cluster is not shared, so a write may change it
+// in place. Whenever refcounts and flags change together, the order of
+// the writes keeps every intermediate state on the safe side: a flag is
+// cleared before a refcount rises (clearCopied) and set only after a
+// refcount has fallen (refcountsBeforeFlags). A kill in between leaves
+// at worst an entry without COPIED whose refcount is 1 (a needless
+// copy-on-write, reported by qemu-img check as an OFLAG_COPIED error and
+// repaired by -r all), never a flag on a shared cluster.
+
+// clearCopied clears the COPIED flag on every active L1 and L2 entry and
+// makes the tables stable.
+func (img *Image) clearCopied() error {
+	g := &img.g
+	for l1i, e := range img.l1 {
+		l2 := int64(e & l1eOffsetMask)
+		if l2 == 0 {
+			continue
+		}
+		for s := int64(0); s < g.clusterSize/img.sliceBytes; s++ {
+			slot, buf, err := img.l2Get(img.l2Key(l2, s))
+			if err != nil {
+				return err
+			}
+			changed := false
+			for idx := int64(0); idx < img.sliceEntries; idx++ {
+				if e, bm := img.entryAt(buf, idx); e&oflagCopied != 0 {
+					img.setEntry(buf, idx, e&^oflagCopied, bm)
+					changed = true
+				}
+			}
+			if changed {
+				img.l2c.markDirty(slot)
+			}
+		}
+		img.l1[l1i] = e &^ oflagCopied
+	}
+	if err := img.flushCaches(); err != nil {
+		return err
+	}
+	buf := make([]byte, len(img.l1)*8)
+	for i, e := range img.l1 {
+		binary.BigEndian.PutUint64(buf[i*8:], e)
+	}
+	if err := img.file.WriteAt(buf, int64(img.hdr.l1TableOffset), 0); err != nil {
+		return err
+	}
+	return img.file.Flush()
+}
+
+// refcountsBeforeFlags makes lowered refcounts stable before fixCopied
+// sets flags from them. The references they drop are already unreachable
+// (an old L1 table or a snapshot no longer in the table), so nothing
+// depends on an L2 write going first.
+func (img *Image) refcountsBeforeFlags() error {
+	if err := img.writeRefcounts(); err != nil {
+		return err
+	}
+	return img.file.Flush()
 }

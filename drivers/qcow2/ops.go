@@ -151,3 +151,41 @@ func (img *Image) SetBackingFile(name, format string) error {
 	h.backingFile, h.backingFormat = name, format
 	return img.writeHeader(&h)
 }
+
+// AmendLazyRefcounts sets or clears the header's lazy refcounts feature
+// (qemu-img amend -o lazy_refcounts, after qcow2_amend_options): turning
+// it off first writes everything back and clears the dirty bit
+// (qcow2_mark_clean), so the header never claims exact refcounts that
+// are not on disk. The image uses the new setting from then on.
+func (img *Image) AmendLazyRefcounts(on bool) error {
+	all := allStripes()
+	img.locks.lock(all, true)
+	defer img.locks.unlock(all, true)
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if err := img.usable(true); err != nil {
+		return err
+	}
+	if on && img.hdr.version < 3 {
+		return errors.New("Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)")
+	}
+	if img.lazy == on && (img.hdr.compat&compatLazyRefcounts != 0) == on {
+		return nil
+	}
+	if !on {
+		if err := img.markCleanLocked(); err != nil {
+			return err
+		}
+	}
+	h := img.hdr
+	if on {
+		h.compat |= compatLazyRefcounts
+	} else {
+		h.compat &^= compatLazyRefcounts
+	}
+	if err := img.writeHeader(&h); err != nil {
+		return err
+	}
+	img.lazy = on
+	return nil
+}

@@ -1,0 +1,226 @@
+package tools
+
+import (
+	"math"
+	"strconv"
+	"strings"
+
+	"blockd/blockio"
+	"blockd/drivers/qcow2"
+)
+
+// amendOptsHelp is qemu-img 7.2's list for `amend -o help` on qcow2.
+const amendOptsHelp = `Amend options for 'qcow2':
+  backing_file=<str>     - File name of a base image
+  backing_fmt=<str>      - Image format of the base image
+  compat=<str>           - Compatibility level (v2 [0.10] or v3 [1.1])
+  data_file=<str>        - File name of an external data file
+  data_file_raw=<bool (on/off)> - The external data file must stay valid as a raw image
+  encrypt.iter-time=<num> - Time to spend in PBKDF in milliseconds
+  encrypt.keyslot=<num>  - Select a single keyslot to modify explicitly
+  encrypt.new-secret=<str> - New secret to set in the matching keyslots. Empty string to erase
+  encrypt.old-secret=<str> - Select all keyslots that match this password
+  encrypt.state=<str>    - Select new state of affected keyslots (active/inactive)
+  lazy_refcounts=<bool (on/off)> - Postpone refcount updates
+  refcount_bits=<num>    - Width of a reference count entry in bits
+  size=<size>            - Virtual disk size
+`
+
+// qcow2 options qemu-img accepts only when creating an image.
+var qcow2CreateOnly = []string{"cluster_size", "preallocation", "encryption", "encrypt.format",
+	"encrypt.key-secret", "encrypt.cipher-alg", "encrypt.cipher-mode", "encrypt.ivgen-alg",
+	"encrypt.ivgen-hash-alg", "encrypt.hash-alg", "compression_type", "extended_l2"}
+
+// amender is what `blockd img amend` changes in a qcow2 image.
+type amender interface {
+	Info() qcow2.Info
+	AmendLazyRefcounts(on bool) error
+}
+
+// amend is `blockd img amend [-p] [-q] [-f fmt] [-t cache] [--force] -o
+// options filename`, after qemu-img amend (qcow2_amend_options). blockd
+// changes the size and lazy_refcounts; compat and refcount_bits may only
+// name what the image has; the backing file is changed by rebase, as
+// qemu-img says; encryption and external data files do not exist in
+// images blockd opens, so their options are refused with qemu-img's
+// texts.
+func (t *tool) amend(args []string) int {
+	opts, operands, err := getopt(args, optSpec{short: "ho:qf:t:p", permute: true, long: map[string]longOpt{
+		"help": {'h', false}, "force": {'F', false}, "image-opts": {'i', false}, "object": {'j', true},
+	}})
+	if err != nil {
+		t.usageErrorf("%s", err)
+		return 1
+	}
+	var format, options string
+	for _, o := range opts {
+		switch o.key {
+		case 'h':
+			t.printf("%s", imgUsage)
+			return 0
+		case 'o':
+			if options != "" {
+				options += ","
+			}
+			options += o.arg
+		case 'f':
+			format = o.arg
+		case 'i', 'j':
+			t.errorf("blockd img amend does not support -%s", optName(o.key))
+			return 1
+		}
+	}
+	if options == "" {
+		t.usageErrorf("Must specify options (-o)")
+		return 1
+	}
+	filename, ok := t.oneImage(operands)
+	if !ok {
+		return 1
+	}
+	im, err := openImage(openOptions{filename: filename, format: format,
+		perm: blockio.PermConsistentRead | blockio.PermWrite | blockio.PermResize, shared: blockio.PermAll}, t.err)
+	if err != nil {
+		t.errorf("Could not open '%s': %s", filename, errText(err))
+		return 1
+	}
+	defer im.close()
+	var am amender
+	_ = im.do(func() error { am, _ = im.node.Impl().(amender); return nil })
+	if am == nil {
+		t.errorf("Format driver '%s' does not support option amendment", im.format)
+		return 1
+	}
+	if options == "help" || options == "?" {
+		t.printf("%s", amendOptsHelp)
+		return 0
+	}
+	list, err := splitOpts(options)
+	if err != nil {
+		t.errorf("%s", err)
+		return 1
+	}
+	in := am.Info()
+	var (
+		size                    int64 = -1
+		lazy                          = in.LazyRefcounts
+		version                       = in.Version
+		refcountBits                  = in.RefcountBits
+		backingFile, backingFmt *string
+		dataFile                *string
+		dataFileRaw, encrypt    bool
+	)
+	for _, kv := range list {
+		k, v := kv[0], kv[1]
+		switch {
+		case k == "size":
+			n, err := parseSizeMax(v, math.MaxInt64)
+			if err != nil {
+				t.errorf("Parameter 'size' expects a non-negative number below 2^64\n" +
+					"Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n" +
+					"and exabytes, respectively.")
+				return 1
+			}
+			size = n
+		case k == "lazy_refcounts":
+			b, ok := parseBool(v)
+			if !ok {
+				t.errorf("Parameter 'lazy_refcounts' expects 'on' or 'off'")
+				return 1
+			}
+			lazy = b
+		case k == "compat":
+			switch v {
+			case "0.10", "v2":
+				version = 2
+			case "1.1", "v3":
+				version = 3
+			default:
+				// Checked by the driver, after the option parse.
+				version = -1
+			}
+			if version == -1 {
+				t.errorf("Unknown compatibility level %s", v)
+				return 1
+			}
+		case k == "refcount_bits":
+			n, err := strconv.ParseUint(v, 0, 64)
+			if err != nil {
+				t.errorf("Parameter 'refcount_bits' expects a number")
+				return 1
+			}
+			refcountBits = int(min(n, 128))
+		case k == "backing_file":
+			backingFile = &v
+		case k == "backing_fmt":
+			backingFmt = &v
+		case k == "data_file":
+			dataFile = &v
+		case k == "data_file_raw":
+			b, ok := parseBool(v)
+			if !ok {
+				t.errorf("Parameter 'data_file_raw' expects 'on' or 'off'")
+				return 1
+			}
+			dataFileRaw = b
+		case strings.HasPrefix(k, "encrypt.") && !contains(qcow2CreateOnly, k):
+			encrypt = true
+		case contains(qcow2CreateOnly, k):
+			t.errorf("Invalid parameter '%s'\nThis option is only supported for image creation", k)
+			return 1
+		default:
+			t.errorf("Invalid parameter '%s'", k)
+			return 1
+		}
+	}
+	// qcow2_amend_options' checks, in its order.
+	switch {
+	case encrypt:
+		t.errorf("Can't amend encryption options - encryption not present")
+		return 1
+	case refcountBits <= 0 || refcountBits > 64 || refcountBits&(refcountBits-1) != 0:
+		t.errorf("Refcount width must be a power of two and may not exceed 64 bits")
+		return 1
+	case dataFile != nil:
+		t.errorf("data-file can only be set for images that use an external data file")
+		return 1
+	case dataFileRaw:
+		t.errorf("data-file-raw cannot be set on existing images")
+		return 1
+	case version != in.Version:
+		t.errorf("blockd img amend cannot change the compatibility level (compat=%s)", map[int]string{2: "0.10", 3: "1.1"}[version])
+		return 1
+	case (backingFile != nil || backingFmt != nil) &&
+		(deref(backingFile) != in.BackingFile || deref(backingFmt) != in.BackingFormat):
+		t.errorf("Cannot amend the backing file\nYou can use 'qemu-img rebase' instead.")
+		return 1
+	}
+	if lazy != in.LazyRefcounts {
+		if err := am.AmendLazyRefcounts(lazy); err != nil {
+			t.errorf("%s", errText(err))
+			return 1
+		}
+	}
+	if refcountBits != in.RefcountBits {
+		t.errorf("blockd img amend cannot change the refcount width (refcount_bits=%d)", refcountBits)
+		return 1
+	}
+	if size > 0 && size != in.VirtualSize { // size=0 means none, as in QEMU
+		if err := im.dev.Truncate(size); err != nil {
+			t.errorf("%s", errText(err))
+			return 1
+		}
+	}
+	if err := im.dev.Flush(); err != nil {
+		t.errorf("%s", errText(err))
+		return 1
+	}
+	return 0
+}
+
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
