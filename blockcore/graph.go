@@ -26,7 +26,7 @@ type Graph struct {
 	openTx []*tx           // transactions in progress, oldest first
 	drains []*drainSection // drained sections in progress
 
-	objects any // the user-created objects drivers refer to (SetObjects)
+	objects any                   // the user-created objects drivers refer to (SetObjects)
 	actions map[string]actionType // transaction action types (transaction.go)
 }
 
