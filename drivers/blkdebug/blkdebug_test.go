@@ -1,7 +1,6 @@
 package blkdebug_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -9,54 +8,37 @@ import (
 	"syscall"
 	"testing"
 
-	"go.uber.org/zap"
-
-	"blockd/blockcore"
 	"blockd/blockio"
 	_ "blockd/drivers/blkdebug"
 	_ "blockd/drivers/file"
 	_ "blockd/drivers/raw"
-	"blockd/events"
-	"blockd/schema"
+	"blockd/internal/graphtest"
 )
 
 type env struct {
-	g   *blockcore.Graph
-	o   *blockcore.Owner
+	*graphtest.Env
 	dir string
 	img string
 }
 
 func newEnv(t *testing.T) *env {
-	reg := schema.NewRegistry()
-	g := blockcore.NewGraph(zap.NewNop(), events.NewBus())
-	g.RegisterCommands(reg)
-	o := blockcore.NewOwner(reg)
-	go o.Run()
-	t.Cleanup(func() {
-		_ = o.Do(g.CloseAll)
-		o.Stop()
-	})
 	dir := t.TempDir()
 	img := filepath.Join(dir, "a.img")
 	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return &env{g, o, dir, img}
+	return &env{graphtest.New(t), dir, img}
 }
 
+// add runs blockdev-add and returns the data path of the new node.
 func (e *env) add(t *testing.T, args string) blockio.Device {
 	t.Helper()
 	var o struct {
 		NodeName string `json:"node-name"`
 	}
 	_ = json.Unmarshal([]byte(args), &o)
-	if _, err := e.o.Call(context.Background(), "blockdev-add", json.RawMessage(args)); err != nil {
-		t.Fatalf("blockdev-add %s: %v", args, err)
-	}
-	var n *blockcore.Node
-	_ = e.o.Do(func() { n = e.g.Lookup(o.NodeName) })
-	return n.IO()
+	e.Must(t, "blockdev-add", args)
+	return e.IO(t, o.NodeName)
 }
 
 func (e *env) image() string { return `{"driver": "file", "filename": "` + e.img + `"}` }

@@ -1,32 +1,21 @@
 package blkverify_test
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
 
-	"go.uber.org/zap"
-
-	"blockd/blockcore"
 	_ "blockd/drivers/blkverify"
 	_ "blockd/drivers/file"
-	"blockd/events"
-	"blockd/schema"
+	"blockd/internal/graphtest"
 )
 
 // Reads that agree pass, writes reach both images, and a difference
 // fails the read with EIO instead of ending the process.
 func TestBlkverify(t *testing.T) {
-	reg := schema.NewRegistry()
-	g := blockcore.NewGraph(zap.NewNop(), events.NewBus())
-	g.RegisterCommands(reg)
-	o := blockcore.NewOwner(reg)
-	go o.Run()
-	t.Cleanup(func() { _ = o.Do(g.CloseAll); o.Stop() })
+	e := graphtest.New(t)
 	dir := t.TempDir()
 	raw, test := filepath.Join(dir, "raw.img"), filepath.Join(dir, "test.img")
 	for _, p := range []string{raw, test} {
@@ -36,11 +25,8 @@ func TestBlkverify(t *testing.T) {
 	}
 	args := `{"driver": "blkverify", "node-name": "v", "raw": {"driver": "file", "filename": "` + raw +
 		`"}, "test": {"driver": "file", "node-name": "t", "filename": "` + test + `"}}`
-	if _, err := o.Call(context.Background(), "blockdev-add", json.RawMessage(args)); err != nil {
-		t.Fatal(err)
-	}
-	var v, tn *blockcore.Node
-	_ = o.Do(func() { v, tn = g.Lookup("v"), g.Lookup("t") })
+	e.Must(t, "blockdev-add", args)
+	v, tn := e.Node(t, "v"), e.Node(t, "t")
 	buf := make([]byte, 4096)
 	if err := v.IO().WriteAt([]byte("same"), 100, 0); err != nil {
 		t.Fatal(err)

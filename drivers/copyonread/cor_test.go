@@ -2,57 +2,17 @@ package copyonread_test
 
 import (
 	"bytes"
-	"context"
-	"encoding/json"
 	"path/filepath"
 	"testing"
 
-	"go.uber.org/zap"
-
-	"blockd/blockcore"
 	"blockd/blockio"
 	_ "blockd/drivers/copyonread"
 	"blockd/drivers/file"
 	"blockd/drivers/qcow2"
-	"blockd/events"
-	"blockd/schema"
+	"blockd/internal/graphtest"
 )
 
 const mib = 1 << 20
-
-type env struct {
-	g *blockcore.Graph
-	o *blockcore.Owner
-}
-
-func newEnv(t *testing.T) *env {
-	reg := schema.NewRegistry()
-	g := blockcore.NewGraph(zap.NewNop(), events.NewBus())
-	g.RegisterCommands(reg)
-	o := blockcore.NewOwner(reg)
-	go o.Run()
-	t.Cleanup(func() {
-		_ = o.Do(g.CloseAll)
-		o.Stop()
-	})
-	return &env{g, o}
-}
-
-func (e *env) must(t *testing.T, name, args string) {
-	t.Helper()
-	if _, err := e.o.Call(context.Background(), name, json.RawMessage(args)); err != nil {
-		t.Fatalf("%s %s: %v", name, args, err)
-	}
-}
-
-func (e *env) io(t *testing.T, name string) blockio.Device {
-	var n *blockcore.Node
-	_ = e.o.Do(func() { n = e.g.Lookup(name) })
-	if n == nil {
-		t.Fatalf("no node %s", name)
-	}
-	return n.IO()
-}
 
 // mkQcow2 creates a qcow2 image, optionally over a backing file, and
 // writes pattern at each offset of writes (1 MiB each).
@@ -107,11 +67,11 @@ func TestCopyOnReadBottom(t *testing.T) {
 	mkQcow2(t, base, "", 0xbb, 0, 2*mib)
 	mkQcow2(t, mid, base, 0x33, 1*mib)
 	mkQcow2(t, top, mid, 0x77, 3*mib)
-	e := newEnv(t)
-	e.must(t, "blockdev-add", `{"driver": "qcow2", "node-name": "top", "file": {"driver": "file", "filename": "`+top+`"},
+	e := graphtest.New(t)
+	e.Must(t, "blockdev-add", `{"driver": "qcow2", "node-name": "top", "file": {"driver": "file", "filename": "`+top+`"},
 		"backing": {"driver": "qcow2", "node-name": "mid", "file": {"driver": "file", "filename": "`+mid+`"}}}`)
-	e.must(t, "blockdev-add", `{"driver": "copy-on-read", "node-name": "cor", "file": "top", "bottom": "mid"}`)
-	cor, topIO := e.io(t, "cor"), e.io(t, "top")
+	e.Must(t, "blockdev-add", `{"driver": "copy-on-read", "node-name": "cor", "file": "top", "bottom": "mid"}`)
+	cor, topIO := e.IO(t, "cor"), e.IO(t, "top")
 
 	buf := make([]byte, 4*mib+4096)
 	if err := cor.ReadAt(buf, 0); err != nil {
@@ -134,9 +94,9 @@ func TestCopyOnReadBottom(t *testing.T) {
 	if err := cor.WriteAt(bytes.Repeat([]byte{0x99}, 4096), 2*mib, 0); err != nil {
 		t.Fatal(err)
 	}
-	e.must(t, "blockdev-del", `{"node-name": "cor"}`)
-	e.must(t, "blockdev-add", `{"driver": "copy-on-read", "node-name": "cor2", "file": "top"}`)
-	cor2 := e.io(t, "cor2")
+	e.Must(t, "blockdev-del", `{"node-name": "cor"}`)
+	e.Must(t, "blockdev-add", `{"driver": "copy-on-read", "node-name": "cor2", "file": "top"}`)
+	cor2 := e.IO(t, "cor2")
 	if err := cor2.ReadAt(buf, 0); err != nil {
 		t.Fatal(err)
 	}

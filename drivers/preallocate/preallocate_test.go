@@ -2,20 +2,14 @@ package preallocate_test
 
 import (
 	"bytes"
-	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
 
-	"go.uber.org/zap"
-
-	"blockd/blockcore"
 	"blockd/drivers/file"
 	_ "blockd/drivers/preallocate"
 	"blockd/drivers/qcow2"
-	"blockd/events"
-	"blockd/schema"
+	"blockd/internal/graphtest"
 )
 
 const mib = 1 << 20
@@ -25,12 +19,7 @@ const mib = 1 << 20
 // node cuts the file back; under a read-only parent nothing is
 // preallocated.
 func TestPreallocateUnderQcow2(t *testing.T) {
-	reg := schema.NewRegistry()
-	g := blockcore.NewGraph(zap.NewNop(), events.NewBus())
-	g.RegisterCommands(reg)
-	o := blockcore.NewOwner(reg)
-	go o.Run()
-	t.Cleanup(func() { _ = o.Do(g.CloseAll); o.Stop() })
+	e := graphtest.New(t)
 	path := filepath.Join(t.TempDir(), "a.qcow2")
 	if err := file.Create(file.CreateOptions{Filename: path}); err != nil {
 		t.Fatal(err)
@@ -43,12 +32,7 @@ func TestPreallocateUnderQcow2(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = f.Close()
-	call := func(name, args string) {
-		t.Helper()
-		if _, err := o.Call(context.Background(), name, json.RawMessage(args)); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-	}
+	call := func(name, args string) { t.Helper(); e.Must(t, name, args) }
 	size := func() int64 {
 		st, err := os.Stat(path)
 		if err != nil {
@@ -59,8 +43,7 @@ func TestPreallocateUnderQcow2(t *testing.T) {
 	before := size()
 	call("blockdev-add", `{"driver": "qcow2", "node-name": "q", "file": {"driver": "preallocate", "node-name": "p",
 		"prealloc-align": 1048576, "prealloc-size": 4194304, "file": {"driver": "file", "filename": "`+path+`"}}}`)
-	var q, p *blockcore.Node
-	_ = o.Do(func() { q, p = g.Lookup("q"), g.Lookup("p") })
+	q, p := e.Node(t, "q"), e.Node(t, "p")
 	if err := q.IO().WriteAt(bytes.Repeat([]byte{0x5a}, 2*mib), 0, 0); err != nil {
 		t.Fatal(err)
 	}

@@ -2,8 +2,6 @@ package quorum_test
 
 import (
 	"bytes"
-	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,19 +9,14 @@ import (
 	"syscall"
 	"testing"
 
-	"go.uber.org/zap"
-
-	"blockd/blockcore"
-	"blockd/blockio"
 	_ "blockd/drivers/file"
 	_ "blockd/drivers/quorum"
 	"blockd/events"
-	"blockd/schema"
+	"blockd/internal/graphtest"
 )
 
 type env struct {
-	g   *blockcore.Graph
-	o   *blockcore.Owner
+	*graphtest.Env
 	dir string
 
 	mu  sync.Mutex
@@ -31,23 +24,13 @@ type env struct {
 }
 
 func newEnv(t *testing.T) *env {
-	reg := schema.NewRegistry()
-	bus := events.NewBus()
-	g := blockcore.NewGraph(zap.NewNop(), bus)
-	g.RegisterCommands(reg)
-	o := blockcore.NewOwner(reg)
-	go o.Run()
-	e := &env{g: g, o: o, dir: t.TempDir()}
-	unsub := bus.Subscribe(func(ev events.Event) {
+	e := &env{Env: graphtest.New(t), dir: t.TempDir()}
+	unsub := e.Bus.Subscribe(func(ev events.Event) {
 		e.mu.Lock()
 		e.evs = append(e.evs, ev.Name+" "+string(ev.Data))
 		e.mu.Unlock()
 	})
-	t.Cleanup(func() {
-		unsub()
-		_ = o.Do(g.CloseAll)
-		o.Stop()
-	})
+	t.Cleanup(unsub)
 	return e
 }
 
@@ -57,19 +40,6 @@ func (e *env) events() []string {
 	out := e.evs
 	e.evs = nil
 	return out
-}
-
-func (e *env) must(t *testing.T, name, args string) {
-	t.Helper()
-	if _, err := e.o.Call(context.Background(), name, json.RawMessage(args)); err != nil {
-		t.Fatalf("%s %s: %v", name, args, err)
-	}
-}
-
-func (e *env) io(t *testing.T, name string) blockio.Device {
-	var n *blockcore.Node
-	_ = e.o.Do(func() { n = e.g.Lookup(name) })
-	return n.IO()
 }
 
 // img writes a 1 MiB image of pattern, and returns its path.
@@ -82,7 +52,7 @@ func (e *env) img(t *testing.T, name string, pattern byte) string {
 }
 
 func (e *env) addFile(t *testing.T, node, path string) {
-	e.must(t, "blockdev-add", `{"driver": "file", "node-name": "`+node+`", "filename": "`+path+`"}`)
+	e.Must(t, "blockdev-add", `{"driver": "file", "node-name": "`+node+`", "filename": "`+path+`"}`)
 }
 
 // One corrupted child of three is outvoted: the read returns the
@@ -94,13 +64,13 @@ func TestCorruptedChildOutvotedAndRewritten(t *testing.T) {
 	e.addFile(t, "b", e.img(t, "b.img", 0x11))
 	cPath := e.img(t, "c.img", 0x11)
 	e.addFile(t, "c", cPath)
-	e.must(t, "blockdev-add", `{"driver": "quorum", "node-name": "q", "vote-threshold": 2, "children": ["a", "b", "c"], "rewrite-corrupted": true}`)
+	e.Must(t, "blockdev-add", `{"driver": "quorum", "node-name": "q", "vote-threshold": 2, "children": ["a", "b", "c"], "rewrite-corrupted": true}`)
 	// Corrupt c behind the quorum's back.
 	bad := bytes.Repeat([]byte{0xee}, 4096)
-	if err := e.io(t, "c").WriteAt(bad, 8192, 0); err != nil {
+	if err := e.IO(t, "c").WriteAt(bad, 8192, 0); err != nil {
 		t.Fatal(err)
 	}
-	q := e.io(t, "q")
+	q := e.IO(t, "q")
 	buf := make([]byte, 4096)
 	if err := q.ReadAt(buf, 8192); err != nil || !bytes.Equal(buf, bytes.Repeat([]byte{0x11}, 4096)) {
 		t.Fatalf("read: %v %x", err, buf[:4])
@@ -129,9 +99,9 @@ func TestNoMajorityFails(t *testing.T) {
 	e.addFile(t, "a", e.img(t, "a.img", 1))
 	e.addFile(t, "b", e.img(t, "b.img", 2))
 	e.addFile(t, "c", e.img(t, "c.img", 3))
-	e.must(t, "blockdev-add", `{"driver": "quorum", "node-name": "q", "vote-threshold": 2, "children": ["a", "b", "c"]}`)
+	e.Must(t, "blockdev-add", `{"driver": "quorum", "node-name": "q", "vote-threshold": 2, "children": ["a", "b", "c"]}`)
 	buf := make([]byte, 512)
-	if err := e.io(t, "q").ReadAt(buf, 0); !errors.Is(err, syscall.EIO) {
+	if err := e.IO(t, "q").ReadAt(buf, 0); !errors.Is(err, syscall.EIO) {
 		t.Fatalf("read: %v", err)
 	}
 	want := `QUORUM_FAILURE {"reference": "q", "sector-num": 0, "sectors-count": 1}`
@@ -139,8 +109,8 @@ func TestNoMajorityFails(t *testing.T) {
 		t.Fatalf("events %q, want %q", evs, want)
 	}
 	// fifo reads the first child that answers.
-	e.must(t, "blockdev-add", `{"driver": "quorum", "node-name": "f", "vote-threshold": 1, "read-pattern": "fifo", "children": [{"driver": "file", "filename": "`+filepath.Join(e.dir, "b.img")+`", "locking": "off"}]}`)
-	if err := e.io(t, "f").ReadAt(buf, 0); err != nil || buf[0] != 2 {
+	e.Must(t, "blockdev-add", `{"driver": "quorum", "node-name": "f", "vote-threshold": 1, "read-pattern": "fifo", "children": [{"driver": "file", "filename": "`+filepath.Join(e.dir, "b.img")+`", "locking": "off"}]}`)
+	if err := e.IO(t, "f").ReadAt(buf, 0); err != nil || buf[0] != 2 {
 		t.Fatalf("fifo read: %v %d", err, buf[0])
 	}
 }
@@ -153,9 +123,9 @@ func TestWritesAndChildChanges(t *testing.T) {
 	e.addFile(t, "a", paths[0])
 	e.addFile(t, "b", paths[1])
 	e.addFile(t, "d", paths[2])
-	e.must(t, "blockdev-add", `{"driver": "quorum", "node-name": "q", "vote-threshold": 1, "children": ["a", "b"]}`)
-	e.must(t, "x-blockdev-change", `{"parent": "q", "node": "d"}`)
-	if err := e.io(t, "q").WriteAt(bytes.Repeat([]byte{0x42}, 4096), 0, 0); err != nil {
+	e.Must(t, "blockdev-add", `{"driver": "quorum", "node-name": "q", "vote-threshold": 1, "children": ["a", "b"]}`)
+	e.Must(t, "x-blockdev-change", `{"parent": "q", "node": "d"}`)
+	if err := e.IO(t, "q").WriteAt(bytes.Repeat([]byte{0x42}, 4096), 0, 0); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range paths {
@@ -163,13 +133,13 @@ func TestWritesAndChildChanges(t *testing.T) {
 			t.Fatalf("%s not written", p)
 		}
 	}
-	e.must(t, "x-blockdev-change", `{"parent": "q", "child": "children.0"}`)
-	e.must(t, "x-blockdev-change", `{"parent": "q", "child": "children.2"}`)
-	if _, err := e.o.Call(context.Background(), "x-blockdev-change", json.RawMessage(`{"parent": "q", "child": "children.1"}`)); err == nil ||
+	e.Must(t, "x-blockdev-change", `{"parent": "q", "child": "children.0"}`)
+	e.Must(t, "x-blockdev-change", `{"parent": "q", "child": "children.2"}`)
+	if err := e.Exec("x-blockdev-change", `{"parent": "q", "child": "children.1"}`); err == nil ||
 		err.Error() != "The number of children cannot be lower than the vote threshold 1" {
 		t.Fatalf("removing the last child: %v", err)
 	}
-	if err := e.io(t, "q").WriteAt(bytes.Repeat([]byte{0x43}, 512), 0, 0); err != nil {
+	if err := e.IO(t, "q").WriteAt(bytes.Repeat([]byte{0x43}, 512), 0, 0); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(paths[1]); b[0] != 0x43 {
