@@ -19,13 +19,13 @@ func init() {
 
 // node is one open copy-on-read node.
 type node struct {
-	file   blockio.Device // the child, whose chain is read and which is written
-	bottom blockio.Device // the lowest layer copied from; nil: the whole chain
-	locks  *blockio.RangeLock
+	blockio.Forward                // the child, whose chain is read and which is written
+	bottom          blockio.Device // the lowest layer copied from; nil: the whole chain
+	locks           *blockio.RangeLock
 }
 
 func open(oc *blockcore.OpenContext) (blockcore.Impl, error) {
-	n := &node{file: oc.File.Node.IO(), locks: blockio.NewRangeLock()}
+	n := &node{Forward: blockio.Forward{Child: oc.File.Node.IO()}, locks: blockio.NewRangeLock()}
 	if b := oc.Options.Cor.Bottom; b != nil {
 		bn := oc.Graph.Lookup(*b)
 		if bn == nil {
@@ -52,7 +52,7 @@ func (n *node) ChildPerm(_ *blockcore.Child, _ blockcore.NodeState, perm, shared
 // included (bdrv_is_allocated_above(backing, bottom, include_base)).
 func (n *node) layers() []blockio.Device {
 	var out []blockio.Device
-	dev := n.file
+	dev := n.Child
 	for {
 		b, ok := dev.(blockio.Backed)
 		if !ok {
@@ -74,7 +74,7 @@ func (n *node) layers() []blockio.Device {
 func (n *node) ReadAt(p []byte, off int64) error {
 	for len(p) > 0 {
 		length := int64(len(p))
-		st, err := n.file.BlockStatus(off, length)
+		st, err := n.Child.BlockStatus(off, length)
 		if err != nil {
 			return err
 		}
@@ -91,7 +91,7 @@ func (n *node) ReadAt(p []byte, off int64) error {
 		if copyUp {
 			err = n.copyUp(p[:length], off)
 		} else {
-			err = n.file.ReadAt(p[:length], off)
+			err = n.Child.ReadAt(p[:length], off)
 		}
 		if err != nil {
 			return err
@@ -107,16 +107,16 @@ func (n *node) ReadAt(p []byte, off int64) error {
 func (n *node) copyUp(p []byte, off int64) error {
 	unlock := n.locks.Lock(off, int64(len(p)))
 	defer unlock()
-	if err := n.file.ReadAt(p, off); err != nil {
+	if err := n.Child.ReadAt(p, off); err != nil {
 		return err
 	}
 	if allZero(p) {
-		err := n.file.WriteZeroes(off, int64(len(p)), 0)
+		err := n.Child.WriteZeroes(off, int64(len(p)), 0)
 		if err == nil {
 			return nil
 		}
 	}
-	return n.file.WriteAt(p, off, 0)
+	return n.Child.WriteAt(p, off, 0)
 }
 
 func allZero(p []byte) bool {
@@ -130,32 +130,21 @@ func allZero(p []byte) bool {
 
 func (n *node) WriteAt(p []byte, off int64, f blockio.WriteFlags) error {
 	defer n.locks.Lock(off, int64(len(p)))()
-	return n.file.WriteAt(p, off, f)
+	return n.Child.WriteAt(p, off, f)
 }
 
 func (n *node) WriteZeroes(off, length int64, f blockio.WriteFlags) error {
 	defer n.locks.Lock(off, length)()
-	return n.file.WriteZeroes(off, length, f)
+	return n.Child.WriteZeroes(off, length, f)
 }
 
 func (n *node) Discard(off, length int64) error {
 	defer n.locks.Lock(off, length)()
-	return n.file.Discard(off, length)
+	return n.Child.Discard(off, length)
 }
 
-func (n *node) Flush() error { return n.file.Flush() }
-
-func (n *node) BlockStatus(off, length int64) (blockio.Status, error) {
-	return n.file.BlockStatus(off, length)
-}
-
-func (n *node) Size() (int64, error)      { return n.file.Size() }
-func (n *node) Truncate(size int64) error { return n.file.Truncate(size) }
-func (n *node) Close() error              { return nil }
+func (n *node) Close() error { return nil }
 
 // NoStrongOptionList: the driver declares no strong options, so queries
 // describe the node with a json: filename.
 func (n *node) NoStrongOptionList() {}
-
-// SetFile follows a reopen that switched the file child.
-func (n *node) SetFile(dev blockio.Device) { n.file = dev }

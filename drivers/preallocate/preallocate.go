@@ -23,8 +23,8 @@ func init() {
 const mib = 1 << 20
 
 type node struct {
-	file         blockio.Device
-	align, extra int64
+	blockio.Forward // reads, discards, flushes, block status
+	align, extra    int64
 
 	mu sync.Mutex
 	// active: the parents hold write and resize, so the node may change
@@ -38,7 +38,7 @@ type node struct {
 
 func open(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 	o := oc.Options.Prealloc
-	n := &node{file: oc.File.Node.IO(), align: mib, extra: 128 * mib, dataEnd: -1, zeroStart: -1, fileEnd: -1}
+	n := &node{Forward: blockio.Forward{Child: oc.File.Node.IO()}, align: mib, extra: 128 * mib, dataEnd: -1, zeroStart: -1, fileEnd: -1}
 	if o.PreallocSize != nil {
 		if *o.PreallocSize < 0 {
 			return nil, schema.Errorf("Parameter 'prealloc-size' expects a non-negative number below 2^64")
@@ -94,7 +94,7 @@ func (n *node) SetPerm(perm, shared blockio.Perm) {
 // dropTail is preallocate_drop_resize: the file is cut back to the data.
 func (n *node) dropTail() {
 	if n.dataEnd >= 0 && n.dataEnd < n.fileEnd {
-		_ = n.file.Truncate(n.dataEnd)
+		_ = n.Child.Truncate(n.dataEnd)
 	}
 	n.dataEnd, n.zeroStart, n.fileEnd = -1, -1, -1
 }
@@ -111,7 +111,7 @@ func (n *node) handleWrite(off, length int64, mergeZero bool) bool {
 	}
 	end := off + length
 	if n.dataEnd < 0 {
-		size, err := n.file.Size()
+		size, err := n.Child.Size()
 		if err != nil {
 			return false
 		}
@@ -140,7 +140,7 @@ func (n *node) handleWrite(off, length int64, mergeZero bool) bool {
 	}
 	align := max(n.align, 1)
 	pend := (end + n.extra + align - 1) / align * align
-	if err := n.file.WriteZeroes(start, pend-start, blockio.NoFallback); err != nil {
+	if err := n.Child.WriteZeroes(start, pend-start, blockio.NoFallback); err != nil {
 		n.fileEnd = -1
 		return false
 	}
@@ -148,25 +148,16 @@ func (n *node) handleWrite(off, length int64, mergeZero bool) bool {
 	return mergeZero
 }
 
-func (n *node) ReadAt(p []byte, off int64) error { return n.file.ReadAt(p, off) }
-
 func (n *node) WriteAt(p []byte, off int64, f blockio.WriteFlags) error {
 	n.handleWrite(off, int64(len(p)), false)
-	return n.file.WriteAt(p, off, f)
+	return n.Child.WriteAt(p, off, f)
 }
 
 func (n *node) WriteZeroes(off, length int64, f blockio.WriteFlags) error {
 	if n.handleWrite(off, length, f&^blockio.NoFallback == 0) {
 		return nil
 	}
-	return n.file.WriteZeroes(off, length, f)
-}
-
-func (n *node) Discard(off, length int64) error { return n.file.Discard(off, length) }
-func (n *node) Flush() error                    { return n.file.Flush() }
-
-func (n *node) BlockStatus(off, length int64) (blockio.Status, error) {
-	return n.file.BlockStatus(off, length)
+	return n.Child.WriteZeroes(off, length, f)
 }
 
 // Size is the end of the data while preallocating, else the file's.
@@ -176,7 +167,7 @@ func (n *node) Size() (int64, error) {
 	if n.active && n.dataEnd >= 0 {
 		return n.dataEnd, nil
 	}
-	return n.file.Size()
+	return n.Child.Size()
 }
 
 // Truncate inside the preallocated tail only moves the end of the data.
@@ -187,7 +178,7 @@ func (n *node) Truncate(size int64) error {
 		n.dataEnd = size
 		return nil
 	}
-	if err := n.file.Truncate(size); err != nil {
+	if err := n.Child.Truncate(size); err != nil {
 		return err
 	}
 	if n.active {
@@ -206,6 +197,3 @@ func (n *node) Close() error {
 
 // NoStrongOptionList: queries describe the node with a json: filename.
 func (n *node) NoStrongOptionList() {}
-
-// SetFile follows a reopen that switched the file child.
-func (n *node) SetFile(dev blockio.Device) { n.file = dev }

@@ -24,10 +24,10 @@ type groups interface {
 
 // node is one open throttle node.
 type node struct {
-	file    blockio.Device
-	group   string
-	member  *throttle.Member
-	release func()
+	blockio.Forward // flushes, block status, size
+	group           string
+	member          *throttle.Member
+	release         func()
 }
 
 func open(oc *blockcore.OpenContext) (blockcore.Impl, error) {
@@ -40,37 +40,28 @@ func open(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &node{file: oc.File.Node.IO(), group: o.ThrottleGroup, member: g.Join(), release: release}, nil
+	return &node{Forward: blockio.Forward{Child: oc.File.Node.IO()}, group: o.ThrottleGroup, member: g.Join(), release: release}, nil
 }
 
 func (n *node) ReadAt(p []byte, off int64) error {
 	n.member.Wait(throttle.Read, uint64(len(p)))
-	return n.file.ReadAt(p, off)
+	return n.Child.ReadAt(p, off)
 }
 
 func (n *node) WriteAt(p []byte, off int64, f blockio.WriteFlags) error {
 	n.member.Wait(throttle.Write, uint64(len(p)))
-	return n.file.WriteAt(p, off, f)
+	return n.Child.WriteAt(p, off, f)
 }
 
 func (n *node) WriteZeroes(off, length int64, f blockio.WriteFlags) error {
 	n.member.Wait(throttle.Write, uint64(length))
-	return n.file.WriteZeroes(off, length, f)
+	return n.Child.WriteZeroes(off, length, f)
 }
 
 func (n *node) Discard(off, length int64) error {
 	n.member.Wait(throttle.Write, uint64(length))
-	return n.file.Discard(off, length)
+	return n.Child.Discard(off, length)
 }
-
-func (n *node) Flush() error { return n.file.Flush() }
-
-func (n *node) BlockStatus(off, length int64) (blockio.Status, error) {
-	return n.file.BlockStatus(off, length)
-}
-
-func (n *node) Size() (int64, error)      { return n.file.Size() }
-func (n *node) Truncate(size int64) error { return n.file.Truncate(size) }
 
 // Close leaves the group, which object-del may then delete.
 func (n *node) Close() error {
@@ -88,6 +79,3 @@ func (n *node) DrainEnd()   { n.member.DrainEnd() }
 func (n *node) StrongOptions() map[string]any {
 	return map[string]any{"throttle-group": n.group}
 }
-
-// SetFile follows a reopen that switched the file child.
-func (n *node) SetFile(dev blockio.Device) { n.file = dev }
