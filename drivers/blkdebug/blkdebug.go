@@ -471,3 +471,9 @@ func (n *node) AllocatedSize() (int64, bool) { return 0, false }
 
 // SetFile follows a reopen that switched the image child.
 func (n *node) SetFile(dev blockio.Device) { n.file = dev }
+
+// ReopenPrepare is blkdebug_reopen_prepare: it accepts the reopen and
+// changes nothing; the options must stay as they are.
+func (n *node) ReopenPrepare(*blockcore.ReopenState) (commit, abort func(), err error) {
+	return func() {}, func() {}, nil
+}

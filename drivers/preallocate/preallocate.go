@@ -197,3 +197,23 @@ func (n *node) Close() error {
 
 // NoStrongOptionList: queries describe the node with a json: filename.
 func (n *node) NoStrongOptionList() {}
+
+// ReopenPrepare is preallocate_reopen_prepare: new sizes, checked as at
+// open; the commit runs drained.
+func (n *node) ReopenPrepare(rs *blockcore.ReopenState) (commit, abort func(), err error) {
+	align, extra := int64(mib), int64(128*mib)
+	if v, ok := rs.Int("prealloc-align"); ok {
+		align = v
+	}
+	if v, ok := rs.Int("prealloc-size"); ok {
+		extra = v
+	}
+	if align%512 != 0 {
+		return nil, nil, schema.Errorf("prealloc-align parameter of preallocate filter is not aligned to 512")
+	}
+	return func() {
+		n.mu.Lock()
+		n.align, n.extra = align, extra
+		n.mu.Unlock()
+	}, func() {}, nil
+}

@@ -28,6 +28,8 @@ type node struct {
 	group           string
 	member          *throttle.Member
 	release         func()
+	objects         any // the registry the group came from, for reopen
+	drained         int // drained sections in progress (owner goroutine)
 }
 
 func open(oc *blockcore.OpenContext) (blockcore.Impl, error) {
@@ -40,7 +42,8 @@ func open(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &node{Forward: blockio.Forward{Child: oc.File.Node.IO()}, group: o.ThrottleGroup, member: g.Join(), release: release}, nil
+	return &node{Forward: blockio.Forward{Child: oc.File.Node.IO()}, group: o.ThrottleGroup, member: g.Join(), release: release,
+		objects: oc.Graph.Objects()}, nil
 }
 
 func (n *node) ReadAt(p []byte, off int64) error {
@@ -71,11 +74,37 @@ func (n *node) Close() error {
 
 // DrainBegin lets the node's waiting requests go: a drained section does
 // not wait for the limits.
-func (n *node) DrainBegin() { n.member.DrainBegin() }
-func (n *node) DrainEnd()   { n.member.DrainEnd() }
+func (n *node) DrainBegin() { n.drained++; n.member.DrainBegin() }
+func (n *node) DrainEnd()   { n.drained--; n.member.DrainEnd() }
 
 // StrongOptions: the group is part of what the node is, so json:
 // filenames name it (throttle_strong_runtime_opts).
 func (n *node) StrongOptions() map[string]any {
 	return map[string]any{"throttle-group": n.group}
+}
+
+// ReopenPrepare is throttle_reopen_prepare: the node may move to another
+// group, which must exist; the commit leaves the old group (object-del
+// may then delete it) and joins the new one.
+func (n *node) ReopenPrepare(rs *blockcore.ReopenState) (commit, abort func(), err error) {
+	name, _ := rs.String("throttle-group")
+	reg, _ := n.objects.(groups)
+	if reg == nil {
+		return nil, nil, schema.Errorf("Throttle group '%s' does not exist", name)
+	}
+	g, release, err := reg.ThrottleGroup(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	commit = func() {
+		n.release()
+		m := g.Join()
+		// The commit runs drained: the new member is in the same
+		// drained sections as the old one, which end on it.
+		for range n.drained {
+			m.DrainBegin()
+		}
+		n.group, n.member, n.release = name, m, release
+	}
+	return commit, release, nil
 }

@@ -88,3 +88,26 @@ func TestThrottleGroupPinned(t *testing.T) {
 		t.Fatalf("a deleted group: %v", err)
 	}
 }
+
+// blockdev-reopen moves a node to another group: the old group's limit
+// no longer applies, and the old group can be deleted.
+func TestThrottleReopenChangesGroup(t *testing.T) {
+	e := newEnv(t)
+	e.Must(t, "object-add", `{"qom-type": "throttle-group", "id": "slow", "limits": {"bps-write": 1}}`)
+	e.Must(t, "object-add", `{"qom-type": "throttle-group", "id": "free"}`)
+	e.Must(t, "blockdev-add", `{"driver": "file", "node-name": "f", "filename": "`+image(t)+`"}`)
+	e.Must(t, "blockdev-add", `{"driver": "throttle", "node-name": "t", "throttle-group": "slow", "file": "f"}`)
+	dev := e.Node(t, "t").IO()
+	if err := dev.WriteAt(make([]byte, 64<<10), 0, 0); err != nil { // fills the slow bucket
+		t.Fatal(err)
+	}
+	e.Must(t, "blockdev-reopen", `{"options": [{"driver": "throttle", "node-name": "t", "throttle-group": "free", "file": "f"}]}`)
+	// In the slow group this write would wait about 18 hours.
+	if err := dev.WriteAt(make([]byte, 64<<10), 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	e.Must(t, "object-del", `{"id": "slow"}`)
+	if err := e.Exec("object-del", `{"id": "free"}`); err == nil {
+		t.Fatal("the group the node moved to was deleted under it")
+	}
+}
