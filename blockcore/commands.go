@@ -38,6 +38,7 @@ func (g *Graph) RegisterCommands(r *schema.Registry) {
 	schema.Define(r, "block-set-write-threshold", func(_ context.Context, a *schema.BlockSetWriteThresholdArgs) (schema.Empty, error) {
 		return schema.Empty{}, g.SetWriteThreshold(a.NodeName, a.WriteThreshold)
 	})
+	g.registerBitmapCommands(r)
 	r.AddEvent("BLOCK_WRITE_THRESHOLD", reflect.TypeFor[schema.BlockWriteThreshold]())
 	schema.Define(r, "block_resize", func(_ context.Context, a *schema.BlockResizeArgs) (schema.Empty, error) {
 		return schema.Empty{}, g.Resize(a.Device, a.NodeName, a.Size)

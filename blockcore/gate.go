@@ -5,8 +5,10 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"blockd/blockio"
+	"blockd/dirtybitmap"
 )
 
 // gate is a node's data path. Requests hold the read side of mu for their
@@ -27,10 +29,32 @@ type gate struct {
 	// a write of zeroes becomes a zero write, as bdrv_aligned_pwritev
 	// does. Changed only while drained.
 	detectZeroes string
+	// discardUnmap is discard=unmap: without it a discard is dropped
+	// before it is tracked (bdrv_co_pdiscard without BDRV_O_UNMAP), so
+	// it marks no bitmap. Changed only while drained.
+	discardUnmap bool
 	// stats counts every request (iostats.go); nil counts nothing.
 	stats *IOStats
 	// drainer is the driver told of the drained section in progress.
 	drainer Drainer
+	// recording is the node's dirty bitmaps that record writes, replaced
+	// whole by the owner (Node.syncRecording); nil when there are none,
+	// so a node without bitmaps pays one atomic load per write.
+	recording atomic.Pointer[[]*dirtybitmap.Bitmap]
+	// bitmaps is every bitmap of the node, resized when a request
+	// through the gate resizes the node.
+	bitmaps atomic.Pointer[[]*dirtybitmap.Bitmap]
+}
+
+// markDirty sets the range in every recording bitmap. As
+// bdrv_co_write_req_finish, it runs once the driver was called, whether
+// the request succeeded or not: a failed write may have changed data.
+func (g *gate) markDirty(off, length int64) {
+	if rec := g.recording.Load(); rec != nil {
+		for _, b := range *rec {
+			b.Mark(off, length)
+		}
+	}
 }
 
 func (g *gate) changed(off, length int64, err error) error {
@@ -96,6 +120,7 @@ func (g *gate) writeAt(p []byte, off int64, flags blockio.WriteFlags) error {
 	}
 	t := g.stats.begin()
 	err := g.write(p, off, flags)
+	g.markDirty(off, int64(len(p)))
 	g.stats.Account(OpWrite, off, int64(len(p)), t, err)
 	return err
 }
@@ -126,6 +151,7 @@ func (g *gate) writeZeroes(off, length int64, flags blockio.WriteFlags) error {
 	}
 	t := g.stats.begin()
 	err := g.changed(off, length, g.impl.WriteZeroes(off, length, flags))
+	g.markDirty(off, length)
 	g.stats.Account(OpWriteZeroes, off, length, t, err)
 	return err
 }
@@ -142,6 +168,9 @@ func (g *gate) discard(off, length int64) error {
 	}
 	t := g.stats.begin()
 	err := g.changed(off, length, g.impl.Discard(off, length))
+	if g.discardUnmap {
+		g.markDirty(off, length)
+	}
 	g.stats.Account(OpDiscard, off, length, t, err)
 	return err
 }
@@ -198,7 +227,18 @@ func (g *gate) truncate(size int64) error {
 	if g.readOnly {
 		return blockio.ErrReadOnly
 	}
-	return g.impl.Truncate(size)
+	if err := g.impl.Truncate(size); err != nil {
+		return err
+	}
+	// The bitmaps follow the new size (bdrv_dirty_bitmap_truncate).
+	if all := g.bitmaps.Load(); all != nil {
+		if n, err := g.size(); err == nil {
+			for _, b := range *all {
+				b.Resize(n)
+			}
+		}
+	}
+	return nil
 }
 
 // DrainNodes drains exactly the given nodes (parents first) until the

@@ -185,6 +185,9 @@ func (g *Graph) closeImpl(n *Node) {
 	if n.impl == nil {
 		return
 	}
+	if err := n.storeBitmaps(); err != nil {
+		g.log.Warn("storing persistent bitmaps failed", zap.String("node", n.name), zap.Error(err))
+	}
 	if err := n.impl.Close(); err != nil {
 		g.log.Warn("closing node failed", zap.String("node", n.name), zap.Error(err))
 	}

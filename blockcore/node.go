@@ -2,10 +2,8 @@ package blockcore
 
 import (
 	"fmt"
-	"slices"
 
 	"blockd/blockio"
-	"blockd/schema"
 )
 
 // Role describes what a child is to its parent, as QEMU's BdrvChildRole:
@@ -65,7 +63,7 @@ type Node struct {
 	monitorOwned    bool // created by blockdev-add (or --blockdev) at top level
 	options         Options
 
-	bitmaps   []*bitmapInfo   // dirty bitmaps shown by queries
+	dirty     []*DirtyBitmap  // dirty bitmaps, newest first (dirty_bitmaps.go)
 	threshold *writeThreshold // block-set-write-threshold, once set
 
 	reopen reopenInfo // what a reopen needs to know (reopen_opts.go)
@@ -146,13 +144,3 @@ func (n *Node) cumulativePerm() (perm, shared blockio.Perm) {
 // SetAutoBackingFile records that the image header now names this backing
 // file (after a driver rewrote it, as bdrv_change_backing_file does).
 func (n *Node) SetAutoBackingFile(name string) { n.autoBackingFile = name }
-
-type bitmapInfo struct{ info func() schema.BlockDirtyInfo }
-
-// AddBitmapInfo makes a dirty bitmap kept on n (by a job) visible in
-// query-named-block-nodes until the returned function is called.
-func (n *Node) AddBitmapInfo(info func() schema.BlockDirtyInfo) (remove func()) {
-	b := &bitmapInfo{info}
-	n.bitmaps = append(n.bitmaps, b)
-	return func() { n.bitmaps = slices.DeleteFunc(n.bitmaps, func(x *bitmapInfo) bool { return x == b }) }
-}

@@ -164,10 +164,14 @@ func (g *Graph) open(opts *schema.BlockdevOptions, inh inherited, t *tx) (*Node,
 	n.readOnly = oc.ReadOnly // auto-read-only may have switched it
 	n.reopen.autoReadOnly, n.reopen.discardUnmap = autoRO, discardUnmap
 	n.io = newGate(impl, n.readOnly)
+	n.io.discardUnmap = discardUnmap
 	if opts.DetectZeroes != nil && *opts.DetectZeroes != "off" {
 		n.io.detectZeroes = string(*opts.DetectZeroes)
 	}
 	t.onAbort(func() { g.closeImpl(n) })
+	if err := n.loadBitmaps(); err != nil {
+		return nil, schema.Errorf("Could not load bitmaps: %s", err)
+	}
 	if bu, ok := impl.(BackingUser); ok && drv.SupportsBacking && inh.noBacking {
 		n.autoBackingFile, _ = bu.BackingFile()
 	} else if ok && drv.SupportsBacking {

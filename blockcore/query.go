@@ -237,8 +237,8 @@ func (g *Graph) DeviceInfo(n *Node, flat bool) schema.BlockDeviceInfo {
 		bf := g.Filename(b)
 		di.BackingFile = &bf
 	}
-	for _, b := range n.bitmaps {
-		di.DirtyBitmaps = append(di.DirtyBitmaps, b.info())
+	for _, d := range n.dirty {
+		di.DirtyBitmaps = append(di.DirtyBitmaps, d.query())
 	}
 	if !flat {
 		img := &di.Image

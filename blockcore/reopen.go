@@ -52,11 +52,18 @@ func (g *Graph) reopenQueued(q *reopenQueue) error {
 	// Commit with every reopened node drained: flags, descriptors and
 	// driver state change while no request is inside. Nothing in the
 	// commit does I/O through a drained node.
+	wasRO := make([]bool, len(q.entries))
+	for i, e := range q.entries {
+		wasRO[i] = e.n.readOnly
+	}
 	resumeAll := g.drain(q.queued())
 	defer resumeAll()
 	_ = t.finish(nil)
 	resumeAll()
 	resume()
+	for i, e := range q.entries {
+		e.n.reopenBitmapsPost(wasRO[i])
+	}
 	g.releaseReplaced(q)
 	return nil
 }

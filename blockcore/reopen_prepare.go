@@ -70,6 +70,9 @@ func (g *Graph) prepareEntry(e *reopenEntry, t *tx) error {
 			opts.reinsert(k, stringified(v))
 		}
 	}
+	if err := n.reopenBitmapsPrepare(e.state.ReadOnly, t); err != nil {
+		return err
+	}
 	if r, ok := n.impl.(Reopener); ok {
 		commit, abort, err := r.ReopenPrepare(&e.state)
 		if err != nil {
@@ -133,14 +136,17 @@ func (g *Graph) commitEntry(e *reopenEntry) {
 	if e.commit != nil {
 		e.commit()
 	}
+	wasRO := n.readOnly
 	n.readOnly = e.state.ReadOnly
 	n.io.readOnly = e.state.ReadOnly
+	n.reopenBitmapsCommit(wasRO)
 	n.io.detectZeroes = e.detectZeroes
 	if n.io.detectZeroes == "off" {
 		n.io.detectZeroes = ""
 	}
 	n.reopen.autoReadOnly = e.state.AutoReadOnly
 	n.reopen.discardUnmap = e.state.DiscardUnmap
+	n.io.discardUnmap = e.state.DiscardUnmap
 	n.reopen.explicit = withoutChildren(e.explicit.clone())
 	if e.typed != nil {
 		n.options = e.typed

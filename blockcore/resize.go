@@ -69,5 +69,8 @@ func (g *Graph) Resize(device, nodeName *string, size int64) error {
 		}
 		return err
 	}
+	if size, err := n.io.size(); err == nil {
+		n.resizeBitmaps(size)
+	}
 	return nil
 }

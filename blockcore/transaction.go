@@ -174,6 +174,7 @@ func (g *Graph) run(c *TxContext, prepares []func(*TxContext) (*TxAction, error)
 
 // registerActions registers the graph's own action types.
 func (g *Graph) registerActions() {
+	g.registerBitmapActions()
 	RegisterAction(g, "abort", AcceptGrouped, func(*TxContext, *schema.AbortArgs) (*TxAction, error) {
 		return nil, schema.Errorf("Transaction aborted using Abort action")
 	})

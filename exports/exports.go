@@ -11,7 +11,6 @@
 package exports
 
 import (
-	"crypto/tls"
 	"slices"
 
 	"go.uber.org/zap"
@@ -21,14 +20,14 @@ import (
 	"blockd/events"
 	"blockd/internal/qemu"
 	"blockd/nbd"
+	"blockd/objects"
 	"blockd/schema"
 )
 
 // TLSProvider resolves nbd-server-start's tls-creds and tls-authz
-// (the objects registry, once wired).
+// (the objects registry).
 type TLSProvider interface {
-	TLSServerConfig(id string) (*tls.Config, error)
-	Authorize(authzID, distinguishedName string) (bool, error)
+	TLSServer(id string, authzID *string) (objects.ServerTLS, error)
 }
 
 // FuseOptions are what a fuse export needs from block-export-add.
@@ -81,7 +80,8 @@ type export struct {
 	fuse         FuseExport
 	shuttingDown bool
 	finished     bool
-	stats        blockcore.IOStats // requests of the export's clients (stats.go)
+	bitmaps      []*blockcore.DirtyBitmap // exported, busy while the export lives
+	stats        blockcore.IOStats        // requests of the export's clients (stats.go)
 }
 
 // user is an export as a parent in the graph: an anonymous BlockBackend,
@@ -150,16 +150,6 @@ func (r *Registry) Add(a *schema.BlockExportOptions) error {
 		if r.server.srv.Lookup(name) != nil {
 			return schema.Errorf("NBD server already has export named '%s'", name)
 		}
-		if o != nil && len(o.Bitmaps) > 0 {
-			b := o.Bitmaps[0]
-			bn := ""
-			if b.Local != nil {
-				bn = *b.Local
-			} else if b.External != nil {
-				bn = b.External.Name
-			}
-			return schema.Errorf("Bitmap '%s' is not found", bn)
-		}
 	}
 	x := &export{id: a.ID, typ: a.Type}
 	perm := blockio.PermConsistentRead
@@ -196,14 +186,26 @@ func (r *Registry) Add(a *schema.BlockExportOptions) error {
 	}
 	switch a.Type {
 	case "nbd":
+		var bitmaps []nbd.Bitmap
+		if a.Nbd != nil {
+			if bitmaps, x.bitmaps, err = r.exportBitmaps(n, a.Nbd.Bitmaps, !writable); err != nil {
+				r.g.DetachUser(edge)
+				return err
+			}
+		}
 		x.nbd = &nbd.Export{
 			Name: name, Description: desc, Dev: dev, Size: size,
 			ReadOnly: !writable, MultiConn: true,
 			AllocationDepth: a.Nbd != nil && a.Nbd.AllocationDepth != nil && *a.Nbd.AllocationDepth,
+			Bitmaps:         bitmaps,
 		}
 		if err := r.server.srv.AddExport(x.nbd); err != nil {
 			r.g.DetachUser(edge)
 			return schema.Errorf("NBD server already has export named '%s'", name)
+		}
+		// Busy only once nothing can fail, so a refusal leaves none busy.
+		for _, d := range x.bitmaps {
+			d.SetBusy(true)
 		}
 	case "fuse":
 		o := FuseOptions{Mountpoint: a.Fuse.Mountpoint, Writable: writable, AllowOther: "auto"}
@@ -287,6 +289,9 @@ func (r *Registry) finish(x *export) {
 	if i := slices.Index(r.list, x); i >= 0 {
 		r.list = slices.Delete(r.list, i, i+1)
 	}
+	for _, d := range x.bitmaps {
+		d.SetBusy(false)
+	}
 	r.g.DetachUser(x.edge)
 	r.bus.Publish(schema.BlockExportDeleted{ID: x.id})
 }
@@ -344,4 +349,49 @@ func (w writethrough) Backing() blockio.Device {
 		return b.Backing()
 	}
 	return nil
+}
+
+// exportBitmaps resolves an NBD export's bitmaps as nbd_export_create
+// does: a bare name is looked for on the node and down its chain, a
+// node/name pair on that node; an enabled bitmap of a writable node
+// cannot be exported read-only (its bits would move under the reader).
+func (r *Registry) exportBitmaps(n *blockcore.Node, list []schema.BlockDirtyBitmapOrStr, readOnly bool) ([]nbd.Bitmap, []*blockcore.DirtyBitmap, error) {
+	var out []nbd.Bitmap
+	var used []*blockcore.DirtyBitmap
+	for _, b := range list {
+		var d *blockcore.DirtyBitmap
+		var name string
+		if b.Local != nil {
+			name = *b.Local
+			var holder *blockcore.Node
+			if holder, d = blockcore.FindChainBitmap(n, name); d == nil {
+				return nil, nil, schema.Errorf("Bitmap '%s' is not found", name)
+			}
+			if readOnly && holder.Writable() && d.Enabled() {
+				return nil, nil, schema.Errorf("Enabled bitmap '%s' incompatible with readonly export", name)
+			}
+		} else {
+			name = b.External.Name
+			var err error
+			if _, d, err = r.g.LookupBitmap(b.External.Node, name); err != nil {
+				return nil, nil, err
+			}
+		}
+		if err := d.Check(blockcore.CheckAllowRO); err != nil {
+			return nil, nil, err
+		}
+		bits := d.Bits()
+		out = append(out, nbd.Bitmap{Name: name, Status: func(off, length int64) (bool, int64, error) {
+			dirty := bits.Get(off)
+			var next int64
+			if dirty {
+				next = bits.NextClean(off)
+			} else if next = bits.NextDirty(off); next < 0 {
+				next = off + length
+			}
+			return dirty, min(max(next-off, 1), length), nil
+		}})
+		used = append(used, d)
+	}
+	return out, used, nil
 }

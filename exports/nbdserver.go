@@ -2,14 +2,22 @@ package exports
 
 import (
 	"context"
+	"errors"
+	"math"
 	"net"
 	"os"
 	"reflect"
+	"strconv"
+	"strings"
 	"sync"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
+	"blockd/internal/errtext"
+	"blockd/internal/rawsock"
 	"blockd/nbd"
+	"blockd/objects"
 	"blockd/schema"
 )
 
@@ -17,16 +25,21 @@ import (
 type nbdServer struct {
 	srv  *nbd.Server
 	l    net.Listener
+	tls  objects.ServerTLS // nil without tls-creds
 	done sync.WaitGroup
 }
 
 func (s *nbdServer) close() {
 	s.srv.Close()
 	s.done.Wait()
+	if s.tls != nil {
+		s.tls.Close() // after every session has ended
+	}
 }
 
 // StartNBD is nbd-server-start (and --nbd-server).
-func (r *Registry) StartNBD(addr schema.SocketAddress, tlsCreds, tlsAuthz *string, maxConn *uint32) error {
+// fdsByNumber: see listen.
+func (r *Registry) StartNBD(addr schema.SocketAddress, tlsCreds, tlsAuthz *string, maxConn *uint32, fdsByNumber bool) error {
 	if r.server != nil {
 		return schema.Errorf("NBD server already running")
 	}
@@ -34,34 +47,32 @@ func (r *Registry) StartNBD(addr schema.SocketAddress, tlsCreds, tlsAuthz *strin
 	if maxConn != nil {
 		o.MaxConnections = int(*maxConn)
 	}
+	var tlsSrv objects.ServerTLS
 	if tlsCreds != nil {
 		if r.TLS == nil {
 			return schema.Errorf("No TLS credentials with id '%s'", *tlsCreds)
 		}
-		cfg, err := r.TLS.TLSServerConfig(*tlsCreds)
-		if err != nil {
-			return schema.Errorf("%s", err)
+		var err error
+		if tlsSrv, err = r.TLS.TLSServer(*tlsCreds, tlsAuthz); err != nil {
+			return err
 		}
-		o.TLS = cfg
-		if tlsAuthz != nil {
-			authz, tp := *tlsAuthz, r.TLS
-			o.Authorize = func(dn string) bool {
-				ok, err := tp.Authorize(authz, dn)
-				return err == nil && ok
-			}
-		}
-	} else if tlsAuthz != nil {
-		return schema.Errorf("'tls-authz' is only supported with 'tls-creds'")
+		o.TLS = tlsSrv
 	}
-	l, err := listen(addr)
+	// tls-authz without tls-creds is accepted and has no effect, as in
+	// qemu-storage-daemon 7.2 (transcript nbd_tls_psk.qmp).
+	l, err := listen(addr, fdsByNumber)
 	if err != nil {
+		if tlsSrv != nil {
+			tlsSrv.Close()
+		}
 		return err
 	}
-	s := &nbdServer{srv: nbd.NewServer(o), l: l}
+	s := &nbdServer{srv: nbd.NewServer(o), l: l, tls: tlsSrv}
 	s.done.Add(1)
 	go func() {
 		defer s.done.Done()
-		if err := s.srv.Serve(l); err != nil {
+		// net.ErrClosed: the server was stopped before Serve began.
+		if err := s.srv.Serve(l); err != nil && !errors.Is(err, net.ErrClosed) {
 			r.log.Error("NBD server failed", zap.Error(err))
 		}
 	}()
@@ -70,8 +81,10 @@ func (r *Registry) StartNBD(addr schema.SocketAddress, tlsCreds, tlsAuthz *strin
 }
 
 // listen opens the server's socket as QEMU's socket_listen does (a Unix
-// socket path already there is replaced).
-func listen(a schema.SocketAddress) (net.Listener, error) {
+// socket path already there is replaced). fdsByNumber says how an fd
+// address is read: as a descriptor number (the command line), or as a
+// name passed to the monitor, which qemu-storage-daemon 7.2 cannot do.
+func listen(a schema.SocketAddress, fdsByNumber bool) (net.Listener, error) {
 	switch {
 	case a.Unix != nil:
 		if a.Unix.Abstract != nil && *a.Unix.Abstract {
@@ -96,10 +109,91 @@ func listen(a schema.SocketAddress) (net.Listener, error) {
 			return nil, schema.Errorf("Failed to bind socket: %s", sysErr(err))
 		}
 		return l, nil
+	case a.Vsock != nil:
+		cid, ok := parseUintFull(a.Vsock.Cid, math.MaxUint32)
+		if !ok {
+			return nil, schema.Errorf("Failed to parse cid '%s'", a.Vsock.Cid)
+		}
+		port, ok := parseUintFull(a.Vsock.Port, math.MaxUint32)
+		if !ok {
+			return nil, schema.Errorf("Failed to parse port '%s'", a.Vsock.Port)
+		}
+		l, err := rawsock.ListenVsock(uint32(cid), uint32(port), unix.SOMAXCONN)
+		if err != nil {
+			var se *os.SyscallError
+			step := "listen on"
+			if errors.As(err, &se) {
+				step = map[string]string{"socket": "create", "bind": "bind", "listen": "listen on"}[se.Syscall]
+			}
+			return nil, schema.Errorf("Failed to %s socket: %s", step, errtext.Strerror(errtext.Errno(err)))
+		}
+		return l, nil
 	case a.Fd != nil:
-		return nil, schema.Errorf("File descriptor named '%s' has not been found", a.Fd.Str)
+		return listenFD(a.Fd.Str, fdsByNumber)
 	}
 	return nil, schema.Errorf("socket family %s unsupported", a.Type)
+}
+
+// listenFD serves a socket passed as descriptor str, with the checks and
+// texts of QEMU's socket_get_fd and socket_listen. The socket may be
+// listening already or only bound; from here on the server owns it.
+func listenFD(str string, byNumber bool) (net.Listener, error) {
+	if !byNumber {
+		return nil, schema.Errorf("only QEMU supports file descriptor passing")
+	}
+	fd, ok := parseFDNumber(str)
+	if !ok {
+		return nil, schema.Errorf("Unable to parse FD number %s", str)
+	}
+	var st unix.Stat_t
+	if fd < 0 || unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return nil, schema.Errorf("File descriptor '%s' is not a socket", str)
+	}
+	if err := unix.Listen(fd, unix.SOMAXCONN); err != nil {
+		return nil, schema.Errorf("Failed to listen on fd socket: %s", errtext.Strerror(errtext.Errno(err)))
+	}
+	l, err := rawsock.FileListener(fd)
+	if err != nil {
+		return nil, schema.Errorf("Failed to listen on fd socket: %s", errtext.Strerror(errtext.Errno(err)))
+	}
+	return l, nil
+}
+
+// parseUintFull is QEMU's parse_uint_full in base 10: leading white space
+// and a plus sign are allowed, a minus sign, anything after the digits
+// and values above max are not.
+func parseUintFull(s string, max uint64) (uint64, bool) {
+	t := strings.TrimLeft(s, " \t\n\v\f\r")
+	t = strings.TrimPrefix(t, "+")
+	if t == "" || t[0] < '0' || t[0] > '9' {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(t, 10, 64)
+	if err != nil || v > max {
+		return 0, false
+	}
+	return v, true
+}
+
+// parseFDNumber is qemu_strtoi in base 10 on the whole string: leading
+// white space and a sign are allowed, nothing after the digits.
+func parseFDNumber(s string) (int, bool) {
+	t := strings.TrimLeft(s, " \t\n\v\f\r")
+	neg := strings.HasPrefix(t, "-")
+	if neg || strings.HasPrefix(t, "+") {
+		t = t[1:]
+	}
+	if t == "" || t[0] < '0' || t[0] > '9' {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(t, 10, 32)
+	if err != nil {
+		return 0, false
+	}
+	if neg {
+		v = -v
+	}
+	return int(v), true
 }
 
 // sysErr is the system error text without Go's "listen unix ...:" prefix.
@@ -129,7 +223,7 @@ func (r *Registry) StopNBD() error {
 // RegisterCommands declares the export commands and event.
 func (r *Registry) RegisterCommands(reg *schema.Registry) {
 	schema.Define(reg, "nbd-server-start", func(_ context.Context, a *schema.NbdServerStartArgs) (schema.Empty, error) {
-		return schema.Empty{}, r.StartNBD(a.Addr.Flat(), a.TLSCreds, a.TLSAuthz, a.MaxConnections)
+		return schema.Empty{}, r.StartNBD(a.Addr.Flat(), a.TLSCreds, a.TLSAuthz, a.MaxConnections, false)
 	})
 	schema.Define(reg, "nbd-server-stop", func(context.Context, *schema.NoArgs) (schema.Empty, error) {
 		return schema.Empty{}, r.StopNBD()

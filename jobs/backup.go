@@ -22,6 +22,11 @@ type backup struct {
 	copyMap        *dirtyMap // clusters whose point-in-time data is not on the target yet
 	locks          *rangeLock
 	gran           int64
+	// bitmap is frozen (with a successor recording) for the job's life
+	// and synced at its end according to bitmapMode.
+	bitmap     *blockcore.DirtyBitmap
+	bitmapMode schema.BitmapSyncMode
+	failed     bool // Abort ran
 }
 
 // backupCluster is the copy granularity: the target's cluster size in
@@ -40,6 +45,8 @@ type backupOptions struct {
 	onSourceError, onTargetError string
 	autoFinalize, autoDismiss    bool
 	maxWorkers, maxChunk         int64
+	bitmap                       *blockcore.DirtyBitmap // sync=bitmap's input, or the bitmap to sync
+	bitmapMode                   schema.BitmapSyncMode
 }
 
 // blockdevBackup is qmp_blockdev_backup, run as the reference runs it:
@@ -94,14 +101,37 @@ func (m *Manager) backupAction(c *blockcore.TxContext, a *schema.BlockdevBackupA
 // backupCommon is do_backup_common: the job is created and set up, not
 // started.
 func (m *Manager) backupCommon(a *schema.BackupCommon, bs, target *blockcore.Node) (*backup, error) {
+	sync := a.Sync
+	var bm *blockcore.DirtyBitmap
+	var mode schema.BitmapSyncMode
 	if a.Bitmap != nil {
-		// blockd has no dirty bitmaps yet: no name can be found.
-		return nil, schema.Errorf("Bitmap '%s' could not be found", *a.Bitmap)
-	}
-	if a.BitmapMode != nil {
+		if bm = bs.FindBitmap(*a.Bitmap); bm == nil {
+			return nil, schema.Errorf("Bitmap '%s' could not be found", *a.Bitmap)
+		}
+		if sync == "incremental" {
+			// incremental is bitmap with on-success.
+			if a.BitmapMode != nil && *a.BitmapMode != "on-success" {
+				return nil, schema.Errorf("Bitmap sync mode must be 'on-success' when using sync mode 'incremental'")
+			}
+			sync, mode = "bitmap", "on-success"
+		} else if a.BitmapMode == nil {
+			return nil, schema.Errorf("Bitmap sync mode must be given when providing a bitmap")
+		} else {
+			mode = *a.BitmapMode
+		}
+		if err := bm.Check(blockcore.CheckAllowRO); err != nil {
+			return nil, err
+		}
+		if sync == "none" {
+			return nil, schema.Errorf("sync mode 'none' does not produce meaningful bitmap outputs")
+		}
+		if mode == "never" && sync != "bitmap" {
+			return nil, schema.Errorf("Bitmap sync mode 'never' has no meaningful effect when combined with sync mode '%s'", sync)
+		}
+	} else if a.BitmapMode != nil {
 		return nil, schema.Errorf("Cannot specify bitmap sync mode without a bitmap")
 	}
-	o := backupOptions{
+	o := backupOptions{bitmap: bm, bitmapMode: mode,
 		jobID: deref(a.JobID, ""), sync: a.Sync, speed: deref(a.Speed, 0), compress: deref(a.Compress, false),
 		filterName:    deref(a.FilterNodeName, ""),
 		onSourceError: string(deref(a.OnSourceError, "report")),
@@ -113,8 +143,9 @@ func (m *Manager) backupCommon(a *schema.BackupCommon, bs, target *blockcore.Nod
 		o.maxWorkers = deref(p.MaxWorkers, 64)
 		o.maxChunk = deref(p.MaxChunk, 0)
 	}
-	if a.Sync == "bitmap" || a.Sync == "incremental" {
-		return nil, schema.Errorf("must provide a valid bitmap name for '%s' sync mode", a.Sync)
+	o.sync = sync
+	if (sync == "bitmap" || sync == "incremental") && bm == nil {
+		return nil, schema.Errorf("must provide a valid bitmap name for '%s' sync mode", sync)
 	}
 	return m.createBackup(bs, target, o)
 }
@@ -173,7 +204,29 @@ func (m *Manager) createBackup(bs, target *blockcore.Node, o backupOptions) (*ba
 		m.discard(j)
 		return nil, err
 	}
-	if b.sync != "top" {
+	if o.bitmap != nil {
+		// A bitmap the job will write must be writable.
+		if o.bitmapMode != "never" {
+			if err := o.bitmap.Check(blockcore.CheckDefault); err != nil {
+				b.Clean()
+				m.discard(j)
+				return nil, err
+			}
+		}
+		if err := bs.CreateSuccessor(o.bitmap); err != nil {
+			b.Clean()
+			m.discard(j)
+			return nil, err
+		}
+		b.bitmap, b.bitmapMode = o.bitmap, o.bitmapMode
+	}
+	switch {
+	case b.sync == "bitmap":
+		// Only what the bitmap says changed is copied (and saved before
+		// a guest write).
+		b.bitmap.Bits().Extents(0, size, func(off, n int64) bool { b.copyMap.mark(off, n); return true })
+		j.SetTotal(b.copyMap.bytes())
+	case b.sync != "top":
 		b.copyMap.mark(0, size)
 		j.SetTotal(size)
 	}
@@ -316,11 +369,36 @@ func (b *backup) Run(j *Job) error {
 }
 
 func (b *backup) Prepare() error { return nil }
-func (b *backup) Abort()         {}
+func (b *backup) Abort()         { b.failed = true }
 
-// Clean drops the filter (bdrv_cbw_drop) after the job's edges.
+// Clean syncs the bitmap (backup_cleanup_sync_bitmap) and drops the
+// filter (bdrv_cbw_drop) after the job's edges.
 func (b *backup) Clean() {
+	if b.bitmap != nil {
+		b.syncBitmap()
+		b.bitmap = nil
+	}
 	b.teardown()
+}
+
+// syncBitmap ends the bitmap's freeze: on success (or always with
+// bitmap-mode=always, but never with never) the successor, which holds
+// the writes made during the backup, replaces it; otherwise the
+// successor's bits go back into it. A failed backup with always also
+// keeps what it did not copy.
+func (b *backup) syncBitmap() {
+	sync := (!b.failed || b.bitmapMode == "always") && b.bitmapMode != "never"
+	bm := b.bitmap
+	if sync {
+		bm = b.source.Abdicate(bm)
+	} else {
+		bm = b.source.Reclaim(bm)
+	}
+	if b.failed && b.bitmapMode == "always" {
+		for _, sp := range b.copyMap.takeRange(0, int64(len(b.copyMap.bits))*64*b.copyMap.gran) {
+			bm.Bits().Mark(sp.off, sp.n)
+		}
+	}
 }
 
 func (b *backup) CanComplete() bool          { return false }

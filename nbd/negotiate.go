@@ -2,13 +2,14 @@ package nbd
 
 import (
 	"bufio"
-	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // errAbort ends negotiation without error (NBD_OPT_ABORT, or a client that
@@ -172,21 +173,20 @@ func (c *conn) optStartTLS(data []byte) error {
 	case c.s.opts.TLS == nil:
 		return c.replyErr(OptStartTLS, RepErrPolicy, "TLS not configured")
 	}
+	if c.r.Buffered() > 0 {
+		// The handshake reads the socket itself; bytes already buffered
+		// would be lost, and the client may not send any before the ack.
+		return errors.New("nbd: data after NBD_OPT_STARTTLS before its reply")
+	}
 	if err := c.reply(OptStartTLS, RepAck, nil); err != nil {
 		return err
 	}
-	tc := tls.Server(c.nc, c.s.opts.TLS)
-	if err := tc.Handshake(); err != nil {
-		return fmt.Errorf("nbd: TLS handshake: %w", err)
-	}
-	if c.s.opts.Authorize != nil {
-		dn := ""
-		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
-			dn = certs[0].Subject.String()
-		}
-		if !c.s.opts.Authorize(dn) {
-			return fmt.Errorf("nbd: TLS client '%s' is not authorized", dn)
-		}
+	tc, err := c.s.opts.TLS.Handshake(c.nc)
+	if err != nil {
+		// A refused client (wrong key, untrusted certificate) is worth an
+		// operator's attention, unlike other negotiation failures.
+		c.s.log.Warn("nbd TLS handshake failed", zap.Error(err))
+		return fmt.Errorf("nbd: %w", err)
 	}
 	c.ncMu.Lock()
 	c.nc = tc

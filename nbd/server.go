@@ -1,7 +1,6 @@
 package nbd
 
 import (
-	"crypto/tls"
 	"errors"
 	"net"
 	"sync"
@@ -100,14 +99,19 @@ func (e *Export) idleLocked() func() {
 	return g
 }
 
+// TLSServer starts TLS on a client's connection after NBD_OPT_STARTTLS:
+// it runs the server handshake (and any authorization of the peer) and
+// returns the encrypted connection. The credentials and the TLS stack
+// are the caller's (objects.Registry.TLSServer).
+type TLSServer interface {
+	Handshake(nc net.Conn) (net.Conn, error)
+}
+
 // Options configure a server.
 type Options struct {
 	// TLS, when set, makes TLS mandatory: every option but STARTTLS and
 	// ABORT is refused with NBD_REP_ERR_TLS_REQD before it.
-	TLS *tls.Config
-	// Authorize, when set, is asked for the client certificate's
-	// distinguished name after the TLS handshake (tls-authz).
-	Authorize func(dn string) bool
+	TLS TLSServer
 	// MaxConnections bounds simultaneous clients (0: unbounded).
 	MaxConnections int
 	// MaxInFlight bounds concurrent requests per connection (default 16).

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"blockd/internal/gnutls"
 	"blockd/internal/needtool"
 	"blockd/internal/testpki"
 	"blockd/schema"
@@ -230,17 +231,90 @@ func TestX509SanityCheck(t *testing.T) {
 	}
 }
 
-// TestPSK: keys.psk loads, but Go's TLS stack cannot serve PSK.
+// TestPSK: keys.psk loads; the server side runs on GnuTLS with the
+// object's priority plus the PSK key exchanges, and a client with a key
+// from the file gets through (tls-authz is not consulted for PSK, as in
+// the reference); crypto/tls configurations refuse PSK credentials.
 func TestPSK(t *testing.T) {
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "keys.psk"), []byte("qemu:0123456789abcdef\n"), 0o600); err != nil {
+	const key = "0123456789abcdef0123456789abcdef"
+	if err := os.WriteFile(filepath.Join(dir, "keys.psk"), []byte("qemu:"+key+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	r := NewRegistry(nil)
 	mustAdd(t, r, "tls-creds-psk,id=p,endpoint=server,dir="+dir)
+	mustAdd(t, r, "tls-creds-psk,id=p12,endpoint=server,priority=NORMAL:-VERS-TLS1.3,dir="+dir)
 	mustAdd(t, r, "tls-creds-psk,id=pc,endpoint=client,dir="+dir)
 	if _, err := r.TLSServerConfig("p"); !errors.Is(err, ErrPSKUnsupported) {
 		t.Fatalf("PSK server config: %v", err)
+	}
+	if _, err := r.TLSServer("pc", nil); err == nil || err.Error() != "Expected TLS credentials for a server endpoint" {
+		t.Fatalf("PSK client credentials as a server: %v", err)
+	}
+	if err := gnutls.Load(); err != nil {
+		needtool.Missing(t, err.Error())
+	}
+	cli, err := gnutls.NewPSKClient("qemu", key, "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	missing := "no-such-authz"
+	for id, proto := range map[string]string{"p": "TLS1.3", "p12": "TLS1.2"} {
+		srv, err := r.TLSServer(id, &missing)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			nc, err := l.Accept()
+			if err != nil {
+				done <- err
+				return
+			}
+			tc, err := srv.Handshake(nc)
+			if err == nil {
+				_, err = tc.Write([]byte("hello"))
+				tc.Close()
+			} else {
+				nc.Close()
+			}
+			done <- err
+		}()
+		nc, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc, err := cli.Handshake(nc)
+		if err != nil {
+			t.Fatalf("%s: client handshake: %v (server: %v)", id, err, <-done)
+		}
+		if got := cc.Protocol(); got != proto {
+			t.Errorf("%s: protocol %s, want %s", id, got, proto)
+		}
+		b, err := io.ReadAll(cc)
+		if err != nil || string(b) != "hello" {
+			t.Errorf("%s: read %q, %v", id, b, err)
+		}
+		cc.Close()
+		if err := <-done; err != nil {
+			t.Fatalf("%s: server: %v", id, err)
+		}
+		l.Close()
+		srv.Close()
+	}
+
+	// A dh-params.pem that does not parse fails the object's creation.
+	if err := os.WriteFile(filepath.Join(dir, "dh-params.pem"), []byte("junk\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = r.AddFromCLI("tls-creds-psk,id=pdh,endpoint=server,dir=" + dir)
+	if want := "Unable to load DH parameters from " + dir + "/dh-params.pem: Base64 unexpected header error."; err == nil || err.Error() != want {
+		t.Fatalf("bad dh-params.pem: %v, want %q", err, want)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"blockd/internal/errtext"
+	"blockd/internal/gnutls"
 )
 
 // tlsCreds are loaded TLS credentials.
@@ -21,6 +22,11 @@ type tlsCreds struct {
 	endpoint   TLSEndpoint
 	verifyPeer bool
 	psk        bool
+	priority   string // the reference's GnuTLS priority; "" for the default
+
+	// psk server side: files GnuTLS reads when a server starts
+	pskFile string
+	dhFile  string // "" without dh-params.pem
 
 	// x509 server side
 	cert  tls.Certificate
@@ -235,15 +241,27 @@ func verifyText(err error) string {
 func loadPSK(p *TLSCredsPSKProperties) (*tlsCreds, error) {
 	ep, verify := common(&p.TLSCredsProperties)
 	c := &tlsCreds{endpoint: ep, verifyPeer: verify, psk: true}
+	if p.Priority != nil {
+		c.priority = *p.Priority
+	}
 	if ep == "server" {
 		if p.Username != nil {
 			return nil, errors.New("username should not be set when endpoint=server")
 		}
-		if _, err := credPath(p.Dir, fileDHParams, false); err != nil {
+		var err error
+		if c.dhFile, err = credPath(p.Dir, fileDHParams, false); err != nil {
 			return nil, err
 		}
-		if _, err := credPath(p.Dir, filePSK, true); err != nil {
+		if c.pskFile, err = credPath(p.Dir, filePSK, true); err != nil {
 			return nil, err
+		}
+		// The reference loads DH parameters with the credentials, so a
+		// bad file fails object-add; that needs GnuTLS now, which is
+		// otherwise loaded when a server starts.
+		if c.dhFile != "" {
+			if err := gnutls.CheckDHParams(c.dhFile); err != nil {
+				return nil, err
+			}
 		}
 		return c, nil
 	}
@@ -270,10 +288,9 @@ func loadPSK(p *TLSCredsPSKProperties) (*tlsCreds, error) {
 	return nil, fmt.Errorf("Username %s not found in PSK file %s", user, path)
 }
 
-// ErrPSKUnsupported: Go's TLS stack has no PSK key exchange (neither the
-// TLS 1.2 PSK cipher suites nor TLS 1.3 external PSKs), so PSK
-// credentials load but cannot serve connections.
-var ErrPSKUnsupported = errors.New("TLS-PSK credentials are not supported by blockd (its TLS stack has no PSK key exchange); use tls-creds-x509")
+// ErrPSKUnsupported: TLS-PSK is served through GnuTLS (TLSServer); the
+// crypto/tls configurations below cannot carry it.
+var ErrPSKUnsupported = errors.New("TLS-PSK credentials have no crypto/tls configuration (Go's TLS stack has no PSK key exchange)")
 
 // clientConfig builds the crypto/tls client configuration.
 func (c *tlsCreds) clientConfig(id string) (*tls.Config, error) {

@@ -178,6 +178,7 @@ type ImageInfoSpecificQCow2 struct {
 	LazyRefcounts   *bool                `qapi:"lazy-refcounts,optional"`
 	Corrupt         *bool                `qapi:"corrupt,optional"`
 	RefcountBits    int64                `qapi:"refcount-bits"`
+	Bitmaps         []Qcow2BitmapInfo    `qapi:"bitmaps,optional"`
 	CompressionType Qcow2CompressionType `qapi:"compression-type"`
 }
 

@@ -13,7 +13,9 @@ import "reflect"
 type TransactionActionKind string
 
 func (TransactionActionKind) EnumValues() []string {
-	return []string{"abort", "blockdev-backup", "blockdev-snapshot",
+	return []string{"abort", "block-dirty-bitmap-add", "block-dirty-bitmap-remove",
+		"block-dirty-bitmap-clear", "block-dirty-bitmap-enable", "block-dirty-bitmap-disable",
+		"block-dirty-bitmap-merge", "blockdev-backup", "blockdev-snapshot",
 		"blockdev-snapshot-internal-sync", "blockdev-snapshot-sync"}
 }
 
@@ -22,6 +24,12 @@ type TransactionAction struct {
 	Type TransactionActionKind `qapi:"type,discriminator"`
 
 	Abort                        *AbortWrapper                    `qapi:",variant=abort"`
+	BlockDirtyBitmapAdd          *BlockDirtyBitmapAddWrapper      `qapi:",variant=block-dirty-bitmap-add"`
+	BlockDirtyBitmapRemove       *BlockDirtyBitmapWrapper         `qapi:",variant=block-dirty-bitmap-remove"`
+	BlockDirtyBitmapClear        *BlockDirtyBitmapWrapper         `qapi:",variant=block-dirty-bitmap-clear"`
+	BlockDirtyBitmapEnable       *BlockDirtyBitmapWrapper         `qapi:",variant=block-dirty-bitmap-enable"`
+	BlockDirtyBitmapDisable      *BlockDirtyBitmapWrapper         `qapi:",variant=block-dirty-bitmap-disable"`
+	BlockDirtyBitmapMerge        *BlockDirtyBitmapMergeWrapper    `qapi:",variant=block-dirty-bitmap-merge"`
 	BlockdevBackup               *BlockdevBackupWrapper           `qapi:",variant=blockdev-backup"`
 	BlockdevSnapshot             *BlockdevSnapshotWrapper         `qapi:",variant=blockdev-snapshot"`
 	BlockdevSnapshotInternalSync *BlockdevSnapshotInternalWrapper `qapi:",variant=blockdev-snapshot-internal-sync"`
@@ -47,6 +55,15 @@ type AbortArgs struct{}
 type (
 	AbortWrapper struct {
 		Data AbortArgs `qapi:"data"`
+	}
+	BlockDirtyBitmapAddWrapper struct {
+		Data BlockDirtyBitmapAddArgs `qapi:"data"`
+	}
+	BlockDirtyBitmapWrapper struct {
+		Data BlockDirtyBitmap `qapi:"data"`
+	}
+	BlockDirtyBitmapMergeWrapper struct {
+		Data BlockDirtyBitmapMergeArgs `qapi:"data"`
 	}
 	BlockdevBackupWrapper struct {
 		Data BlockdevBackupArgs `qapi:"data"`

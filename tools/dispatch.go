@@ -70,6 +70,8 @@ Commands:
   resize [-f FMT] [--preallocation=PREALLOC] [-q] [--shrink] FILE [+ | -]SIZE
   measure [--output=human|json] [-O OUTPUT_FMT] [-o OPTIONS] [--size N | [-f FMT] [-U] FILE]
   dd [-U] [-f FMT] [-O OUTPUT_FMT] [bs=BLOCK_SIZE] [count=BLOCKS] [skip=BLOCKS] if=INPUT of=OUTPUT
+  bitmap (--merge SOURCE | --add | --remove | --clear | --enable | --disable)...
+         [-b SOURCE_FILE [-F SOURCE_FMT]] [-g GRANULARITY] [-f FMT] FILE BITMAP
   snapshot [-U] [-q] [-l | -a SNAPSHOT | -c SNAPSHOT | -d SNAPSHOT] FILE
   amend [-q] [-f FMT] -o OPTIONS FILE   (qcow2: size, lazy_refcounts)
 
@@ -121,6 +123,8 @@ func Img(args []string, s Stdio) int {
 		return t.commit(args[1:])
 	case "dd":
 		return t.dd(args[1:])
+	case "bitmap":
+		return t.bitmap(args[1:])
 	case "amend":
 		return t.amend(args[1:])
 	}

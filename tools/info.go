@@ -167,7 +167,19 @@ func qcow2InfoDict(q *schema.ImageInfoSpecificQCow2) qdict.Dict {
 	if q.Corrupt != nil {
 		d = d.Set("corrupt", *q.Corrupt)
 	}
-	return d.Set("refcount-bits", q.RefcountBits).Set("compression-type", string(q.CompressionType))
+	d = d.Set("refcount-bits", q.RefcountBits)
+	if len(q.Bitmaps) > 0 {
+		var list []any
+		for _, b := range q.Bitmaps {
+			flags := []any{}
+			for _, f := range b.Flags {
+				flags = append(flags, string(f))
+			}
+			list = append(list, qdict.Dict{}.Set("name", b.Name).Set("granularity", int64(b.Granularity)).Set("flags", flags))
+		}
+		d = d.Set("bitmaps", list)
+	}
+	return d.Set("compression-type", string(q.CompressionType))
 }
 
 // dumpImageInfo is bdrv_image_info_dump.
@@ -211,13 +223,25 @@ func (t *tool) dumpImageInfo(in *schema.ImageInfo) {
 func (t *tool) dumpQdict(level int, d qdict.Dict) {
 	for _, m := range d.Ordered() {
 		t.printf("%s%s:", strings.Repeat("    ", level), strings.ReplaceAll(m.Key, "-", " "))
-		switch v := m.Val.(type) {
-		case qdict.Dict:
-			t.printf("\n")
-			t.dumpQdict(level+1, v)
-		default:
-			t.printf(" %v\n", v)
+		t.dumpValue(level, m.Val)
+	}
+}
+
+// dumpValue is dump_qobject after a key or list index: composite values
+// on the following lines, one level deeper.
+func (t *tool) dumpValue(level int, v any) {
+	switch v := v.(type) {
+	case qdict.Dict:
+		t.printf("\n")
+		t.dumpQdict(level+1, v)
+	case []any:
+		t.printf("\n")
+		for i, e := range v {
+			t.printf("%s[%d]:", strings.Repeat("    ", level+1), i)
+			t.dumpValue(level+1, e)
 		}
+	default:
+		t.printf(" %v\n", v)
 	}
 }
 

@@ -62,7 +62,7 @@ func (d *daemon) startExports() error {
 			err = schema.Decode(a.args, &o)
 		}
 		if err == nil {
-			doErr := d.owner.Do(func() { err = d.exps.StartNBD(o.Addr, o.TLSCreds, o.TLSAuthz, o.MaxConnections) })
+			doErr := d.owner.Do(func() { err = d.exps.StartNBD(o.Addr, o.TLSCreds, o.TLSAuthz, o.MaxConnections, true) })
 			if doErr != nil {
 				err = doErr
 			}

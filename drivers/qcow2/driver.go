@@ -108,6 +108,19 @@ func (n *node) FillImageInfo(info *schema.ImageInfo) {
 		lazy, corrupt, ext := in.LazyRefcounts, in.Corrupt, in.ExtendedL2
 		spec.LazyRefcounts, spec.Corrupt, spec.ExtendedL2 = &lazy, &corrupt, &ext
 	}
+	if bms, err := n.Bitmaps(); err == nil {
+		for _, b := range bms {
+			bi := schema.Qcow2BitmapInfo{Name: b.Name, Granularity: uint32(b.Granularity),
+				Flags: []schema.Qcow2BitmapInfoFlags{}}
+			if b.InUse {
+				bi.Flags = append(bi.Flags, "in-use")
+			}
+			if b.Auto {
+				bi.Flags = append(bi.Flags, "auto")
+			}
+			spec.Bitmaps = append(spec.Bitmaps, bi)
+		}
+	}
 	info.FormatSpecific = &schema.ImageInfoSpecific{Type: "qcow2",
 		Qcow2: &schema.ImageInfoSpecificQCow2Wrapper{Data: spec}}
 }
@@ -172,6 +185,36 @@ func (n *node) DropSnapshot(id, name string) error {
 	_, err := n.DeleteSnapshot(id, name)
 	return err
 }
+
+// LoadBitmaps hands the image's persistent bitmaps to the graph.
+func (n *node) LoadBitmaps() ([]blockcore.PersistentBitmap, error) {
+	list, err := n.Image.LoadBitmaps()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]blockcore.PersistentBitmap, len(list))
+	for i, b := range list {
+		out[i] = blockcore.PersistentBitmap{Name: b.Name, Bits: b.Bits, Enabled: b.Enabled, Inconsistent: b.InUse}
+	}
+	return out, nil
+}
+
+// StoreBitmaps writes the node's persistent bitmaps into the image.
+func (n *node) StoreBitmaps(list []blockcore.PersistentBitmap) error {
+	sb := make([]StoredBitmap, len(list))
+	for i, b := range list {
+		sb[i] = StoredBitmap{Name: b.Name, Granularity: b.Bits.Granularity(), Enabled: b.Enabled,
+			InUse: b.Inconsistent, Bits: b.Bits}
+	}
+	return n.Image.StoreBitmaps(sb)
+}
+
+// RemoveStoredBitmap deletes a bitmap from the image.
+func (n *node) RemoveStoredBitmap(name string) error { return n.Image.RemoveBitmap(name) }
+
+// ReopenBitmapsRW flags the stored bitmaps in use once the image is
+// writable again.
+func (n *node) ReopenBitmapsRW() error { return n.Image.ReopenBitmapsRW() }
 
 // Amend is x-blockdev-amend for qcow2 (qcow2_co_amend). QEMU 7.2 amends
 // only encryption keys through QMP, and blockd opens only unencrypted

@@ -40,7 +40,12 @@ type Image struct {
 	refDependsL2  bool
 	needDataFlush bool
 
-	prepared         bool // autoclear bits cleared before the first write
+	prepared bool // autoclear bits cleared before the first write
+	// bitmapDir is the bitmap directory once read (bitmaps.go);
+	// keepBitmaps: LoadBitmaps flagged them in use, so writes keep the
+	// extension valid and StoreBitmaps writes them back.
+	bitmapDir        []bitmapEntry
+	keepBitmaps      bool
 	signaledFatal    bool
 	signaledNonFatal bool
 
@@ -164,16 +169,22 @@ func (img *Image) usable(write bool) error {
 	return nil
 }
 
-// prepareWrite runs once before the first modification: bitmaps and any
-// other autoclear feature are not maintained by this engine, so their bits
-// are cleared first, as the spec requires (QEMU does it at open).
+// prepareWrite runs once before the first modification: autoclear
+// features this engine does not maintain get their bits cleared first, as
+// the spec requires (QEMU does it at open). Bitmaps are maintained only
+// once LoadBitmaps has flagged them in use; otherwise they go stale and
+// their bit is cleared too.
 func (img *Image) prepareWrite() error {
 	if img.prepared {
 		return nil
 	}
-	if img.version >= 3 && img.hdr.autoclear != 0 {
+	keep := uint64(0)
+	if img.keepBitmaps {
+		keep = autoclearBitmaps
+	}
+	if img.version >= 3 && img.hdr.autoclear&^keep != 0 {
 		h := img.hdr
-		h.autoclear = 0
+		h.autoclear &= keep
 		if err := img.writeHeader(&h); err != nil {
 			return err
 		}

@@ -135,3 +135,49 @@ def scn_export_follows_active_commit(t):
     t.check("base clean", "base.qcow2")
     _reads(t, "base holds every write", "-r", "-c", "read -P 0x11 0 2M", "-c", "read -P 0x22 2M 4M",
            "-c", "read -P 0x33 8M 1M", "-c", "read -P 0x44 9M 1M", t.path("base.qcow2"))
+
+
+# RFC 7919's ffdhe2048 (PKCS#3 PEM), so that qemu-storage-daemon does not
+# spend seconds generating DH parameters for its PSK credentials.
+_FFDHE2048 = """-----BEGIN DH PARAMETERS-----
+MIIBDAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
++8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+ssbzSibBsu/6iGtCOGEoXJf//////////wIBAgICAQA=
+-----END DH PARAMETERS-----
+"""
+
+
+def scn_export_nbd_tls_psk(t):
+    import os
+    for d, key in (("psk", "0123456789abcdef0123456789abcdef"), ("cli", "0123456789abcdef0123456789abcdef"),
+                   ("wrong", "ffffffffffffffffffffffffffffffff")):
+        os.mkdir(t.path(d))
+        with open(os.path.join(t.path(d), "keys.psk"), "w") as f:
+            f.write("alice:%s\n" % key)
+    with open(os.path.join(t.path("psk"), "dh-params.pem"), "w") as f:
+        f.write(_FFDHE2048)
+    t.img("a.qcow2", size="16M", writes=["write -P 0x11 0 1M"])
+    t.start()
+    t.q("blockdev-add", _qcow2(t, "n", "a.qcow2"))
+    t.q("object-add", {"qom-type": "tls-creds-psk", "id": "tls0", "endpoint": "server", "dir": t.path("psk")})
+    _server(t, **{"tls-creds": "tls0"})
+    t.q("block-export-add", {"type": "nbd", "id": "e", "node-name": "n", "name": "disk", "writable": True})
+
+    def qemu(credir):
+        return ["--object", "tls-creds-psk,id=c,endpoint=client,username=alice,dir=" + t.path(credir), "--image-opts",
+                "driver=nbd,server.type=unix,server.path=%s,export=disk,tls-creds=c" % t.path("nbd.sock")]
+
+    t.sh("qemu-io writes over TLS-PSK", ["qemu-io"] + qemu("cli") + ["-c", "write -P 0x22 1M 1M"])
+    _reads(t, "qemu-io pattern read over TLS-PSK", *(qemu("cli") + ["-c", "read -P 0x22 1M 1M", "-c", "read -P 0x11 0 1M"]))
+    t.sh("qemu-img info with a wrong key", ["qemu-img", "info"] + qemu("wrong"), keep=("rc", "err"))
+    t.sh("qemu-img info without TLS", ["qemu-img", "info", _uri(t, "disk")], keep=("rc",))
+    t.sh("nbdinfo over TLS-PSK", ["nbdinfo", "--map", "nbds+unix://alice@/disk?socket=%s&tls-psk-file=%s"
+                                  % (t.path("nbd.sock"), os.path.join(t.path("cli"), "keys.psk"))], keep=("rc", "out"))
+    t.q("object-del", {"id": "tls0"}, label="object-del of credentials in use")
+    _reads(t, "qemu-io after object-del", *(qemu("cli") + ["-c", "read -P 0x22 1M 1M"]))
+    t.q("block-export-del", {"id": "e"})
+    t.ev("BLOCK_EXPORT_DELETED", keys=("id",))
+    t.q("nbd-server-stop")

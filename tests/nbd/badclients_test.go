@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -27,18 +26,7 @@ func TestBadClientsDaemon(t *testing.T) {
 	pidfile := filepath.Join(dir, "pid")
 	s := start(t, dir, "--pidfile", pidfile, "--blockdev", qcow2Node("n", qcow),
 		"--export", "type=nbd,id=e,node-name=n,name=disk,writable=on")
-	pb, err := os.ReadFile(pidfile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fdDir := "/proc/" + strings.TrimSpace(string(pb)) + "/fd"
-	fds := func() int {
-		e, err := os.ReadDir(fdDir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(e)
-	}
+	fds := fdCounter(t, pidfile)
 	f0 := fds()
 	served := func(what string) {
 		t.Helper()

@@ -65,8 +65,14 @@ type server struct {
 // start runs blockd with the given extra options and an NBD server.
 func start(t *testing.T, dir string, extra ...string) *server {
 	t.Helper()
+	return startNBD(t, dir, "", extra...)
+}
+
+// startNBD is start with more --nbd-server options (",tls-creds=...").
+func startNBD(t *testing.T, dir, nbdOpts string, extra ...string) *server {
+	t.Helper()
 	sock := filepath.Join(dir, "nbd.sock")
-	args := append([]string{"--nbd-server", "addr.type=unix,addr.path=" + sock}, extra...)
+	args := append([]string{"--nbd-server", "addr.type=unix,addr.path=" + sock + nbdOpts}, extra...)
 	d := qmptest.StartDaemon(t, blockdBin, dir, args...)
 	s := &server{Daemon: d, nbdSock: sock}
 	s.qmp = qmptest.Dial(t, d.Sock)

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"os"
@@ -102,9 +103,9 @@ func TestTLSx509(t *testing.T) {
 	var seenDN atomic.Value
 	allow.Store(true)
 	srv := nbd.NewServer(nbd.Options{
-		TLS: &tls.Config{Certificates: []tls.Certificate{p.server}, ClientCAs: p.pool,
+		TLS: goTLS{cfg: &tls.Config{Certificates: []tls.Certificate{p.server}, ClientCAs: p.pool,
 			ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12},
-		Authorize: func(dn string) bool { seenDN.Store(dn); return allow.Load() },
+			authorize: func(dn string) bool { seenDN.Store(dn); return allow.Load() }},
 	})
 	if err := srv.AddExport(&nbd.Export{Name: "disk", Dev: memDev{16 << 20}, Size: 16 << 20, ReadOnly: true}); err != nil {
 		t.Fatal(err)
@@ -137,3 +138,25 @@ func TestTLSx509(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// goTLS is a crypto/tls nbd.TLSServer with an authorization check of the
+// client certificate's DN (the daemon's own is in objects).
+type goTLS struct {
+	cfg       *tls.Config
+	authorize func(dn string) bool
+}
+
+func (g goTLS) Handshake(nc net.Conn) (net.Conn, error) {
+	tc := tls.Server(nc, g.cfg)
+	if err := tc.Handshake(); err != nil {
+		return nil, err
+	}
+	dn := ""
+	if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+		dn = certs[0].Subject.String()
+	}
+	if !g.authorize(dn) {
+		return nil, errors.New("not authorized")
+	}
+	return tc, nil
+}

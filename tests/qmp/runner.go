@@ -67,10 +67,18 @@ func (b *lockedBuffer) String() string {
 // StartDaemon runs bin with a monitor socket in dir and waits for it.
 func StartDaemon(t testing.TB, bin, dir string, extra ...string) *Daemon {
 	t.Helper()
+	return StartDaemonFiles(t, bin, dir, nil, extra...)
+}
+
+// StartDaemonFiles is StartDaemon with files the daemon inherits as
+// descriptors 3, 4, ...
+func StartDaemonFiles(t testing.TB, bin, dir string, files []*os.File, extra ...string) *Daemon {
+	t.Helper()
 	d := &Daemon{Dir: dir, Sock: filepath.Join(dir, "qmp.sock")}
 	args := append([]string{"--chardev", "socket,id=m,path=" + d.Sock + ",server=on,wait=off",
 		"--monitor", "chardev=m"}, extra...)
 	d.cmd = exec.Command(bin, args...)
+	d.cmd.ExtraFiles = files
 	d.cmd.Dir = dir
 	d.cmd.SysProcAttr = DieWithTest()
 	d.cmd.Stderr = &d.stderr
