@@ -63,10 +63,10 @@ type Driver struct {
 	// Open creates the node's state; children named in the options have
 	// already been attached and are reachable through oc.
 	Open func(oc *OpenContext) (Impl, error)
-	// CreateOverlay, for formats that can, creates an image file of the
-	// given size whose header names a backing file and its format
-	// (bdrv_img_create, as blockdev-snapshot-sync uses it).
-	CreateOverlay func(filename string, size int64, backing, backingFmt string) error
+	// Create, for drivers that can, creates an image file of the given
+	// size; formats with SupportsBacking name backing (in backingFmt) in
+	// the header unless it is empty (CreateImage checks the rest).
+	Create func(filename string, size int64, backing, backingFmt string) error
 }
 
 // Drainer is implemented by drivers whose requests may wait on something

@@ -80,8 +80,41 @@ type FilterPerms func(perm, shared blockio.Perm) (blockio.Perm, blockio.Perm)
 
 type filterImpl struct {
 	passThrough
-	perms FilterPerms
-	hook  WriteHook
+	childName string // "backing" (mirror_top, commit_top) or "file"
+	perms     FilterPerms
+	hook      WriteHook
+	// otherPerm is what the filter takes of its other children (the
+	// copy-before-write target).
+	otherPerm func(c *Child) (blockio.Perm, blockio.Perm)
+	onClose   func()
+	// self and parentPerms, for driver filters whose take on the child
+	// depends on whether anything uses them (cbw_child_perm).
+	self        *Node
+	parentPerms func(hasParents bool, perm, shared blockio.Perm) (blockio.Perm, blockio.Perm)
+}
+
+func (f *filterImpl) Close() error {
+	if f.onClose != nil {
+		f.onClose()
+	}
+	return nil
+}
+
+// FilterSpec makes a driver's node a filter over its file child, as
+// transparent as a job's filter: the copy-before-write driver.
+type FilterSpec struct {
+	// Perms is what the filter takes of its file child, knowing whether
+	// the filter has parents.
+	Perms     func(hasParents bool, perm, shared blockio.Perm) (blockio.Perm, blockio.Perm)
+	Hook      WriteHook
+	OtherPerm func(c *Child) (blockio.Perm, blockio.Perm)
+	OnClose   func() // when the node closes
+}
+
+// NewFilter is the Impl of a filter driver's node over oc's file child.
+func NewFilter(oc *OpenContext, s FilterSpec) Impl {
+	return &filterImpl{passThrough: passThrough{oc.File.Node}, childName: "file", parentPerms: s.Perms,
+		self: oc.Node, hook: s.Hook, otherPerm: s.OtherPerm, onClose: s.OnClose}
 }
 
 // WriteHook wraps every request that changes data through a job's filter:
@@ -124,16 +157,23 @@ func SetWriteHook(f *Node, h WriteHook) {
 }
 
 func (f *filterImpl) ChildPerm(c *Child, st NodeState, perm, shared blockio.Perm) (blockio.Perm, blockio.Perm) {
+	if c.Name != f.childName && f.otherPerm != nil {
+		return f.otherPerm(c)
+	}
+	if f.parentPerms != nil {
+		return f.parentPerms(len(f.self.parents) > 0, perm, shared)
+	}
 	return f.perms(perm, shared)
 }
 
 // InsertFilterAbove puts a new pass-through filter node above n: the
-// filter takes over n's parents and uses n as its backing child
-// (bdrv_append). name "" gives an automatic name.
-func (g *Graph) InsertFilterAbove(n *Node, driverName, name string, perms FilterPerms) (*Node, error) {
+// filter takes over n's parents and uses n as its child named childName
+// (bdrv_append): "backing" for mirror_top and commit_top, "file" for
+// copy-on-read, as in the reference. name "" gives an automatic name.
+func (g *Graph) InsertFilterAbove(n *Node, driverName, name, childName string, perms FilterPerms) (*Node, error) {
 	t := g.begin()
 	f := &Node{drv: &Driver{Name: driverName, Filter: true, IsFilter: true}, readOnly: n.readOnly}
-	impl := &filterImpl{passThrough: passThrough{n}, perms: perms}
+	impl := &filterImpl{passThrough: passThrough{n}, childName: childName, perms: perms}
 	f.impl, f.io = impl, newGate(impl, n.readOnly)
 	if err := g.assignName(f, name, t); err != nil {
 		return nil, t.finish(err)
@@ -144,18 +184,55 @@ func (g *Graph) InsertFilterAbove(n *Node, driverName, name string, perms Filter
 	resume := g.drain(topoOrder([]*Node{n}))
 	defer resume()
 	g.moveParents(n, f, nil, t)
-	g.attach(f, n, "backing", RoleBacking|RoleFiltered, t)
+	role := RoleBacking | RoleFiltered
+	if childName != "backing" {
+		role = RoleFilteredPrimary
+	}
+	g.attach(f, n, childName, role, t)
 	return f, t.finish(g.refreshPerms([]*Node{f}, nil, t))
+}
+
+// AppendFilter opens a filter driver's node over n from opts (whose file
+// names n) and gives it n's parents (bdrv_cbw_append). The node is
+// implicit: it closes when its last parent leaves.
+func (g *Graph) AppendFilter(n *Node, opts *schema.BlockdevOptions) (*Node, error) {
+	if err := checkMovable(n, nil); err != nil {
+		return nil, err
+	}
+	t := g.begin()
+	f, err := g.open(opts, inherited{}, t)
+	if err != nil {
+		return nil, t.finish(err)
+	}
+	if err := g.refreshPerms([]*Node{f}, nil, t); err != nil {
+		return nil, t.finish(err)
+	}
+	// Parents below the filter stay (should_update_child): moving them
+	// would make a loop, as a fleecing target whose backing is n.
+	keep := slices.Clone(f.children)
+	for _, c := range n.parents {
+		if pn, ok := c.Parent.(*Node); ok && pn != f && reaches(f, pn) {
+			keep = append(keep, c)
+		}
+	}
+	resume := g.drain(topoOrder([]*Node{n}))
+	defer resume()
+	g.moveParents(n, f, keep, t)
+	return f, t.finish(g.refreshPerms([]*Node{f, n}, nil, t))
 }
 
 // RemoveFilter gives a filter's parents back to its child and closes it
 // (bdrv_drop_filter).
 func (g *Graph) RemoveFilter(f *Node) error {
-	child := f.Backing()
-	if child == nil {
+	fi, ok := f.impl.(*filterImpl)
+	var c *Child
+	if ok {
+		c = f.Child(fi.childName)
+	}
+	if c == nil {
 		return schema.Errorf("'%s' is not a filter with a child", f.name)
 	}
-	c := f.Child("backing")
+	child := c.Node
 	if c.frozen {
 		return frozenLinkError(c)
 	}
@@ -164,13 +241,29 @@ func (g *Graph) RemoveFilter(f *Node) error {
 	}
 	t := g.begin()
 	resume := g.drain(topoOrder([]*Node{f}))
-	defer resume()
 	g.moveParents(f, child, nil, t)
-	g.detachEdge(c)
-	t.onAbort(func() { g.reattach(c) })
+	var others []*Node
+	for _, o := range slices.Clone(f.children) {
+		g.detachEdge(o)
+		t.onAbort(func() { g.reattach(o) })
+		if o != c {
+			others = append(others, o.Node)
+		}
+	}
+	t.onCommit(func() { g.closeImpl(f) })
 	g.unregister(f)
 	t.onAbort(func() { g.nodes[f.name] = f; g.named = append(g.named, f) })
-	return t.finish(g.refreshPerms([]*Node{child}, nil, t))
+	err := t.finish(g.refreshPerms(append([]*Node{child}, others...), nil, t))
+	resume()
+	// The filter's other children (a copy-before-write target) close if
+	// nothing else holds them, outside the drained section: closing
+	// flushes them.
+	for _, o := range others {
+		if err == nil {
+			g.ReleaseUnused(o)
+		}
+	}
+	return err
 }
 
 // ReplaceNode makes every parent of from use to instead, except the edges
@@ -219,15 +312,18 @@ func (g *Graph) retarget(c *Child, to *Node, t *tx) {
 }
 
 func (g *Graph) notifyBacking(c *Child) {
-	if c.Name != "backing" {
+	pn, ok := c.Parent.(*Node)
+	if !ok {
 		return
 	}
-	if pn, ok := c.Parent.(*Node); ok {
-		switch impl := pn.impl.(type) {
-		case BackingUser:
-			impl.SetBacking(c.Node.io)
-		case *filterImpl:
+	switch impl := pn.impl.(type) {
+	case *filterImpl:
+		if c.Name == impl.childName {
 			impl.child = c.Node
+		}
+	case BackingUser:
+		if c.Name == "backing" {
+			impl.SetBacking(c.Node.io)
 		}
 	}
 }
@@ -267,6 +363,17 @@ func (g *Graph) SetBacking(n, b *Node) error {
 		roots = append(roots, g.releaseIfUnused(oldNode, t)...)
 	}
 	return t.finish(g.refreshPerms(roots, nil, t))
+}
+
+// FilteredChild is the node a filter (a job's, or copy-before-write)
+// passes requests to, or nil for other nodes.
+func FilteredChild(f *Node) *Node {
+	if fi, ok := f.impl.(*filterImpl); ok {
+		if c := f.Child(fi.childName); c != nil {
+			return c.Node
+		}
+	}
+	return nil
 }
 
 // IsFilterOf reports whether f is a job filter (commit_top, mirror_top).

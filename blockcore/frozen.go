@@ -26,6 +26,15 @@ func chainChild(n *Node) *Child {
 	return nil
 }
 
+// ChainBelow is bdrv_filter_or_cow_bs: the next node of a backing chain
+// below n, through filters too, or nil.
+func ChainBelow(n *Node) *Node {
+	if c := chainChild(n); c != nil {
+		return c.Node
+	}
+	return nil
+}
+
 // FreezeBackingChain freezes every chain link from top down to base (the
 // link into base included, base's own links not). It refuses, changing
 // nothing, when a link is frozen already; unfreeze undoes exactly what it

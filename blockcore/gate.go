@@ -71,6 +71,10 @@ func newGate(impl Impl, readOnly bool) *gate {
 }
 
 // Drains nest: only the owner goroutine drains, so depth needs no lock.
+// A driver that is a Drainer hears of its node's drained sections
+// first, so that requests it holds back on its own (a throttle limit, an
+// nbd node waiting for a reconnect) can end and the drain does not wait
+// for them.
 func (g *gate) drainBegin() {
 	if g.depth == 0 {
 		// Requests waiting inside the driver go on first, or the lock
@@ -324,7 +328,8 @@ func (d *drainSection) end() {
 
 // Quiescer is a user of nodes that is not a node (a job) and reacts to
 // drained sections: a drained node drains its parents, up to users, and a
-// job pauses for the section, as QEMU's child_job does. Calls nest.
+// job pauses for the section, as QEMU's child_job does. Calls nest. A
+// driver implementing it hears of its own node's sections (gate).
 type Quiescer interface {
 	DrainBegin()
 	DrainEnd()

@@ -15,9 +15,10 @@ import (
 // Graph is the set of block nodes. It is owned by the Owner goroutine:
 // every method must be called from there.
 type Graph struct {
-	log   *zap.Logger
-	bus   *events.Bus
-	nodes map[string]*Node
+	edgeSeq uint64 // numbers edges in attach order
+	log     *zap.Logger
+	bus     *events.Bus
+	nodes   map[string]*Node
 	// named lists nodes in the order they got their names; queries list
 	// the newest first, as qemu-storage-daemon does.
 	named       []*Node
@@ -26,18 +27,9 @@ type Graph struct {
 	openTx []*tx           // transactions in progress, oldest first
 	drains []*drainSection // drained sections in progress
 
-	objects any                   // the user-created objects drivers refer to (SetObjects)
+	objects ObjectStore
 	actions map[string]actionType // transaction action types (transaction.go)
 }
-
-// SetObjects gives drivers access to the user-created objects they name
-// in their options (a throttle node's throttle-group). Each driver
-// asserts the lookup interface it needs, so blockcore does not depend on
-// the object types.
-func (g *Graph) SetObjects(o any) { g.objects = o }
-
-// Objects returns what SetObjects set, or nil.
-func (g *Graph) Objects() any { return g.objects }
 
 // NewGraph returns an empty graph.
 func NewGraph(log *zap.Logger, bus *events.Bus) *Graph {
@@ -102,7 +94,8 @@ func (g *Graph) unregister(n *Node) {
 
 // attach adds an edge from parent to child within t (bdrv_attach_child).
 func (g *Graph) attach(parent Parent, child *Node, name string, role Role, t *tx) *Child {
-	c := &Child{Name: name, Role: role, Parent: parent, Node: child}
+	g.edgeSeq++
+	c := &Child{Name: name, Role: role, Parent: parent, Node: child, seq: g.edgeSeq}
 	c.gate = &edgeGate{}
 	c.gate.set(child)
 	child.parents = slices.Insert(child.parents, 0, c)

@@ -43,6 +43,7 @@ type Child struct {
 
 	gate   *edgeGate // Node's data path, for IO; shared by copies of the edge
 	frozen bool      // a job depends on this link (frozen.go)
+	seq    uint64    // attach order, for graph dumps
 }
 
 // Node is a block node. All fields are owned by the graph owner goroutine,

@@ -25,6 +25,24 @@ type OpenContext struct {
 	// Children are a quorum's children, in order, or blkverify's test
 	// child.
 	Children []*Child
+
+	t        *tx
+	childInh inherited
+}
+
+// OpenChild opens or finds the node ref names and attaches it as the
+// node's child called name (bdrv_open_child): a driver's children other
+// than file and backing, such as copy-before-write's target.
+func (oc *OpenContext) OpenChild(name string, ref schema.BlockdevRef, role Role) (*Child, error) {
+	child, err := oc.Graph.resolveRef(ref, oc.childInh, oc.t)
+	if err != nil {
+		return nil, err
+	}
+	c := oc.Graph.attach(oc.Node, child, name, role, oc.t)
+	if ref.Definition != nil {
+		child.reopen.inheritsFrom = oc.Node
+	}
+	return c, nil
 }
 
 // BackingUser is implemented by drivers with a backing chain: the header
@@ -101,7 +119,7 @@ func (g *Graph) open(opts *schema.BlockdevOptions, inh inherited, t *tx) (*Node,
 		discardUnmap = *opts.Discard == "unmap"
 	}
 	oc := &OpenContext{Graph: g, Node: n, Options: opts, ReadOnly: n.readOnly, AutoReadOnly: autoRO,
-		DiscardUnmap: discardUnmap}
+		DiscardUnmap: discardUnmap, t: t, childInh: childInh}
 	if drv.OwnChildren {
 		if err := g.assignName(n, nodeName(opts), t); err != nil {
 			return nil, err
@@ -114,14 +132,11 @@ func (g *Graph) open(opts *schema.BlockdevOptions, inh inherited, t *tx) (*Node,
 	}
 	if opts.Quorum != nil {
 		for i, ref := range opts.Quorum.Children {
-			child, err := g.resolveRef(ref, childInh, t)
+			c, err := oc.OpenChild(fmt.Sprintf("children.%d", i), ref, RoleData)
 			if err != nil {
 				return nil, err
 			}
-			oc.Children = append(oc.Children, g.attach(n, child, fmt.Sprintf("children.%d", i), RoleData, t))
-			if ref.Definition != nil {
-				child.reopen.inheritsFrom = n
-			}
+			oc.Children = append(oc.Children, c)
 		}
 	}
 	if ref := fileRef(opts); ref != nil {
@@ -142,14 +157,11 @@ func (g *Graph) open(opts *schema.BlockdevOptions, inh inherited, t *tx) (*Node,
 	}
 	if opts.Blkverify != nil {
 		// blkverify's image under test, after its raw reference.
-		child, err := g.resolveRef(opts.Blkverify.Test, childInh, t)
+		c, err := oc.OpenChild("test", opts.Blkverify.Test, RoleData)
 		if err != nil {
 			return nil, err
 		}
-		oc.Children = append(oc.Children, g.attach(n, child, "test", RoleData, t))
-		if opts.Blkverify.Test.Definition != nil {
-			child.reopen.inheritsFrom = n
-		}
+		oc.Children = append(oc.Children, c)
 	}
 	if !drv.OwnChildren {
 		if err := g.assignName(n, nodeName(opts), t); err != nil {
@@ -205,6 +217,12 @@ func fileRef(opts *schema.BlockdevOptions) *schema.BlockdevRef {
 		return &opts.Blkverify.Raw
 	case opts.Prealloc != nil:
 		return &opts.Prealloc.File
+	case opts.Cbw != nil:
+		return &opts.Cbw.File
+	case opts.SnapshotAccess != nil:
+		return &opts.SnapshotAccess.File
+	case opts.Luks != nil:
+		return &opts.Luks.File
 	}
 	return nil
 }

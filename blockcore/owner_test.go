@@ -38,7 +38,7 @@ func TestPanicInHandlerLeavesNoNodeDrained(t *testing.T) {
 	// The injected fault: a filter whose permission callback panics while
 	// InsertFilterAbove has drained the node and moved its parents.
 	schema.Define(reg, "x-test-panic", func(context.Context, *schema.NoArgs) (schema.Empty, error) {
-		_, err := g.InsertFilterAbove(g.Lookup("disk"), "test-filter", "flt",
+		_, err := g.InsertFilterAbove(g.Lookup("disk"), "test-filter", "flt", "backing",
 			func(perm, shared blockio.Perm) (blockio.Perm, blockio.Perm) { panic("injected fault") })
 		return schema.Empty{}, err
 	})
@@ -120,7 +120,7 @@ func TestPanicInHandlerLeavesNoNodeDrained(t *testing.T) {
 	})
 	// And the owner keeps serving: the same change without the fault works.
 	if err := e.do(func() error {
-		f, err := g.InsertFilterAbove(disk, "test-filter", "flt2",
+		f, err := g.InsertFilterAbove(disk, "test-filter", "flt2", "backing",
 			func(perm, shared blockio.Perm) (blockio.Perm, blockio.Perm) { return perm, shared })
 		if err != nil {
 			return err

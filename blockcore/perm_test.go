@@ -206,7 +206,7 @@ func TestClosingFilterRelaxesFormerChild(t *testing.T) {
 	g := NewGraph(nil, nil)
 	base, bimpl := newTestNode(g, "base")
 	base.monitorOwned = true
-	f, err := g.InsertFilterAbove(base, "test-filter", "flt", func(p, s blockio.Perm) (blockio.Perm, blockio.Perm) { return p, s })
+	f, err := g.InsertFilterAbove(base, "test-filter", "flt", "backing", func(p, s blockio.Perm) (blockio.Perm, blockio.Perm) { return p, s })
 	if err != nil {
 		t.Fatal(err)
 	}

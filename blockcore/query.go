@@ -4,6 +4,8 @@ import (
 	"blockd/blockio"
 	"blockd/internal/qdict"
 	"blockd/schema"
+	"cmp"
+	"slices"
 )
 
 // Optional driver interfaces used by queries.
@@ -94,7 +96,9 @@ func backingOverridden(n *Node) bool {
 // its driver and its children, in QEMU's QDict order.
 func fullOptions(n *Node) qdict.Dict {
 	var d qdict.Dict
-	if f, ok := n.impl.(Filenamer); ok && f.ExactFilename() != "" {
+	// A protocol node whose strong options are all in its filename (file,
+	// null-co) is described by it; others (nbd's server.*) by the options.
+	if f, ok := n.impl.(Filenamer); ok && f.ExactFilename() != "" && len(strongOptions(n)) == 0 {
 		return d.Set("driver", n.drv.Name).Set("filename", f.ExactFilename())
 	}
 	// append_strong_runtime_options: "driver" first, then the options.
@@ -132,12 +136,7 @@ func fullOptions(n *Node) qdict.Dict {
 // jobFilterChild returns the node a job's filter (commit_top, mirror_top)
 // stands for: such filters are transparent in queries, as in QEMU, where
 // their filename, allocation and bdrv_get_info answers are the child's.
-func jobFilterChild(n *Node) *Node {
-	if _, ok := n.impl.(*filterImpl); ok {
-		return n.Backing()
-	}
-	return nil
-}
+func jobFilterChild(n *Node) *Node { return FilteredChild(n) }
 
 // imageInfo describes what a node presents (bdrv_query_image_info).
 func (g *Graph) imageInfo(n *Node) schema.ImageInfo {
@@ -219,6 +218,8 @@ func (g *Graph) DeviceInfo(n *Node, flat bool) schema.BlockDeviceInfo {
 		Image:        g.imageInfo(n),
 		Cache:        schema.BlockdevCacheInfo{Writeback: true},
 	}
+	// bs->encrypted: the node decrypts (luks), which its image info says.
+	di.Encrypted = di.Image.Encrypted != nil && *di.Image.Encrypted
 	if n.threshold != nil {
 		di.WriteThreshold = int64(n.threshold.get())
 	}
@@ -304,13 +305,29 @@ func (g *Graph) DebugGraph() schema.XDbgBlockGraph {
 			held[v] = append(held[v], c)
 		}
 	}
+	// In creation order (QEMU's lists of backends and jobs), which is
+	// that of their first edges.
+	slices.SortStableFunc(vertices, func(a, b graphVertex) int {
+		first := func(v graphVertex) uint64 {
+			m := held[v][0].seq
+			for _, c := range held[v] {
+				m = min(m, c.seq)
+			}
+			return m
+		}
+		return cmp.Compare(first(a), first(b))
+	})
 	for _, typ := range []schema.XDbgBlockGraphNodeType{"block-backend", "block-job"} {
 		for _, v := range vertices {
 			if v.VertexType() != typ {
 				continue
 			}
 			addNode(v, typ, v.VertexName())
-			for _, c := range held[v] {
+			// A job lists its nodes newest first (block_job_add_bdrv
+			// prepends them).
+			edges := held[v]
+			slices.SortFunc(edges, func(a, b *Child) int { return cmp.Compare(b.seq, a.seq) })
+			for _, c := range edges {
 				addEdge(v, c)
 			}
 		}

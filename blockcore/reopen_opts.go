@@ -48,6 +48,10 @@ var reopenSpecs = map[string]*reopenSpec{
 	"throttle": {consumed: []string{"throttle-group"}},
 	// preallocate_reopen_prepare takes new sizes (not resettable).
 	"preallocate": {consumed: []string{"prealloc-align", "prealloc-size"}},
+	// nbd and luks (block-crypto) consume nothing: their options stay
+	// and must be unchanged.
+	"nbd":  {},
+	"luks": {},
 }
 
 // Generic options that may always be left out (bdrv_reset_options_allowed).

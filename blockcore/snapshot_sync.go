@@ -68,39 +68,20 @@ func (g *Graph) prepareSnapshotSync(a *schema.BlockdevSnapshotSyncArgs, s *exter
 	if a.SnapshotNodeName != nil && g.nodes[*a.SnapshotNodeName] != nil {
 		return schema.Errorf("New overlay node-name already in use")
 	}
-	drv, known := LookupDriver(format)
 	if a.Mode == nil || *a.Mode != "existing" {
 		// Through the driver: the drained gate would hold the call.
 		size, err := old.impl.Size()
 		if err != nil {
 			return err
 		}
-		size = (size + sectorSize - 1) &^ (sectorSize - 1)
-		switch {
-		case !known:
-			return schema.Errorf("Unknown file format '%s'", format)
-		case drv.CreateOverlay == nil:
-			return schema.Errorf("Backing file not supported for file format '%s'", format)
-		}
-		if err := drv.CreateOverlay(a.SnapshotFile, size, Filename(old), old.drv.Name); err != nil {
+		if err := CreateImage(format, a.SnapshotFile, size, Filename(old), old.drv.Name); err != nil {
 			return err
 		}
 	}
-	if !known {
+	if _, known := LookupDriver(format); !known {
 		return schema.Errorf("Unknown driver '%s'", format)
 	}
-	opts := &schema.BlockdevOptions{Driver: schema.BlockdevDriver(format), NodeName: a.SnapshotNodeName}
-	fileOpts := &schema.BlockdevOptions{Driver: "file", File: &schema.BlockdevOptionsFile{Filename: a.SnapshotFile}}
-	switch {
-	case format == "qcow2":
-		opts.Qcow2 = &schema.BlockdevOptionsQcow2{}
-		opts.Qcow2.File = schema.BlockdevRef{Definition: fileOpts}
-	case format == "raw":
-		opts.Raw = &schema.BlockdevOptionsRaw{}
-		opts.Raw.File = schema.BlockdevRef{Definition: fileOpts}
-	case format == "file":
-		opts.File = fileOpts.File
-	}
+	opts := imageOptions(format, a.SnapshotFile, a.SnapshotNodeName)
 	ro := old.readOnly
 	ov, err := g.open(opts, inherited{readOnly: &ro, noBacking: true}, t)
 	if err != nil {

@@ -19,9 +19,7 @@ type backup struct {
 	commitSetup
 	source, target *blockcore.Node
 	sync           schema.MirrorSyncMode
-	copyMap        *dirtyMap // clusters whose point-in-time data is not on the target yet
-	locks          *rangeLock
-	gran           int64
+	cbw            *cbwState // the filter's: its copy map and range lock are the job's too
 	// bitmap is frozen (with a successor recording) for the job's life
 	// and synced at its end according to bitmapMode.
 	bitmap     *blockcore.DirtyBitmap
@@ -29,10 +27,8 @@ type backup struct {
 	failed     bool // Abort ran
 }
 
-// backupCluster is the copy granularity: the target's cluster size in
-// the reference (64 KiB for qcow2), so a copy never writes part of a
-// target cluster.
-const backupCluster = 64 << 10
+// backupCluster is the copy granularity, the filter's.
+const backupCluster = cbwCluster
 
 // backupOptions are what blockdev-backup, drive-backup and a transaction
 // action pass on to startBackup.
@@ -70,14 +66,22 @@ func (m *Manager) backupAction(c *blockcore.TxContext, a *schema.BlockdevBackupA
 	if target == nil {
 		return nil, schema.Errorf("Cannot find device='%s' nor node-name='%s'", a.Target, a.Target)
 	}
+	return m.backupTx(c, &a.BackupCommon, bs, target, func() {})
+}
+
+// backupTx is the part of the blockdev-backup and drive-backup actions
+// that follows the lookups; release runs at clean (drive-backup's image
+// closes then unless the job holds it).
+func (m *Manager) backupTx(c *blockcore.TxContext, common *schema.BackupCommon, bs, target *blockcore.Node,
+	release func()) (*blockcore.TxAction, error) {
 	var txn *jobTxn
 	if c.Mode == "grouped" {
 		txn = c.Shared(jobTxnKey{}, func() any { return &jobTxn{} }).(*jobTxn)
 	}
 	endQuiesce := m.g.Quiesce(bs)
-	b, err := m.backupCommon(&a.BackupCommon, bs, target)
+	b, err := m.backupCommon(common, bs, target)
 	if err != nil {
-		return &blockcore.TxAction{Clean: endQuiesce}, err
+		return &blockcore.TxAction{Clean: func() { endQuiesce(); release() }}, err
 	}
 	j := b.job
 	m.join(j, txn)
@@ -94,6 +98,7 @@ func (m *Manager) backupAction(c *blockcore.TxContext, a *schema.BlockdevBackupA
 		Clean: func() {
 			m.drainEnd(j)
 			endQuiesce()
+			release()
 		},
 	}, nil
 }
@@ -197,8 +202,7 @@ func (m *Manager) createBackup(bs, target *blockcore.Node, o backupOptions) (*ba
 		return nil, err
 	}
 	j.onErrorPolicy, j.onTargetError = o.onSourceError, o.onTargetError
-	b := &backup{commitSetup: commitSetup{m: m, job: j}, source: bs, target: target, sync: o.sync,
-		locks: newRangeLock(), gran: backupCluster, copyMap: newDirtyMapGran(size, backupCluster)}
+	b := &backup{commitSetup: commitSetup{m: m, job: j}, source: bs, target: target, sync: o.sync}
 	if err := b.setup(o.filterName); err != nil {
 		b.Clean()
 		m.discard(j)
@@ -224,82 +228,41 @@ func (m *Manager) createBackup(bs, target *blockcore.Node, o backupOptions) (*ba
 	case b.sync == "bitmap":
 		// Only what the bitmap says changed is copied (and saved before
 		// a guest write).
-		b.bitmap.Bits().Extents(0, size, func(off, n int64) bool { b.copyMap.mark(off, n); return true })
-		j.SetTotal(b.copyMap.bytes())
-	case b.sync != "top":
-		b.copyMap.mark(0, size)
+		// The filter starts with every cluster to copy: only the
+		// bitmap's stay (backup_init_bcs_bitmap).
+		cm := b.cbw.copyMap
+		cm.takeRange(0, size)
+		b.bitmap.Bits().Extents(0, size, func(off, n int64) bool { cm.mark(off, n); return true })
+		j.SetTotal(cm.bytes())
+	default:
 		j.SetTotal(size)
 	}
 	return b, nil
 }
 
-// cbwPerms is the copy-before-write filter's take on its source: what
-// its parents need, with consistent-read to copy old data before a write,
-// and nobody else writing or resizing behind its back.
-func cbwPerms(perm, shared blockio.Perm) (blockio.Perm, blockio.Perm) {
-	const pass = blockio.PermConsistentRead | blockio.PermWrite | blockio.PermWriteUnchanged | blockio.PermResize
-	np, ns := perm&pass, shared&pass|blockio.PermWriteUnchanged
-	if perm&blockio.PermWrite != 0 {
-		np |= blockio.PermConsistentRead
-	}
-	return np, ns &^ (blockio.PermWrite | blockio.PermResize)
-}
-
 func (b *backup) setup(filterName string) error {
 	g, j := b.m.g, b.job
 	user := jobUser{j}
-	f, err := g.InsertFilterAbove(b.source, "copy-before-write", filterName, cbwPerms)
+	src, tgt := b.source.Name(), b.target.Name()
+	opts := &schema.BlockdevOptions{Driver: "copy-before-write", Cbw: &schema.BlockdevOptionsCbw{
+		BlockdevOptionsGenericFormat: schema.BlockdevOptionsGenericFormat{File: schema.BlockdevRef{Reference: &src}},
+		Target:                       schema.BlockdevRef{Reference: &tgt}}}
+	if filterName != "" {
+		opts.NodeName = &filterName
+	}
+	f, err := g.AppendFilter(b.source, opts)
 	if err != nil {
 		return err
 	}
 	b.filter = f
+	b.cbw = cbwOf(f)
+	b.cbw.job.Store(j)
 	if err := b.hold(user, f, "main node", 0, permAll); err != nil {
 		return err
 	}
-	// The filter's target child in the reference: a node edge, not a
-	// backend, so blockdev-del of the target names the job.
-	if err := b.hold(user, b.target, "target", blockio.PermWrite, permAll&^blockio.PermResize); err != nil {
-		return err
-	}
-	src, dst := b.source.IO(), b.target.IO()
-	blockcore.SetWriteHook(f, func(off, n int64, write func() error) error {
-		if err := b.copyBeforeWrite(src, dst, off, n); err != nil {
-			return err
-		}
-		return write()
-	})
-	return nil
-}
-
-// copyBeforeWrite saves the point-in-time data of the clusters [off,
-// off+n) touches to the target, unless that happened already; the guest
-// write waits for it (on-cbw-error=break-guest-write).
-func (b *backup) copyBeforeWrite(src, dst blockio.Device, off, n int64) error {
-	start := off &^ (b.gran - 1)
-	end := (off + n + b.gran - 1) &^ (b.gran - 1)
-	unlock := b.locks.Lock(start, end-start)
-	defer unlock()
-	cp := newCopier(b.job, src, dst)
-	size, err := src.Size()
-	if err != nil {
-		return err
-	}
-	spans := b.copyMap.takeRange(start, end-start)
-	for i, sp := range spans {
-		for o := sp.off; o < min(sp.off+sp.n, size); o += chunkSize {
-			l := min(chunkSize, sp.off+sp.n-o, size-o)
-			if err := cp.copy(o, l); err != nil {
-				// Not saved: the next write (or the job) tries again.
-				b.copyMap.mark(o, sp.off+sp.n-o)
-				for _, rest := range spans[i+1:] {
-					b.copyMap.mark(rest.off, rest.n)
-				}
-				return errCause(err)
-			}
-			b.job.Progress(l)
-		}
-	}
-	return nil
+	// As the reference's job: an edge of its own on the target, so that
+	// blockdev-del of the target names the job.
+	return b.hold(user, b.target, "target", 0, permAll)
 }
 
 // Run is backup_run: for sync=top only what the source itself defines is
@@ -313,27 +276,37 @@ func (b *backup) Run(j *Job) error {
 	if b.sync == "none" {
 		return j.ctl.idleUntilCancelled()
 	}
+	cm := b.cbw.copyMap
 	if b.sync == "top" {
+		// Only what the source itself defines is copied: the rest leaves
+		// the copy map (block_copy_reset_unallocated), under the range
+		// lock so that a write's copy and the check do not cross.
 		layers := []blockio.Device{src}
 		for off := int64(0); off < size; {
 			if err := j.Checkpoint(); err != nil {
 				return err
 			}
-			alloc, n, err := isAllocatedAbove(layers, off, min(int64(chunkSize), size-off))
+			n := min(int64(chunkSize), size-off)
+			unlock := b.cbw.locks.Lock(off, n)
+			alloc, l, err := isAllocatedAbove(layers, off, n)
+			if err == nil && !alloc {
+				// Whole clusters only: a cluster partly defined is copied.
+				if a, e := (off+backupCluster-1)&^(backupCluster-1), (off+l)&^(backupCluster-1); e > a {
+					cm.takeRange(a, e-a)
+				}
+			}
+			unlock()
 			if err != nil {
 				return &ioError{"read", off, err}
 			}
-			if alloc {
-				b.copyMap.mark(off, n)
-				j.SetTotal(j.Current() + b.copyMap.bytes())
-			}
-			off += n
+			j.SetTotal(j.Current() + cm.bytes())
+			off += l
 		}
 	}
 	newCp := func() *copier {
 		cp := newCopier(j, src, dst)
-		cp.locks = b.locks
-		cp.claim, cp.unclaim = b.copyMap.takeRange, b.copyMap.mark
+		cp.locks = b.cbw.locks
+		cp.claim, cp.unclaim = cm.takeRange, cm.mark
 		return cp
 	}
 	cp := newCp()
@@ -348,7 +321,7 @@ func (b *backup) Run(j *Job) error {
 			if !goOn {
 				return err
 			}
-			off = min(off, from) &^ (b.gran - 1)
+			off = min(off, from) &^ (backupCluster - 1)
 			cp = newCp()
 			continue
 		}
@@ -374,6 +347,9 @@ func (b *backup) Abort()         { b.failed = true }
 // Clean syncs the bitmap (backup_cleanup_sync_bitmap) and drops the
 // filter (bdrv_cbw_drop) after the job's edges.
 func (b *backup) Clean() {
+	if b.cbw != nil {
+		b.cbw.job.Store(nil)
+	}
 	if b.bitmap != nil {
 		b.syncBitmap()
 		b.bitmap = nil
@@ -395,7 +371,8 @@ func (b *backup) syncBitmap() {
 		bm = b.source.Reclaim(bm)
 	}
 	if b.failed && b.bitmapMode == "always" {
-		for _, sp := range b.copyMap.takeRange(0, int64(len(b.copyMap.bits))*64*b.copyMap.gran) {
+		cm := b.cbw.copyMap
+		for _, sp := range cm.takeRange(0, int64(len(cm.bits))*64*cm.gran) {
 			bm.Bits().Mark(sp.off, sp.n)
 		}
 	}

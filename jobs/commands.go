@@ -21,6 +21,12 @@ func (m *Manager) RegisterCommands(r *schema.Registry) {
 	schema.Define(r, "blockdev-backup", func(_ context.Context, a *schema.BlockdevBackupArgs) (schema.Empty, error) {
 		return schema.Empty{}, m.blockdevBackup(a)
 	})
+	schema.Define(r, "drive-mirror", func(_ context.Context, a *schema.DriveMirrorArgs) (schema.Empty, error) {
+		return schema.Empty{}, m.driveMirror(a)
+	})
+	schema.Define(r, "drive-backup", func(_ context.Context, a *schema.DriveBackupArgs) (schema.Empty, error) {
+		return schema.Empty{}, m.driveBackup(a)
+	}, schema.Features("deprecated"))
 	m.registerLifecycle(r)
 	schema.Define(r, "query-jobs", func(context.Context, *schema.NoArgs) ([]schema.JobInfo, error) {
 		out := []schema.JobInfo{}

@@ -28,7 +28,11 @@ func (u jobUser) Blocker() string { return "block device is in use by block job:
 
 // backend is the job's unnamed block backend on a node, through which it
 // does its I/O (QEMU's BlockBackend).
-type backend struct{}
+type backend struct {
+	// Each is a block backend of its own in graph dumps: a pointer of a
+	// non-empty type is distinct from every other.
+	_ byte
+}
 
 func (backend) ParentDesc() string                        { return "an unnamed block device" }
 func (backend) VertexType() schema.XDbgBlockGraphNodeType { return "block-backend" }
@@ -123,7 +127,7 @@ func deref[T any](p *T, def T) T {
 }
 
 // backingOf follows a node's backing child (filters included).
-func backingOf(n *blockcore.Node) *blockcore.Node { return n.Backing() }
+func backingOf(n *blockcore.Node) *blockcore.Node { return blockcore.ChainBelow(n) }
 
 func chainContains(top, n *blockcore.Node) bool {
 	for x := top; x != nil; x = backingOf(x) {

@@ -56,7 +56,7 @@ func (c *activeCommit) setup(filterName string) error {
 	if err := c.makeBaseWritable(); err != nil {
 		return err
 	}
-	f, err := g.InsertFilterAbove(c.top, "mirror_top", filterName, mirrorTopPerms)
+	f, err := g.InsertFilterAbove(c.top, "mirror_top", filterName, "backing", mirrorTopPerms)
 	if err != nil {
 		return err
 	}
@@ -71,20 +71,21 @@ func (c *activeCommit) setup(filterName string) error {
 	if err := c.hold(user, c.top, "source", 0, rww); err != nil {
 		return err
 	}
+	// The target before the nodes in between, as mirror_start_job adds them.
+	if err := c.hold(user, c.base, "target", 0, permAll); err != nil {
+		return err
+	}
 	for x := c.top.Backing(); x != nil && x != c.base; x = x.Backing() {
 		if err := c.hold(user, x, "intermediate node", 0, blockio.PermWrite|blockio.PermWriteUnchanged); err != nil {
 			return err
 		}
-	}
-	if err := c.hold(user, c.base, "target", 0, permAll); err != nil {
-		return err
 	}
 	basePerm := blockio.PermWrite
 	topSize, _ := c.top.IO().Size()
 	if baseSize, _ := c.base.IO().Size(); baseSize < topSize {
 		basePerm |= blockio.PermResize
 	}
-	if err := c.hold(backend{}, c.base, "root", basePerm, rww); err != nil {
+	if err := c.hold(&backend{}, c.base, "root", basePerm, rww); err != nil {
 		return err
 	}
 	c.dirty = newDirtyMap(topSize)
@@ -184,3 +185,7 @@ func (c *activeCommit) Clean() {
 
 func (c *activeCommit) CanComplete() bool          { return true }
 func (c *activeCommit) SoftCancelAfterReady() bool { return true }
+
+// An active commit is a mirror job in the reference: its cancel is
+// answered before the job ends.
+func (c *activeCommit) cancelRepliesFirst() {}

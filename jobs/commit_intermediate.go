@@ -59,7 +59,7 @@ func (c *intermediateCommit) setup(bs *blockcore.Node, filterName string) error 
 			return err
 		}
 	}
-	f, err := g.InsertFilterAbove(c.top, "commit_top", filterName,
+	f, err := g.InsertFilterAbove(c.top, "commit_top", filterName, "backing",
 		func(perm, shared blockio.Perm) (blockio.Perm, blockio.Perm) { return 0, permAll })
 	if err != nil {
 		return err
@@ -76,15 +76,16 @@ func (c *intermediateCommit) setup(bs *blockcore.Node, filterName string) error 
 	if err := c.hold(user, c.base, "base", 0, permAll); err != nil {
 		return err
 	}
-	if err := c.hold(backend{}, c.top, "root", 0, permAll); err != nil {
-		return err
-	}
+	// The base's backend first, as commit_start creates them.
 	basePerm := blockio.PermConsistentRead | blockio.PermWrite
 	topSize, _ := c.top.IO().Size()
 	if baseSize, _ := c.base.IO().Size(); baseSize < topSize {
 		basePerm |= blockio.PermResize
 	}
-	return c.hold(backend{}, c.base, "root", basePerm, blockio.PermConsistentRead|blockio.PermWriteUnchanged)
+	if err := c.hold(&backend{}, c.base, "root", basePerm, blockio.PermConsistentRead|blockio.PermWriteUnchanged); err != nil {
+		return err
+	}
+	return c.hold(&backend{}, c.top, "root", 0, permAll)
 }
 
 // Run is commit_run: grow base if needed, then copy every range that is

@@ -133,7 +133,13 @@ func (c *copier) copyUnallocated(off, n int64) error {
 	return nil
 }
 
-// copy reads [off, off+n) from src and writes it to dst.
+// zeroGranule is the size of the pieces a copied range is checked for
+// zeroes in: a qcow2 cluster, so a zero cluster inside a chunk of data
+// stays a zero cluster on the target.
+const zeroGranule = 64 << 10
+
+// copy reads [off, off+n) from src and writes it to dst, the runs of
+// zero granules as zero writes.
 func (c *copier) copy(off, n int64) error {
 	bp := c.bufs.Get().(*[]byte)
 	defer c.bufs.Put(bp)
@@ -141,8 +147,25 @@ func (c *copier) copy(off, n int64) error {
 	if err := c.src.ReadAt(buf, off); err != nil {
 		return &ioError{"read", off, err}
 	}
+	for i := int64(0); i < n; {
+		zero := allZero(buf[i:min(n, i+zeroGranule)])
+		j := min(n, i+zeroGranule)
+		for j < n && allZero(buf[j:min(n, j+zeroGranule)]) == zero {
+			j = min(n, j+zeroGranule)
+		}
+		if err := c.write(buf[i:j], off+i, zero); err != nil {
+			return err
+		}
+		i = j
+	}
+	return nil
+}
+
+// write puts one run of a copied range on dst.
+func (c *copier) write(p []byte, off int64, zero bool) error {
+	n := int64(len(p))
 	var err error
-	if allZero(buf) {
+	if zero {
 		// Already reading as zeroes: keep it sparse. Not for a stream,
 		// whose target loses the backing file it may read them from.
 		if !c.onlyUnallocated {
@@ -152,7 +175,7 @@ func (c *copier) copy(off, n int64) error {
 		}
 		err = c.dst.WriteZeroes(off, n, 0)
 	} else {
-		err = c.dst.WriteAt(buf, off, 0)
+		err = c.dst.WriteAt(p, off, 0)
 	}
 	if err != nil {
 		return &ioError{"write", off, err}

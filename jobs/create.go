@@ -7,6 +7,7 @@ import (
 	"blockd/blockcore"
 	"blockd/blockio"
 	"blockd/drivers/file"
+	"blockd/drivers/luks"
 	"blockd/drivers/qcow2"
 	"blockd/schema"
 )
@@ -121,6 +122,8 @@ func (m *Manager) blockdevCreate(a *schema.BlockdevCreateArgs) error {
 		o.work = func() error { return file.Create(opts) }
 	case a.Options.Qcow2 != nil:
 		m.setupQcow2Create(o, a.Options.Qcow2)
+	case a.Options.Luks != nil:
+		m.setupLUKSCreate(o, a.Options.Luks)
 	default:
 		return schema.Errorf("Driver does not support blockdev-create")
 	}
@@ -196,4 +199,67 @@ func (m *Manager) setupQcow2Create(o *oneShot, q *schema.BlockdevCreateOptionsQc
 	o.edges = append(o.edges, c)
 	dev := n.IO()
 	o.work = func() error { return qcow2.Create(dev, co) }
+}
+
+// setupLUKSCreate resolves the file node and the passphrase and takes
+// the creation permissions, as block_crypto_co_create_luks; the header
+// is written by the job.
+func (m *Manager) setupLUKSCreate(o *oneShot, q *schema.BlockdevCreateOptionsLUKS) {
+	if q.File.Reference == nil {
+		o.err = schema.Errorf("blockd creates luks images only on an existing node: 'file' must name it")
+		return
+	}
+	n := m.g.Lookup(*q.File.Reference)
+	if n == nil {
+		o.err = schema.Errorf("Cannot find device='%s' nor node-name='%s'", *q.File.Reference, *q.File.Reference)
+		return
+	}
+	if q.Preallocation != nil && *q.Preallocation != "off" {
+		o.err = schema.Errorf("blockd creates luks images with preallocation 'off' only")
+		return
+	}
+	// The passphrase is looked up by the job, whose failure follows the
+	// command's reply, as in qemu-storage-daemon.
+	var pass []byte
+	var passErr error
+	switch store := m.g.Objects(); {
+	case q.KeySecret == nil:
+		passErr = schema.Errorf("Parameter 'key-secret' is required for cipher")
+	case store == nil:
+		passErr = schema.Errorf("No secret with id '%s'", *q.KeySecret)
+	default:
+		pass, passErr = store.Secret(*q.KeySecret)
+	}
+	co := luks.CreateOptions{}
+	if q.CipherAlg != nil {
+		co.CipherAlg = string(*q.CipherAlg)
+	}
+	if q.CipherMode != nil {
+		co.CipherMode = string(*q.CipherMode)
+	}
+	if q.IvgenAlg != nil {
+		co.IvgenAlg = string(*q.IvgenAlg)
+	}
+	if q.IvgenHashAlg != nil {
+		co.IvgenHashAlg = string(*q.IvgenHashAlg)
+	}
+	if q.HashAlg != nil {
+		co.HashAlg = string(*q.HashAlg)
+	}
+	if q.IterTime != nil {
+		co.IterTime = *q.IterTime
+	}
+	c, err := m.g.AttachUser(blockcore.Backend{}, n, "root", blockio.PermWrite|blockio.PermResize, blockio.PermAll)
+	if err != nil {
+		o.err = err
+		return
+	}
+	o.edges = append(o.edges, c)
+	dev, size := n.IO(), int64(q.Size)
+	o.work = func() error {
+		if passErr != nil {
+			return passErr
+		}
+		return luks.Create(dev, size, pass, co)
+	}
 }

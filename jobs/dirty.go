@@ -109,3 +109,23 @@ func (d *dirtyMap) takeRange(off, n int64) []span {
 	}
 	return out
 }
+
+// isSet reports whether the granule holding off is set.
+func (d *dirtyMap) isSet(off int64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	g := off / d.gran
+	return g/64 < int64(len(d.bits)) && d.bits[g/64]&(1<<uint(g%64)) != 0
+}
+
+// allSet reports whether every granule touching [off, off+n) is set.
+func (d *dirtyMap) allSet(off, n int64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for g := off / d.gran; g <= (off+n-1)/d.gran; g++ {
+		if g/64 >= int64(len(d.bits)) || d.bits[g/64]&(1<<uint(g%64)) == 0 {
+			return false
+		}
+	}
+	return true
+}

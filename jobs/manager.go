@@ -1,6 +1,9 @@
 // Package jobs owns block jobs: QEMU's job state machine and verbs, job
-// events, and the commit job. Jobs do their I/O in their own goroutines;
-// every state transition and graph change happens on the graph owner.
+// events, the copy engine and the jobs on it (commit, stream, mirror,
+// backup, and their drive-* forms), and the copy-before-write and
+// snapshot-access drivers the backup job shares its copying with. Jobs do
+// their I/O in their own goroutines; every state transition and graph
+// change happens on the graph owner.
 package jobs
 
 import (

@@ -23,7 +23,25 @@ type mirror struct {
 	locks          *rangeLock
 	stopObs        func()
 	targetEdge     *blockcore.Child // the job's backend on the target
+	zeroTarget     bool
+	backingMode    mirrorBackingMode
+	newBacking     *blockcore.Node // the target's backing after the switch (backingSource)
 }
+
+// mirrorBackingMode is what becomes of the target's backing chain when
+// the job completes (QEMU's BlockMirrorBackingMode).
+type mirrorBackingMode int
+
+const (
+	// backingLeave: the target keeps what it has (blockdev-mirror).
+	backingLeave mirrorBackingMode = iota
+	// backingSource: the target's backing becomes the source's base, or
+	// the source itself for sync=none (drive-mirror's created images).
+	backingSource
+	// backingOpen: the chain the target's header names is opened
+	// (drive-mirror mode=existing).
+	backingOpen
+)
 
 // mirrorOptions are what blockdev-mirror and drive-mirror pass on to
 // the job (mirror_start).
@@ -38,6 +56,10 @@ type mirrorOptions struct {
 	filterName                   string
 	writeBlocking                bool
 	autoFinalize, autoDismiss    bool
+	// zeroTarget makes sync=full write zeroes wherever the source reads
+	// unallocated, for a target that may not read as zeroes already.
+	zeroTarget  bool
+	backingMode mirrorBackingMode
 }
 
 // rootNode is qmp_get_root_bs: a node without parents.
@@ -69,6 +91,7 @@ func (m *Manager) blockdevMirror(a *schema.BlockdevMirrorArgs) error {
 		onTargetError: string(deref(a.OnTargetError, "report")),
 		writeBlocking: deref(a.CopyMode, "background") == "write-blocking",
 		autoFinalize:  deref(a.AutoFinalize, true), autoDismiss: deref(a.AutoDismiss, true),
+		zeroTarget: a.Sync == "full",
 	}
 	if a.Granularity != nil {
 		o.granularity = int64(*a.Granularity)
@@ -137,7 +160,14 @@ func (m *Manager) startMirror(bs, target, toReplace *blockcore.Node, o mirrorOpt
 	}
 	j.onErrorPolicy, j.onTargetError = o.onSourceError, o.onTargetError
 	mj := &mirror{commitSetup: commitSetup{m: m, job: j}, source: bs, target: target,
-		toReplace: toReplace, sync: o.sync, gran: o.granularity, writeBlocking: o.writeBlocking}
+		toReplace: toReplace, sync: o.sync, gran: o.granularity, writeBlocking: o.writeBlocking,
+		zeroTarget: o.zeroTarget, backingMode: o.backingMode}
+	switch {
+	case o.sync == "none":
+		mj.newBacking = bs
+	case o.sync == "top":
+		mj.newBacking = bs.Backing()
+	}
 	if err := mj.setup(o.filterName); err != nil {
 		mj.Clean()
 		m.discard(j)
@@ -155,7 +185,7 @@ func (m *Manager) startMirror(bs, target, toReplace *blockcore.Node, o mirrorOpt
 func (mj *mirror) setup(filterName string) error {
 	g, j := mj.m.g, mj.job
 	user := jobUser{j}
-	f, err := g.InsertFilterAbove(mj.source, "mirror_top", filterName, mirrorSourcePerms)
+	f, err := g.InsertFilterAbove(mj.source, "mirror_top", filterName, "backing", mirrorSourcePerms)
 	if err != nil {
 		return err
 	}
@@ -167,7 +197,7 @@ func (mj *mirror) setup(filterName string) error {
 	if err := mj.hold(user, mj.source, "source", 0, rww); err != nil {
 		return err
 	}
-	if err := mj.hold(backend{}, mj.target, "root", blockio.PermWrite, blockio.PermWriteUnchanged); err != nil {
+	if err := mj.hold(&backend{}, mj.target, "root", blockio.PermWrite, blockio.PermWriteUnchanged); err != nil {
 		return err
 	}
 	mj.targetEdge = mj.edges[len(mj.edges)-1]
@@ -243,7 +273,8 @@ func (mj *mirror) Run(j *Job) error {
 	if size != tsize {
 		return schema.Errorf("Source and target image have different sizes")
 	}
-	if mj.sync == "full" {
+	zeroing := mj.sync == "full" && mj.zeroTarget
+	if zeroing {
 		j.SetTotal(size)
 	}
 	if mj.sync != "none" {
@@ -258,10 +289,10 @@ func (mj *mirror) Run(j *Job) error {
 			switch {
 			case alloc:
 				mj.dirty.mark(off, n)
-				if mj.sync != "full" {
+				if !zeroing {
 					j.SetTotal(j.Current() + mj.dirty.bytes())
 				}
-			case mj.sync == "full":
+			case zeroing:
 				// The reference zeroes the whole target first and counts
 				// it as progress.
 				if err := zeroUnlessZero(dst, off, n); err != nil {
@@ -315,16 +346,37 @@ func (mj *mirror) Prepare() error {
 	if err := g.SetUserPerm(mj.targetEdge, 0, permAll); err != nil {
 		return err
 	}
+	if err := mj.attachTargetBacking(); err != nil {
+		return err
+	}
 	var keep []*blockcore.Child
 	for _, p := range mj.toReplace.Parents() {
+		if p.Parent == blockcore.Parent(mj.target) {
+			keep = append(keep, p) // the target's own backing (sync=none)
+		}
 		if _, isJob := p.Parent.(jobUser); isJob {
 			keep = append(keep, p)
 		}
-		if _, isBackend := p.Parent.(backend); isBackend {
+		if _, isBackend := p.Parent.(*backend); isBackend {
 			keep = append(keep, p)
 		}
 	}
 	return g.ReplaceNode(mj.toReplace, mj.target, keep)
+}
+
+// attachTargetBacking gives the target the backing chain its backing
+// mode asks for, before it takes the source's place (mirror_exit_common).
+func (mj *mirror) attachTargetBacking() error {
+	g := mj.m.g
+	switch mj.backingMode {
+	case backingSource:
+		if mj.target.Backing() != mj.newBacking {
+			return g.SetBacking(mj.target, mj.newBacking)
+		}
+	case backingOpen:
+		return g.OpenBackingFromHeader(mj.target)
+	}
+	return nil
 }
 
 func (mj *mirror) Abort() {

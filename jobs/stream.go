@@ -43,7 +43,7 @@ func jobBlocker(n *blockcore.Node) string {
 
 // chainBelow is bdrv_filter_or_cow_bs: the next node of a backing chain,
 // through job filters too.
-func chainBelow(n *blockcore.Node) *blockcore.Node { return n.Backing() }
+func chainBelow(n *blockcore.Node) *blockcore.Node { return blockcore.ChainBelow(n) }
 
 // blockStream is qmp_block_stream: the checks in QEMU's order and texts.
 func (m *Manager) blockStream(a *schema.BlockStreamArgs) error {
@@ -148,7 +148,7 @@ func (s *stream) setup(filterName string) error {
 		return err
 	}
 	s.unfreeze = unfreeze
-	f, err := g.InsertFilterAbove(s.top, "copy-on-read", filterName, copyonread.Perms)
+	f, err := g.InsertFilterAbove(s.top, "copy-on-read", filterName, "file", copyonread.Perms)
 	if err != nil {
 		return err
 	}
@@ -163,7 +163,9 @@ func (s *stream) setup(filterName string) error {
 	if err := s.hold(user, f, "main node", 0, permAll); err != nil {
 		return err
 	}
-	if err := s.hold(backend{}, f, "root", 0, permAll); err != nil {
+	// The job's own backend reads through the filter and lets others
+	// do anything but resize (stream_prepare's blk).
+	if err := s.hold(&backend{}, f, "root", blockio.PermConsistentRead, permAll&^blockio.PermResize); err != nil {
 		return err
 	}
 	basic := blockio.PermConsistentRead | blockio.PermWriteUnchanged

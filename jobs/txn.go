@@ -23,6 +23,7 @@ type jobTxnKey struct{}
 // registerActions registers the job actions of transaction.
 func (m *Manager) registerActions() {
 	blockcore.RegisterAction(m.g, "blockdev-backup", blockcore.AcceptGrouped, m.backupAction)
+	blockcore.RegisterAction(m.g, "drive-backup", blockcore.AcceptGrouped, m.driveBackupAction)
 }
 
 // join puts j in txn (nil: no group).

@@ -8,8 +8,9 @@ import (
 )
 
 // Client is a minimal synchronous NBD client on the shared wire code: one
-// request at a time, simple replies (no structured replies). Tests and
-// tools use it; a block driver would build on the same encoders.
+// request at a time, simple replies (no structured replies), for tests
+// that drive the server by hand. The nbd block driver (drivers/nbd)
+// shares its negotiation (ClientHandshake) and encoders.
 type Client struct {
 	nc    net.Conn
 	Size  int64
@@ -17,56 +18,14 @@ type Client struct {
 	next  uint64
 }
 
-// Connect negotiates export name with NBD_OPT_GO over nc.
+// Connect negotiates export name with NBD_OPT_GO over nc (simple
+// replies, no TLS).
 func Connect(nc net.Conn, name string) (*Client, error) {
-	var hs [18]byte
-	if _, err := io.ReadFull(nc, hs[:]); err != nil {
+	tc, info, err := ClientHandshake(nc, HandshakeConfig{Export: name})
+	if err != nil {
 		return nil, err
 	}
-	if binary.BigEndian.Uint64(hs[:]) != MagicInit || binary.BigEndian.Uint64(hs[8:]) != MagicOpt {
-		return nil, fmt.Errorf("%w: not a newstyle server", ErrBadMagic)
-	}
-	b := binary.BigEndian.AppendUint32(nil, ClientFixedNewstyle|ClientNoZeroes)
-	p := binary.BigEndian.AppendUint32(nil, uint32(len(name)))
-	p = append(p, name...)
-	p = binary.BigEndian.AppendUint16(p, 0)
-	b = AppendOption(b, OptGo, p)
-	if _, err := nc.Write(b); err != nil {
-		return nil, err
-	}
-	c := &Client{nc: nc}
-	for {
-		typ, data, err := c.readOptionReply(OptGo)
-		if err != nil {
-			return nil, err
-		}
-		switch {
-		case typ == RepAck:
-			return c, nil
-		case typ == RepInfo && len(data) >= 12 && binary.BigEndian.Uint16(data) == InfoExport:
-			c.Size = int64(binary.BigEndian.Uint64(data[2:]))
-			c.Flags = binary.BigEndian.Uint16(data[10:])
-		case typ&repErr != 0:
-			return nil, fmt.Errorf("nbd: option refused (0x%x): %s", typ, data)
-		}
-	}
-}
-
-func (c *Client) readOptionReply(opt uint32) (uint32, []byte, error) {
-	var h [20]byte
-	if _, err := io.ReadFull(c.nc, h[:]); err != nil {
-		return 0, nil, err
-	}
-	if binary.BigEndian.Uint64(h[:]) != MagicOptReply || binary.BigEndian.Uint32(h[8:]) != opt {
-		return 0, nil, fmt.Errorf("%w: option reply", ErrBadMagic)
-	}
-	n := binary.BigEndian.Uint32(h[16:])
-	if n > maxOption {
-		return 0, nil, fmt.Errorf("nbd: option reply of %d bytes", n)
-	}
-	data := make([]byte, n)
-	_, err := io.ReadFull(c.nc, data)
-	return binary.BigEndian.Uint32(h[12:]), data, err
+	return &Client{nc: tc, Size: info.Size, Flags: info.Flags}, nil
 }
 
 // ErrorReply is an error reply from the server.

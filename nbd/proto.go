@@ -1,8 +1,12 @@
 // Package nbd owns the NBD wire protocol (the NBD project's doc/proto.md):
 // the constants, the encoding of options, option replies, requests and
-// replies in one place (proto.go) so that a client can share them, and
-// the server side: fixed newstyle negotiation, TLS, meta contexts and the
-// transmission phase with concurrent requests (server.go, conn.go).
+// replies in one place (proto.go); the client side of fixed newstyle
+// negotiation (handshake.go: STARTTLS, structured replies, meta
+// contexts, GO with a fall back to EXPORT_NAME, QEMU's error texts),
+// which the nbd block driver (drivers/nbd) and the small test client
+// (client.go) share; and the server side: negotiation, TLS, meta contexts
+// and the transmission phase with concurrent requests (server.go,
+// conn.go).
 package nbd
 
 import (

@@ -174,7 +174,8 @@ func TestReadWriteAndErrors(t *testing.T) {
 		t.Fatalf("write to read-only export: errno %d", e)
 	}
 	nc, _ := net.Dial("unix", sock)
-	if _, err := Connect(nc, "nosuch"); err == nil || !bytes.Contains([]byte(err.Error()), []byte("not present")) {
+	var oe *OptionError
+	if _, err := Connect(nc, "nosuch"); !errors.As(err, &oe) || oe.Type != RepErrUnknown || oe.Msg != "export 'nosuch' not present" {
 		t.Fatalf("unknown export: %v", err)
 	}
 	nc.Close()

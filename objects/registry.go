@@ -1,10 +1,15 @@
-// Package objects owns blockd's user-created objects: what --object and
-// object-add create and object-del removes (secret, tls-creds-x509,
-// tls-creds-psk, authz-simple, iothread, throttle-group), with
+// Package objects owns blockd's QOM: the class table of the types blockd
+// has (class.go), the tree of objects under / with the qom-list, qom-get,
+// qom-set, qom-list-types and qom-list-properties commands (qom.go), and
+// the user-created objects: what --object and object-add create and
+// object-del removes (secret, secret_keyring, tls-creds-x509,
+// tls-creds-psk, tls-creds-anon, authz-simple, authz-list, iothread,
+// main-loop, throttle-group), with
 // qemu-storage-daemon's argument checks, load errors and texts. Other
 // parts of the daemon look objects up by id: the NBD server for its TLS
 // configuration and authorization, drivers for secrets and throttle
-// groups (a group in use cannot be deleted).
+// groups (a group in use cannot be deleted); the chardev
+// package puts its devices under /chardevs.
 //
 // Objects are loaded completely when they are created, as the reference
 // does, so a later user sees either a working object or none. Users get a
@@ -25,40 +30,36 @@ import (
 	"go.uber.org/zap"
 
 	"blockd/internal/keyval"
-	"blockd/internal/throttle"
+	"blockd/internal/qemu"
 	"blockd/schema"
 )
 
-// Registry holds the objects by id. It is safe for concurrent use: the
-// commands run on the graph's owner, lookups come from servers' goroutines.
+// Registry holds the QOM tree: the objects object-add creates (by id,
+// under /objects) and the chardevs under /chardevs. It is safe for
+// concurrent use: the commands run on the graph's owner, lookups come
+// from servers' goroutines.
 type Registry struct {
 	log *zap.Logger
 
-	mu   sync.Mutex
-	objs map[string]*object
+	mu       sync.Mutex
+	root     *qomNode
+	objects  *qomNode // "/objects"
+	mainLoop bool     // a main-loop object exists (there is one at most)
 }
 
-// object is one created object. Exactly one of the typed fields is set,
-// except for iothread, which has no state.
-type object struct {
-	id    string
-	typ   ObjectType
-	uses  int // pins taken with Use
-	sec   []byte
-	tls   *tlsCreds
-	authz string // authz-simple identity
-	tg    *throttle.Group
-}
-
-// NewRegistry returns an empty registry.
+// NewRegistry returns a tree with its two empty containers.
 func NewRegistry(log *zap.Logger) *Registry {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Registry{log: log, objs: map[string]*object{}}
+	r := &Registry{log: log, root: newNode("", "container")}
+	r.objects = newNode("objects", "container")
+	r.root.add(r.objects)
+	r.root.add(newNode("chardevs", "container"))
+	return r
 }
 
-// RegisterCommands declares object-add and object-del.
+// RegisterCommands declares object-add, object-del and the qom commands.
 func (r *Registry) RegisterCommands(reg *schema.Registry) {
 	schema.Define(reg, "object-add", func(_ context.Context, o *ObjectOptions) (schema.Empty, error) {
 		return schema.Empty{}, r.add(o)
@@ -66,6 +67,7 @@ func (r *Registry) RegisterCommands(reg *schema.Registry) {
 	schema.Define(reg, "object-del", func(_ context.Context, a *ObjectDelArgs) (schema.Empty, error) {
 		return schema.Empty{}, r.del(a.ID)
 	})
+	r.registerQOM(reg)
 }
 
 // AddFromCLI creates the object of one --object option: a JSON object,
@@ -104,95 +106,66 @@ func (r *Registry) AddFromCLI(spec string) error {
 
 const errBadID = "Parameter 'id' expects an identifier"
 
-// idWellformed is QEMU's id_wellformed: a letter, then letters, digits,
-// '-', '.' and '_'.
-func idWellformed(id string) bool {
-	if id == "" || !isLetter(id[0]) {
-		return false
-	}
-	for i := 1; i < len(id); i++ {
-		c := id[i]
-		if !isLetter(c) && !(c >= '0' && c <= '9') && c != '-' && c != '.' && c != '_' {
-			return false
-		}
-	}
-	return true
-}
-
-func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
-
-// add creates an object in the reference's order: the id's syntax, the
-// properties that cannot be set, the id's uniqueness, then the type's
-// own loading (which reads files and may fail).
+// add creates an object in the reference's order (user_creatable_add_type):
+// the id's syntax, the properties' setters, the id's uniqueness, then the
+// type's own loading (which reads files and may fail).
 func (r *Registry) add(o *ObjectOptions) error {
-	if !idWellformed(o.ID) {
+	if !qemu.IDWellFormed(o.ID) {
 		return schema.Errorf("%s", errBadID)
 	}
-	if o.Secret != nil && o.Secret.Loaded != nil {
-		return schema.Errorf("Property 'secret.loaded' is not writable")
+	c := lookupClass(string(o.QomType))
+	if c == nil || c.Init == nil { // decoding only lets creatable types in
+		return schema.Errorf("Parameter 'qom-type' does not accept value '%s'", o.QomType)
 	}
-	r.mu.Lock()
-	_, dup := r.objs[o.ID]
-	r.mu.Unlock()
-	if dup {
-		return schema.Errorf("attempt to add duplicate property '%s' to object (type 'container')", o.ID)
-	}
-	obj := &object{id: o.ID, typ: o.QomType}
-	// A variant without members given may come decoded as nil.
-	if o.Secret == nil {
-		o.Secret = &SecretProperties{}
-	}
-	if o.TLSCredsX509 == nil {
-		o.TLSCredsX509 = &TLSCredsX509Properties{}
-	}
-	if o.TLSCredsPSK == nil {
-		o.TLSCredsPSK = &TLSCredsPSKProperties{}
-	}
-	var err error
-	switch o.QomType {
-	case "secret":
-		obj.sec, err = r.loadSecret(o.Secret)
-	case "tls-creds-x509":
-		obj.tls, err = loadX509(o.TLSCredsX509)
-	case "tls-creds-psk":
-		obj.tls, err = loadPSK(o.TLSCredsPSK)
-	case "authz-simple":
-		if o.AuthzSimple != nil { // identity is required: decoding checked it
-			obj.authz = o.AuthzSimple.Identity
-		}
-	case "throttle-group":
-		if o.ThrottleGroup == nil {
-			o.ThrottleGroup = &ThrottleGroupProperties{}
-		}
-		obj.tg, err = loadThrottleGroup(o.ThrottleGroup)
-	case "iothread":
-		// Accepted so that managers' usual command lines work; blockd
-		// has no event-loop threads to configure.
-	}
+	inst, err := c.Init(o)
 	if err != nil {
 		return schema.AsError(err)
 	}
+	if r.lookup(o.ID) != nil {
+		return dupError(o.ID)
+	}
+	if c.Complete != nil {
+		if err := c.Complete(r, inst); err != nil {
+			// The reference adds the child before completing it and
+			// unparents it on failure, which leaves a tombstone in
+			// the container's table: the order of later listings
+			// depends on it.
+			r.mu.Lock()
+			if _, taken := r.objects.children[o.ID]; !taken {
+				r.objects.order.Insert(o.ID)
+				r.objects.order.IterRemove(o.ID)
+			}
+			r.mu.Unlock()
+			return schema.AsError(err)
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, dup := r.objs[o.ID]; dup { // added meanwhile by another monitor
-		return schema.Errorf("attempt to add duplicate property '%s' to object (type 'container')", o.ID)
+	if _, dup := r.objects.children[o.ID]; dup { // added meanwhile by another monitor
+		return dupError(o.ID)
 	}
-	r.objs[o.ID] = obj
+	n := newNode(o.ID, c.Name)
+	n.inst = inst
+	r.objects.add(n)
 	r.log.Info("object added", zap.String("id", o.ID), zap.String("qom-type", string(o.QomType)))
 	return nil
+}
+
+func dupError(id string) error {
+	return schema.Errorf("attempt to add duplicate property '%s' to object (type 'container')", id)
 }
 
 func (r *Registry) del(id string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	obj, ok := r.objs[id]
+	n, ok := r.objects.children[id]
 	if !ok {
 		return schema.Errorf("object '%s' not found", id)
 	}
-	if obj.uses > 0 {
+	if n.uses > 0 || n.class.CanBeDeleted != nil && !n.class.CanBeDeleted(n.inst) {
 		return schema.Errorf("object '%s' is in use, can not be deleted", id)
 	}
-	delete(r.objs, id)
+	r.objects.remove(id)
 	r.log.Info("object deleted", zap.String("id", id))
 	return nil
 }
@@ -205,7 +178,7 @@ func (r *Registry) del(id string) error {
 func (r *Registry) Use(id string) (release func(), err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	obj, ok := r.objs[id]
+	obj, ok := r.objects.children[id]
 	if !ok {
 		return nil, schema.Errorf("object '%s' not found", id)
 	}
@@ -220,10 +193,11 @@ func (r *Registry) Use(id string) (release func(), err error) {
 	}, nil
 }
 
-func (r *Registry) lookup(id string) *object {
+// lookup returns the object id and its state.
+func (r *Registry) lookup(id string) *qomNode {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.objs[id]
+	return r.objects.children[id]
 }
 
 // Secret returns a copy of the data of secret id, with the reference's
@@ -233,10 +207,16 @@ func (r *Registry) Secret(id string) ([]byte, error) {
 	if obj == nil {
 		return nil, schema.Errorf("No secret with id '%s'", id)
 	}
-	if obj.typ != "secret" {
+	var v []byte
+	switch s := obj.inst.(type) {
+	case *secretInst:
+		v = s.value
+	case *keyringInst:
+		v = s.value
+	default:
 		return nil, schema.Errorf("Object with id '%s' is not a secret", id)
 	}
-	return append([]byte(nil), obj.sec...), nil
+	return append([]byte(nil), v...), nil
 }
 
 // TLSServerConfig returns the server-side TLS configuration of the TLS
@@ -246,13 +226,14 @@ func (r *Registry) TLSServerConfig(id string) (*tls.Config, error) {
 	if obj == nil {
 		return nil, schema.Errorf("No TLS credentials with id '%s'", id)
 	}
-	if obj.tls == nil {
+	t, ok := obj.inst.(*tlsInst)
+	if !ok {
 		return nil, schema.Errorf("Object with id '%s' is not TLS credentials", id)
 	}
-	if obj.tls.endpoint != "server" {
+	if t.creds.endpoint != "server" {
 		return nil, schema.Errorf("Expected TLS credentials for a server endpoint")
 	}
-	return obj.tls.serverConfig(id)
+	return t.creds.serverConfig(id)
 }
 
 // TLSClientConfig returns the client-side TLS configuration of the TLS
@@ -264,13 +245,14 @@ func (r *Registry) TLSClientConfig(id string) (*tls.Config, error) {
 	if obj == nil {
 		return nil, schema.Errorf("No TLS credentials with id '%s'", id)
 	}
-	if obj.tls == nil {
+	t, ok := obj.inst.(*tlsInst)
+	if !ok {
 		return nil, schema.Errorf("Object with id '%s' is not TLS credentials", id)
 	}
-	if obj.tls.endpoint != "client" {
+	if t.creds.endpoint != "client" {
 		return nil, schema.Errorf("Expecting TLS credentials with a client endpoint")
 	}
-	return obj.tls.clientConfig(id)
+	return t.creds.clientConfig(id)
 }
 
 // Authorize says whether the authorization object authzID lets the peer
@@ -281,10 +263,15 @@ func (r *Registry) Authorize(authzID, distinguishedName string) (bool, error) {
 	if obj == nil {
 		return false, fmt.Errorf("Cannot find QAuthZ object ID %s", authzID)
 	}
-	if obj.typ != "authz-simple" {
-		return false, fmt.Errorf("Object '%s' is not a QAuthZ subclass", authzID)
+	r.mu.Lock() // qom-set may change the identity or the rules
+	defer r.mu.Unlock()
+	switch a := obj.inst.(type) {
+	case *authzInst:
+		return str(a.identity) == distinguishedName, nil
+	case *authzListInst:
+		return a.allows(distinguishedName), nil
 	}
-	return obj.authz == distinguishedName, nil
+	return false, fmt.Errorf("Object '%s' is not a QAuthZ subclass", authzID)
 }
 
 // PeerName is the distinguished name of a client certificate as the

@@ -3,14 +3,71 @@ package objects
 import (
 	"crypto/aes"
 	"crypto/cipher"
-	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
 	"blockd/internal/errtext"
+	"blockd/internal/qemu"
+	"blockd/schema"
 )
+
+// secretInst is a secret object: its properties as set, and the value
+// loaded from them at creation. Later qom-set changes the properties
+// only, as in the reference, whose setters do not reload.
+type secretInst struct {
+	p     SecretProperties
+	value []byte
+}
+
+func secretOf(inst any) *secretInst { return inst.(*secretInst) }
+
+func init() {
+	RegisterClass(&Class{Name: "secret_common", Parent: "object", Abstract: true,
+		Interfaces: []string{"user-creatable"},
+		Props: []Property{
+			loadedProp,
+			{Name: "format", Type: "QCryptoSecretFormat",
+				Get: func(inst any) any {
+					if f := secretOf(inst).p.Format; f != nil {
+						return string(*f)
+					}
+					return "raw"
+				},
+				Set: func(inst any, n string, v json.RawMessage) error {
+					f, err := visitEnum(n, v, SecretFormat("").EnumValues())
+					if err == nil {
+						sf := SecretFormat(f)
+						secretOf(inst).p.Format = &sf
+					}
+					return err
+				}},
+			strProp("keyid", func(inst any) **string { return &secretOf(inst).p.KeyID }),
+			strProp("iv", func(inst any) **string { return &secretOf(inst).p.IV }),
+		}})
+	RegisterClass(&Class{Name: "secret", Parent: "secret_common",
+		Props: []Property{
+			strProp("data", func(inst any) **string { return &secretOf(inst).p.Data }),
+			strProp("file", func(inst any) **string { return &secretOf(inst).p.File }),
+		},
+		Init: func(o *ObjectOptions) (any, error) {
+			s := &secretInst{}
+			if o.Secret != nil {
+				s.p = *o.Secret
+			}
+			if s.p.Loaded != nil {
+				return nil, schema.Errorf("Property 'secret.loaded' is not writable")
+			}
+			return s, nil
+		},
+		Complete: func(r *Registry, inst any) (err error) {
+			s := secretOf(inst)
+			s.value, err = r.loadSecret(&s.p)
+			return err
+		},
+	})
+}
 
 // loadSecret reads a secret's data (inline or from its file), decrypts
 // it with the master key keyid when given, and decodes base64, in the
@@ -34,12 +91,19 @@ func (r *Registry) loadSecret(p *SecretProperties) ([]byte, error) {
 	default:
 		return nil, errors.New("Either 'file' or 'data' must be provided")
 	}
+	return r.decodeSecret(&p.SecretCommonProperties, input)
+}
+
+// decodeSecret is what every secret type does with its raw input
+// (qcrypto_secret_common_complete): decrypt it with the master key
+// keyid when given, and decode base64.
+func (r *Registry) decodeSecret(p *SecretCommonProperties, input []byte) ([]byte, error) {
 	base64Format := p.Format != nil && *p.Format == "base64"
 	if p.KeyID != nil {
 		return r.decryptSecret(*p.KeyID, p.IV, input, base64Format)
 	}
 	if base64Format {
-		return qbase64Decode(string(input))
+		return qemu.Base64Decode(string(input))
 	}
 	return input, nil
 }
@@ -57,7 +121,7 @@ func (r *Registry) decryptSecret(keyid string, iv64 *string, input []byte, base6
 	if iv64 == nil {
 		return nil, errors.New("IV is required to decrypt secret")
 	}
-	iv, err := qbase64Decode(*iv64)
+	iv, err := qemu.Base64Decode(*iv64)
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +130,7 @@ func (r *Registry) decryptSecret(keyid string, iv64 *string, input []byte, base6
 	}
 	ct := input
 	if base64Format {
-		if ct, err = qbase64Decode(string(input)); err != nil {
+		if ct, err = qemu.Base64Decode(string(input)); err != nil {
 			return nil, err
 		}
 	}
@@ -87,26 +151,4 @@ func (r *Registry) decryptSecret(keyid string, iv64 *string, input []byte, base6
 		return nil, fmt.Errorf("Incorrect number of padding bytes (%d) found on decrypted data", pad)
 	}
 	return pt[:len(pt)-pad], nil
-}
-
-// qbase64Decode is the reference's qbase64_decode: only base64 alphabet
-// characters (and newlines) are allowed; decoding then works in whole
-// groups of four and drops a trailing partial group, as GLib does.
-func qbase64Decode(s string) ([]byte, error) {
-	const valid = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n"
-	for i := 0; i < len(s); i++ {
-		if strings.IndexByte(valid, s[i]) < 0 {
-			if s[i] == 0 {
-				return nil, errors.New("Base64 data contains embedded NUL characters")
-			}
-			return nil, errors.New("Base64 data contains invalid characters")
-		}
-	}
-	s = strings.ReplaceAll(s, "\n", "")
-	s = s[:len(s)/4*4]
-	out, err := base64.StdEncoding.DecodeString(s)
-	if err != nil {
-		return nil, errors.New("Base64 data contains invalid characters")
-	}
-	return out, nil
 }

@@ -1,6 +1,7 @@
 package objects
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 
@@ -110,47 +111,168 @@ func ApplyLimits(c *throttle.Config, l *schema.ThrottleLimits) error {
 	return c.Valid()
 }
 
-// loadThrottleGroup builds a group's configuration as the reference sets
-// the properties of a new throttle-group and completes it: each x-
-// property on its own, then limits (checked as a whole), then the whole
-// configuration.
-func loadThrottleGroup(p *ThrottleGroupProperties) (*throttle.Group, error) {
-	cfg := throttle.NewConfig()
-	for i, v := range p.xValues() {
-		if v == nil {
-			continue
-		}
-		f := limitFields[i]
-		if *v < 0 {
-			return nil, fmt.Errorf("Property values cannot be negative")
-		}
-		if f.kind == fLength && *v > math.MaxUint32 {
-			// The reference's text, its missing space included.
-			return nil, fmt.Errorf("x-%s value must be in therange [0, %d]", f.name, uint32(math.MaxUint32))
-		}
-		f.set(&cfg, uint64(*v))
+// throttleGroupInst is a throttle-group object: the configuration its
+// properties build, then (once complete) the group throttle nodes join.
+type throttleGroupInst struct {
+	cfg throttle.Config
+	tg  *throttle.Group
+}
+
+func throttleGroupOf(inst any) *throttleGroupInst { return inst.(*throttleGroupInst) }
+
+// config is the group's live configuration, or the one being built.
+func (t *throttleGroupInst) config() throttle.Config {
+	if t.tg != nil {
+		return t.tg.Config()
 	}
-	if p.Limits != nil {
-		if err := ApplyLimits(&cfg, p.Limits); err != nil {
-			return nil, err
+	return t.cfg
+}
+
+func (f limitField) get(c *throttle.Config) int64 {
+	b := c.Buckets[f.bucket]
+	switch f.kind {
+	case fAvg:
+		return int64(b.Avg)
+	case fMax:
+		return int64(b.Max)
+	case fLength:
+		return int64(b.BurstLength)
+	}
+	return int64(c.OpSize)
+}
+
+// throttleLimits is throttle_config_to_limits: every member set.
+func throttleLimits(c *throttle.Config) *schema.ThrottleLimits {
+	l := &schema.ThrottleLimits{}
+	for i, p := range limitPtrs(l) {
+		v := limitFields[i].get(c)
+		*p = &v
+	}
+	return l
+}
+
+// limitPtrs are the addresses of l's members, in limitFields' order.
+func limitPtrs(l *schema.ThrottleLimits) []**int64 {
+	return []**int64{
+		&l.IopsTotal, &l.IopsTotalMax, &l.IopsTotalMaxLength, &l.IopsRead, &l.IopsReadMax, &l.IopsReadMaxLength,
+		&l.IopsWrite, &l.IopsWriteMax, &l.IopsWriteMaxLength, &l.BpsTotal, &l.BpsTotalMax, &l.BpsTotalMaxLength,
+		&l.BpsRead, &l.BpsReadMax, &l.BpsReadMaxLength, &l.BpsWrite, &l.BpsWriteMax, &l.BpsWriteMaxLength, &l.IopsSize,
+	}
+}
+
+// setX is throttle_group_set on a group being created: each x- property
+// on its own.
+func setX(cfg *throttle.Config, f limitField, v int64) error {
+	if v < 0 {
+		return fmt.Errorf("Property values cannot be negative")
+	}
+	if f.kind == fLength && v > math.MaxUint32 {
+		// The reference's text, its missing space included.
+		return fmt.Errorf("x-%s value must be in therange [0, %d]", f.name, uint32(math.MaxUint32))
+	}
+	f.set(cfg, uint64(v))
+	return nil
+}
+
+func xProp(f limitField) Property {
+	return Property{Name: "x-" + f.name, Type: "int",
+		Get: func(inst any) any {
+			c := throttleGroupOf(inst).config()
+			return f.get(&c)
+		},
+		Set: func(any, string, json.RawMessage) error {
+			// Limits change together (qom-set limits), as some
+			// combinations are invalid.
+			return schema.Errorf("Property cannot be set after initialization")
+		}}
+}
+
+// limitsProp is the limits property: throttle_group_set_limits applies
+// new limits over the current ones to the live group.
+var limitsProp = Property{Name: "limits", Type: "ThrottleLimits",
+	Get: func(inst any) any {
+		c := throttleGroupOf(inst).config()
+		return throttleLimits(&c)
+	},
+	Set: func(inst any, name string, v json.RawMessage) error {
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(v, &obj) != nil || obj == nil {
+			return badType(name, "object")
 		}
+		var l schema.ThrottleLimits
+		if err := schema.Decode(v, &l); err != nil {
+			return err
+		}
+		t := throttleGroupOf(inst)
+		cfg := t.config()
+		if err := ApplyLimits(&cfg, &l); err != nil {
+			return schema.AsError(err)
+		}
+		if t.tg != nil {
+			t.tg.SetConfig(cfg)
+		} else {
+			t.cfg = cfg
+		}
+		return nil
+	}}
+
+func init() {
+	props := make([]Property, 0, len(limitFields)+1)
+	for _, f := range limitFields {
+		props = append(props, xProp(f))
 	}
-	if err := cfg.Valid(); err != nil {
-		return nil, err
-	}
-	return throttle.NewGroup(cfg), nil
+	props = append(props, limitsProp)
+	RegisterClass(&Class{Name: "throttle-group", Parent: "object",
+		Interfaces: []string{"user-creatable"},
+		Props:      props,
+		// The properties' setters: each x- property on its own, then
+		// limits (checked as a whole).
+		Init: func(o *ObjectOptions) (any, error) {
+			p := o.ThrottleGroup
+			if p == nil {
+				p = &ThrottleGroupProperties{}
+			}
+			t := &throttleGroupInst{cfg: throttle.NewConfig()}
+			for i, v := range p.xValues() {
+				if v == nil {
+					continue
+				}
+				if err := setX(&t.cfg, limitFields[i], *v); err != nil {
+					return nil, err
+				}
+			}
+			if p.Limits != nil {
+				if err := ApplyLimits(&t.cfg, p.Limits); err != nil {
+					return nil, err
+				}
+			}
+			return t, nil
+		},
+		// throttle_group_obj_complete checks the whole configuration.
+		Complete: func(_ *Registry, inst any) error {
+			t := throttleGroupOf(inst)
+			if err := t.cfg.Valid(); err != nil {
+				return err
+			}
+			t.tg = throttle.NewGroup(t.cfg)
+			return nil
+		},
+	})
 }
 
 // ThrottleGroup returns the throttle group id, pinned so that object-del
 // refuses it until release is called; the text for a missing group is the
 // throttle driver's.
 func (r *Registry) ThrottleGroup(id string) (g *throttle.Group, release func(), err error) {
-	obj := r.lookup(id)
-	if obj == nil || obj.tg == nil {
+	var t *throttleGroupInst
+	if obj := r.lookup(id); obj != nil {
+		t, _ = obj.inst.(*throttleGroupInst)
+	}
+	if t == nil || t.tg == nil {
 		return nil, nil, schema.Errorf("Throttle group '%s' does not exist", id)
 	}
 	if release, err = r.Use(id); err != nil {
 		return nil, nil, schema.Errorf("Throttle group '%s' does not exist", id)
 	}
-	return obj.tg, release, nil
+	return t.tg, release, nil
 }

@@ -22,6 +22,7 @@ type tlsCreds struct {
 	endpoint   TLSEndpoint
 	verifyPeer bool
 	psk        bool
+	anon       bool
 	priority   string // the reference's GnuTLS priority; "" for the default
 
 	// psk server side: files GnuTLS reads when a server starts
@@ -235,6 +236,19 @@ func verifyText(err error) string {
 	return err.Error()
 }
 
+// loadAnon loads tls-creds-anon as the reference does: a server's
+// directory may hold dh-params.pem; nothing else is read.
+func loadAnon(p *TLSCredsAnonProperties) (*tlsCreds, error) {
+	ep, verify := common(&p.TLSCredsProperties)
+	c := &tlsCreds{endpoint: ep, verifyPeer: verify, anon: true}
+	if ep == "server" && p.Dir != nil {
+		if _, err := credPath(p.Dir, fileDHParams, false); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
 // loadPSK loads tls-creds-psk as the reference does: a server needs a
 // readable keys.psk (parsed at handshake time) and no username; a client
 // looks its username's key up at once.
@@ -292,10 +306,16 @@ func loadPSK(p *TLSCredsPSKProperties) (*tlsCreds, error) {
 // crypto/tls configurations below cannot carry it.
 var ErrPSKUnsupported = errors.New("TLS-PSK credentials have no crypto/tls configuration (Go's TLS stack has no PSK key exchange)")
 
+// ErrAnonUnsupported is why anonymous credentials cannot be used.
+var ErrAnonUnsupported = errors.New("anonymous TLS credentials are not supported by blockd (its TLS stack has no anonymous key exchange); use tls-creds-x509")
+
 // clientConfig builds the crypto/tls client configuration.
 func (c *tlsCreds) clientConfig(id string) (*tls.Config, error) {
 	if c.psk {
 		return nil, fmt.Errorf("'%s': %w", id, ErrPSKUnsupported)
+	}
+	if c.anon {
+		return nil, fmt.Errorf("'%s': %w", id, ErrAnonUnsupported)
 	}
 	cfg := &tls.Config{RootCAs: c.roots, MinVersion: tls.VersionTLS12}
 	if c.cert.Certificate != nil {
@@ -310,6 +330,9 @@ func (c *tlsCreds) clientConfig(id string) (*tls.Config, error) {
 func (c *tlsCreds) serverConfig(id string) (*tls.Config, error) {
 	if c.psk {
 		return nil, fmt.Errorf("'%s': %w", id, ErrPSKUnsupported)
+	}
+	if c.anon {
+		return nil, fmt.Errorf("'%s': %w", id, ErrAnonUnsupported)
 	}
 	cfg := &tls.Config{
 		Certificates: []tls.Certificate{c.cert},

@@ -37,10 +37,11 @@ func (r *Registry) TLSServer(id string, authzID *string) (ServerTLS, error) {
 	if obj == nil {
 		return nil, schema.Errorf("No TLS credentials with id '%s'", id)
 	}
-	if obj.tls == nil {
+	t, ok := obj.inst.(*tlsInst)
+	if !ok {
 		return nil, schema.Errorf("Object with id '%s' is not TLS credentials", id)
 	}
-	c := obj.tls
+	c := t.creds
 	if c.endpoint != "server" {
 		return nil, schema.Errorf("Expected TLS credentials for a server endpoint")
 	}

@@ -1,5 +1,7 @@
 package objects
 
+import "blockd/schema"
+
 // The object-add arguments as QEMU 7.2's qapi/qom.json declares them,
 // limited to the object types blockd implements, so that introspection
 // and decoding tell clients exactly what they can use.
@@ -7,10 +9,9 @@ package objects
 // ObjectType names the user-creatable types blockd has.
 type ObjectType string
 
-// EnumValues lists the implemented types (a subset of QEMU's ObjectType).
-func (ObjectType) EnumValues() []string {
-	return []string{"authz-simple", "iothread", "secret", "throttle-group", "tls-creds-psk", "tls-creds-x509"}
-}
+// EnumValues lists the implemented types (a subset of QEMU's
+// ObjectType): the registered classes that object-add can create.
+func (ObjectType) EnumValues() []string { return userCreatable() }
 
 // SecretFormat is QCryptoSecretFormat.
 type SecretFormat string
@@ -27,12 +28,43 @@ type ObjectOptions struct {
 	QomType ObjectType `qapi:"qom-type,discriminator"`
 	ID      string     `qapi:"id"`
 
+	AuthzList     *AuthZListProperties     `qapi:",variant=authz-list"`
 	AuthzSimple   *AuthZSimpleProperties   `qapi:",variant=authz-simple"`
 	Iothread      *IothreadProperties      `qapi:",variant=iothread"`
+	MainLoop      *EventLoopBaseProperties `qapi:",variant=main-loop"`
 	Secret        *SecretProperties        `qapi:",variant=secret"`
+	SecretKeyring *SecretKeyringProperties `qapi:",variant=secret_keyring"`
 	ThrottleGroup *ThrottleGroupProperties `qapi:",variant=throttle-group"`
+	TLSCredsAnon  *TLSCredsAnonProperties  `qapi:",variant=tls-creds-anon"`
 	TLSCredsPSK   *TLSCredsPSKProperties   `qapi:",variant=tls-creds-psk"`
 	TLSCredsX509  *TLSCredsX509Properties  `qapi:",variant=tls-creds-x509"`
+}
+
+// AuthZListPolicy is QAuthZListPolicy.
+type AuthZListPolicy string
+
+func (AuthZListPolicy) EnumValues() []string { return []string{"deny", "allow"} }
+
+// QAPIName keeps the reference's name, which qom-list shows.
+func (AuthZListPolicy) QAPIName() string { return "QAuthZListPolicy" }
+
+// AuthZListFormat is QAuthZListFormat.
+type AuthZListFormat string
+
+func (AuthZListFormat) EnumValues() []string { return []string{"exact", "glob"} }
+
+// AuthZListRule is QAuthZListRule: an identity (or glob) and what to do
+// with a peer that matches it.
+type AuthZListRule struct {
+	Match  string           `qapi:"match"`
+	Policy AuthZListPolicy  `qapi:"policy"`
+	Format *AuthZListFormat `qapi:"format,optional"`
+}
+
+// AuthZListProperties: rules tried in order, then the default policy.
+type AuthZListProperties struct {
+	Policy *AuthZListPolicy `qapi:"policy,optional"`
+	Rules  []AuthZListRule  `qapi:"rules,optional"`
 }
 
 // AuthZSimpleProperties: the one identity an authz-simple object allows.
@@ -40,15 +72,20 @@ type AuthZSimpleProperties struct {
 	Identity string `qapi:"identity"`
 }
 
-// IothreadProperties are accepted and ignored: blockd runs I/O on
-// goroutines, not on event-loop threads.
-type IothreadProperties struct {
+// EventLoopBaseProperties are the event loop's tunables (main-loop's
+// own, iothread's base). blockd checks and keeps them (iothread.go).
+type EventLoopBaseProperties struct {
 	AioMaxBatch   *int64 `qapi:"aio-max-batch,optional"`
 	ThreadPoolMin *int64 `qapi:"thread-pool-min,optional"`
 	ThreadPoolMax *int64 `qapi:"thread-pool-max,optional"`
-	PollMaxNs     *int64 `qapi:"poll-max-ns,optional"`
-	PollGrow      *int64 `qapi:"poll-grow,optional"`
-	PollShrink    *int64 `qapi:"poll-shrink,optional"`
+}
+
+// IothreadProperties add the polling parameters.
+type IothreadProperties struct {
+	EventLoopBaseProperties `qapi:",base"`
+	PollMaxNs               *int64 `qapi:"poll-max-ns,optional"`
+	PollGrow                *int64 `qapi:"poll-grow,optional"`
+	PollShrink              *int64 `qapi:"poll-shrink,optional"`
 }
 
 // SecretCommonProperties are shared by the secret types.
@@ -64,6 +101,12 @@ type SecretProperties struct {
 	SecretCommonProperties `qapi:",base"`
 	Data                   *string `qapi:"data,optional"`
 	File                   *string `qapi:"file,optional"`
+}
+
+// SecretKeyringProperties: a secret held by the kernel's key service.
+type SecretKeyringProperties struct {
+	SecretCommonProperties `qapi:",base"`
+	Serial                 int32 `qapi:"serial"`
 }
 
 // TLSCredsProperties are shared by the TLS credential types.
@@ -82,6 +125,12 @@ type TLSCredsX509Properties struct {
 	PasswordID         *string `qapi:"passwordid,optional"`
 }
 
+// TLSCredsAnonProperties: anonymous credentials (no certificates).
+type TLSCredsAnonProperties struct {
+	TLSCredsProperties `qapi:",base"`
+	Loaded             *bool `qapi:"loaded,optional,features=deprecated"`
+}
+
 // TLSCredsPSKProperties: pre-shared keys in dir/keys.psk.
 type TLSCredsPSKProperties struct {
 	TLSCredsProperties `qapi:",base"`
@@ -92,4 +141,48 @@ type TLSCredsPSKProperties struct {
 // ObjectDelArgs is object-del's argument.
 type ObjectDelArgs struct {
 	ID string `qapi:"id"`
+}
+
+// ObjectPropertyInfo is one property in qom-list and qom-list-properties.
+type ObjectPropertyInfo struct {
+	Name         string     `qapi:"name"`
+	Type         string     `qapi:"type"`
+	Description  *string    `qapi:"description,optional"`
+	DefaultValue schema.Any `qapi:"default-value,optional"`
+}
+
+// ObjectTypeInfo is one type in qom-list-types.
+type ObjectTypeInfo struct {
+	Name     string  `qapi:"name"`
+	Abstract *bool   `qapi:"abstract,optional"`
+	Parent   *string `qapi:"parent,optional"`
+}
+
+// QomListArgs is qom-list's argument.
+type QomListArgs struct {
+	Path string `qapi:"path"`
+}
+
+// QomGetArgs is qom-get's argument.
+type QomGetArgs struct {
+	Path     string `qapi:"path"`
+	Property string `qapi:"property"`
+}
+
+// QomSetArgs is qom-set's argument.
+type QomSetArgs struct {
+	Path     string     `qapi:"path"`
+	Property string     `qapi:"property"`
+	Value    schema.Any `qapi:"value"`
+}
+
+// QomListTypesArgs is qom-list-types' argument.
+type QomListTypesArgs struct {
+	Implements *string `qapi:"implements,optional"`
+	Abstract   *bool   `qapi:"abstract,optional"`
+}
+
+// QomListPropertiesArgs is qom-list-properties' argument.
+type QomListPropertiesArgs struct {
+	Typename string `qapi:"typename"`
 }

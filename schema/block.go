@@ -9,7 +9,7 @@ type BlockdevDriver string
 
 // EnumValues lists the implemented drivers (a subset of QEMU's).
 func (BlockdevDriver) EnumValues() []string {
-	return []string{"blkdebug", "blkverify", "copy-on-read", "file", "null-co", "preallocate", "qcow2", "quorum", "raw", "throttle"}
+	return []string{"blkdebug", "blkverify", "copy-before-write", "copy-on-read", "file", "luks", "nbd", "null-co", "preallocate", "qcow2", "quorum", "raw", "snapshot-access", "throttle"}
 }
 
 // BlockdevDiscardOptions says whether discard requests reach the file.
@@ -51,14 +51,34 @@ type BlockdevOptions struct {
 
 	Blkdebug  *BlockdevOptionsBlkdebug    `qapi:",variant=blkdebug"`
 	Blkverify *BlockdevOptionsBlkverify   `qapi:",variant=blkverify"`
+	Cbw       *BlockdevOptionsCbw         `qapi:",variant=copy-before-write"`
 	Cor       *BlockdevOptionsCor         `qapi:",variant=copy-on-read"`
 	File      *BlockdevOptionsFile        `qapi:",variant=file"`
+	Luks      *BlockdevOptionsLUKS        `qapi:",variant=luks"`
+	Nbd       *BlockdevOptionsNbd         `qapi:",variant=nbd"`
 	Null      *BlockdevOptionsNull        `qapi:",variant=null-co"`
 	Prealloc  *BlockdevOptionsPreallocate `qapi:",variant=preallocate"`
 	Qcow2     *BlockdevOptionsQcow2       `qapi:",variant=qcow2"`
 	Quorum    *BlockdevOptionsQuorum      `qapi:",variant=quorum"`
 	Raw       *BlockdevOptionsRaw         `qapi:",variant=raw"`
-	Throttle  *BlockdevOptionsThrottle    `qapi:",variant=throttle"`
+	// SnapshotAccess reads the point in time a copy-before-write filter
+	// (its file) keeps.
+	SnapshotAccess *BlockdevOptionsGenericFormat `qapi:",variant=snapshot-access"`
+	Throttle       *BlockdevOptionsThrottle      `qapi:",variant=throttle"`
+}
+
+// OnCbwError says what a failed copy-before-write breaks.
+type OnCbwError string
+
+func (OnCbwError) EnumValues() []string { return []string{"break-guest-write", "break-snapshot"} }
+
+// BlockdevOptionsCbw are the copy-before-write filter's options.
+type BlockdevOptionsCbw struct {
+	BlockdevOptionsGenericFormat `qapi:",base"`
+	Target                       BlockdevRef       `qapi:"target"`
+	Bitmap                       *BlockDirtyBitmap `qapi:"bitmap,optional"`
+	OnCbwError                   *OnCbwError       `qapi:"on-cbw-error,optional"`
+	CbwTimeout                   *uint32           `qapi:"cbw-timeout,optional"`
 }
 
 // BlockdevOptionsFile are the file driver's options.
@@ -72,6 +92,48 @@ type BlockdevOptionsFile struct {
 	// XCheckCacheDropped is accepted as QEMU does; it only matters to
 	// cache invalidation on incoming migration, which blockd has not.
 	XCheckCacheDropped *bool `qapi:"x-check-cache-dropped,optional"`
+}
+
+// BlockdevOptionsLUKS are the luks format driver's options.
+type BlockdevOptionsLUKS struct {
+	BlockdevOptionsGenericFormat `qapi:",base"`
+	KeySecret                    *string `qapi:"key-secret,optional"`
+}
+
+// QCryptoCipherAlgorithm names a cipher.
+type QCryptoCipherAlgorithm string
+
+func (QCryptoCipherAlgorithm) EnumValues() []string {
+	return []string{"aes-128", "aes-192", "aes-256", "des", "3des", "cast5-128", "serpent-128", "serpent-192",
+		"serpent-256", "twofish-128", "twofish-192", "twofish-256", "sm4"}
+}
+
+// QCryptoCipherMode names a block cipher mode.
+type QCryptoCipherMode string
+
+func (QCryptoCipherMode) EnumValues() []string { return []string{"ecb", "cbc", "xts", "ctr"} }
+
+// QCryptoIVGenAlgorithm names an IV generator.
+type QCryptoIVGenAlgorithm string
+
+func (QCryptoIVGenAlgorithm) EnumValues() []string { return []string{"plain", "plain64", "essiv"} }
+
+// QCryptoHashAlgorithm names a hash.
+type QCryptoHashAlgorithm string
+
+func (QCryptoHashAlgorithm) EnumValues() []string {
+	return []string{"md5", "sha1", "sha224", "sha256", "sha384", "sha512", "ripemd160"}
+}
+
+// BlockdevOptionsNbd are the nbd (client) driver's options.
+type BlockdevOptionsNbd struct {
+	Server         SocketAddress `qapi:"server"`
+	Export         *string       `qapi:"export,optional"`
+	TLSCreds       *string       `qapi:"tls-creds,optional"`
+	TLSHostname    *string       `qapi:"tls-hostname,optional"`
+	XDirtyBitmap   *string       `qapi:"x-dirty-bitmap,optional,features=unstable"`
+	ReconnectDelay *uint32       `qapi:"reconnect-delay,optional"`
+	OpenTimeout    *uint32       `qapi:"open-timeout,optional"`
 }
 
 // BlockdevOptionsNull are the null-co driver's options.
@@ -185,7 +247,33 @@ type ImageInfoSpecificQCow2 struct {
 // ImageInfoSpecificKind tags ImageInfoSpecific.
 type ImageInfoSpecificKind string
 
-func (ImageInfoSpecificKind) EnumValues() []string { return []string{"qcow2"} }
+func (ImageInfoSpecificKind) EnumValues() []string { return []string{"qcow2", "luks"} }
+
+// QCryptoBlockInfoLUKSSlot describes one LUKS key slot.
+type QCryptoBlockInfoLUKSSlot struct {
+	Active    bool   `qapi:"active"`
+	Iters     *int64 `qapi:"iters,optional"`
+	Stripes   *int64 `qapi:"stripes,optional"`
+	KeyOffset int64  `qapi:"key-offset"`
+}
+
+// QCryptoBlockInfoLUKS is luks's format-specific information.
+type QCryptoBlockInfoLUKS struct {
+	CipherAlg      QCryptoCipherAlgorithm     `qapi:"cipher-alg"`
+	CipherMode     QCryptoCipherMode          `qapi:"cipher-mode"`
+	IvgenAlg       QCryptoIVGenAlgorithm      `qapi:"ivgen-alg"`
+	IvgenHashAlg   *QCryptoHashAlgorithm      `qapi:"ivgen-hash-alg,optional"`
+	HashAlg        QCryptoHashAlgorithm       `qapi:"hash-alg"`
+	PayloadOffset  int64                      `qapi:"payload-offset"`
+	MasterKeyIters int64                      `qapi:"master-key-iters"`
+	UUID           string                     `qapi:"uuid"`
+	Slots          []QCryptoBlockInfoLUKSSlot `qapi:"slots"`
+}
+
+// ImageInfoSpecificLUKSWrapper wraps QCryptoBlockInfoLUKS.
+type ImageInfoSpecificLUKSWrapper struct {
+	Data QCryptoBlockInfoLUKS `qapi:"data"`
+}
 
 // ImageInfoSpecificQCow2Wrapper is QAPI's {"data": ...} wrapper of a
 // simple union branch.
@@ -197,6 +285,7 @@ type ImageInfoSpecificQCow2Wrapper struct {
 type ImageInfoSpecific struct {
 	Type  ImageInfoSpecificKind          `qapi:"type,discriminator"`
 	Qcow2 *ImageInfoSpecificQCow2Wrapper `qapi:",variant=qcow2"`
+	Luks  *ImageInfoSpecificLUKSWrapper  `qapi:",variant=luks"`
 }
 
 // ImageInfo describes the image a node presents.
@@ -285,4 +374,21 @@ type XDbgBlockGraphEdge struct {
 type XDbgBlockGraph struct {
 	Nodes []XDbgBlockGraphNode `qapi:"nodes"`
 	Edges []XDbgBlockGraphEdge `qapi:"edges"`
+}
+
+// StrOrNull is a string, or null for "none" (x-blockdev-set-iothread's
+// iothread).
+type StrOrNull struct {
+	S *string
+	N *Null
+}
+
+// Alternate marks StrOrNull as an alternate type.
+func (StrOrNull) Alternate() {}
+
+// XBlockdevSetIothreadArgs is x-blockdev-set-iothread's argument.
+type XBlockdevSetIothreadArgs struct {
+	NodeName string    `qapi:"node-name"`
+	Iothread StrOrNull `qapi:"iothread"`
+	Force    *bool     `qapi:"force,optional"`
 }

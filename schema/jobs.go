@@ -246,3 +246,33 @@ type BlockdevBackupArgs struct {
 	BackupCommon `qapi:",base"`
 	Target       string `qapi:"target"`
 }
+
+// DriveMirrorArgs are drive-mirror's arguments: blockdev-mirror's, with
+// the target an image file that the command creates (or opens).
+type DriveMirrorArgs struct {
+	JobID         *string          `qapi:"job-id,optional"`
+	Device        string           `qapi:"device"`
+	Target        string           `qapi:"target"`
+	Format        *string          `qapi:"format,optional"`
+	NodeName      *string          `qapi:"node-name,optional"`
+	Replaces      *string          `qapi:"replaces,optional"`
+	Sync          MirrorSyncMode   `qapi:"sync"`
+	Mode          *NewImageMode    `qapi:"mode,optional"`
+	Speed         *int64           `qapi:"speed,optional"`
+	Granularity   *uint32          `qapi:"granularity,optional"`
+	BufSize       *int64           `qapi:"buf-size,optional"`
+	OnSourceError *BlockdevOnError `qapi:"on-source-error,optional"`
+	OnTargetError *BlockdevOnError `qapi:"on-target-error,optional"`
+	Unmap         *bool            `qapi:"unmap,optional"`
+	CopyMode      *MirrorCopyMode  `qapi:"copy-mode,optional"`
+	AutoFinalize  *bool            `qapi:"auto-finalize,optional"`
+	AutoDismiss   *bool            `qapi:"auto-dismiss,optional"`
+}
+
+// DriveBackupArgs are drive-backup's arguments.
+type DriveBackupArgs struct {
+	BackupCommon `qapi:",base"`
+	Target       string        `qapi:"target"`
+	Format       *string       `qapi:"format,optional"`
+	Mode         *NewImageMode `qapi:"mode,optional"`
+}

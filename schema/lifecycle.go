@@ -32,6 +32,7 @@ type BlockdevCreateOptions struct {
 	Driver BlockdevDriver `qapi:"driver,discriminator"`
 
 	File  *BlockdevCreateOptionsFile  `qapi:",variant=file"`
+	Luks  *BlockdevCreateOptionsLUKS  `qapi:",variant=luks"`
 	Qcow2 *BlockdevCreateOptionsQcow2 `qapi:",variant=qcow2"`
 }
 
@@ -42,6 +43,20 @@ type BlockdevCreateOptionsFile struct {
 	Preallocation  *PreallocMode `qapi:"preallocation,optional"`
 	Nocow          *bool         `qapi:"nocow,optional"`
 	ExtentSizeHint *Size         `qapi:"extent-size-hint,optional"`
+}
+
+// BlockdevCreateOptionsLUKS creates a LUKS image on an open node.
+type BlockdevCreateOptionsLUKS struct {
+	KeySecret     *string                 `qapi:"key-secret,optional"`
+	CipherAlg     *QCryptoCipherAlgorithm `qapi:"cipher-alg,optional"`
+	CipherMode    *QCryptoCipherMode      `qapi:"cipher-mode,optional"`
+	IvgenAlg      *QCryptoIVGenAlgorithm  `qapi:"ivgen-alg,optional"`
+	IvgenHashAlg  *QCryptoHashAlgorithm   `qapi:"ivgen-hash-alg,optional"`
+	HashAlg       *QCryptoHashAlgorithm   `qapi:"hash-alg,optional"`
+	IterTime      *int64                  `qapi:"iter-time,optional"`
+	File          BlockdevRef             `qapi:"file"`
+	Size          Size                    `qapi:"size"`
+	Preallocation *PreallocMode           `qapi:"preallocation,optional"`
 }
 
 // BlockdevCreateOptionsQcow2 creates a qcow2 image on an open node.

@@ -16,7 +16,7 @@ func (TransactionActionKind) EnumValues() []string {
 	return []string{"abort", "block-dirty-bitmap-add", "block-dirty-bitmap-remove",
 		"block-dirty-bitmap-clear", "block-dirty-bitmap-enable", "block-dirty-bitmap-disable",
 		"block-dirty-bitmap-merge", "blockdev-backup", "blockdev-snapshot",
-		"blockdev-snapshot-internal-sync", "blockdev-snapshot-sync"}
+		"blockdev-snapshot-internal-sync", "blockdev-snapshot-sync", "drive-backup"}
 }
 
 // TransactionAction is one action: {"type": kind, "data": {...}}.
@@ -34,6 +34,7 @@ type TransactionAction struct {
 	BlockdevSnapshot             *BlockdevSnapshotWrapper         `qapi:",variant=blockdev-snapshot"`
 	BlockdevSnapshotInternalSync *BlockdevSnapshotInternalWrapper `qapi:",variant=blockdev-snapshot-internal-sync"`
 	BlockdevSnapshotSync         *BlockdevSnapshotSyncWrapper     `qapi:",variant=blockdev-snapshot-sync"`
+	DriveBackup                  *DriveBackupWrapper              `qapi:",variant=drive-backup"`
 }
 
 // Data returns a pointer to the decoded data of the action's type (the
@@ -53,6 +54,9 @@ type AbortArgs struct{}
 
 // The wrappers hold an action's data, as QEMU's *Wrapper types do.
 type (
+	DriveBackupWrapper struct {
+		Data DriveBackupArgs `qapi:"data"`
+	}
 	AbortWrapper struct {
 		Data AbortArgs `qapi:"data"`
 	}

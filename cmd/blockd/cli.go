@@ -8,16 +8,19 @@ import (
 	"strconv"
 	"strings"
 
+	"blockd/chardev"
 	"blockd/metrics"
 )
 
-// chardev is a --chardev backend a monitor can use.
-type chardev struct {
-	id      string
-	backend string // "socket" or "stdio"
-	path    string
-	opt     string // the option that declared it and its text, for errors
-	spec    string
+// cliChardev is a --chardev backend a monitor can use.
+type cliChardev struct {
+	id          string
+	backend     string // the backend kind ("socket", "stdio", ...)
+	be          *chardev.Backend
+	monitorable bool // a listening unix socket or stdio
+	path        string
+	opt         string // the option that declared it and its text, for errors
+	spec        string
 }
 
 // blockdevArg is one --blockdev: JSON arguments, and whether they came
@@ -30,8 +33,8 @@ type blockdevArg struct {
 
 // config is the parsed command line.
 type config struct {
-	chardevs   []*chardev
-	monitors   []*chardev // each monitor's chardev
+	chardevs   []*cliChardev
+	monitors   []*cliChardev // each monitor's chardev
 	blockdevs  []blockdevArg
 	objects    []string // --object specs, created before the nodes
 	nbdServer  *optionArg
@@ -45,6 +48,7 @@ type config struct {
 	help       bool
 	version    bool
 	daemonize  bool
+	warnings   []string // printed at start, as the reference prints them
 }
 
 // cliError is an error about one option, printed as qemu-storage-daemon
@@ -143,7 +147,7 @@ func (cfg *config) apply(name, val string, monitorSpecs *[]string) error {
 		// Monitors may name chardevs defined later on the command line.
 		*monitorSpecs = append(*monitorSpecs, val)
 	case "socket":
-		c := &chardev{id: fmt.Sprintf("blockd-socket-%d", len(cfg.chardevs)), backend: "socket", path: val, opt: "socket", spec: val}
+		c := &cliChardev{id: fmt.Sprintf("blockd-socket-%d", len(cfg.chardevs)), backend: "socket", path: val, opt: "socket", spec: val}
 		cfg.chardevs = append(cfg.chardevs, c)
 		cfg.monitors = append(cfg.monitors, c)
 	case "blockdev":
@@ -181,46 +185,19 @@ func (cfg *config) apply(name, val string, monitorSpecs *[]string) error {
 }
 
 func (cfg *config) addChardev(spec string) error {
-	kv, err := parseKeyval(spec, "backend")
+	id, be, warning, err := chardev.ParseOption(spec)
 	if err != nil {
 		return &cliError{"chardev", spec, err.Error()}
 	}
-	c := &chardev{opt: "chardev", spec: spec}
-	for k, v := range kv {
-		s, _ := v.(string)
-		switch k {
-		case "backend", "id", "path", "server", "wait":
-		default:
-			return &cliError{"chardev", spec, fmt.Sprintf("Invalid parameter '%s'", k)}
-		}
-		switch k {
-		case "backend":
-			c.backend = s
-		case "id":
-			c.id = s
-		case "path":
-			c.path = s
-		case "server":
-			if on, ok := parseBool(s); !ok || !on {
-				return &cliError{"chardev", spec, "only server=on sockets are supported"}
-			}
-		case "wait":
-			if _, ok := parseBool(s); !ok {
-				return &cliError{"chardev", spec, fmt.Sprintf("Parameter 'wait' expects 'on' or 'off'")}
-			}
-		}
+	if warning != "" {
+		cfg.warnings = append(cfg.warnings, (&cliError{"chardev", spec, warning}).Error())
 	}
-	if c.id == "" {
-		return &cliError{"chardev", spec, "Parameter 'id' is missing"}
-	}
-	switch c.backend {
-	case "socket":
-		if c.path == "" {
-			return &cliError{"chardev", spec, "chardev: socket: no path given (only unix sockets are supported)"}
+	c := &cliChardev{id: id, backend: string(be.Type), be: be, opt: "chardev", spec: spec}
+	if path, stdio, ok := chardev.MonitorSocket(be); ok {
+		c.path, c.monitorable = path, true
+		if stdio {
+			c.backend = "stdio"
 		}
-	case "stdio":
-	default:
-		return &cliError{"chardev", spec, fmt.Sprintf("'%s' is not a valid char driver name", c.backend)}
 	}
 	for _, o := range cfg.chardevs {
 		if o.id == c.id {
@@ -259,6 +236,9 @@ func (cfg *config) addMonitor(spec string) error {
 	}
 	for _, c := range cfg.chardevs {
 		if c.id == id {
+			if !c.monitorable && c.opt == "chardev" {
+				return &cliError{"monitor", spec, fmt.Sprintf("chardev \"%s\" is a '%s' chardev: blockd serves monitors on listening unix sockets (server=on) and stdio", id, c.backend)}
+			}
 			cfg.monitors = append(cfg.monitors, c)
 			return nil
 		}
@@ -327,6 +307,10 @@ blockd storage daemon (qemu-storage-daemon compatible)
   --chardev socket,id=<id>,path=<path>,server=on[,wait=off]
   --chardev stdio,id=<id>
                          configure a character device for a monitor
+  --chardev <backend>,id=<id>[,...]
+                         other character devices (null, ringbuf, memory,
+                         file, pipe, socket, pty, udp, serial, parallel,
+                         mux), as chardev-add opens them
 
   --monitor [chardev=]name[,mode=control]
                          configure a QMP monitor

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 
 	"blockd/blockcore"
 	"blockd/blockio"
+	"blockd/chardev"
 	"blockd/events"
 	"blockd/exports"
 	"blockd/exports/fuse"
@@ -38,6 +40,7 @@ type daemon struct {
 	graph *blockcore.Graph
 	jobs  *jobs.Manager
 	objs  *objects.Registry
+	chrs  *chardev.Registry
 	exps  *exports.Registry
 	qmp   *qmp.Server
 	rpc   *jsonrpc.Server
@@ -58,9 +61,12 @@ func newDaemon(cfg *config, log *zap.Logger) *daemon {
 	d.owner.OnPanic(d.graph.RecoverFromPanic)
 	d.jobs = jobs.NewManager(d.graph, d.owner, d.bus, log)
 	d.objs = objects.NewRegistry(log)
-	d.graph.SetObjects(d.objs)
+	d.chrs = chardev.NewRegistry(log, d.objs)
+	d.chrs.SetDaemonize(cfg.daemonize)
+	d.chrs.SetQuit(d.quit)
 	d.exps = exports.New(d.graph, d.owner, d.bus, log)
 	d.exps.TLS = d.objs
+	d.graph.SetObjects(d.objs)
 	d.exps.Fuse = mountFuse
 	d.registerCommands()
 	var qmpD, rpcD qmp.Dispatcher = d.owner, d.owner
@@ -99,6 +105,8 @@ func (d *daemon) registerCommands() {
 	d.graph.RegisterCommands(d.reg)
 	d.jobs.RegisterCommands(d.reg)
 	d.objs.RegisterCommands(d.reg)
+	d.graph.RegisterIothreadCommand(d.reg, d.objs.IsIothread)
+	d.chrs.RegisterCommands(d.reg)
 	d.exps.RegisterCommands(d.reg)
 	d.reg.AddIntrospection()
 }
@@ -145,9 +153,9 @@ func (d *daemon) start() error {
 	}
 	monitors := d.cfg.monitors
 	if len(monitors) == 0 && len(eps) == 0 {
-		monitors = []*chardev{{id: "default", backend: "socket", path: defaultSocket()}}
+		monitors = []*cliChardev{{id: "default", backend: "socket", path: defaultSocket()}}
 	}
-	bind := func(c *chardev, what string, serve func(net.Listener) error) error {
+	bind := func(c *cliChardev, what string, serve func(net.Listener) error) error {
 		l, err := listenUnix(c)
 		if err != nil {
 			return err
@@ -157,7 +165,7 @@ func (d *daemon) start() error {
 		return nil
 	}
 	for _, path := range d.cfg.jsonrpc {
-		if err := bind(&chardev{path: path, opt: "jsonrpc", spec: path}, "JSON-RPC endpoint listening", d.rpc.Serve); err != nil {
+		if err := bind(&cliChardev{path: path, opt: "jsonrpc", spec: path}, "JSON-RPC endpoint listening", d.rpc.Serve); err != nil {
 			return err
 		}
 	}
@@ -171,10 +179,30 @@ func (d *daemon) start() error {
 	}
 	for _, c := range monitors {
 		if c.backend == "stdio" {
+			if c.opt == "chardev" {
+				if err := d.chrs.AddMonitorStdio(c.id); err != nil {
+					return err
+				}
+			}
 			continue
 		}
 		if err := bind(c, "QMP monitor listening", d.qmp.Serve); err != nil {
 			return err
+		}
+		if c.opt == "chardev" { // --socket is blockd's own, not a chardev
+			if err := d.chrs.AddMonitorSocket(c.id, c.path); err != nil {
+				return err
+			}
+		}
+	}
+	// Chardevs no monitor uses are opened all the same, as the
+	// reference does; they appear in query-chardev and can be removed.
+	for _, c := range d.cfg.chardevs {
+		if c.opt != "chardev" || slices.Contains(monitors, c) {
+			continue
+		}
+		if _, _, err := d.chrs.Add(c.id, c.be); err != nil {
+			return &cliError{c.opt, c.spec, schema.AsError(err).Desc}
 		}
 	}
 	for _, ep := range eps {
@@ -255,6 +283,7 @@ func (d *daemon) shutdown() {
 	d.owner.Stop()
 	d.qmp.Close()
 	d.rpc.Close()
+	d.chrs.CloseAll() // removes chardev sockets, closes files and ptys
 	if d.pidfile != nil {
 		_ = os.Remove(d.cfg.pidfile)
 		_ = d.pidfile.Close()
@@ -264,7 +293,7 @@ func (d *daemon) shutdown() {
 // listenUnix creates a 0600 socket; a stale socket file left by a dead
 // process is replaced, a live one is an error, and a directory at the
 // path is refused (as the reference does) rather than removed.
-func listenUnix(c *chardev) (net.Listener, error) {
+func listenUnix(c *cliChardev) (net.Listener, error) {
 	path := c.path
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.IsDir() {
@@ -279,45 +308,10 @@ func listenUnix(c *chardev) (net.Listener, error) {
 			return nil, fmt.Errorf("cannot replace stale socket %s: %w", path, err)
 		}
 	}
-	l, err := listenBacklog(path, listenBacklogLen)
+	l, err := chardev.ListenUnix(path, chardev.ListenBacklog)
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen on %s: %w", path, err)
 	}
-	return l, nil
-}
-
-// listenBacklogLen bounds the connections the kernel queues before
-// blockd accepts them. Go's default (somaxconn, 4096) lets a storm of
-// clients that connect and close at once put thousands of dead
-// connections ahead of a real client; the reference listens with a
-// backlog of 1. A client that finds the queue full waits in connect(2)
-// (blocking) or gets EAGAIN (non-blocking) and tries again.
-const listenBacklogLen = 32
-
-// listenBacklog is net.Listen("unix", path) with a chosen backlog and a
-// 0600 socket file, removed again when the listener closes.
-func listenBacklog(path string, backlog int) (net.Listener, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	old := unix.Umask(0o177)
-	err = unix.Bind(fd, &unix.SockaddrUnix{Name: path})
-	unix.Umask(old)
-	if err == nil {
-		err = unix.Listen(fd, backlog)
-	}
-	f := os.NewFile(uintptr(fd), path)
-	defer f.Close()
-	if err != nil {
-		return nil, err
-	}
-	l, err := net.FileListener(f)
-	if err != nil {
-		_ = os.Remove(path)
-		return nil, err
-	}
-	l.(*net.UnixListener).SetUnlinkOnClose(true)
 	return l, nil
 }
 
@@ -360,7 +354,7 @@ var _ io.ReadWriteCloser = stdio{}
 func (d *daemon) listenMetrics() (net.Listener, string, error) {
 	network, addr, _ := metrics.ParseAddress(d.cfg.metrics)
 	if network == "unix" {
-		l, err := listenUnix(&chardev{path: addr, opt: "metrics", spec: d.cfg.metrics})
+		l, err := listenUnix(&cliChardev{path: addr, opt: "metrics", spec: d.cfg.metrics})
 		return l, addr, err
 	}
 	l, err := net.Listen("tcp", addr)

@@ -17,6 +17,8 @@ import (
 	_ "blockd/drivers/blkverify"
 	_ "blockd/drivers/copyonread"
 	_ "blockd/drivers/file"
+	_ "blockd/drivers/luks"
+	_ "blockd/drivers/nbd"
 	_ "blockd/drivers/null"
 	_ "blockd/drivers/preallocate"
 	_ "blockd/drivers/qcow2"
@@ -47,6 +49,9 @@ func run(args []string) int {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "blockd: %s\n", err)
 		return 1
+	}
+	for _, w := range cfg.warnings {
+		fmt.Fprintf(os.Stderr, "blockd: %s\n", w)
 	}
 	if cfg.help {
 		fmt.Print(usage)

@@ -10,7 +10,10 @@ import (
 )
 
 func init() {
-	blockcore.RegisterDriver(&blockcore.Driver{Name: "file", Protocol: true, Open: openNode})
+	blockcore.RegisterDriver(&blockcore.Driver{Name: "file", Protocol: true, Open: openNode,
+		Create: func(filename string, size int64, _, _ string) error {
+			return Create(CreateOptions{Filename: filename, Size: size})
+		}})
 }
 
 // node adapts a File to the block graph.

@@ -12,13 +12,13 @@ import (
 
 func init() {
 	blockcore.RegisterDriver(&blockcore.Driver{Name: "qcow2", Format: true, SupportsBacking: true, Open: openNode,
-		CreateOverlay: createOverlay})
+		Create: createImage})
 }
 
-// createOverlay makes a qcow2 image file as bdrv_img_create does for an
-// external snapshot: the file created (or emptied) under the creation
-// locks, then the image written with the backing file in its header.
-func createOverlay(filename string, size int64, backing, backingFmt string) error {
+// createImage makes a qcow2 image file as bdrv_img_create does: the
+// file created (or emptied) under the creation locks, then the image
+// written, with the backing file in its header if there is one.
+func createImage(filename string, size int64, backing, backingFmt string) error {
 	f, err := file.CreateOpen(file.CreateOptions{Filename: filename})
 	if err != nil {
 		return err

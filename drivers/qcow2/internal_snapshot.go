@@ -14,17 +14,21 @@ import (
 // is set exactly on entries whose cluster has refcount 1, so the write
 // path's "in place only if COPIED" rule does the copying).
 //
-// Create: L1 copy written, COPIED flags of the active tables cleared and
-// made stable, refcounts incremented, then the new snapshot table written
-// and the header switched to it (one 12-byte write), then the old table
-// freed. Delete: new table without the snapshot written and switched to
-// first, then the snapshot's references dropped (made stable) and its L1
-// table freed, then the COPIED flags set where a refcount fell to 1.
-// Apply (revert): the snapshot's references raised, the active L1 table
-// overwritten, the old tree's references dropped, flags recomputed. A
-// crash between the steps leaves leaked clusters, or entries without
-// COPIED whose refcount is 1 (see clearCopied), never a flag on a shared
-// cluster; qemu-img check -r repairs them.
+// The writes of each operation come in groups separated by flushes;
+// docs/design.md ("Internal snapshots") shows why every state a power
+// loss can leave within a group is safe. Create: the L1 copy, the new
+// snapshot table, the raised refcounts and the cleared COPIED flags,
+// one flush, then the header names the new table (one 12-byte write,
+// flushed) and the old table is freed. Delete: new table, flush, header,
+// flush; then the snapshot's references drop and COPIED is set where a
+// refcount fell to 1, flushed. Apply: the snapshot's tree gains a
+// reference and loses its flags, flush, the active L1 table is
+// overwritten, flush, the old tree's references drop and the flags are
+// recomputed, flush. Within a group the writes go back to back
+// (writeGroup), so a killed process leaves check-visible disagreement
+// between a refcount and a COPIED flag only if it dies between the first
+// and the last write of a group; a crash otherwise leaves at most leaked
+// clusters.
 
 // SnapshotInfo describes an internal snapshot.
 type SnapshotInfo struct {
@@ -135,7 +139,9 @@ func (img *Image) CreateSnapshot(name string, dateSec, dateNsec uint32, vmClockN
 	binary.BigEndian.PutUint64(extra[16:], icount)
 	sn := snapshot{l1Size: int64(len(img.l1)), id: strconv.Itoa(maxID + 1), name: name,
 		dateSec: dateSec, dateNsec: dateNsec, vmClockNsec: vmClockNsec, extra: extra}
-	if err := img.flushCaches(); err != nil {
+	// Barrier: what earlier writes left in the caches is stable, so that
+	// the caches hold only this snapshot's changes below.
+	if err := img.flushAll(); err != nil {
 		return SnapshotInfo{}, err
 	}
 	if sn.l1Size > 0 {
@@ -157,22 +163,25 @@ func (img *Image) CreateSnapshot(name string, dateSec, dateNsec uint32, vmClockN
 		}
 		img.meta.addRange(metaInactiveL1, sn.l1Offset, sn.l1Offset+n<<g.clusterBits)
 	}
-	// Every reachable cluster is about to be shared: the flags go first.
-	if err := img.clearCopied(); err != nil {
-		return SnapshotInfo{}, err
-	}
-	if err := img.addTreeRefs(img.l1, 1); err != nil {
-		return SnapshotInfo{}, err
-	}
-	if err := img.fixCopied(); err != nil {
-		return SnapshotInfo{}, err
-	}
-	// Refcounts and flags are stable before the table points at the copy.
-	if err := img.flushAll(); err != nil {
-		return SnapshotInfo{}, err
-	}
 	snaps := append(append([]snapshot(nil), img.snaps...), sn)
-	if err := img.writeSnapshotTable(snaps); err != nil {
+	tbl, err := img.newSnapshotTable(snaps)
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	// Every reachable cluster gains a reference and loses its COPIED
+	// flag. Until the header names the new table nothing but the active
+	// tree references these clusters, so any mix of old and new
+	// refcounts and flags is safe: the writes go back to back, flags
+	// first (a kill in between shows as entries without COPIED), and one
+	// flush makes them, the L1 copy and the table stable together.
+	l1Changed, err := img.treeRefs(img.l1, 1, true)
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	if err := img.writeGroup(false, l1Changed); err != nil {
+		return SnapshotInfo{}, err
+	}
+	if err := img.switchSnapshotTable(snaps, tbl); err != nil {
 		return SnapshotInfo{}, err
 	}
 	return sn.info(), nil
@@ -197,11 +206,20 @@ func (img *Image) DeleteSnapshot(id, name string) (SnapshotInfo, error) {
 		return SnapshotInfo{}, err
 	}
 	sn := img.snaps[i]
-	if err := img.flushCaches(); err != nil {
+	if err := img.flushAll(); err != nil {
 		return SnapshotInfo{}, err
 	}
 	snaps := append(append([]snapshot(nil), img.snaps[:i]...), img.snaps[i+1:]...)
-	if err := img.writeSnapshotTable(snaps); err != nil {
+	tbl, err := img.newSnapshotTable(snaps)
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	if err := img.metadataBarrier(); err != nil {
+		return SnapshotInfo{}, err
+	}
+	// switchSnapshotTable flushes the header: from here on the snapshot's
+	// tree is unreachable, so its references may drop in any order.
+	if err := img.switchSnapshotTable(snaps, tbl); err != nil {
 		return SnapshotInfo{}, err
 	}
 	g := &img.g
@@ -210,7 +228,7 @@ func (img *Image) DeleteSnapshot(id, name string) (SnapshotInfo, error) {
 		if err != nil {
 			return SnapshotInfo{}, err
 		}
-		if err := img.addTreeRefs(l1, -1); err != nil {
+		if _, err := img.treeRefs(l1, -1, false); err != nil {
 			return SnapshotInfo{}, err
 		}
 		img.removeInactiveL1(sn.l1Offset)
@@ -218,13 +236,16 @@ func (img *Image) DeleteSnapshot(id, name string) (SnapshotInfo, error) {
 			return SnapshotInfo{}, err
 		}
 	}
-	if err := img.refcountsBeforeFlags(); err != nil {
+	// COPIED where a refcount fell to 1. The in-memory refcounts count
+	// every remaining reference, so a flag set before its refcount is
+	// written marks a cluster that nothing else references (only a leak
+	// until the refcount lands): refcounts go first only so that a kill
+	// in between shows as entries without COPIED.
+	l1Changed, err := img.treeRefs(img.l1, 0, true)
+	if err != nil {
 		return SnapshotInfo{}, err
 	}
-	if err := img.fixCopied(); err != nil {
-		return SnapshotInfo{}, err
-	}
-	return sn.info(), img.flushAll()
+	return sn.info(), img.writeGroup(true, l1Changed)
 }
 
 func (img *Image) removeInactiveL1(off int64) {
@@ -237,11 +258,14 @@ func (img *Image) removeInactiveL1(off int64) {
 	img.meta.ranges = out
 }
 
-// addTreeRefs adds delta to the refcount of every L2 table l1 references
-// and of every cluster those tables reference (qcow2_update_snapshot_
-// refcount without the flag update). An L2 table that loses its last
-// reference leaves the cache and the overlap set.
-func (img *Image) addTreeRefs(l1 []uint64, delta int64) error {
+// treeRefs adds delta (-1, 0 or +1) to the refcount of every L2 table l1
+// references and of every cluster those tables reference
+// (qcow2_update_snapshot_refcount). With flags, the COPIED flag of each
+// entry of those L2 tables and of l1 itself becomes "refcount is 1" (in
+// the cache and in l1; the caller writes them); l1Changed says whether l1
+// changed. An L2 table that loses its last reference leaves the cache and
+// the overlap set.
+func (img *Image) treeRefs(l1 []uint64, delta int64, flags bool) (l1Changed bool, err error) {
 	g := &img.g
 	for l1i, e := range l1 {
 		l2 := int64(e & l1eOffsetMask)
@@ -249,134 +273,101 @@ func (img *Image) addTreeRefs(l1 []uint64, delta int64) error {
 			continue
 		}
 		if g.inCluster(l2) != 0 {
-			return img.corruptf(true, -1, -1, "L2 table offset %#x unaligned (L1 index: %#x)", l2, l1i)
+			return l1Changed, img.corruptf(true, -1, -1, "L2 table offset %#x unaligned (L1 index: %#x)", l2, l1i)
 		}
 		for s := int64(0); s < g.clusterSize/img.sliceBytes; s++ {
 			slot, buf, err := img.l2Get(img.l2Key(l2, s))
 			if err != nil {
-				return err
+				return l1Changed, err
 			}
 			img.l2c.pin(slot)
-			err = img.sliceRefs(buf, delta)
-			img.l2c.unpin(slot)
-			if err != nil {
-				return err
-			}
-		}
-		nv, err := img.addRefcount(l2>>g.clusterBits, delta)
-		if err != nil {
-			return err
-		}
-		if nv == 0 {
-			img.dropL2Slices(l2)
-			delete(img.meta.clusters, l2>>g.clusterBits)
-		}
-	}
-	return nil
-}
-
-func (img *Image) sliceRefs(buf []byte, delta int64) error {
-	g := &img.g
-	for idx := int64(0); idx < img.sliceEntries; idx++ {
-		e, _ := img.entryAt(buf, idx)
-		switch {
-		case e&oflagCompressed != 0:
-			off, size := g.compressedRange(e)
-			for c := off >> g.clusterBits; c <= (off+size-1)>>g.clusterBits; c++ {
-				if _, err := img.addRefcount(c, delta); err != nil {
-					return err
-				}
-			}
-		case e&l2eOffsetMask != 0:
-			if _, err := img.addRefcount(int64(e&l2eOffsetMask)>>g.clusterBits, delta); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// fixCopied sets the COPIED flag of the active L1 entries and of the
-// entries of every L2 table they reach exactly where the cluster's
-// refcount is 1 (qcow2_update_snapshot_refcount with addend 0).
-func (img *Image) fixCopied() error {
-	g := &img.g
-	l1Changed := false
-	for l1i, e := range img.l1 {
-		l2 := int64(e & l1eOffsetMask)
-		if l2 == 0 {
-			continue
-		}
-		for s := int64(0); s < g.clusterSize/img.sliceBytes; s++ {
-			slot, buf, err := img.l2Get(img.l2Key(l2, s))
-			if err != nil {
-				return err
-			}
-			img.l2c.pin(slot)
-			changed, err := img.fixSliceCopied(buf)
+			changed, err := img.sliceRefs(buf, delta, flags)
 			if changed {
 				img.l2c.markDirty(slot)
 			}
 			img.l2c.unpin(slot)
 			if err != nil {
-				return err
+				return l1Changed, err
 			}
 		}
-		rc, err := img.refcount(l2 >> g.clusterBits)
+		rc, err := img.changeRefcount(l2>>g.clusterBits, delta)
 		if err != nil {
-			return err
+			return l1Changed, err
 		}
-		ne := e &^ oflagCopied
-		if rc == 1 {
-			ne |= oflagCopied
+		if rc == 0 && delta < 0 {
+			img.dropL2Slices(l2)
+			delete(img.meta.clusters, l2>>g.clusterBits)
 		}
-		if ne != e {
-			img.l1[l1i] = ne
-			l1Changed = true
+		if flags {
+			ne := e &^ oflagCopied
+			if rc == 1 {
+				ne |= oflagCopied
+			}
+			if ne != e {
+				l1[l1i] = ne
+				l1Changed = true
+			}
 		}
 	}
-	if !l1Changed {
-		return nil
-	}
-	// L2 flag changes and refcounts first, then the L1 table.
-	if err := img.flushCaches(); err != nil {
-		return err
-	}
-	buf := make([]byte, len(img.l1)*8)
-	for i, e := range img.l1 {
-		binary.BigEndian.PutUint64(buf[i*8:], e)
-	}
-	return img.file.WriteAt(buf, int64(img.hdr.l1TableOffset), 0)
+	return l1Changed, nil
 }
 
-func (img *Image) fixSliceCopied(buf []byte) (bool, error) {
+// changeRefcount adds delta to a cluster's refcount and returns the new
+// value (the current one for delta 0).
+func (img *Image) changeRefcount(c, delta int64) (uint64, error) {
+	if delta == 0 {
+		return img.refcount(c)
+	}
+	return img.addRefcount(c, delta)
+}
+
+func (img *Image) sliceRefs(buf []byte, delta int64, flags bool) (changed bool, err error) {
 	g := &img.g
-	changed := false
 	for idx := int64(0); idx < img.sliceEntries; idx++ {
 		e, bm := img.entryAt(buf, idx)
-		if e&oflagCompressed != 0 || e&l2eOffsetMask == 0 {
-			continue
-		}
-		rc, err := img.refcount(int64(e&l2eOffsetMask) >> g.clusterBits)
-		if err != nil {
-			return changed, err
-		}
-		ne := e &^ oflagCopied
-		if rc == 1 {
-			ne |= oflagCopied
-		}
-		if ne != e {
-			img.setEntry(buf, idx, ne, bm)
-			changed = true
+		switch {
+		case e&oflagCompressed != 0:
+			if delta == 0 {
+				continue
+			}
+			off, size := g.compressedRange(e)
+			for c := off >> g.clusterBits; c <= (off+size-1)>>g.clusterBits; c++ {
+				if _, err := img.addRefcount(c, delta); err != nil {
+					return changed, err
+				}
+			}
+		case e&l2eOffsetMask != 0:
+			rc, err := img.changeRefcount(int64(e&l2eOffsetMask)>>g.clusterBits, delta)
+			if err != nil {
+				return changed, err
+			}
+			if !flags {
+				continue
+			}
+			ne := e &^ oflagCopied
+			if rc == 1 {
+				ne |= oflagCopied
+			}
+			if ne != e {
+				img.setEntry(buf, idx, ne, bm)
+				changed = true
+			}
 		}
 	}
 	return changed, nil
 }
 
-// writeSnapshotTable writes snaps as a new table in fresh clusters, makes
-// the header point at it (count and offset in one write), then frees the
-// old table (qcow2_write_snapshots).
-func (img *Image) writeSnapshotTable(snaps []snapshot) error {
+// snapTable is a snapshot table written to fresh clusters and not yet
+// named by the header.
+type snapTable struct {
+	off  int64
+	size int64
+}
+
+// newSnapshotTable writes snaps as a new table in fresh clusters
+// (qcow2_write_snapshots up to the header update). Its refcounts are in
+// the cache: the caller makes them stable before switchSnapshotTable.
+func (img *Image) newSnapshotTable(snaps []snapshot) (snapTable, error) {
 	g := &img.g
 	var buf []byte
 	for _, s := range snaps {
@@ -400,39 +391,42 @@ func (img *Image) writeSnapshotTable(snaps []snapshot) error {
 		}
 	}
 	if int64(len(buf)) > maxSnapshotsBytes {
-		return fmt.Errorf("qcow2: snapshot table too large")
+		return snapTable{}, fmt.Errorf("qcow2: snapshot table too large")
 	}
-	var off int64
-	if len(buf) > 0 {
-		n := g.clustersFor(int64(len(buf)))
-		c, err := img.allocRun(n)
-		if err != nil {
-			return err
-		}
-		off = c << g.clusterBits
-		if k := img.meta.check(g, off, int64(len(buf)), metaNone); k != metaNone {
-			return img.corruptf(true, off, int64(len(buf)), "%s", overlapMessage(k))
-		}
-		if err := img.file.WriteAt(buf, off, 0); err != nil {
-			return err
-		}
+	t := snapTable{size: int64(len(buf))}
+	if len(buf) == 0 {
+		return t, nil
 	}
-	if err := img.metadataBarrier(); err != nil {
-		return err
+	c, err := img.allocRun(g.clustersFor(t.size))
+	if err != nil {
+		return snapTable{}, err
 	}
+	t.off = c << g.clusterBits
+	if k := img.meta.check(g, t.off, t.size, metaNone); k != metaNone {
+		return snapTable{}, img.corruptf(true, t.off, t.size, "%s", overlapMessage(k))
+	}
+	return t, img.file.WriteAt(buf, t.off, 0)
+}
+
+// switchSnapshotTable makes the header name t (count and offset in one
+// write), flushes, then frees the old table. The caller has made t and
+// everything it references stable.
+func (img *Image) switchSnapshotTable(snaps []snapshot, t snapTable) error {
+	g := &img.g
 	var hb [12]byte
 	binary.BigEndian.PutUint32(hb[0:], uint32(len(snaps)))
-	binary.BigEndian.PutUint64(hb[4:], uint64(off))
+	binary.BigEndian.PutUint64(hb[4:], uint64(t.off))
 	if err := img.file.WriteAt(hb[:], 60, 0); err != nil {
 		return err
 	}
+	// The old table's clusters are freed only once no header names them.
 	if err := img.file.Flush(); err != nil {
 		return err
 	}
 	oldOff, oldLen := int64(img.hdr.snapshotsOffset), img.snapTableBytes()
-	img.hdr.nbSnapshots, img.hdr.snapshotsOffset = uint32(len(snaps)), uint64(off)
+	img.hdr.nbSnapshots, img.hdr.snapshotsOffset = uint32(len(snaps)), uint64(t.off)
 	img.snaps = snaps
-	img.meta.setRange(metaSnapTable, off, off+roundUp(int64(len(buf)), g.clusterSize))
+	img.meta.setRange(metaSnapTable, t.off, t.off+roundUp(t.size, g.clusterSize))
 	if oldOff != 0 && oldLen > 0 {
 		return img.freeClusters(oldOff>>g.clusterBits, g.clustersFor(oldLen), false)
 	}
@@ -453,11 +447,12 @@ func (img *Image) snapTableBytes() int64 {
 // ApplySnapshot reverts the active layer to the snapshot whose id, or
 // else name, is idOrName (qcow2_snapshot_goto, for qemu-img snapshot -a).
 // The image first takes the snapshot's size; then the snapshot's tree
-// gains a reference, made stable before the active L1 table is
-// overwritten with the snapshot's (written through), and only then does
-// the old tree lose its reference; COPIED flags are recomputed last. A
-// crash therefore leaves at most leaked clusters or COPIED flags that
-// disagree with a refcount, as QEMU's algorithm does.
+// gains a reference and loses every COPIED flag (a QEMU-written table
+// may carry flags from when it was unshared), made stable before the
+// active L1 table is overwritten with the snapshot's (flags cleared,
+// made stable), and only then does the old tree lose its reference and
+// the flags follow the refcounts. Every state a crash can leave holds at
+// most leaked clusters.
 func (img *Image) ApplySnapshot(idOrName string) (SnapshotInfo, error) {
 	img.mu.Lock()
 	i := img.findSnapshot(idOrName, "")
@@ -501,39 +496,35 @@ func (img *Image) ApplySnapshot(idOrName string) (SnapshotInfo, error) {
 	if err != nil {
 		return SnapshotInfo{}, err
 	}
-	// The snapshot's copy of L1 keeps the flags of the moment it was
-	// taken; none may claim a cluster unshared before fixCopied decides.
+	if err := img.flushAll(); err != nil {
+		return SnapshotInfo{}, err
+	}
+	// The snapshot's tree: one more reference, no COPIED flag (its
+	// refcounts are now at least 2). Nothing active reads these flags yet
+	// and the raised refcounts are leaks until the L1 table switches, so
+	// the writes may land in any order; they are stable before it.
+	if _, err := img.treeRefs(snL1, 1, true); err != nil {
+		return SnapshotInfo{}, err
+	}
+	if err := img.writeGroup(true, false); err != nil {
+		return SnapshotInfo{}, err
+	}
 	newL1 := make([]uint64, len(img.l1))
 	for j, e := range snL1 {
 		newL1[j] = e &^ oflagCopied
 	}
-	if err := img.flushCaches(); err != nil {
+	old := img.l1
+	img.l1 = newL1
+	if err := img.writeL1Table(); err != nil {
+		img.l1 = old
 		return SnapshotInfo{}, err
 	}
-	if err := img.addTreeRefs(snL1, 1); err != nil {
-		return SnapshotInfo{}, err
-	}
-	// The new references are stable before the L1 table uses them.
-	if err := img.flushAll(); err != nil {
+	// The switch is stable before the old tree's references drop.
+	if err := img.file.Flush(); err != nil {
+		img.l1 = old
 		return SnapshotInfo{}, err
 	}
 	g := &img.g
-	buf := make([]byte, len(newL1)*8)
-	for j, e := range newL1 {
-		binary.BigEndian.PutUint64(buf[j*8:], e)
-	}
-	l1Off := int64(img.hdr.l1TableOffset)
-	if k := img.meta.check(g, l1Off, int64(len(buf)), metaL1); k != metaNone {
-		return SnapshotInfo{}, img.corruptf(true, l1Off, int64(len(buf)), "%s", overlapMessage(k))
-	}
-	if err := img.file.WriteAt(buf, l1Off, 0); err != nil {
-		return SnapshotInfo{}, err
-	}
-	if err := img.file.Flush(); err != nil {
-		return SnapshotInfo{}, err
-	}
-	old := img.l1
-	img.l1 = newL1
 	// The active L2 tables are now the snapshot's.
 	for c, k := range img.meta.clusters {
 		if k == metaL2 {
@@ -545,74 +536,14 @@ func (img *Image) ApplySnapshot(idOrName string) (SnapshotInfo, error) {
 			img.meta.clusters[l2>>g.clusterBits] = metaL2
 		}
 	}
-	if err := img.addTreeRefs(old, -1); err != nil {
+	if _, err := img.treeRefs(old, -1, false); err != nil {
 		return SnapshotInfo{}, err
 	}
-	if err := img.refcountsBeforeFlags(); err != nil {
+	// The old tree is unreachable: its refcounts and the flags they allow
+	// go back to back (see DeleteSnapshot).
+	l1Changed, err := img.treeRefs(img.l1, 0, true)
+	if err != nil {
 		return SnapshotInfo{}, err
 	}
-	if err := img.fixCopied(); err != nil {
-		return SnapshotInfo{}, err
-	}
-	return sn.info(), img.flushAll()
-}
-
-// The COPIED flag says a cluster is not shared, so a write may change it
-// in place. Whenever refcounts and flags change together, the order of
-// the writes keeps every intermediate state on the safe side: a flag is
-// cleared before a refcount rises (clearCopied) and set only after a
-// refcount has fallen (refcountsBeforeFlags). A kill in between leaves
-// at worst an entry without COPIED whose refcount is 1 (a needless
-// copy-on-write, reported by qemu-img check as an OFLAG_COPIED error and
-// repaired by -r all), never a flag on a shared cluster.
-
-// clearCopied clears the COPIED flag on every active L1 and L2 entry and
-// makes the tables stable.
-func (img *Image) clearCopied() error {
-	g := &img.g
-	for l1i, e := range img.l1 {
-		l2 := int64(e & l1eOffsetMask)
-		if l2 == 0 {
-			continue
-		}
-		for s := int64(0); s < g.clusterSize/img.sliceBytes; s++ {
-			slot, buf, err := img.l2Get(img.l2Key(l2, s))
-			if err != nil {
-				return err
-			}
-			changed := false
-			for idx := int64(0); idx < img.sliceEntries; idx++ {
-				if e, bm := img.entryAt(buf, idx); e&oflagCopied != 0 {
-					img.setEntry(buf, idx, e&^oflagCopied, bm)
-					changed = true
-				}
-			}
-			if changed {
-				img.l2c.markDirty(slot)
-			}
-		}
-		img.l1[l1i] = e &^ oflagCopied
-	}
-	if err := img.flushCaches(); err != nil {
-		return err
-	}
-	buf := make([]byte, len(img.l1)*8)
-	for i, e := range img.l1 {
-		binary.BigEndian.PutUint64(buf[i*8:], e)
-	}
-	if err := img.file.WriteAt(buf, int64(img.hdr.l1TableOffset), 0); err != nil {
-		return err
-	}
-	return img.file.Flush()
-}
-
-// refcountsBeforeFlags makes lowered refcounts stable before fixCopied
-// sets flags from them. The references they drop are already unreachable
-// (an old L1 table or a snapshot no longer in the table), so nothing
-// depends on an L2 write going first.
-func (img *Image) refcountsBeforeFlags() error {
-	if err := img.writeRefcounts(); err != nil {
-		return err
-	}
-	return img.file.Flush()
+	return sn.info(), img.writeGroup(true, l1Changed)
 }

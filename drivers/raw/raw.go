@@ -6,11 +6,17 @@ package raw
 import (
 	"blockd/blockcore"
 	"blockd/blockio"
+	"blockd/drivers/file"
 	"blockd/schema"
 )
 
 func init() {
-	blockcore.RegisterDriver(&blockcore.Driver{Name: "raw", Filter: true, Open: open})
+	blockcore.RegisterDriver(&blockcore.Driver{Name: "raw", Filter: true, Open: open, Create: createImage})
+}
+
+// createImage makes a raw image: a file of the given size, sparse.
+func createImage(filename string, size int64, _, _ string) error {
+	return file.Create(file.CreateOptions{Filename: filename, Size: size})
 }
 
 // node is one open raw node. Offset and size change only in a reopen

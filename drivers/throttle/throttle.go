@@ -28,8 +28,8 @@ type node struct {
 	group           string
 	member          *throttle.Member
 	release         func()
-	objects         any // the registry the group came from, for reopen
-	drained         int // drained sections in progress (owner goroutine)
+	objects         blockcore.ObjectStore // the registry the group came from, for reopen
+	drained         int                   // drained sections in progress (owner goroutine)
 }
 
 func open(oc *blockcore.OpenContext) (blockcore.Impl, error) {

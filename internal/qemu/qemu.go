@@ -1,6 +1,7 @@
 // Package qemu owns the reference's small text conventions that several
 // blockd packages share: sizes with suffixes (qemu_strtosz) and the
-// well-formed identifiers of nodes, jobs and objects (id_wellformed).
+// well-formed identifiers of nodes, jobs and objects (id_wellformed),
+// and base64 as qbase64_decode checks it (secrets, ringbuf-write).
 // One copy, so that the command line, QMP and the tools agree.
 package qemu
 

@@ -90,3 +90,86 @@ def scn_backup_full(t):
     t.stop()
     t.compare("backup holds the data", "dst.qcow2", "expect.raw")
     t.check("backup consistent", "dst.qcow2")
+
+
+def scn_drive_mirror_top_new_image(t):
+    _chain(t)
+    t.start()
+    _add(t, "top", "top.qcow2")
+    t.q("nbd-server-start", {"addr": {"type": "unix", "data": {"path": t.path("nbd.sock")}}})
+    t.q("block-export-add", {"type": "nbd", "id": "e", "node-name": "top", "writable": True})
+    t.q("drive-mirror", {"job-id": "m", "device": "top", "target": t.path("new.qcow2"), "sync": "top",
+                         "node-name": "new"})
+    t.ev("BLOCK_JOB_READY", keys=("device", "type", "len", "offset"))
+    t.q("block-job-complete", {"device": "m"})
+    t.job_states("m")
+    t.q("query-block-exports")
+    t.graph("graph after")
+    t.stop()
+    t.compare("new image holds the data", "new.qcow2", "expect.raw")
+    t.check("new image consistent", "new.qcow2")
+    t.backing_of("new image backed by mid", "new.qcow2")
+
+
+def scn_drive_mirror_refusals(t):
+    _chain(t)
+    t.start()
+    _add(t, "top", "top.qcow2")
+    t.q("drive-mirror", {"device": "top", "target": t.path("x.qcow2"), "sync": "full", "replaces": "top"})
+    t.q("drive-mirror", {"device": "top", "target": t.path("x.qcow2"), "sync": "full", "format": "vmdk9"})
+    t.q("drive-mirror", {"device": "top", "target": t.path("none.qcow2"), "sync": "full", "mode": "existing"})
+    t.q("drive-mirror", {"device": "top", "target": t.path("top.qcow2"), "sync": "full", "mode": "existing"})
+    t.q("drive-mirror", {"device": "top", "target": t.path("nodir/x.qcow2"), "sync": "full"})
+    t.q("drive-mirror", {"device": "top", "target": t.path("x.qcow2"), "sync": "full", "node-name": "top"})
+    t.nodes("nodes after")
+    t.stop()
+
+
+def scn_drive_backup_none_fleecing(t):
+    _chain(t)
+    t.start()
+    _add(t, "top", "top.qcow2")
+    t.q("drive-backup", {"job-id": "b", "device": "top", "target": t.path("fleece.qcow2"), "sync": "none"})
+    t.nodes("nodes during")
+    t.graph("graph during")
+    t.q("block-job-cancel", {"device": "b"})
+    t.job_states("b")
+    t.nodes("nodes after")
+    t.stop()
+    t.backing_of("fleece backed by top", "fleece.qcow2")
+    t.check("fleece consistent", "fleece.qcow2")
+
+
+def scn_drive_backup_top(t):
+    _chain(t)
+    t.start()
+    _add(t, "top", "top.qcow2")
+    t.q("drive-backup", {"job-id": "b", "device": "top", "target": t.path("b.qcow2"), "sync": "top"})
+    t.job_states("b")
+    t.nodes("nodes after")
+    t.stop()
+    t.compare("backup reads as the source", "b.qcow2", "expect.raw")
+    t.check("backup consistent", "b.qcow2")
+    t.backing_of("backup backed by mid", "b.qcow2")
+
+
+def scn_fleecing_blockdev_add(t):
+    t.img("src.qcow2", size="8M", writes=["write -P 0x11 0 8M"])
+    t.sh("reference image", ["qemu-img", "convert", "-O", "raw", t.path("src.qcow2"), t.path("expect.raw")])
+    t.img("tgt.qcow2", size="8M")
+    t.start()
+    _add(t, "src", "src.qcow2")
+    _add(t, "tgt", "tgt.qcow2")
+    t.q("blockdev-add", {"driver": "copy-before-write", "node-name": "cbw", "file": "src", "target": "tgt"})
+    t.q("blockdev-add", {"driver": "snapshot-access", "node-name": "acc", "file": "cbw"})
+    t.q("nbd-server-start", {"addr": {"type": "unix", "data": {"path": t.path("nbd.sock")}}})
+    t.q("block-export-add", {"type": "nbd", "id": "guest", "node-name": "cbw", "writable": True})
+    t.q("block-export-add", {"type": "nbd", "id": "fleece", "node-name": "acc"})
+    t.sh("guest writes", ["qemu-io", "-f", "raw", "-c", "write -P 0x22 64k 1M",
+                          "nbd+unix:///cbw?socket=" + t.path("nbd.sock")])
+    t.sh("snapshot reads the point in time", ["qemu-img", "compare", "-f", "raw", "-F", "raw",
+                                              "nbd+unix:///acc?socket=" + t.path("nbd.sock"), t.path("expect.raw")])
+    t.nodes("nodes during")
+    t.graph("graph during")
+    t.stop()
+    t.check("target consistent", "tgt.qcow2")

@@ -17,15 +17,7 @@ import (
 // waitEvent reads QMP messages until the named event arrives.
 func (s *server) waitEvent(t *testing.T, name string) map[string]any {
 	t.Helper()
-	for {
-		m, raw, err := s.qmp.Next()
-		if err != nil {
-			t.Fatalf("waiting for %s: %v (%q)", name, err, raw)
-		}
-		if m["event"] == name {
-			return m
-		}
-	}
+	return s.qmp.WaitEvent(t, name)
 }
 
 // TestActiveCommitUnderNBDWrites exports the active layer of a qcow2

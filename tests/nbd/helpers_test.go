@@ -73,39 +73,20 @@ func startNBD(t *testing.T, dir, nbdOpts string, extra ...string) *server {
 	t.Helper()
 	sock := filepath.Join(dir, "nbd.sock")
 	args := append([]string{"--nbd-server", "addr.type=unix,addr.path=" + sock + nbdOpts}, extra...)
-	d := qmptest.StartDaemon(t, blockdBin, dir, args...)
-	s := &server{Daemon: d, nbdSock: sock}
-	s.qmp = qmptest.Dial(t, d.Sock)
-	if _, _, err := s.qmp.Next(); err != nil { // greeting
-		t.Fatal(err)
-	}
-	s.cmd(t, "qmp_capabilities", nil)
-	t.Cleanup(func() {
-		s.qmp.Close()
-		s.Stop(t)
-	})
-	return s
+	d, c := qmptest.StartSession(t, blockdBin, dir, args...)
+	return &server{Daemon: d, nbdSock: sock, qmp: c}
 }
 
 // cmd runs a QMP command that must succeed.
 func (s *server) cmd(t *testing.T, name string, args any) any {
 	t.Helper()
-	r, _ := s.qmp.Command(t, name, args)
-	if e, ok := r["error"]; ok {
-		t.Fatalf("%s: %v", name, e)
-	}
-	return r["return"]
+	return s.qmp.Ok(t, name, args)
 }
 
 // cmdErr runs a QMP command that must fail and returns its desc.
 func (s *server) cmdErr(t *testing.T, name string, args any) string {
 	t.Helper()
-	r, _ := s.qmp.Command(t, name, args)
-	e, ok := r["error"].(map[string]any)
-	if !ok {
-		t.Fatalf("%s succeeded, want an error", name)
-	}
-	return e["desc"].(string)
+	return s.qmp.Err(t, name, args)
 }
 
 func (s *server) uri(name string) string {

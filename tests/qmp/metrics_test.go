@@ -122,8 +122,14 @@ func TestMetricsDuringIOAndJob(t *testing.T) {
 			t.Errorf("%s moved by %v, want %d", s, d, 1<<20+64<<10)
 		}
 	}
-	if after[`blockd_export_connections{export="e",node="top",type="nbd"}`] != 0 {
-		t.Errorf("export still counts a connection after qemu-io left")
+	// qemu-io has exited, but the server notices its connection close
+	// on its own goroutine: wait for that rather than race it.
+	conns := `blockd_export_connections{export="e",node="top",type="nbd"}`
+	for deadline := time.Now().Add(replyTimeout); after[conns] != 0; after = o.mustScrape(t) {
+		if time.Now().After(deadline) {
+			t.Fatalf("export still counts %v connections after qemu-io left", after[conns])
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if after[`blockd_client_connections_total{protocol="qmp"}`] < 1 ||
 		after[`blockd_commands_total{command="qmp_capabilities",protocol="qmp",result="ok"}`] < 1 {
@@ -289,15 +295,7 @@ func TestLogsFollowJobByUUID(t *testing.T) {
 
 func waitEventNamed(t *testing.T, c *Client, name string) map[string]any {
 	t.Helper()
-	for {
-		m, raw, err := c.Next()
-		if err != nil {
-			t.Fatalf("waiting for %s: %v (%q)", name, err, raw)
-		}
-		if m["event"] == name {
-			return m
-		}
-	}
+	return c.WaitEvent(t, name)
 }
 
 func keysWith(m map[string]float64, sub string) []string {

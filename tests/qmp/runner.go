@@ -234,6 +234,60 @@ func (c *Client) Command(t testing.TB, cmd string, args any) (reply map[string]a
 	}
 }
 
+// StartSession starts blockd in dir with extra arguments and returns it
+// with a client past qmp_capabilities; both end with the test (the
+// daemon with SIGTERM and Stop's checks).
+func StartSession(t testing.TB, bin, dir string, extra ...string) (*Daemon, *Client) {
+	t.Helper()
+	d := StartDaemon(t, bin, dir, extra...)
+	c := Dial(t, d.Sock)
+	if _, _, err := c.Next(); err != nil { // greeting
+		t.Fatal(err)
+	}
+	c.Ok(t, "qmp_capabilities", nil)
+	t.Cleanup(func() {
+		c.Close()
+		d.Stop(t)
+	})
+	return d, c
+}
+
+// Ok runs a command that must succeed and returns its "return" value.
+func (c *Client) Ok(t testing.TB, cmd string, args any) any {
+	t.Helper()
+	r, _ := c.Command(t, cmd, args)
+	if e, ok := r["error"]; ok {
+		t.Fatalf("%s: %v", cmd, e)
+	}
+	return r["return"]
+}
+
+// Err runs a command that must fail and returns its error's desc.
+func (c *Client) Err(t testing.TB, cmd string, args any) string {
+	t.Helper()
+	r, _ := c.Command(t, cmd, args)
+	e, ok := r["error"].(map[string]any)
+	if !ok {
+		t.Fatalf("%s succeeded, want an error", cmd)
+	}
+	desc, _ := e["desc"].(string)
+	return desc
+}
+
+// WaitEvent reads messages until the named event arrives and returns it.
+func (c *Client) WaitEvent(t testing.TB, name string) map[string]any {
+	t.Helper()
+	for {
+		m, raw, err := c.Next()
+		if err != nil {
+			t.Fatalf("waiting for %s: %v (%q)", name, err, raw)
+		}
+		if m["event"] == name {
+			return m
+		}
+	}
+}
+
 // Close closes the connection.
 func (c *Client) Close() { _ = c.Conn.Close() }
 
