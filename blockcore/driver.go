@@ -1,6 +1,8 @@
 package blockcore
 
 import (
+	"strings"
+
 	"blockd/blockio"
 	"blockd/schema"
 )
@@ -67,6 +69,23 @@ type Driver struct {
 	// size; formats with SupportsBacking name backing (in backingFmt) in
 	// the header unless it is empty (CreateImage checks the rest).
 	Create func(filename string, size int64, backing, backingFmt string) error
+	// FilenamePrefix and ParseFilename let a protocol driver be named by
+	// a filename (an image header's backing file, a tool's argument),
+	// as "rbd:pool/image" names an rbd image (bdrv_parse_filename).
+	FilenamePrefix string
+	ParseFilename  func(name string) (*schema.BlockdevOptions, error)
+}
+
+// ProtocolOptions are the options of the protocol node a filename names:
+// a driver's own syntax where the name starts with its prefix, else a
+// file.
+func ProtocolOptions(name string) (*schema.BlockdevOptions, error) {
+	for _, d := range drivers {
+		if d.FilenamePrefix != "" && d.ParseFilename != nil && strings.HasPrefix(name, d.FilenamePrefix) {
+			return d.ParseFilename(name)
+		}
+	}
+	return &schema.BlockdevOptions{Driver: "file", File: &schema.BlockdevOptionsFile{Filename: name}}, nil
 }
 
 // Drainer is implemented by drivers whose requests may wait on something

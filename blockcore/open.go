@@ -277,7 +277,10 @@ func (g *Graph) openBacking(n *Node, bu BackingUser, inh inherited, t *tx) error
 			Driver:   schema.BlockdevDriver(format),
 			ReadOnly: &ro,
 		}
-		fileOpts := &schema.BlockdevOptions{Driver: "file", File: &schema.BlockdevOptionsFile{Filename: path}}
+		fileOpts, err := ProtocolOptions(path)
+		if err != nil {
+			return schema.Errorf("Could not open backing file: %s", schema.AsError(err).Desc)
+		}
 		switch format {
 		case "qcow2":
 			opts.Qcow2 = &schema.BlockdevOptionsQcow2{}
@@ -288,7 +291,6 @@ func (g *Graph) openBacking(n *Node, bu BackingUser, inh inherited, t *tx) error
 		default:
 			return schema.Errorf("Could not open backing file: Unknown driver '%s'", format)
 		}
-		var err error
 		child, err = g.open(opts, backInh, t)
 		if err != nil {
 			return schema.Errorf("Could not open backing file: %s", schema.AsError(err).Desc)
@@ -314,7 +316,7 @@ func (g *Graph) openBacking(n *Node, bu BackingUser, inh inherited, t *tx) error
 // directory of the image that names it, as QEMU does (bdrv_dirname: the
 // directory of the protocol node at the bottom of the node's file chain).
 func (g *Graph) ResolveBackingPath(n *Node, name string) string {
-	if filepath.IsAbs(name) || strings.Contains(name, "://") || strings.HasPrefix(name, "json:") {
+	if filepath.IsAbs(name) || strings.Contains(name, "://") || strings.HasPrefix(name, "json:") || isProtocolName(name) {
 		return name
 	}
 	dir, ok := dirname(n)
@@ -322,6 +324,17 @@ func (g *Graph) ResolveBackingPath(n *Node, name string) string {
 		return name
 	}
 	return filepath.Join(dir, name)
+}
+
+// isProtocolName: a driver's own filename syntax ("rbd:..."), never a
+// path relative to the image that names it.
+func isProtocolName(name string) bool {
+	for _, d := range drivers {
+		if d.FilenamePrefix != "" && strings.HasPrefix(name, d.FilenamePrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 func dirname(n *Node) (string, bool) {

@@ -158,8 +158,10 @@ func (g *Graph) imageInfo(n *Node) schema.ImageInfo {
 	}
 	if _, fwd := n.impl.(InfoForwarder); (fwd || n.drv.IsFilter) && n.File() != nil {
 		// bdrv_get_info answers for the file: a raw node over a qcow2
-		// node reports the qcow2 cluster size.
-		info.ClusterSize = g.imageInfo(n.File()).ClusterSize
+		// node reports the qcow2 cluster size. bdrv_snapshot_list falls
+		// back to the same child, so its snapshots are listed too.
+		fi := g.imageInfo(n.File())
+		info.ClusterSize, info.Snapshots = fi.ClusterSize, fi.Snapshots
 	}
 	if ii, ok := n.impl.(ImageInfoer); ok {
 		ii.FillImageInfo(&info)

@@ -52,6 +52,9 @@ var reopenSpecs = map[string]*reopenSpec{
 	// and must be unchanged.
 	"nbd":  {},
 	"luks": {},
+	// rbd's prepare only refuses read-write on a snapshot; every option
+	// stays and must be unchanged.
+	"rbd": {},
 }
 
 // Generic options that may always be left out (bdrv_reset_options_allowed).

@@ -9,6 +9,7 @@ import (
 	"blockd/drivers/file"
 	"blockd/drivers/luks"
 	"blockd/drivers/qcow2"
+	"blockd/drivers/rbd"
 	"blockd/schema"
 )
 
@@ -29,9 +30,9 @@ type oneShot struct {
 	err   error        // setup failure
 	work  func() error // I/O, in the worker
 	edges []*blockcore.Child
-	// quick: the work does no I/O that can block, and the job ends
-	// before the command's reply, as QEMU's does when its coroutine never
-	// yields (x-blockdev-amend of qcow2).
+	// quick: the job ends before the command's reply, as QEMU's does
+	// when its coroutine never yields: x-blockdev-amend of qcow2 (no I/O
+	// that can block), rbd creation (librbd's calls block the coroutine).
 	quick bool
 }
 
@@ -122,6 +123,10 @@ func (m *Manager) blockdevCreate(a *schema.BlockdevCreateArgs) error {
 		o.work = func() error { return file.Create(opts) }
 	case a.Options.Qcow2 != nil:
 		m.setupQcow2Create(o, a.Options.Qcow2)
+	case a.Options.Rbd != nil:
+		r, secrets := a.Options.Rbd, m.g.Objects()
+		o.work = func() error { return rbd.Create(r, secrets) }
+		o.quick = true
 	case a.Options.Luks != nil:
 		m.setupLUKSCreate(o, a.Options.Luks)
 	default:

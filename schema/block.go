@@ -9,7 +9,7 @@ type BlockdevDriver string
 
 // EnumValues lists the implemented drivers (a subset of QEMU's).
 func (BlockdevDriver) EnumValues() []string {
-	return []string{"blkdebug", "blkverify", "copy-before-write", "copy-on-read", "file", "luks", "nbd", "null-co", "preallocate", "qcow2", "quorum", "raw", "snapshot-access", "throttle"}
+	return []string{"blkdebug", "blkverify", "copy-before-write", "copy-on-read", "file", "luks", "nbd", "null-co", "preallocate", "qcow2", "quorum", "raw", "rbd", "snapshot-access", "throttle"}
 }
 
 // BlockdevDiscardOptions says whether discard requests reach the file.
@@ -61,6 +61,7 @@ type BlockdevOptions struct {
 	Qcow2     *BlockdevOptionsQcow2       `qapi:",variant=qcow2"`
 	Quorum    *BlockdevOptionsQuorum      `qapi:",variant=quorum"`
 	Raw       *BlockdevOptionsRaw         `qapi:",variant=raw"`
+	Rbd       *BlockdevOptionsRbd         `qapi:",variant=rbd"`
 	// SnapshotAccess reads the point in time a copy-before-write filter
 	// (its file) keeps.
 	SnapshotAccess *BlockdevOptionsGenericFormat `qapi:",variant=snapshot-access"`
@@ -141,6 +142,32 @@ type BlockdevOptionsNull struct {
 	Size       *int64  `qapi:"size,optional"`
 	LatencyNs  *uint64 `qapi:"latency-ns,optional"`
 	ReadZeroes *bool   `qapi:"read-zeroes,optional"`
+}
+
+// RbdAuthMode is a Ceph authentication mode.
+type RbdAuthMode string
+
+func (RbdAuthMode) EnumValues() []string { return []string{"cephx", "none"} }
+
+// InetSocketAddressBase is a host and a port, without options.
+type InetSocketAddressBase struct {
+	Host string `qapi:"host"`
+	Port string `qapi:"port"`
+}
+
+// BlockdevOptionsRbd are the rbd driver's options. Encryption is decoded
+// as any value: blockd refuses it whatever its format.
+type BlockdevOptionsRbd struct {
+	Pool               string                  `qapi:"pool"`
+	Namespace          *string                 `qapi:"namespace,optional"`
+	Image              string                  `qapi:"image"`
+	Conf               *string                 `qapi:"conf,optional"`
+	Snapshot           *string                 `qapi:"snapshot,optional"`
+	Encrypt            Any                     `qapi:"encrypt,optional"`
+	User               *string                 `qapi:"user,optional"`
+	AuthClientRequired []RbdAuthMode           `qapi:"auth-client-required,optional"`
+	KeySecret          *string                 `qapi:"key-secret,optional"`
+	Server             []InetSocketAddressBase `qapi:"server,optional"`
 }
 
 // BlockdevOptionsGenericFormat is the base of format drivers' options.
@@ -247,7 +274,7 @@ type ImageInfoSpecificQCow2 struct {
 // ImageInfoSpecificKind tags ImageInfoSpecific.
 type ImageInfoSpecificKind string
 
-func (ImageInfoSpecificKind) EnumValues() []string { return []string{"qcow2", "luks"} }
+func (ImageInfoSpecificKind) EnumValues() []string { return []string{"qcow2", "luks", "rbd"} }
 
 // QCryptoBlockInfoLUKSSlot describes one LUKS key slot.
 type QCryptoBlockInfoLUKSSlot struct {
@@ -275,6 +302,17 @@ type ImageInfoSpecificLUKSWrapper struct {
 	Data QCryptoBlockInfoLUKS `qapi:"data"`
 }
 
+// ImageInfoSpecificRbd is rbd's format-specific information (empty
+// without encryption, which blockd does not open).
+type ImageInfoSpecificRbd struct {
+	EncryptionFormat *string `qapi:"encryption-format,optional"`
+}
+
+// ImageInfoSpecificRbdWrapper is the {"data": ...} wrapper of rbd's branch.
+type ImageInfoSpecificRbdWrapper struct {
+	Data ImageInfoSpecificRbd `qapi:"data"`
+}
+
 // ImageInfoSpecificQCow2Wrapper is QAPI's {"data": ...} wrapper of a
 // simple union branch.
 type ImageInfoSpecificQCow2Wrapper struct {
@@ -286,6 +324,7 @@ type ImageInfoSpecific struct {
 	Type  ImageInfoSpecificKind          `qapi:"type,discriminator"`
 	Qcow2 *ImageInfoSpecificQCow2Wrapper `qapi:",variant=qcow2"`
 	Luks  *ImageInfoSpecificLUKSWrapper  `qapi:",variant=luks"`
+	Rbd   *ImageInfoSpecificRbdWrapper   `qapi:",variant=rbd"`
 }
 
 // ImageInfo describes the image a node presents.

@@ -34,6 +34,15 @@ type BlockdevCreateOptions struct {
 	File  *BlockdevCreateOptionsFile  `qapi:",variant=file"`
 	Luks  *BlockdevCreateOptionsLUKS  `qapi:",variant=luks"`
 	Qcow2 *BlockdevCreateOptionsQcow2 `qapi:",variant=qcow2"`
+	Rbd   *BlockdevCreateOptionsRbd   `qapi:",variant=rbd"`
+}
+
+// BlockdevCreateOptionsRbd creates an rbd image.
+type BlockdevCreateOptionsRbd struct {
+	Location    BlockdevOptionsRbd `qapi:"location"`
+	Size        Size               `qapi:"size"`
+	ClusterSize *Size              `qapi:"cluster-size,optional"`
+	Encrypt     Any                `qapi:"encrypt,optional"`
 }
 
 // BlockdevCreateOptionsFile creates a file.

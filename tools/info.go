@@ -104,9 +104,13 @@ func imageInfo(filename, format string, force bool, t *tool) (schema.ImageInfo, 
 		info = im.graph.DeviceInfo(im.node, true).Image
 		// The graph describes a node whose backing was overridden (here
 		// with null) by a json: filename; qemu-img, which does no I/O
-		// through the image, pretends it was not and names the file.
+		// through the image, pretends it was not and names the file. A
+		// file without a name of its own (an rbd image) leaves the
+		// node's json: filename, as in qemu-img.
 		if f := im.node.File(); f != nil && strings.HasPrefix(info.Filename, "json:") {
-			info.Filename = blockcore.Filename(f)
+			if name := blockcore.Filename(f); !strings.HasPrefix(name, "json:") {
+				info.Filename = name
+			}
 		}
 		return nil
 	})

@@ -104,7 +104,10 @@ func probeFormat(name string) string {
 func (o *openOptions) blockdevOptions(format string) (*schema.BlockdevOptions, error) {
 	yes := true
 	ro := o.readOnly
-	fileOpts := &schema.BlockdevOptions{Driver: "file", File: &schema.BlockdevOptionsFile{Filename: o.filename}}
+	fileOpts, err := blockcore.ProtocolOptions(o.filename)
+	if err != nil {
+		return nil, err
+	}
 	name := "img"
 	opts := &schema.BlockdevOptions{Driver: schema.BlockdevDriver(format), NodeName: &name, ReadOnly: &ro}
 	if o.forceShare {

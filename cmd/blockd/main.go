@@ -24,6 +24,7 @@ import (
 	_ "blockd/drivers/qcow2"
 	_ "blockd/drivers/quorum"
 	_ "blockd/drivers/raw"
+	_ "blockd/drivers/rbd"
 	_ "blockd/drivers/throttle"
 )
 

@@ -1,6 +1,7 @@
 package qmptest
 
 import (
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -179,12 +180,20 @@ func TestChardevWaitsForClient(t *testing.T) {
 		}
 	}
 	cmd := start()
-	// The monitor is bound but not served until w has a client.
-	if c, err := net.Dial("unix", w); err != nil {
-		t.Fatal(err)
-	} else {
-		defer c.Close()
+	// The monitor is bound but not served until w has a client. The
+	// socket file exists from bind(), a moment before listen(): a dial
+	// in between is refused, so retry that.
+	var wc net.Conn
+	for deadline := time.Now().Add(replyTimeout); ; time.Sleep(10 * time.Millisecond) {
+		var err error
+		if wc, err = net.Dial("unix", w); err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
 	}
+	defer wc.Close()
 	cl := Dial(t, sock)
 	negotiate(t, cl)
 	r, _ := cl.Command(t, "qom-get", map[string]any{"path": "/chardevs/w", "property": "connected"})
