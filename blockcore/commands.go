@@ -63,6 +63,11 @@ func (g *Graph) RegisterCommands(r *schema.Registry) {
 		return &gr, nil
 	}, schema.Features("unstable"))
 	r.AddEvent("BLOCK_IMAGE_CORRUPTED", reflect.TypeFor[schema.BlockImageCorrupted]())
+	schema.Define(r, "x-blockdev-change", func(_ context.Context, a *schema.XBlockdevChangeArgs) (schema.Empty, error) {
+		return schema.Empty{}, g.BlockdevChange(a)
+	}, schema.Features("unstable"))
+	r.AddEvent("QUORUM_FAILURE", reflect.TypeFor[schema.QuorumFailure]())
+	r.AddEvent("QUORUM_REPORT_BAD", reflect.TypeFor[schema.QuorumReportBad]())
 	// Declared as in qemu-storage-daemon's schema, never sent (schema.BlockIOError).
 	r.AddEvent("BLOCK_IO_ERROR", reflect.TypeFor[schema.BlockIOError]())
 }

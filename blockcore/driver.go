@@ -44,6 +44,24 @@ type Driver struct {
 	SupportsBacking bool
 	// Filter drivers pass their one child through (raw without offset).
 	Filter bool
+	// IsFilter is QEMU's is_filter: the node stands for its filtered child
+	// (throttle, copy-on-read, blkdebug, job filters; not raw). Queries
+	// list that child as its backing image and bdrv_get_info forwards to
+	// it.
+	IsFilter bool
+	// OwnChildren: the driver opens its children itself, after the node
+	// got its name (bdrv_file_open drivers such as blkdebug, quorum); a
+	// format's file is opened before.
+	OwnChildren bool
+	// CheckOptions, when set, validates the options before any child is
+	// opened (quorum checks its threshold first).
+	CheckOptions func(*schema.BlockdevOptions) error
+	// ChildList: json: filenames list the node's children under
+	// "children" (quorum).
+	ChildList bool
+	// FileChild names the primary child when it is not "file" (blkdebug
+	// and blkverify open theirs as "image"; QEMU's bs->file all the same).
+	FileChild string
 	// Open creates the node's state; children named in the options have
 	// already been attached and are reachable through oc.
 	Open func(oc *OpenContext) (Impl, error)
@@ -70,6 +88,15 @@ func ProtocolOptions(name string) (*schema.BlockdevOptions, error) {
 	return &schema.BlockdevOptions{Driver: "file", File: &schema.BlockdevOptionsFile{Filename: name}}, nil
 }
 
+// Drainer is implemented by drivers whose requests may wait on something
+// other than their children (a throttle group): DrainBegin lets every
+// request through at once until DrainEnd, so that a drained section never
+// waits for a limit. Calls nest.
+type Drainer interface {
+	DrainBegin()
+	DrainEnd()
+}
+
 var drivers = map[string]*Driver{}
 
 // RegisterDriver makes a driver available to blockdev-add; drivers
@@ -79,6 +106,14 @@ func RegisterDriver(d *Driver) {
 		panic("blockcore: driver registered twice: " + d.Name)
 	}
 	drivers[d.Name] = d
+}
+
+// fileChildName is the name of the driver's primary child.
+func (d *Driver) fileChildName() string {
+	if d.FileChild != "" {
+		return d.FileChild
+	}
+	return "file"
 }
 
 // LookupDriver returns a registered driver.

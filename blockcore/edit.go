@@ -172,7 +172,7 @@ func (f *filterImpl) ChildPerm(c *Child, st NodeState, perm, shared blockio.Perm
 // copy-on-read, as in the reference. name "" gives an automatic name.
 func (g *Graph) InsertFilterAbove(n *Node, driverName, name, childName string, perms FilterPerms) (*Node, error) {
 	t := g.begin()
-	f := &Node{drv: &Driver{Name: driverName, Filter: true}, readOnly: n.readOnly}
+	f := &Node{drv: &Driver{Name: driverName, Filter: true, IsFilter: true}, readOnly: n.readOnly}
 	impl := &filterImpl{passThrough: passThrough{n}, childName: childName, perms: perms}
 	f.impl, f.io = impl, newGate(impl, n.readOnly)
 	if err := g.assignName(f, name, t); err != nil {

@@ -35,6 +35,8 @@ type gate struct {
 	discardUnmap bool
 	// stats counts every request (iostats.go); nil counts nothing.
 	stats *IOStats
+	// drainer is the driver told of the drained section in progress.
+	drainer Drainer
 	// recording is the node's dirty bitmaps that record writes, replaced
 	// whole by the owner (Node.syncRecording); nil when there are none,
 	// so a node without bitmaps pays one atomic load per write.
@@ -69,13 +71,17 @@ func newGate(impl Impl, readOnly bool) *gate {
 }
 
 // Drains nest: only the owner goroutine drains, so depth needs no lock.
-// A driver that is a Quiescer hears of its node's drained sections
-// first, so that requests it holds back on its own (an nbd node waiting
-// for a reconnect) can end and the drain does not wait for them.
+// A driver that is a Drainer hears of its node's drained sections
+// first, so that requests it holds back on its own (a throttle limit, an
+// nbd node waiting for a reconnect) can end and the drain does not wait
+// for them.
 func (g *gate) drainBegin() {
 	if g.depth == 0 {
-		if q, ok := g.impl.(Quiescer); ok {
-			q.DrainBegin()
+		// Requests waiting inside the driver go on first, or the lock
+		// below would wait for them.
+		if d, ok := g.impl.(Drainer); ok {
+			g.drainer = d
+			d.DrainBegin()
 		}
 		g.mu.Lock()
 	}
@@ -86,8 +92,9 @@ func (g *gate) drainEnd() {
 	g.depth--
 	if g.depth == 0 {
 		g.mu.Unlock()
-		if q, ok := g.impl.(Quiescer); ok {
-			q.DrainEnd()
+		if g.drainer != nil {
+			g.drainer.DrainEnd()
+			g.drainer = nil
 		}
 	}
 }
@@ -252,6 +259,14 @@ func (g *Graph) drain(nodes []*Node) (resume func()) {
 	for _, q := range d.quiescers {
 		q.DrainBegin()
 	}
+	// Drivers below a parent hear of the section before the parent's
+	// gate waits for its requests, which may be waiting in them.
+	for _, n := range nodes {
+		if dr, ok := n.impl.(Drainer); ok {
+			dr.DrainBegin()
+			d.drainers = append(d.drainers, dr)
+		}
+	}
 	for _, n := range nodes {
 		n.io.drainBegin()
 	}
@@ -294,6 +309,7 @@ func (g *Graph) QuiesceAll() {
 type drainSection struct {
 	nodes     []*Node
 	quiescers []Quiescer
+	drainers  []Drainer
 	done      bool
 }
 
@@ -301,6 +317,9 @@ func (d *drainSection) end() {
 	d.done = true
 	for i := len(d.nodes) - 1; i >= 0; i-- {
 		d.nodes[i].io.drainEnd()
+	}
+	for _, dr := range d.drainers {
+		dr.DrainEnd()
 	}
 	for i := len(d.quiescers) - 1; i >= 0; i-- {
 		d.quiescers[i].DrainEnd()

@@ -38,6 +38,9 @@ func NewGraph(log *zap.Logger, bus *events.Bus) *Graph {
 	return g
 }
 
+// Logger returns the graph's logger, for drivers that log.
+func (g *Graph) Logger() *zap.Logger { return g.log }
+
 // Bus returns the event bus nodes and jobs publish on.
 func (g *Graph) Bus() *events.Bus { return g.bus }
 

@@ -117,7 +117,11 @@ func (n *Node) Backing() *Node {
 
 // File returns the node's file child node, or nil.
 func (n *Node) File() *Node {
-	if c := n.Child("file"); c != nil {
+	name := "file"
+	if n.drv != nil {
+		name = n.drv.fileChildName()
+	}
+	if c := n.Child(name); c != nil {
 		return c.Node
 	}
 	return nil

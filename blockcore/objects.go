@@ -5,6 +5,8 @@ import "crypto/tls"
 // ObjectStore is what drivers may ask of the daemon's user-created
 // objects (--object, object-add): secret data (luks key-secret) and TLS
 // client credentials (nbd tls-creds). Errors carry the texts to show.
+// Drivers needing more (throttle: its throttle-group) assert their own
+// interface on the store, so blockcore does not depend on object types.
 type ObjectStore interface {
 	Secret(id string) ([]byte, error)
 	TLSClientConfig(id string) (*tls.Config, error)

@@ -1,6 +1,7 @@
 package blockcore
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 
@@ -21,6 +22,9 @@ type OpenContext struct {
 	// children inherit by default).
 	DiscardUnmap bool
 	File         *Child // the file child of format and filter drivers
+	// Children are a quorum's children, in order, or blkverify's test
+	// child.
+	Children []*Child
 
 	t        *tx
 	childInh inherited
@@ -116,6 +120,25 @@ func (g *Graph) open(opts *schema.BlockdevOptions, inh inherited, t *tx) (*Node,
 	}
 	oc := &OpenContext{Graph: g, Node: n, Options: opts, ReadOnly: n.readOnly, AutoReadOnly: autoRO,
 		DiscardUnmap: discardUnmap, t: t, childInh: childInh}
+	if drv.OwnChildren {
+		if err := g.assignName(n, nodeName(opts), t); err != nil {
+			return nil, err
+		}
+	}
+	if drv.CheckOptions != nil {
+		if err := drv.CheckOptions(opts); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Quorum != nil {
+		for i, ref := range opts.Quorum.Children {
+			c, err := oc.OpenChild(fmt.Sprintf("children.%d", i), ref, RoleData)
+			if err != nil {
+				return nil, err
+			}
+			oc.Children = append(oc.Children, c)
+		}
+	}
 	if ref := fileRef(opts); ref != nil {
 		child, err := g.resolveRef(*ref, childInh, t)
 		if err != nil {
@@ -127,17 +150,23 @@ func (g *Graph) open(opts *schema.BlockdevOptions, inh inherited, t *tx) (*Node,
 		} else if drv.Filter {
 			role = RoleData | RolePrimary
 		}
-		oc.File = g.attach(n, child, "file", role, t)
+		oc.File = g.attach(n, child, drv.fileChildName(), role, t)
 		if ref.Definition != nil {
 			child.reopen.inheritsFrom = n
 		}
 	}
-	name := ""
-	if opts.NodeName != nil {
-		name = *opts.NodeName
+	if opts.Blkverify != nil {
+		// blkverify's image under test, after its raw reference.
+		c, err := oc.OpenChild("test", opts.Blkverify.Test, RoleData)
+		if err != nil {
+			return nil, err
+		}
+		oc.Children = append(oc.Children, c)
 	}
-	if err := g.assignName(n, name, t); err != nil {
-		return nil, err
+	if !drv.OwnChildren {
+		if err := g.assignName(n, nodeName(opts), t); err != nil {
+			return nil, err
+		}
 	}
 	impl, err := drv.Open(oc)
 	if err != nil {
@@ -165,12 +194,29 @@ func (g *Graph) open(opts *schema.BlockdevOptions, inh inherited, t *tx) (*Node,
 	return n, nil
 }
 
+func nodeName(opts *schema.BlockdevOptions) string {
+	if opts.NodeName != nil {
+		return *opts.NodeName
+	}
+	return ""
+}
+
 func fileRef(opts *schema.BlockdevOptions) *schema.BlockdevRef {
 	switch {
 	case opts.Raw != nil:
 		return &opts.Raw.File
 	case opts.Qcow2 != nil:
 		return &opts.Qcow2.File
+	case opts.Throttle != nil:
+		return &opts.Throttle.File
+	case opts.Cor != nil:
+		return &opts.Cor.File
+	case opts.Blkdebug != nil:
+		return &opts.Blkdebug.Image
+	case opts.Blkverify != nil:
+		return &opts.Blkverify.Raw
+	case opts.Prealloc != nil:
+		return &opts.Prealloc.File
 	case opts.Cbw != nil:
 		return &opts.Cbw.File
 	case opts.SnapshotAccess != nil:

@@ -24,6 +24,17 @@ func encodeQdict(d qdict.Dict) []byte {
 			b.Write(encodeQdict(sub))
 			continue
 		}
+		if list, ok := e.Val.([]qdict.Dict); ok {
+			b.WriteByte('[')
+			for i, sub := range list {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				b.Write(encodeQdict(sub))
+			}
+			b.WriteByte(']')
+			continue
+		}
 		v, _ := json.Marshal(e.Val)
 		b.Write(v)
 	}

@@ -15,6 +15,10 @@ type (
 	// StrongOptioner: options that change what a node presents, so that
 	// its filename must describe them (QEMU's strong_runtime_opts).
 	StrongOptioner interface{ StrongOptions() map[string]any }
+	// StrongOptionLister is StrongOptioner for drivers whose options
+	// collide in QDict buckets: the list is in the order QEMU inserts
+	// them into the json: description.
+	StrongOptionLister interface{ StrongOptionList() qdict.Dict }
 	// ImageInfoer fills format-specific image information.
 	ImageInfoer interface{ FillImageInfo(info *schema.ImageInfo) }
 	// AllocatedSizer reports bytes allocated on the host.
@@ -25,6 +29,10 @@ type (
 	// InfoForwarder marks drivers whose bdrv_get_info asks their file
 	// child (raw): they answer exactly when the child does.
 	InfoForwarder interface{ ForwardsInfo() }
+	// NoStrongOptionList marks drivers that declare no strong options
+	// (copy-on-read): every option may matter, so the node is always
+	// described by a json: filename.
+	NoStrongOptionList interface{ NoStrongOptionList() }
 )
 
 // Filename is the node's filename as QEMU's bdrv_refresh_filename makes it:
@@ -41,8 +49,9 @@ func Filename(n *Node) string {
 		if name := f.ExactFilename(); name != "" {
 			return name
 		}
-	} else if file := n.File(); file != nil && hasExactFilename(file) && len(strongOptions(n)) == 0 && !backingOverridden(n) {
-		return Filename(file)
+	} else if _, all := n.impl.(NoStrongOptionList); !all && n.File() != nil && hasExactFilename(n.File()) &&
+		len(strongOptions(n)) == 0 && !backingOverridden(n) {
+		return Filename(n.File())
 	}
 	return "json:" + string(encodeQdict(fullOptions(n)))
 }
@@ -57,6 +66,13 @@ func hasExactFilename(n *Node) bool {
 }
 
 func strongOptions(n *Node) map[string]any {
+	if sl, ok := n.impl.(StrongOptionLister); ok {
+		m := map[string]any{}
+		for _, e := range sl.StrongOptionList() {
+			m[e.Key] = e.Val
+		}
+		return m
+	}
 	if so, ok := n.impl.(StrongOptioner); ok {
 		return so.StrongOptions()
 	}
@@ -85,12 +101,27 @@ func fullOptions(n *Node) qdict.Dict {
 	if f, ok := n.impl.(Filenamer); ok && f.ExactFilename() != "" && len(strongOptions(n)) == 0 {
 		return d.Set("driver", n.drv.Name).Set("filename", f.ExactFilename())
 	}
-	for k, v := range strongOptions(n) {
-		d = d.Set(k, v)
-	}
+	// append_strong_runtime_options: "driver" first, then the options.
 	d = d.Set("driver", n.drv.Name)
+	if sl, ok := n.impl.(StrongOptionLister); ok {
+		for _, e := range sl.StrongOptionList() {
+			d = d.Set(e.Key, e.Val)
+		}
+	} else {
+		for k, v := range strongOptions(n) {
+			d = d.Set(k, v)
+		}
+	}
 	if file := n.File(); file != nil {
-		d = d.Set("file", fullOptions(file))
+		d = d.Set(n.drv.fileChildName(), fullOptions(file))
+	}
+	if n.drv.ChildList {
+		// quorum's bdrv_gather_child_options: its children as a list.
+		var list []qdict.Dict
+		for _, c := range n.children {
+			list = append(list, fullOptions(c.Node))
+		}
+		d = d.Set("children", list)
 	}
 	if backingOverridden(n) {
 		if b := n.Backing(); b != nil {
@@ -125,7 +156,7 @@ func (g *Graph) imageInfo(n *Node) schema.ImageInfo {
 	if d, ok := dirtyFlag(n); ok {
 		info.DirtyFlag = &d
 	}
-	if _, fwd := n.impl.(InfoForwarder); fwd && n.File() != nil {
+	if _, fwd := n.impl.(InfoForwarder); (fwd || n.drv.IsFilter) && n.File() != nil {
 		// bdrv_get_info answers for the file: a raw node over a qcow2
 		// node reports the qcow2 cluster size. bdrv_snapshot_list falls
 		// back to the same child, so its snapshots are listed too.
@@ -140,7 +171,7 @@ func (g *Graph) imageInfo(n *Node) schema.ImageInfo {
 
 // dirtyFlag is what bdrv_get_info says of the node, if it answers.
 func dirtyFlag(n *Node) (dirty, ok bool) {
-	if _, fwd := n.impl.(InfoForwarder); fwd {
+	if _, fwd := n.impl.(InfoForwarder); fwd || n.drv.IsFilter {
 		if f := n.File(); f != nil {
 			return dirtyFlag(f)
 		}
@@ -162,6 +193,19 @@ func allocatedSize(n *Node) (int64, bool) {
 		return allocatedSize(f)
 	}
 	return 0, false
+}
+
+// filterOrCow is bdrv_filter_or_cow_bs: a filter's filtered child, or
+// the node's backing node.
+func filterOrCow(n *Node) *Node {
+	if n.drv.IsFilter {
+		for _, c := range n.children {
+			if c.Role&RoleFiltered != 0 {
+				return c.Node
+			}
+		}
+	}
+	return n.Backing()
 }
 
 // DeviceInfo is one entry of query-named-block-nodes.
@@ -201,7 +245,7 @@ func (g *Graph) DeviceInfo(n *Node, flat bool) schema.BlockDeviceInfo {
 	}
 	if !flat {
 		img := &di.Image
-		for b := n.Backing(); b != nil; b = b.Backing() {
+		for b := filterOrCow(n); b != nil; b = filterOrCow(b) {
 			di.BackingFileDepth++
 			bi := g.imageInfo(b)
 			img.BackingImage = &bi

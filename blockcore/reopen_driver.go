@@ -24,6 +24,14 @@ func (rs *ReopenState) Int(key string) (int64, bool) {
 	return rs.opts.intOpt(key)
 }
 
+// String returns a string option and whether it was given.
+func (rs *ReopenState) String(key string) (string, bool) {
+	if rs.opts == nil || !rs.opts.has(key) {
+		return "", false
+	}
+	return rs.opts.strOpt(key, ""), true
+}
+
 // Bool returns a boolean option and whether it was given.
 func (rs *ReopenState) Bool(key string) (value, given bool) {
 	if rs.opts == nil || !rs.opts.has(key) {

@@ -41,8 +41,13 @@ var reopenSpecs = map[string]*reopenSpec{
 	"raw":   {consumed: []string{"offset", "size"}, mutable: []string{"offset", "size"}},
 	"qcow2": {consumed: qcow2RuntimeOpts, mutable: qcow2RuntimeOpts, join: qcow2JoinOptions},
 	// null-co's prepare accepts everything and changes nothing: its
-	// options stay and must be unchanged.
-	"null-co": {},
+	// options stay and must be unchanged; so does blkdebug's.
+	"null-co":  {},
+	"blkdebug": {},
+	// throttle_reopen_prepare moves the node to another group.
+	"throttle": {consumed: []string{"throttle-group"}},
+	// preallocate_reopen_prepare takes new sizes (not resettable).
+	"preallocate": {consumed: []string{"prealloc-align", "prealloc-size"}},
 	// nbd and luks (block-crypto) consume nothing: their options stay
 	// and must be unchanged.
 	"nbd":  {},
@@ -159,7 +164,7 @@ func inheritOptions(role Role, child, parent *flatOpts) {
 func typedOptions(n *Node, opts *flatOpts, file, backing *Node, hasBackingKey bool) (*schema.BlockdevOptions, error) {
 	f := withoutChildren(opts.clone())
 	if file != nil {
-		f.set("file", file.name)
+		f.set(n.drv.fileChildName(), file.name)
 	}
 	switch {
 	case backing != nil:

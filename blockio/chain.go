@@ -47,3 +47,28 @@ func ChainStatus(dev Device, off, length int64) (st Status, depth int, err error
 		dev = next
 	}
 }
+
+// AllocatedAbove is bdrv_is_allocated_above over a list of layers (top
+// first): whether [off, off+n) is defined by one of them, and for how
+// many bytes from off that answer holds. A range past the end of a
+// shorter layer counts as defined there (it reads as zeroes).
+func AllocatedAbove(layers []Device, off, n int64) (bool, int64, error) {
+	for _, x := range layers {
+		size, err := x.Size()
+		if err != nil {
+			return false, 0, err
+		}
+		if off >= size {
+			return true, n, nil
+		}
+		st, err := x.BlockStatus(off, min(n, size-off))
+		if err != nil {
+			return false, 0, err
+		}
+		if st.Flags&StatusAllocated != 0 {
+			return true, st.Length, nil
+		}
+		n = min(n, st.Length)
+	}
+	return false, n, nil
+}

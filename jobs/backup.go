@@ -296,7 +296,7 @@ func (b *backup) Run(j *Job) error {
 				return err
 			}
 			n := min(int64(chunkSize), size-off)
-			unlock := b.cbw.locks.lock(off, n)
+			unlock := b.cbw.locks.Lock(off, n)
 			alloc, l, err := isAllocatedAbove(layers, off, n)
 			if err == nil && !alloc {
 				// Whole clusters only: a cluster partly defined is copied.

@@ -146,7 +146,7 @@ func openCbw(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 func (s *cbwState) beforeWrite(off, n int64, write func() error) error {
 	start := off &^ (s.gran - 1)
 	end := (off + n + s.gran - 1) &^ (s.gran - 1)
-	unlock := s.locks.lock(start, end-start)
+	unlock := s.locks.Lock(start, end-start)
 	defer unlock()
 	if !s.broken.Load() {
 		if err := s.copyOld(start, end-start); err != nil {
@@ -204,7 +204,7 @@ func (s *cbwState) copyOld(off, n int64) error {
 func (s *cbwState) snapshotRange(off, n int64, f func(dev blockio.Device, off, n int64) error) error {
 	start := off &^ (s.gran - 1)
 	end := (off + n + s.gran - 1) &^ (s.gran - 1)
-	unlock := s.locks.lock(start, end-start)
+	unlock := s.locks.Lock(start, end-start)
 	defer unlock()
 	if s.broken.Load() || !s.access.allSet(start, end-start) {
 		return syscall.EACCES
@@ -235,7 +235,7 @@ func (s *cbwState) snapshotDiscard(off, n int64) error {
 	if end <= start {
 		return nil
 	}
-	unlock := s.locks.lock(start, end-start)
+	unlock := s.locks.Lock(start, end-start)
 	defer unlock()
 	s.access.takeRange(start, end-start)
 	s.copyMap.takeRange(start, end-start)

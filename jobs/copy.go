@@ -24,25 +24,7 @@ const (
 // excluded): whether [off, off+n) is defined by one of the layers, and
 // for how many bytes that answer holds.
 func isAllocatedAbove(layers []blockio.Device, off, n int64) (bool, int64, error) {
-	for _, x := range layers {
-		size, err := x.Size()
-		if err != nil {
-			return false, 0, err
-		}
-		if off >= size {
-			// Past the end of a shorter layer: it defines zeroes there.
-			return true, n, nil
-		}
-		st, err := x.BlockStatus(off, min(n, size-off))
-		if err != nil {
-			return false, 0, err
-		}
-		if st.Flags&blockio.StatusAllocated != 0 {
-			return true, st.Length, nil
-		}
-		n = min(n, st.Length)
-	}
-	return false, n, nil
+	return blockio.AllocatedAbove(layers, off, n)
 }
 
 // ioError remembers whether a failed copy was reading or writing, for
@@ -96,7 +78,7 @@ func (c *copier) start(off, n int64) {
 	go func() {
 		defer func() { <-c.sem; c.wg.Done() }()
 		if c.locks != nil {
-			defer c.locks.lock(off, n)()
+			defer c.locks.Lock(off, n)()
 		}
 		var err error
 		switch {

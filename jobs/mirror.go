@@ -215,7 +215,7 @@ func (mj *mirror) setup(filterName string) error {
 		mj.locks = newRangeLock()
 		src, dst := mj.source.IO(), mj.target.IO()
 		blockcore.SetWriteHook(f, func(off, n int64, write func() error) error {
-			unlock := mj.locks.lock(off, n)
+			unlock := mj.locks.Lock(off, n)
 			defer unlock()
 			if err := write(); err != nil {
 				return err

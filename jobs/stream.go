@@ -3,6 +3,7 @@ package jobs
 import (
 	"blockd/blockcore"
 	"blockd/blockio"
+	"blockd/drivers/copyonread"
 	"blockd/schema"
 )
 
@@ -133,13 +134,6 @@ func (m *Manager) blockStream(a *schema.BlockStreamArgs) error {
 	return nil
 }
 
-// corPerms is the copy-on-read filter's take on the node below: what its
-// parents need, plus write-unchanged for the data it copies up.
-func corPerms(perm, shared blockio.Perm) (blockio.Perm, blockio.Perm) {
-	const pass = blockio.PermConsistentRead | blockio.PermWrite | blockio.PermWriteUnchanged | blockio.PermResize
-	return perm&pass | blockio.PermWriteUnchanged, shared&pass | blockio.PermWriteUnchanged
-}
-
 func (s *stream) setup(filterName string) error {
 	g, j := s.m.g, s.job
 	user := jobUser{j}
@@ -154,7 +148,7 @@ func (s *stream) setup(filterName string) error {
 		return err
 	}
 	s.unfreeze = unfreeze
-	f, err := g.InsertFilterAbove(s.top, "copy-on-read", filterName, "file", corPerms)
+	f, err := g.InsertFilterAbove(s.top, "copy-on-read", filterName, "file", copyonread.Perms)
 	if err != nil {
 		return err
 	}
@@ -162,7 +156,7 @@ func (s *stream) setup(filterName string) error {
 	// Guest writes and the job's copy of a range exclude each other, or
 	// the copy could overwrite newer data with the backing file's.
 	blockcore.SetWriteHook(f, func(off, n int64, write func() error) error {
-		unlock := s.locks.lock(off, n)
+		unlock := s.locks.Lock(off, n)
 		defer unlock()
 		return write()
 	})

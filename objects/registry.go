@@ -4,10 +4,11 @@
 // the user-created objects: what --object and object-add create and
 // object-del removes (secret, secret_keyring, tls-creds-x509,
 // tls-creds-psk, tls-creds-anon, authz-simple, authz-list, iothread,
-// main-loop), with
+// main-loop, throttle-group), with
 // qemu-storage-daemon's argument checks, load errors and texts. Other
 // parts of the daemon look objects up by id: the NBD server for its TLS
-// configuration and authorization, drivers for secrets; the chardev
+// configuration and authorization, drivers for secrets and throttle
+// groups (a group in use cannot be deleted); the chardev
 // package puts its devices under /chardevs.
 //
 // Objects are loaded completely when they are created, as the reference

@@ -34,6 +34,7 @@ type ObjectOptions struct {
 	MainLoop      *EventLoopBaseProperties `qapi:",variant=main-loop"`
 	Secret        *SecretProperties        `qapi:",variant=secret"`
 	SecretKeyring *SecretKeyringProperties `qapi:",variant=secret_keyring"`
+	ThrottleGroup *ThrottleGroupProperties `qapi:",variant=throttle-group"`
 	TLSCredsAnon  *TLSCredsAnonProperties  `qapi:",variant=tls-creds-anon"`
 	TLSCredsPSK   *TLSCredsPSKProperties   `qapi:",variant=tls-creds-psk"`
 	TLSCredsX509  *TLSCredsX509Properties  `qapi:",variant=tls-creds-x509"`

@@ -9,7 +9,7 @@ type BlockdevDriver string
 
 // EnumValues lists the implemented drivers (a subset of QEMU's).
 func (BlockdevDriver) EnumValues() []string {
-	return []string{"compress", "copy-before-write", "file", "luks", "nbd", "null-co", "qcow2", "raw", "rbd", "snapshot-access"}
+	return []string{"blkdebug", "blkverify", "compress", "copy-before-write", "copy-on-read", "file", "luks", "nbd", "null-co", "preallocate", "qcow2", "quorum", "raw", "rbd", "snapshot-access", "throttle"}
 }
 
 // BlockdevDiscardOptions says whether discard requests reach the file.
@@ -49,19 +49,25 @@ type BlockdevOptions struct {
 	ForceShare   *bool                        `qapi:"force-share,optional"`
 	DetectZeroes *BlockdevDetectZeroesOptions `qapi:"detect-zeroes,optional"`
 
-	File  *BlockdevOptionsFile  `qapi:",variant=file"`
-	Luks  *BlockdevOptionsLUKS  `qapi:",variant=luks"`
-	Nbd   *BlockdevOptionsNbd   `qapi:",variant=nbd"`
-	Null  *BlockdevOptionsNull  `qapi:",variant=null-co"`
-	Qcow2 *BlockdevOptionsQcow2 `qapi:",variant=qcow2"`
-	Raw   *BlockdevOptionsRaw   `qapi:",variant=raw"`
-	Rbd   *BlockdevOptionsRbd   `qapi:",variant=rbd"`
-	Cbw   *BlockdevOptionsCbw   `qapi:",variant=copy-before-write"`
+	Blkdebug  *BlockdevOptionsBlkdebug  `qapi:",variant=blkdebug"`
+	Blkverify *BlockdevOptionsBlkverify `qapi:",variant=blkverify"`
+	Cbw       *BlockdevOptionsCbw       `qapi:",variant=copy-before-write"`
+	Cor       *BlockdevOptionsCor       `qapi:",variant=copy-on-read"`
 	// Compress is the compress filter: only its file child.
 	Compress *BlockdevOptionsGenericFormat `qapi:",variant=compress"`
+	File     *BlockdevOptionsFile          `qapi:",variant=file"`
+	Luks     *BlockdevOptionsLUKS          `qapi:",variant=luks"`
+	Nbd      *BlockdevOptionsNbd           `qapi:",variant=nbd"`
+	Null     *BlockdevOptionsNull          `qapi:",variant=null-co"`
+	Prealloc *BlockdevOptionsPreallocate   `qapi:",variant=preallocate"`
+	Qcow2    *BlockdevOptionsQcow2         `qapi:",variant=qcow2"`
+	Quorum   *BlockdevOptionsQuorum        `qapi:",variant=quorum"`
+	Raw      *BlockdevOptionsRaw           `qapi:",variant=raw"`
+	Rbd      *BlockdevOptionsRbd           `qapi:",variant=rbd"`
 	// SnapshotAccess reads the point in time a copy-before-write filter
 	// (its file) keeps.
 	SnapshotAccess *BlockdevOptionsGenericFormat `qapi:",variant=snapshot-access"`
+	Throttle       *BlockdevOptionsThrottle      `qapi:",variant=throttle"`
 }
 
 // OnCbwError says what a failed copy-before-write breaks.

@@ -13,14 +13,20 @@ import (
 	"blockd/tools"
 
 	// Block drivers register themselves with the graph.
+	_ "blockd/drivers/blkdebug"
+	_ "blockd/drivers/blkverify"
 	_ "blockd/drivers/compress"
+	_ "blockd/drivers/copyonread"
 	_ "blockd/drivers/file"
 	_ "blockd/drivers/luks"
 	_ "blockd/drivers/nbd"
 	_ "blockd/drivers/null"
+	_ "blockd/drivers/preallocate"
 	_ "blockd/drivers/qcow2"
+	_ "blockd/drivers/quorum"
 	_ "blockd/drivers/raw"
 	_ "blockd/drivers/rbd"
+	_ "blockd/drivers/throttle"
 )
 
 // Version is blockd's own version, sent as the greeting's "package".
