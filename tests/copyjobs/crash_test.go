@@ -194,9 +194,7 @@ func TestFleecingOverNBD(t *testing.T) {
 	run(t, dir, "qemu-io", "-f", "raw", "-c", "read -P 0x66 1M 2M", guest)
 	ok("block-export-del", map[string]any{"id": "fl"})
 	ok("block-job-cancel", map[string]any{"device": "f"})
-	// qemu-io has exited, but the server may not have seen its
-	// connection close yet; a safe-mode delete could still find it.
-	ok("block-export-del", map[string]any{"id": "guest", "mode": "hard"})
+	c.DeleteExport(t, "guest")
 	ok("nbd-server-stop", nil)
 	ok("quit", nil)
 	_ = d.Wait()

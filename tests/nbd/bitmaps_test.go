@@ -157,7 +157,7 @@ func TestIncrementalBackupLoop(t *testing.T) {
 	// Incremental 2: pulled over NBD, only the dirty extents read.
 	run(t, "qemu-io", "-f", "raw", "-c", "write -P 0x44 2M 64k", "-c", "write -P 0x55 12M 1M",
 		"-c", "write -P 0x66 1M 4k", s.uri("src"))
-	s.cmd(t, "block-export-del", map[string]any{"id": "rw"})
+	s.qmp.DeleteExport(t, "rw")
 	s.waitExportGone(t, "rw")
 	s.cmd(t, "block-dirty-bitmap-disable", map[string]any{"node": "src", "name": "b"})
 	dirty2 := s.bitmapCount(t, "src", "b")
@@ -214,7 +214,7 @@ func TestIncrementalBackupLoop(t *testing.T) {
 	if err := qnbd.Wait(); err != nil {
 		t.Fatalf("qemu-nbd: %v", err)
 	}
-	s.cmd(t, "block-export-del", map[string]any{"id": "pull"})
+	s.qmp.DeleteExport(t, "pull")
 	s.waitExportGone(t, "pull")
 	s.cmd(t, "quit", nil)
 	_ = s.Wait()

@@ -246,7 +246,7 @@ func TestOverlayOnNBDBase(t *testing.T) {
 			}
 			// The export now serves the NBD base itself.
 			qio(t, uri, "read -P 0x22 2M 4M")
-			d.cmd(t, "block-export-del", map[string]any{"id": "t"})
+			d.qmp.DeleteExport(t, "t")
 			d.cmd(t, "blockdev-del", map[string]any{"node-name": "top"})
 			d.cmd(t, "blockdev-del", map[string]any{"node-name": "nb"})
 			stop()
@@ -306,7 +306,7 @@ func TestReconnect(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	d.cmd(t, "block-export-del", map[string]any{"id": "e"})
+	d.qmp.DeleteExport(t, "e")
 	stop()
 	// With its server gone, the node still goes away cleanly.
 	d.cmd(t, "blockdev-del", map[string]any{"node-name": "nb"})
@@ -345,7 +345,7 @@ func TestTLS(t *testing.T) {
 	d.cmd(t, "blockdev-add", nbdNode("nb", sock, map[string]any{"tls-creds": "c0", "tls-hostname": "localhost"}))
 	d.cmd(t, "block-export-add", map[string]any{"type": "nbd", "id": "e", "node-name": "nb", "name": "disk", "writable": true})
 	qio(t, d.uri("disk"), "read -P 0x66 0 4M", "write -P 0x67 1M 4k")
-	d.cmd(t, "block-export-del", map[string]any{"id": "e"})
+	d.qmp.DeleteExport(t, "e")
 	d.cmd(t, "blockdev-del", map[string]any{"node-name": "nb"})
 	stop()
 	qio(t, base, "read -P 0x67 1M 4k")

@@ -105,7 +105,7 @@ func TestPersistentBitmapsInterop(t *testing.T) {
 			s.OK("blockdev-reopen", map[string]any{"options": []any{map[string]any{"driver": "qcow2",
 				"node-name": "a", "file": "af", "read-only": ro}}})
 		}
-		s.OK("block-export-del", map[string]any{"id": "e"})
+		s.c.DeleteExport(s.t, "e")
 		reopen(true)
 		s.imageBitmaps(img)
 		s.bitmapState("a")
@@ -116,7 +116,7 @@ func TestPersistentBitmapsInterop(t *testing.T) {
 		s.OK("block-export-add", map[string]any{"type": "nbd", "id": "e", "node-name": "a", "writable": true})
 		s.ToolOK(qemuIO, "-f", "raw", "-c", "write 12M 4k", "nbd+unix:///a?socket="+filepath.Join(s.Dir, "nbd.sock"))
 		s.sums("a", "old", "olddis", "t")
-		s.OK("block-export-del", map[string]any{"id": "e"})
+		s.c.DeleteExport(s.t, "e")
 		s.OK("blockdev-del", map[string]any{"node-name": "a"}) // stores the bitmaps
 		s.imageBitmaps(img)
 		s.ToolOK(qemuImg, "check", img)

@@ -262,6 +262,24 @@ func (c *Client) Ok(t testing.TB, cmd string, args any) any {
 	return r["return"]
 }
 
+// DeleteExport is block-export-del in safe mode once the export's last
+// client has gone. A client tool that has just exited may not have been
+// seen to disconnect yet ("export 'x' still in use"): that is retried,
+// any other error fails the test.
+func (c *Client) DeleteExport(t testing.TB, id string) {
+	t.Helper()
+	for deadline := time.Now().Add(replyTimeout); ; time.Sleep(10 * time.Millisecond) {
+		r, _ := c.Command(t, "block-export-del", map[string]any{"id": id})
+		e, failed := r["error"].(map[string]any)
+		if !failed {
+			return
+		}
+		if desc, _ := e["desc"].(string); !strings.HasSuffix(desc, "still in use") || time.Now().After(deadline) {
+			t.Fatalf("block-export-del %s: %v", id, e)
+		}
+	}
+}
+
 // Err runs a command that must fail and returns its error's desc.
 func (c *Client) Err(t testing.TB, cmd string, args any) string {
 	t.Helper()
