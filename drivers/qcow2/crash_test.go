@@ -29,6 +29,36 @@ import (
 
 const crashEnv = "QCOW2_CRASH_HELPER"
 
+// runCrashHelper runs this test binary as the crash helper for spec,
+// SIGKILLs it after runFor and returns the lines it announced on stdout
+// before it died.
+func runCrashHelper(t *testing.T, spec string, runFor time.Duration) []string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), crashEnv+"="+spec)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan []string, 1)
+	go func() {
+		var ls []string
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			ls = append(ls, sc.Text())
+		}
+		lines <- ls
+	}()
+	time.Sleep(runFor)
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	ls := <-lines
+	_ = cmd.Wait()
+	return ls
+}
+
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(crashEnv); strings.HasPrefix(spec, "resize ") {
 		os.Exit(resizeCrashHelper(spec[7:]))
@@ -261,28 +291,7 @@ func crashRound(t *testing.T, dir string, round int, cc crashConfig, seed int64,
 	}
 	newImageFile(t, path, co)
 
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), crashEnv+"="+spec)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := make(chan []string, 1)
-	go func() {
-		var ls []string
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			ls = append(ls, sc.Text())
-		}
-		lines <- ls
-	}()
-	time.Sleep(runFor)
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	ls := <-lines
-	_ = cmd.Wait()
+	ls := runCrashHelper(t, spec, runFor)
 
 	var ops []crashOp
 	committed := int64(0)

@@ -1,16 +1,12 @@
 package qcow2
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"math/rand"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -70,28 +66,7 @@ func TestResizeCrash(t *testing.T) {
 	for round := 0; round == 0 || time.Now().Before(deadline); round++ {
 		path := filepath.Join(dir, fmt.Sprintf("resize%d.qcow2", round))
 		newImageFile(t, path, CreateOptions{Size: 2 << 20, ClusterSize: 4096})
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), crashEnv+"=resize "+path)
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		lines := make(chan []string, 1)
-		go func() {
-			var ls []string
-			sc := bufio.NewScanner(out)
-			for sc.Scan() {
-				ls = append(ls, sc.Text())
-			}
-			lines <- ls
-		}()
-		time.Sleep(time.Duration(50+rng.Intn(300)) * time.Millisecond)
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		ls := <-lines
-		_ = cmd.Wait()
+		ls := runCrashHelper(t, "resize "+path, time.Duration(50+rng.Intn(300))*time.Millisecond)
 		flushed := false
 		allowed := map[int64]bool{}
 		last := int64(2 << 20)

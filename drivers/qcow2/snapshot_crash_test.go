@@ -1,7 +1,6 @@
 package qcow2
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"fmt"
@@ -176,28 +175,7 @@ func snapshotCrashRound(t *testing.T, dir string, round int, seed int64, runFor 
 	if err := os.WriteFile(path+".group", make([]byte, 8), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=snapshot %s %d", crashEnv, path, seed))
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := make(chan []string, 1)
-	go func() {
-		var ls []string
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			ls = append(ls, sc.Text())
-		}
-		lines <- ls
-	}()
-	time.Sleep(runFor)
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	ls := <-lines
-	_ = cmd.Wait()
+	ls := runCrashHelper(t, fmt.Sprintf("snapshot %s %d", path, seed), runFor)
 
 	// Replay the announcements.
 	active := snapModel{}
