@@ -195,8 +195,14 @@ func TestMetricsDuringIOAndJob(t *testing.T) {
 	if jobUUID == "" {
 		t.Fatalf("no blockd_job_info for c1 in %v", keysWith(m, "job"))
 	}
-	if m[`blockd_job_progress_total{job="c1",type="commit"}`] <= 0 {
-		t.Errorf("job total progress not shown")
+	// The job's worker sets its total once it has looked at the chain,
+	// a moment after the command's reply: wait for it rather than race.
+	total := `blockd_job_progress_total{job="c1",type="commit"}`
+	for deadline := time.Now().Add(replyTimeout); m[total] <= 0; m = o.mustScrape(t) {
+		if time.Now().After(deadline) {
+			t.Fatalf("job total progress not shown")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	o.c.Command(t, "block-job-set-speed", map[string]any{"device": "c1", "speed": 0})
 	waitEventNamed(t, o.c, "BLOCK_JOB_READY")
