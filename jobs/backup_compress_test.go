@@ -28,8 +28,7 @@ func TestCompressedBackup(t *testing.T) {
 	image(t, src, size, "", map[int64][]byte{0: bytes.Clone(start)})
 	image(t, dst, size, "", nil)
 	d := newDaemon(t)
-	d.call(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": "src",
-		"file": map[string]any{"driver": "file", "filename": src}})
+	addQcow2(t, d, "src", src)
 	d.call(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": "dst",
 		"file": map[string]any{"driver": "file", "filename": dst, "node-name": "dst-file"}})
 	b, _ := json.Marshal(map[string]any{"job-id": "b", "device": "src", "target": "dst-file",

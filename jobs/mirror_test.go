@@ -76,6 +76,13 @@ func guestWriters(t *testing.T, d *daemon, node string, size int64, model []byte
 	return g
 }
 
+// addQcow2 opens the qcow2 image at path as node name.
+func addQcow2(t *testing.T, d *daemon, name, path string) {
+	t.Helper()
+	d.call(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": name,
+		"file": map[string]any{"driver": "file", "filename": path}})
+}
+
 // guestView is the data path of a node, as a guest device on it uses it.
 func guestView(d *daemon, name string) *blockio.Device {
 	var dev blockio.Device
@@ -121,10 +128,8 @@ func TestMirrorFollowsConcurrentWrites(t *testing.T) {
 			image(t, src, size, "", map[int64][]byte{1 << 20: pattern(0x11, 6<<20)})
 			image(t, dst, size, "", nil)
 			d := newDaemon(t)
-			d.call(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": "src",
-				"file": map[string]any{"driver": "file", "filename": src}})
-			d.call(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": "dst",
-				"file": map[string]any{"driver": "file", "filename": dst}})
+			addQcow2(t, d, "src", src)
+			addQcow2(t, d, "dst", dst)
 			stop := make(chan struct{})
 			guest := guestWriters(t, d, "src", size, model, stop)
 			time.Sleep(50 * time.Millisecond)
@@ -160,8 +165,7 @@ func TestStreamWithConcurrentWrites(t *testing.T) {
 	image(t, base, size, "", map[int64][]byte{0: bytes.Clone(model)})
 	image(t, top, size, base, nil)
 	d := newDaemon(t)
-	d.call(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": "top",
-		"file": map[string]any{"driver": "file", "filename": top}})
+	addQcow2(t, d, "top", top)
 	stop := make(chan struct{})
 	guest := guestWriters(t, d, "top", size, model, stop)
 	time.Sleep(20 * time.Millisecond)
@@ -194,10 +198,8 @@ func TestBackupIsPointInTime(t *testing.T) {
 	image(t, src, size, "", map[int64][]byte{0: bytes.Clone(start)})
 	image(t, dst, size, "", nil)
 	d := newDaemon(t)
-	d.call(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": "src",
-		"file": map[string]any{"driver": "file", "filename": src}})
-	d.call(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": "dst",
-		"file": map[string]any{"driver": "file", "filename": dst}})
+	addQcow2(t, d, "src", src)
+	addQcow2(t, d, "dst", dst)
 	d.call(t, "blockdev-backup", map[string]any{"job-id": "b", "device": "src", "target": "dst",
 		"sync": "full", "speed": 8 << 20, "filter-node-name": "cbw"})
 	model := bytes.Clone(start)
@@ -228,8 +230,7 @@ func TestFleecingReadsThePointInTime(t *testing.T) {
 	image(t, src, size, "", map[int64][]byte{0: bytes.Clone(start)})
 	image(t, fl, size, src, nil)
 	d := newDaemon(t)
-	d.call(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": "src",
-		"file": map[string]any{"driver": "file", "filename": src}})
+	addQcow2(t, d, "src", src)
 	d.call(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": "fleece", "backing": "src",
 		"file": map[string]any{"driver": "file", "filename": fl}})
 	d.call(t, "blockdev-backup", map[string]any{"job-id": "f", "device": "src", "target": "fleece",
@@ -268,10 +269,8 @@ func TestMirrorWithGranularityAboveChunk(t *testing.T) {
 	image(t, src, size, "", map[int64][]byte{3 << 20: pattern(0x21, 5<<20)})
 	image(t, dst, size, "", nil)
 	d := newDaemon(t)
-	d.call(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": "src",
-		"file": map[string]any{"driver": "file", "filename": src}})
-	d.call(t, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": "dst",
-		"file": map[string]any{"driver": "file", "filename": dst}})
+	addQcow2(t, d, "src", src)
+	addQcow2(t, d, "dst", dst)
 	d.call(t, "blockdev-mirror", map[string]any{"job-id": "m", "device": "src", "target": "dst",
 		"sync": "full", "granularity": 2 << 20})
 	d.waitEvent(t, "BLOCK_JOB_READY")
