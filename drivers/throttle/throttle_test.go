@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	_ "blockd/drivers/file"
 	_ "blockd/drivers/raw"
@@ -13,12 +14,12 @@ import (
 	"blockd/objects"
 )
 
-func newEnv(t *testing.T) *graphtest.Env {
+func newEnv(t *testing.T) (*graphtest.Env, *objects.Registry) {
+	objs := objects.NewRegistry(nil)
 	return graphtest.New(t, func(e *graphtest.Env) {
-		objs := objects.NewRegistry(nil)
 		objs.RegisterCommands(e.Reg)
 		e.G.SetObjects(objs)
-	})
+	}), objs
 }
 
 func image(t *testing.T) string {
@@ -33,7 +34,7 @@ func image(t *testing.T) string {
 // until a drained section lets it through (a drain must never wait for a
 // limit), also when the drain begins at a parent above the throttle node.
 func TestThrottleDataPathAndDrain(t *testing.T) {
-	e := newEnv(t)
+	e, objs := newEnv(t)
 	img := image(t)
 	e.Must(t, "object-add", `{"qom-type": "throttle-group", "id": "tg", "limits": {"bps-write": 1}}`)
 	e.Must(t, "blockdev-add", `{"driver": "file", "node-name": "f", "filename": "`+img+`"}`)
@@ -58,10 +59,19 @@ func TestThrottleDataPathAndDrain(t *testing.T) {
 	// waits days unless drained.
 	done := make(chan error, 1)
 	go func() { done <- top.WriteAt([]byte{1}, 0, 0) }()
-	select {
-	case err := <-done:
-		t.Fatalf("a write over the limit did not wait: %v", err)
-	default:
+	// Drain only once the write waits in the group: a drain that begins
+	// before it enters t2 would hold it back at t2's gate instead.
+	tg, release, err := objs.ThrottleGroup("tg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	for tg.Waiting() == 0 {
+		select {
+		case err := <-done:
+			t.Fatalf("a write over the limit did not wait: %v", err)
+		case <-time.After(time.Millisecond):
+		}
 	}
 	// Draining from the top lets the request waiting in t go on.
 	var resume func()
@@ -75,7 +85,7 @@ func TestThrottleDataPathAndDrain(t *testing.T) {
 
 // object-del refuses a group while a node uses it, and accepts it after.
 func TestThrottleGroupPinned(t *testing.T) {
-	e := newEnv(t)
+	e, _ := newEnv(t)
 	e.Must(t, "object-add", `{"qom-type": "throttle-group", "id": "tg"}`)
 	e.Must(t, "blockdev-add", `{"driver": "throttle", "node-name": "t", "throttle-group": "tg", "file": {"driver": "file", "filename": "`+image(t)+`"}}`)
 	if err := e.Exec("object-del", `{"id": "tg"}`); err == nil || err.Error() != "object 'tg' is in use, can not be deleted" {
@@ -92,7 +102,7 @@ func TestThrottleGroupPinned(t *testing.T) {
 // blockdev-reopen moves a node to another group: the old group's limit
 // no longer applies, and the old group can be deleted.
 func TestThrottleReopenChangesGroup(t *testing.T) {
-	e := newEnv(t)
+	e, _ := newEnv(t)
 	e.Must(t, "object-add", `{"qom-type": "throttle-group", "id": "slow", "limits": {"bps-write": 1}}`)
 	e.Must(t, "object-add", `{"qom-type": "throttle-group", "id": "free"}`)
 	e.Must(t, "blockdev-add", `{"driver": "file", "node-name": "f", "filename": "`+image(t)+`"}`)

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -209,7 +210,11 @@ type Group struct {
 	lastLeak time.Time
 	reconf   chan struct{} // closed and replaced when the config changes
 	turn     [2]chan struct{}
+	waiting  atomic.Int64 // requests held back by the limits now
 }
+
+// Waiting is the number of requests the limits hold back now.
+func (g *Group) Waiting() int { return int(g.waiting.Load()) }
 
 // NewGroup returns a group with the given (valid) configuration.
 func NewGroup(cfg Config) *Group {
@@ -327,6 +332,7 @@ func (m *Member) Wait(dir Direction, bytes uint64) {
 		if d <= 0 {
 			break
 		}
+		g.waiting.Add(1)
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
@@ -334,6 +340,7 @@ func (m *Member) Wait(dir Direction, bytes uint64) {
 		case <-reconf:
 		case <-bypass:
 		}
+		g.waiting.Add(-1)
 		t.Stop()
 		select {
 		case <-bypass:
