@@ -35,6 +35,30 @@ func (r *refCounter) add(c int64, d uint64) {
 	r.n[c] = uint16(v)
 }
 
+// sub removes d references; false (and no change) if there are fewer.
+func (r *refCounter) sub(c int64, d uint64) bool {
+	v := r.get(c)
+	if v < d {
+		return false
+	}
+	v -= d
+	if v >= 0xffff {
+		r.big[c] = v
+		return true
+	}
+	delete(r.big, c)
+	r.n[c] = uint16(v)
+	return true
+}
+
+// grow extends the counted range to nb clusters (the new ones at 0).
+func (r *refCounter) grow(nb int64) {
+	if nb > r.nb {
+		r.n = append(r.n, make([]uint16, nb-r.nb)...)
+		r.nb = nb
+	}
+}
+
 // inc counts one reference to every cluster of host range [off, off+size).
 func (r *refCounter) inc(off, size int64) { r.incN(off, size, 1) }
 

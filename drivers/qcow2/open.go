@@ -196,23 +196,7 @@ func (img *Image) loadTables(fsz int64, repair bool) error {
 	}
 	img.l1, img.reftable = l1, rt
 	img.allocEnd = g.clustersFor(fsz)
-	m := &img.meta
-	m.setRange(metaHeader, 0, cs)
-	if h.l1Size > 0 {
-		m.setRange(metaL1, int64(h.l1TableOffset), int64(h.l1TableOffset)+g.clustersFor(int64(h.l1Size)*8)*cs)
-	}
-	m.setRange(metaReftable, int64(h.refcountTableOffset),
-		int64(h.refcountTableOffset)+int64(h.refcountTableClusters)*cs)
-	for _, e := range l1 {
-		if off := int64(e & l1eOffsetMask); off != 0 && off&(cs-1) == 0 && off < fsz {
-			m.clusters[off>>g.clusterBits] = metaL2
-		}
-	}
-	for _, e := range rt {
-		if off := int64(e & reftOffsetMask); off != 0 && off&(cs-1) == 0 && off < fsz {
-			m.clusters[off>>g.clusterBits] = metaRefblock
-		}
-	}
+	snapEnd := int64(0)
 	if h.nbSnapshots > 0 {
 		snaps, end, err := readSnapshots(img.file, int64(h.snapshotsOffset), int(h.nbSnapshots), fsz)
 		if err != nil && !repair {
@@ -220,19 +204,48 @@ func (img *Image) loadTables(fsz int64, repair bool) error {
 		}
 		img.snaps = snaps
 		if err == nil {
-			m.setRange(metaSnapTable, int64(h.snapshotsOffset), roundUp(end, cs))
+			snapEnd = end
 		}
-		for _, s := range snaps {
-			if s.l1Size > 0 && s.l1Offset&(cs-1) == 0 {
-				m.addRange(metaInactiveL1, s.l1Offset, s.l1Offset+roundUp(s.l1Size*8, cs))
-			}
+	}
+	img.fillOverlap(fsz, snapEnd)
+	return nil
+}
+
+// fillOverlap fills the overlap set from the header, the L1 and refcount
+// tables and the snapshot list; snapEnd is where the snapshot table ends
+// (0: unknown, not protected).
+func (img *Image) fillOverlap(fsz, snapEnd int64) {
+	h, g := &img.hdr, &img.g
+	cs := g.clusterSize
+	m := &img.meta
+	m.setRange(metaHeader, 0, cs)
+	if h.l1Size > 0 {
+		m.setRange(metaL1, int64(h.l1TableOffset), int64(h.l1TableOffset)+g.clustersFor(int64(h.l1Size)*8)*cs)
+	}
+	m.setRange(metaReftable, int64(h.refcountTableOffset),
+		int64(h.refcountTableOffset)+int64(h.refcountTableClusters)*cs)
+	for _, e := range img.l1 {
+		if off := int64(e & l1eOffsetMask); off != 0 && off&(cs-1) == 0 && off < fsz {
+			m.clusters[off>>g.clusterBits] = metaL2
+		}
+	}
+	for _, e := range img.reftable {
+		if off := int64(e & reftOffsetMask); off != 0 && off&(cs-1) == 0 && off < fsz {
+			m.clusters[off>>g.clusterBits] = metaRefblock
+		}
+	}
+	if snapEnd > 0 {
+		m.setRange(metaSnapTable, int64(h.snapshotsOffset), roundUp(snapEnd, cs))
+	}
+	for _, s := range img.snaps {
+		if s.l1Size > 0 && s.l1Offset&(cs-1) == 0 {
+			m.addRange(metaInactiveL1, s.l1Offset, s.l1Offset+roundUp(s.l1Size*8, cs))
 		}
 	}
 	if b := h.bitmaps; b != nil && h.autoclear&autoclearBitmaps != 0 && b.dirSize > 0 &&
 		b.dirOffset&uint64(cs-1) == 0 && b.dirSize < 64<<20 && b.dirOffset < math.MaxInt64/2 {
 		m.setRange(metaBitmapDir, int64(b.dirOffset), int64(b.dirOffset)+roundUp(int64(b.dirSize), cs))
 	}
-	return nil
 }
 
 // readTable reads n big-endian 64-bit entries at off.

@@ -3,6 +3,7 @@ package qcow2
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 )
 
 // Refcount repair. Called by Check(true) with every guest cluster locked
@@ -65,11 +66,7 @@ func (img *Image) rebuildRefcounts(r *refCounter) error {
 	uncount := func(off, n int64) {
 		for c := off >> g.clusterBits; c < (off>>g.clusterBits)+n && c < r.nb; c++ {
 			if v := r.get(c); v > 0 {
-				if v >= 0xffff {
-					r.big[c] = v - 1
-				} else {
-					r.n[c] = uint16(v - 1)
-				}
+				r.sub(c, 1)
 			}
 		}
 	}
@@ -79,6 +76,43 @@ func (img *Image) rebuildRefcounts(r *refCounter) error {
 			uncount(off, 1)
 		}
 	}
+	l, err := img.writeRefcountStructure(r, false)
+	if err != nil {
+		return err
+	}
+	if err := img.file.Flush(); err != nil {
+		return err
+	}
+	var hb [12]byte
+	binary.BigEndian.PutUint64(hb[0:], uint64(l.tableOffset(g)))
+	binary.BigEndian.PutUint32(hb[8:], uint32(l.nT))
+	if err := img.file.WriteAt(hb[:], 48, 0); err != nil {
+		return err
+	}
+	if err := img.file.Flush(); err != nil {
+		return err
+	}
+	img.adoptRefcounts(l)
+	return nil
+}
+
+// refLayout is a complete refcount structure written past the end of the
+// file: nRB refcount blocks from cluster e on, then the nT clusters of
+// the refcount table.
+type refLayout struct {
+	e, nRB, nT int64
+	table      []uint64
+}
+
+func (l refLayout) tableOffset(g *geometry) int64 { return (l.e + l.nRB) << g.clusterBits }
+func (l refLayout) end() int64                    { return l.e + l.nRB + l.nT }
+
+// writeRefcountStructure writes refcount blocks and a table holding r's
+// counts, plus one for each of their own clusters, from cluster r.nb on.
+// A count above the refcount width is clamped and reported in r.res, or,
+// with strict, refused before anything is written.
+func (img *Image) writeRefcountStructure(r *refCounter, strict bool) (refLayout, error) {
+	g := &img.g
 	e := r.nb
 	var nRB, nT int64 = 1, 0
 	for {
@@ -91,16 +125,25 @@ func (img *Image) rebuildRefcounts(r *refCounter) error {
 		break
 	}
 	if nT*g.clusterSize > maxReftableBytes {
-		return errors.New("qcow2: cannot rebuild refcounts: refcount table would be too large")
+		return refLayout{}, errors.New("qcow2: cannot rebuild refcounts: refcount table would be too large")
 	}
+	if strict {
+		for c := int64(0); c < e; c++ {
+			if r.get(c) > g.refcountMax {
+				return refLayout{}, fmt.Errorf("qcow2: refcount overflow for cluster %#x (refcount bits %d)",
+					c<<g.clusterBits, g.refcountBits)
+			}
+		}
+	}
+	l := refLayout{e: e, nRB: nRB, nT: nT, table: make([]uint64, nT*g.clusterSize/8)}
 	block := make([]byte, g.clusterSize)
-	table := make([]byte, nT*g.clusterSize)
+	raw := make([]byte, nT*g.clusterSize)
 	for j := int64(0); j < nRB; j++ {
 		clear(block)
 		for i := int64(0); i < g.refblockEntries; i++ {
 			c := j<<g.refblockBits + i
 			v := r.get(c)
-			if c >= e && c < e+nRB+nT {
+			if c >= e && c < l.end() {
 				v++
 			}
 			if v > g.refcountMax {
@@ -113,43 +156,33 @@ func (img *Image) rebuildRefcounts(r *refCounter) error {
 			}
 		}
 		if err := img.file.WriteAt(block, (e+j)<<g.clusterBits, 0); err != nil {
-			return err
+			return refLayout{}, err
 		}
-		binary.BigEndian.PutUint64(table[j*8:], uint64((e+j)<<g.clusterBits))
+		l.table[j] = uint64((e + j) << g.clusterBits)
+		binary.BigEndian.PutUint64(raw[j*8:], l.table[j])
 	}
-	tOff := (e + nRB) << g.clusterBits
-	if err := img.file.WriteAt(table, tOff, 0); err != nil {
-		return err
-	}
-	if err := img.file.Flush(); err != nil {
-		return err
-	}
-	var hb [12]byte
-	binary.BigEndian.PutUint64(hb[0:], uint64(tOff))
-	binary.BigEndian.PutUint32(hb[8:], uint32(nT))
-	if err := img.file.WriteAt(hb[:], 48, 0); err != nil {
-		return err
-	}
-	if err := img.file.Flush(); err != nil {
-		return err
-	}
+	return l, img.file.WriteAt(raw, l.tableOffset(g), 0)
+}
+
+// adoptRefcounts makes the in-memory state follow a refcount structure
+// the header now names.
+func (img *Image) adoptRefcounts(l refLayout) {
+	g := &img.g
 	img.rc.dropAll()
 	for c, k := range img.meta.clusters {
 		if k == metaRefblock {
 			delete(img.meta.clusters, c)
 		}
 	}
-	newTable := make([]uint64, nT*g.clusterSize/8)
-	for j := int64(0); j < nRB; j++ {
-		newTable[j] = uint64((e + j) << g.clusterBits)
-		img.meta.clusters[e+j] = metaRefblock
+	for j := int64(0); j < l.nRB; j++ {
+		img.meta.clusters[l.e+j] = metaRefblock
 	}
-	img.reftable = newTable
-	img.hdr.refcountTableOffset, img.hdr.refcountTableClusters = uint64(tOff), uint32(nT)
-	img.meta.setRange(metaReftable, tOff, tOff+nT*g.clusterSize)
+	tOff := l.tableOffset(g)
+	img.reftable = l.table
+	img.hdr.refcountTableOffset, img.hdr.refcountTableClusters = uint64(tOff), uint32(l.nT)
+	img.meta.setRange(metaReftable, tOff, tOff+l.nT*g.clusterSize)
 	img.freeHint, img.freeBytes = 0, 0
-	img.allocEnd = max(img.allocEnd, e+nRB+nT)
+	img.allocEnd = max(img.allocEnd, l.end())
 	img.l2DependsRef, img.refDependsL2 = false, false
 	img.comp.invalidate()
-	return nil
 }
