@@ -1,11 +1,5 @@
 package qcow2
 
-import (
-	"cmp"
-	"encoding/binary"
-	"slices"
-)
-
 // Metadata write-back and its ordering (everything here runs under mu).
 //
 // L2 slices and refcount blocks are cached write-back. Three flags record
@@ -295,95 +289,4 @@ func (img *Image) markDirty() error {
 		return nil
 	}
 	return img.writeIncompat(img.hdr.incompat | incompatDirty)
-}
-
-// writeGroup writes every dirty refcount block, every dirty L2 slice and,
-// when l1 is set, the active L1 table back to back (no flush between
-// them, adjacent blocks in one write), then flushes the file. A killed
-// process (whose completed writes all survive) leaves some of them
-// without the others only if it dies in the microseconds they take.
-// Refcount blocks go before or after the flags (L2 slices, then L1) as
-// refsFirst says. The caller
-// guarantees that every subset of these writes is safe after a power
-// loss, so the ordering flags above are not consulted (and are clear
-// after the flush).
-func (img *Image) writeGroup(refsFirst, l1 bool) error {
-	if writeGroupHook != nil {
-		writeGroupHook(true)
-		defer writeGroupHook(false)
-	}
-	// The flags: L2 slices, then the L1 table.
-	write := []func() error{func() error { return img.writeDirtyRuns(img.l2c, metaL2) }}
-	if l1 {
-		write = append(write, img.writeL1Table)
-	}
-	refs := func() error { return img.writeDirtyRuns(img.rc, metaRefblock) }
-	if refsFirst {
-		write = append([]func() error{refs}, write...)
-	} else {
-		write = append(write, refs)
-	}
-	for _, w := range write {
-		if err := w(); err != nil {
-			return err
-		}
-	}
-	if err := img.file.Flush(); err != nil {
-		return err
-	}
-	img.needDataFlush, img.l2DependsRef, img.refDependsL2 = false, false, false
-	return nil
-}
-
-// writeGroupHook, set only by the crash tests, is called before the
-// first and after the last write of a writeGroup: a test that kills the
-// process learns whether it died inside a group.
-var writeGroupHook func(start bool)
-
-// writeDirtyRuns writes c's dirty blocks in offset order, each run of
-// adjacent blocks as one write.
-func (img *Image) writeDirtyRuns(c *metaCache, kind metaKind) error {
-	if c.nDirty == 0 {
-		return nil
-	}
-	dirty := make([]int32, 0, c.nDirty)
-	for i := range c.slots {
-		if c.slots[i].dirty {
-			dirty = append(dirty, int32(i))
-		}
-	}
-	slices.SortFunc(dirty, func(a, b int32) int { return cmp.Compare(c.slots[a].key, c.slots[b].key) })
-	var run []byte
-	for k, i := range dirty {
-		s := &c.slots[i]
-		if chk := img.meta.check(&img.g, s.key, int64(len(s.buf)), kind); chk != metaNone {
-			return img.corruptf(true, s.key, int64(len(s.buf)), "%s", overlapMessage(chk))
-		}
-		run = append(run, s.buf...)
-		if k+1 < len(dirty) && c.slots[dirty[k+1]].key == s.key+int64(len(s.buf)) {
-			continue
-		}
-		start := s.key + int64(len(s.buf)) - int64(len(run))
-		if err := img.file.WriteAt(run, start, 0); err != nil {
-			return err
-		}
-		run = run[:0]
-	}
-	for _, i := range dirty {
-		c.markClean(i)
-	}
-	return nil
-}
-
-// writeL1Table writes the whole active L1 table from memory.
-func (img *Image) writeL1Table() error {
-	buf := make([]byte, len(img.l1)*8)
-	for i, e := range img.l1 {
-		binary.BigEndian.PutUint64(buf[i*8:], e)
-	}
-	off := int64(img.hdr.l1TableOffset)
-	if k := img.meta.check(&img.g, off, int64(len(buf)), metaL1); k != metaNone {
-		return img.corruptf(true, off, int64(len(buf)), "%s", overlapMessage(k))
-	}
-	return img.file.WriteAt(buf, off, 0)
 }
