@@ -4,6 +4,7 @@ import (
 	"blockd/internal/qdict"
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -120,6 +121,28 @@ func (f *flatOpts) clone() *flatOpts {
 		c.vals[k] = v
 	}
 	return c
+}
+
+// equal says whether f and o hold the same keys in the same order with
+// the same values.
+func (f *flatOpts) equal(o *flatOpts) bool {
+	if !slices.Equal(f.keys, o.keys) {
+		return false
+	}
+	for k, v := range f.vals {
+		w := o.vals[k]
+		switch v.(type) {
+		case string, bool, json.Number, nil:
+			if v != w {
+				return false
+			}
+		default: // lists
+			if !reflect.DeepEqual(v, w) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // join adds the keys of old that f does not have (qdict_join without

@@ -96,6 +96,15 @@ type reopenInfo struct {
 	// explicit is what the last reopen gave explicitly (nil before the
 	// first: the options the node was opened with).
 	explicit *flatOpts
+	// own caches ownOptions: flattening goes through JSON, and a reopen
+	// of a chain's top asks it of every node below, again and again.
+	own   *flatOpts
+	ownOf *schema.BlockdevOptions
+	// typedFrom is what typedOptions decoded into typedFor: while those
+	// are still the node's options, the same input gives them back
+	// without decoding.
+	typedFrom *flatOpts
+	typedFor  *schema.BlockdevOptions
 }
 
 // childKeys are the option names of children, which the node's own
@@ -109,18 +118,29 @@ func withoutChildren(f *flatOpts) *flatOpts {
 	return f
 }
 
+// ownOptions is a copy of the node's options flattened, without its
+// children.
+func (n *Node) ownOptions() *flatOpts {
+	if f := n.reopen.own; f != nil && n.reopen.ownOf == n.options {
+		return f.clone()
+	}
+	f := withoutChildren(flattenOptions(n.options))
+	n.reopen.own, n.reopen.ownOf = f, n.options
+	return f.clone()
+}
+
 // explicitOptions is bs->explicit_options.
 func (n *Node) explicitOptions() *flatOpts {
 	if n.reopen.explicit != nil {
 		return n.reopen.explicit.clone()
 	}
-	return withoutChildren(flattenOptions(n.options))
+	return n.ownOptions()
 }
 
 // effectiveOptions is bs->options: the options with what the node
 // inherited and its current flags.
 func (n *Node) effectiveOptions() *flatOpts {
-	f := withoutChildren(flattenOptions(n.options))
+	f := n.ownOptions()
 	f.set("read-only", n.readOnly)
 	f.set("auto-read-only", n.reopen.autoReadOnly)
 	direct, noFlush := n.cacheFlags()
@@ -161,7 +181,7 @@ func inheritOptions(role Role, child, parent *flatOpts) {
 
 // typedOptions decodes what a node keeps after a reopen: its options
 // with its children named by reference.
-func typedOptions(n *Node, opts *flatOpts, file, backing *Node, hasBackingKey bool) (*schema.BlockdevOptions, error) {
+func typedOptions(n *Node, opts *flatOpts, file, backing *Node, hasBackingKey bool) (typed *schema.BlockdevOptions, from *flatOpts, err error) {
 	f := withoutChildren(opts.clone())
 	if file != nil {
 		f.set(n.drv.fileChildName(), file.name)
@@ -172,11 +192,14 @@ func typedOptions(n *Node, opts *flatOpts, file, backing *Node, hasBackingKey bo
 	case hasBackingKey:
 		f.set("backing", nil)
 	}
+	if r := &n.reopen; r.typedFrom != nil && r.typedFor == n.options && r.typedFrom.equal(f) {
+		return n.options, f, nil
+	}
 	// Only options blockdev-add knows survive (QEMU keeps the rest in its
 	// QDict, blockd has no use for them).
 	var o schema.BlockdevOptions
 	if err := schema.Decode(f.unflatten(), &o); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &o, nil
+	return &o, f, nil
 }

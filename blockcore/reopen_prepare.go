@@ -1,6 +1,7 @@
 package blockcore
 
 import (
+	"reflect"
 	"slices"
 
 	"blockd/schema"
@@ -111,11 +112,11 @@ func (g *Graph) prepareEntry(e *reopenEntry, t *tx) error {
 		}
 	}
 
-	typed, err := typedOptions(n, e.options, n.File(), n.Backing(), n.drv.SupportsBacking)
+	typed, typedFrom, err := typedOptions(n, e.options, n.File(), n.Backing(), n.drv.SupportsBacking)
 	if err != nil {
 		return schema.Errorf("failed while preparing to reopen image '%s'", Filename(n))
 	}
-	e.typed = typed
+	e.typed, e.typedFrom = typed, typedFrom
 	return nil
 }
 
@@ -148,8 +149,13 @@ func (g *Graph) commitEntry(e *reopenEntry) {
 	n.reopen.discardUnmap = e.state.DiscardUnmap
 	n.io.discardUnmap = e.state.DiscardUnmap
 	n.reopen.explicit = withoutChildren(e.explicit.clone())
+	// Unchanged options keep their pointer, and with it the flattened
+	// copy ownOptions caches.
 	if e.typed != nil {
-		n.options = e.typed
+		if !reflect.DeepEqual(e.typed, n.options) {
+			n.options = e.typed
+		}
+		n.reopen.typedFrom, n.reopen.typedFor = e.typedFrom, n.options
 	}
 	g.notifyChildren(e)
 }

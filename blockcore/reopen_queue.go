@@ -19,6 +19,7 @@ type reopenEntry struct {
 	// Set by prepare.
 	detectZeroes   string
 	typed          *schema.BlockdevOptions
+	typedFrom      *flatOpts // what typed was decoded from
 	commit         func()
 	oldBacking     *Node // the backing child replaced, if any
 	oldFile        *Node // the file child replaced, if any
