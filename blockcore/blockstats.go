@@ -20,7 +20,7 @@ func (g *Graph) BlockStats(queryNodes bool) []schema.BlockStats {
 	if !queryNodes {
 		return out
 	}
-	for _, n := range g.named {
+	for n := range g.named.all() {
 		out = append(out, nodeStats(n))
 	}
 	return out

@@ -252,7 +252,7 @@ func (g *Graph) RemoveFilter(f *Node) error {
 	}
 	t.onCommit(func() { g.closeImpl(f) })
 	g.unregister(f)
-	t.onAbort(func() { g.nodes[f.name] = f; g.named = append(g.named, f) })
+	t.onAbort(func() { g.nodes[f.name] = f; g.named.add(f) })
 	err := t.finish(g.refreshPerms(append([]*Node{child}, others...), nil, t))
 	resume()
 	// The filter's other children (a copy-before-write target) close if

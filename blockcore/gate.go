@@ -302,7 +302,7 @@ func (g *Graph) quiesce(nodes []*Node) (end func()) {
 // QuiesceAll is bdrv_drain_all's effect on users: every quiescer of the
 // graph sees a drained section begin and end.
 func (g *Graph) QuiesceAll() {
-	end := g.quiesce(g.named)
+	end := g.quiesce(g.named.slice())
 	end()
 }
 

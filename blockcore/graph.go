@@ -21,7 +21,7 @@ type Graph struct {
 	nodes   map[string]*Node
 	// named lists nodes in the order they got their names; queries list
 	// the newest first, as qemu-storage-daemon does.
-	named       []*Node
+	named       namedList
 	autoCounter uint64
 
 	openTx []*tx           // transactions in progress, oldest first
@@ -49,7 +49,7 @@ func (g *Graph) Lookup(name string) *Node { return g.nodes[name] }
 
 // Nodes lists all nodes, newest first.
 func (g *Graph) Nodes() []*Node {
-	out := slices.Clone(g.named)
+	out := g.named.slice()
 	slices.Reverse(out)
 	return out
 }
@@ -80,16 +80,14 @@ func (g *Graph) assignName(n *Node, name string, t *tx) error {
 	}
 	n.name = name
 	g.nodes[name] = n
-	g.named = append(g.named, n)
+	g.named.add(n)
 	t.onAbort(func() { g.unregister(n) })
 	return nil
 }
 
 func (g *Graph) unregister(n *Node) {
 	delete(g.nodes, n.name)
-	if i := slices.Index(g.named, n); i >= 0 {
-		g.named = slices.Delete(g.named, i, i+1)
-	}
+	g.named.remove(n)
 }
 
 // attach adds an edge from parent to child within t (bdrv_attach_child).
@@ -163,7 +161,7 @@ func (g *Graph) release(n *Node, t *tx, orphans *[]*Node) {
 	g.unregister(n)
 	t.onAbort(func() {
 		g.nodes[n.name] = n
-		g.named = append(g.named, n)
+		g.named.add(n)
 	})
 }
 
@@ -225,7 +223,7 @@ func (g *Graph) Delete(name string) error {
 // CloseAll closes every node (shutdown), parents before children.
 func (g *Graph) CloseAll() {
 	var roots []*Node
-	for _, n := range g.named {
+	for n := range g.named.all() {
 		if !n.inUse() {
 			roots = append(roots, n)
 		}
@@ -234,5 +232,5 @@ func (g *Graph) CloseAll() {
 		g.closeImpl(n)
 	}
 	g.nodes = map[string]*Node{}
-	g.named = nil
+	g.named = namedList{}
 }

@@ -49,12 +49,13 @@ type Child struct {
 // Node is a block node. All fields are owned by the graph owner goroutine,
 // except the data path (Node.IO), which any goroutine may use.
 type Node struct {
-	name   string
-	auto   bool // named #blockNNN by blockd, not by the user
-	drv    *Driver
-	impl   Impl
-	io     *gate
-	parent Parent // set when the node is itself a Parent through its edges
+	name     string
+	auto     bool // named #blockNNN by blockd, not by the user
+	namedIdx int  // its place in Graph.named
+	drv      *Driver
+	impl     Impl
+	io       *gate
+	parent   Parent // set when the node is itself a Parent through its edges
 
 	readOnly   bool
 	forceShare bool

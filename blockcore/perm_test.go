@@ -69,7 +69,7 @@ func newTestNode(g *Graph, name string) (*Node, *fakeImpl) {
 	impl := &fakeImpl{}
 	n := &Node{name: name, impl: impl, drv: &Driver{Name: "fake"}, io: newGate(impl, false)}
 	g.nodes[name] = n
-	g.named = append(g.named, n)
+	g.named.add(n)
 	return n, impl
 }
 

@@ -294,7 +294,7 @@ func (g *Graph) DebugGraph() schema.XDbgBlockGraph {
 	// with the edges it holds.
 	var vertices []graphVertex
 	held := map[graphVertex][]*Child{}
-	for _, n := range g.named {
+	for n := range g.named.all() {
 		for i := len(n.parents) - 1; i >= 0; i-- {
 			c := n.parents[i]
 			v, ok := c.Parent.(graphVertex)
@@ -334,7 +334,7 @@ func (g *Graph) DebugGraph() schema.XDbgBlockGraph {
 			}
 		}
 	}
-	for _, n := range g.named {
+	for n := range g.named.all() {
 		addNode(n, "block-driver", n.name)
 		for i := len(n.children) - 1; i >= 0; i-- {
 			addEdge(n, n.children[i])
