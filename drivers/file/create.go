@@ -52,7 +52,9 @@ func CreateOpen(o CreateOptions) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := f.prepareCreate(fd, o); err != nil {
+	err = f.prepareCreate(fd, o)
+	f.changed() // written through fd: the next flush must sync
+	if err != nil {
 		f.Close()
 		return nil, err
 	}

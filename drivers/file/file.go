@@ -93,6 +93,13 @@ type File struct {
 	// it the page cache may hold data that never reaches the disk, so
 	// QEMU fails every later flush too.
 	cacheErr atomic.Int32
+	// writeGen counts finished changes of the file, flushedGen is the
+	// count the last successful fdatasync covered: a flush with nothing
+	// new to make durable returns at once (QEMU's write_gen and
+	// flushed_gen), so closing or deleting an unwritten node costs no
+	// disk flush.
+	writeGen, flushedGen atomic.Uint64
+	syncs                atomic.Uint64 // fdatasync calls made
 	// Methods found unsupported by the file system; not tried again.
 	noZeroRange atomic.Bool
 	noPunch     atomic.Bool

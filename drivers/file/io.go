@@ -53,6 +53,7 @@ func (f *File) WriteAt(p []byte, off int64, flags blockio.WriteFlags) error {
 		if !h.writable() {
 			return blockio.ErrReadOnly
 		}
+		defer f.changed()
 		return f.writeAt(h, p, off)
 	})
 	if err == nil && flags&blockio.FUA != 0 {
@@ -73,7 +74,12 @@ func (f *File) Flush() error {
 		if e := f.cacheErr.Load(); e != 0 {
 			return os.NewSyscallError("fdatasync", unix.Errno(e))
 		}
+		gen := f.writeGen.Load()
+		if gen == f.flushedGen.Load() {
+			return nil
+		}
 		for {
+			f.syncs.Add(1)
 			err := unix.Fdatasync(h.fd)
 			if err == unix.EINTR {
 				continue
@@ -84,10 +90,21 @@ func (f *File) Flush() error {
 				}
 				return os.NewSyscallError("fdatasync", err)
 			}
-			return nil
+			for {
+				// A concurrent flush may have covered more already.
+				done := f.flushedGen.Load()
+				if done >= gen || f.flushedGen.CompareAndSwap(done, gen) {
+					return nil
+				}
+			}
 		}
 	})
 }
+
+// changed counts a finished change of the file for Flush. It runs after
+// the change, so that a flush that has read the count before cannot
+// claim to cover it.
+func (f *File) changed() { f.writeGen.Add(1) }
 
 // Size is the length of the file, found like QEMU's raw_getlength with
 // lseek(SEEK_END) (which, unlike fstat, fails on files such as procfs
@@ -121,6 +138,7 @@ func (f *File) Truncate(size int64) error {
 		if !h.writable() {
 			return errorf(blockio.ErrReadOnly, "Image is read-only")
 		}
+		defer f.changed()
 		var st unix.Stat_t
 		if err := fstat(h.fd, &st); err != nil {
 			return errnoErrorf(asErrno(err), "Could not stat file")

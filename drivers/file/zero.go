@@ -26,6 +26,7 @@ func (f *File) WriteZeroes(off, length int64, flags blockio.WriteFlags) error {
 		if !h.writable() {
 			return blockio.ErrReadOnly
 		}
+		defer f.changed()
 		var r *serialReq
 		if h.direct() {
 			r = f.serial.begin(alignDown(off, h.align), alignUp(off+length, h.align), false)
@@ -155,6 +156,7 @@ func (f *File) Discard(off, length int64) error {
 		if f.noPunch.Load() {
 			return nil
 		}
+		defer f.changed()
 		var r *serialReq
 		if h.direct() {
 			r = f.serial.begin(alignDown(off, h.align), alignUp(off+length, h.align), false)
