@@ -35,12 +35,13 @@ var qcow2CreateOnly = []string{"cluster_size", "preallocation", "encryption", "e
 type amender interface {
 	Info() qcow2.Info
 	AmendLazyRefcounts(on bool) error
+	AmendRefcountBits(width int) error
 }
 
 // amend is `blockd img amend [-p] [-q] [-f fmt] [-t cache] [--force] -o
-// options filename`, after qemu-img amend (qcow2_amend_options). blockd
-// changes the size and lazy_refcounts; compat and refcount_bits may only
-// name what the image has; the backing file is changed by rebase, as
+// options filename`, after qemu-img amend (qcow2_amend_options), in its
+// order. blockd changes refcount_bits, lazy_refcounts and the size;
+// compat may only name what the image has; the backing file is changed by rebase, as
 // qemu-img says; encryption and external data files do not exist in
 // images blockd opens, so their options are refused with qemu-img's
 // texts.
@@ -195,15 +196,17 @@ func (t *tool) amend(args []string) int {
 		t.errorf("Cannot amend the backing file\nYou can use 'qemu-img rebase' instead.")
 		return 1
 	}
+	if refcountBits != in.RefcountBits {
+		if err := am.AmendRefcountBits(refcountBits); err != nil {
+			t.errorf("%s", errText(err))
+			return 1
+		}
+	}
 	if lazy != in.LazyRefcounts {
 		if err := am.AmendLazyRefcounts(lazy); err != nil {
 			t.errorf("%s", errText(err))
 			return 1
 		}
-	}
-	if refcountBits != in.RefcountBits {
-		t.errorf("blockd img amend cannot change the refcount width (refcount_bits=%d)", refcountBits)
-		return 1
 	}
 	if size > 0 && size != in.VirtualSize { // size=0 means none, as in QEMU
 		if err := im.dev.Truncate(size); err != nil {

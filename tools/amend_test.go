@@ -48,6 +48,12 @@ func TestAmendAgainstQemu(t *testing.T) {
 		{nil, []string{"-o", "foo=1"}},
 		{nil, []string{"-o", "compat=2"}},
 		{nil, []string{"-o", "refcount_bits=3"}},
+		{nil, []string{"-o", "refcount_bits=8"}},
+		{nil, []string{"-o", "refcount_bits=1,lazy_refcounts=on"}},
+		{nil, []string{"-o", "refcount_bits=64,size=4M"}},
+		{[]string{"-o", "refcount_bits=2"}, []string{"-o", "refcount_bits=32"}},
+		{[]string{"-o", "cluster_size=512"}, []string{"-o", "refcount_bits=1"}},
+		{[]string{"-o", "compat=0.10"}, []string{"-o", "refcount_bits=8"}},
 		{nil, []string{"-o", "encrypt.new-secret=x"}},
 		{nil, []string{"-o", "data_file=x"}},
 		{nil, []string{"-o", "data_file_raw=on"}},
@@ -80,10 +86,31 @@ func TestAmendAgainstQemu(t *testing.T) {
 		t.Errorf("amend raw:\nblockd: %v\nqemu-img: %v", got, want)
 	}
 	q := mk("c.qcow2")
-	for _, o := range []string{"compat=0.10", "refcount_bits=8"} {
-		if r := img(t, "amend", "-f", "qcow2", "-o", o, q); r.code != 1 || !strings.Contains(r.err, "blockd img amend cannot change") {
-			t.Errorf("amend -o %s: %v", o, r)
-		}
+	if r := img(t, "amend", "-f", "qcow2", "-o", "compat=0.10", q); r.code != 1 || !strings.Contains(r.err, "blockd img amend cannot change") {
+		t.Errorf("amend -o compat=0.10: %v", r)
 	}
 	mustQemu(t, dir, "qemu-img", "check", q)
+
+	// A snapshot makes refcounts 2: 1 bit is refused with the first
+	// cluster that does not fit, 2 bits are enough.
+	a, b := mk("a.qcow2"), mk("b.qcow2")
+	for _, p := range []string{a, b} {
+		mustQemu(t, dir, "qemu-img", "snapshot", "-c", "s", p)
+	}
+	for _, width := range []string{"1", "2"} {
+		want := qemuRun(dir, "qemu-img", "amend", "-f", "qcow2", "-o", "refcount_bits="+width, a)
+		got := img(t, "amend", "-f", "qcow2", "-o", "refcount_bits="+width, b)
+		if got.code != want.code || strings.ReplaceAll(got.err, "blockd img", "qemu-img") != want.err {
+			t.Errorf("amend refcount_bits=%s with a snapshot:\nblockd: %v\nqemu-img: %v", width, got, want)
+		}
+		if ia, ib := infoOf(a), infoOf(b); ia != ib {
+			t.Errorf("amend refcount_bits=%s with a snapshot: images differ\nqemu-img's: %s\nblockd's:   %s", width, ia, ib)
+		}
+		mustQemu(t, dir, "qemu-img", "check", b)
+		mustQemu(t, dir, "qemu-img", "compare", a, b)
+		for _, p := range []string{a, b} {
+			mustQemu(t, dir, "qemu-img", "convert", "-l", "snapshot.name=s", "-O", "raw", p, p+".s.raw")
+		}
+		mustQemu(t, dir, "qemu-img", "compare", "-f", "raw", "-F", "raw", a+".s.raw", b+".s.raw")
+	}
 }
