@@ -47,11 +47,7 @@ func (img *Image) Check(repair bool) (CheckResult, error) {
 	if repair && img.readOnly {
 		return CheckResult{}, blockio.ErrReadOnly
 	}
-	all := allStripes()
-	img.locks.lock(all, true)
-	defer img.locks.unlock(all, true)
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	defer img.lockExclusive()()
 	if img.closed.Load() {
 		return CheckResult{}, errClosed
 	}

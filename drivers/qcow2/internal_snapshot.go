@@ -101,11 +101,7 @@ const NoIcount = ^uint64(0)
 // CreateSnapshot takes an internal snapshot of the active layer (VM
 // state size 0) with the next free numeric id.
 func (img *Image) CreateSnapshot(name string, dateSec, dateNsec uint32, vmClockNsec, icount uint64) (SnapshotInfo, error) {
-	all := allStripes()
-	img.locks.lock(all, true)
-	defer img.locks.unlock(all, true)
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	defer img.lockExclusive()()
 	if err := img.usable(true); err != nil {
 		return SnapshotInfo{}, err
 	}
@@ -152,11 +148,7 @@ func (img *Image) CreateSnapshot(name string, dateSec, dateNsec uint32, vmClockN
 // DeleteSnapshot removes the snapshot found by id and name (see
 // FindSnapshot) and frees what only it used.
 func (img *Image) DeleteSnapshot(id, name string) (SnapshotInfo, error) {
-	all := allStripes()
-	img.locks.lock(all, true)
-	defer img.locks.unlock(all, true)
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	defer img.lockExclusive()()
 	if err := img.usable(true); err != nil {
 		return SnapshotInfo{}, err
 	}
@@ -249,11 +241,7 @@ func (img *Image) ApplySnapshot(idOrName string) (SnapshotInfo, error) {
 			return SnapshotInfo{}, err
 		}
 	}
-	all := allStripes()
-	img.locks.lock(all, true)
-	defer img.locks.unlock(all, true)
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	defer img.lockExclusive()()
 	if err := img.usable(true); err != nil {
 		return SnapshotInfo{}, err
 	}

@@ -72,3 +72,16 @@ func (l *clusterLocks) unlock(set stripeSet, exclusive bool) {
 }
 
 func allStripes() stripeSet { return stripesFor(0, nStripes) }
+
+// lockExclusive stops every request on the image (all stripes, then
+// mu) for an operation that changes metadata wholesale: close, resize,
+// snapshots, amend, check. Call the returned function to let them go.
+func (img *Image) lockExclusive() (unlock func()) {
+	all := allStripes()
+	img.locks.lock(all, true)
+	img.mu.Lock()
+	return func() {
+		img.mu.Unlock()
+		img.locks.unlock(all, true)
+	}
+}

@@ -38,11 +38,7 @@ func (img *Image) flushAll() error {
 // Close flushes the caches and clears the dirty bit lazy refcounts set.
 // The file is left open. Further calls fail.
 func (img *Image) Close() error {
-	all := allStripes()
-	img.locks.lock(all, true)
-	defer img.locks.unlock(all, true)
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	defer img.lockExclusive()()
 	if img.closed.Load() {
 		return nil
 	}
@@ -98,11 +94,7 @@ func (img *Image) Truncate(size int64) error {
 }
 
 func (img *Image) grow(size int64) (int64, error) {
-	all := allStripes()
-	img.locks.lock(all, true)
-	defer img.locks.unlock(all, true)
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	defer img.lockExclusive()()
 	if err := img.usable(true); err != nil {
 		return 0, err
 	}
@@ -159,11 +151,7 @@ func (img *Image) SetBackingFile(name, format string) error {
 // (qcow2_mark_clean), so the header never claims exact refcounts that
 // are not on disk. The image uses the new setting from then on.
 func (img *Image) AmendLazyRefcounts(on bool) error {
-	all := allStripes()
-	img.locks.lock(all, true)
-	defer img.locks.unlock(all, true)
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	defer img.lockExclusive()()
 	if err := img.usable(true); err != nil {
 		return err
 	}
@@ -197,11 +185,7 @@ func (img *Image) AmendLazyRefcounts(on bool) error {
 // one header write names it with the new width: a crash leaves either
 // width complete, the other structure leaked at most.
 func (img *Image) AmendRefcountBits(width int) error {
-	all := allStripes()
-	img.locks.lock(all, true)
-	defer img.locks.unlock(all, true)
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	defer img.lockExclusive()()
 	if err := img.usable(true); err != nil {
 		return err
 	}

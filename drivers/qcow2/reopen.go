@@ -87,11 +87,7 @@ func (img *Image) markCleanLocked() error {
 // written since the prepare flushed them.
 func (r *Reopen) Commit() {
 	img := r.img
-	all := allStripes()
-	img.locks.lock(all, true)
-	defer img.locks.unlock(all, true)
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	defer img.lockExclusive()()
 	if r.l2c != nil && img.l2c.nDirty == 0 && img.rc.nDirty == 0 {
 		img.l2c, img.rc = r.l2c, r.rc
 		img.sliceBytes, img.sliceEntries = r.sliceBytes, r.sliceEntries
@@ -107,10 +103,6 @@ func (r *Reopen) Abort() {}
 // SetFile makes the image use another device for its file (a reopen that
 // switched the file child). The image must be quiescent.
 func (img *Image) SetFile(dev blockio.Device) {
-	all := allStripes()
-	img.locks.lock(all, true)
-	defer img.locks.unlock(all, true)
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	defer img.lockExclusive()()
 	img.file = dev
 }

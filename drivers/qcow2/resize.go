@@ -70,11 +70,7 @@ func (img *Image) shrink(size int64) error {
 			return err
 		}
 	}
-	all := allStripes()
-	img.locks.lock(all, true)
-	defer img.locks.unlock(all, true)
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	defer img.lockExclusive()()
 	if err := img.usable(true); err != nil {
 		return err
 	}
