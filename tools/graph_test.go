@@ -3,6 +3,7 @@ package tools
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,8 +12,10 @@ import (
 	"time"
 )
 
-// startDaemon runs the blockd binary with args and waits for the sockets
-// it creates; the daemon is stopped when the test ends.
+// startDaemon runs the blockd binary with args and waits until each of
+// the sockets it creates accepts a connection (the file exists from
+// bind(), a moment before listen()); the daemon is stopped when the test
+// ends.
 func startDaemon(t *testing.T, sockets []string, args ...string) {
 	t.Helper()
 	cmd := exec.Command(blockdBinary(t), args...)
@@ -28,7 +31,8 @@ func startDaemon(t *testing.T, sockets []string, args ...string) {
 	deadline := time.Now().Add(20 * time.Second)
 	for _, s := range sockets {
 		for {
-			if _, err := os.Stat(s); err == nil {
+			if c, err := net.Dial("unix", s); err == nil {
+				c.Close()
 				break
 			}
 			if time.Now().After(deadline) {
