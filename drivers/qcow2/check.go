@@ -100,8 +100,7 @@ func (img *Image) checkPass() (CheckResult, *refCounter, error) {
 	if err != nil {
 		return res, nil, err
 	}
-	r := &refCounter{nb: g.clustersFor(fsz), g: g, res: &res, big: map[int64]uint64{}}
-	r.n = make([]uint16, r.nb)
+	r := newRefCounter(g.clustersFor(fsz), g, &res)
 	res.TotalClusters = g.clustersFor(img.size.Load())
 	h := &img.hdr
 

@@ -1,7 +1,8 @@
 package qcow2
 
-// Reference counting for Check: every reference the metadata makes is
-// accumulated in a refCounter, one counter per host cluster of the file.
+// Reference counting for Check and for metadata switches (metaswitch.go):
+// every reference the metadata makes is accumulated in a refCounter, one
+// counter per host cluster of the file.
 
 // refCounter accumulates the references found in the metadata.
 type refCounter struct {
@@ -13,6 +14,12 @@ type refCounter struct {
 	// rebuild: some refcount is too low or the refcount table is damaged,
 	// so repair must rebuild the refcount structure.
 	rebuild bool
+	ioErr   error // the first read error of a walk (Check goes on after it)
+}
+
+// newRefCounter counts nb clusters, reporting to res.
+func newRefCounter(nb int64, g *geometry, res *CheckResult) *refCounter {
+	return &refCounter{nb: nb, n: make([]uint16, nb), big: map[int64]uint64{}, g: g, res: res}
 }
 
 func (r *refCounter) get(c int64) uint64 {
@@ -76,11 +83,36 @@ func (r *refCounter) incN(off, size int64, k uint64) {
 	}
 }
 
-// countL1 counts an L1 table's L2 tables and their clusters. A table
-// referenced several times (only legitimate across snapshots) is read once
-// and its references counted once per use, which keeps the walk bounded by
-// the file size even for adversarial L1 tables.
+// decN removes k references from every cluster of host range [off,
+// off+size); a cluster with fewer is a corruption (and keeps its count).
+func (r *refCounter) decN(off, size int64, k uint64) {
+	if size <= 0 {
+		return
+	}
+	if off < 0 || (off+size-1)>>r.g.clusterBits >= r.nb {
+		r.res.Corruptions++
+		r.res.msg("ERROR: dropping a reference to a region past the end of the file: offset %#x size %#x", off, size)
+		return
+	}
+	for c := off >> r.g.clusterBits; c <= (off+size-1)>>r.g.clusterBits; c++ {
+		if !r.sub(c, k) {
+			r.res.Corruptions++
+			r.res.msg("ERROR: refcount underflow for cluster offset %#x", c<<r.g.clusterBits)
+		}
+	}
+}
+
+// countL1 counts an L1 table's L2 tables and their clusters.
 func (img *Image) countL1(r *refCounter, l1 []uint64, active bool) error {
+	return img.walkL1(r, l1, active, r.incN)
+}
+
+// walkL1 calls count for the L2 tables of an L1 table and their clusters
+// (with active, the allocation statistics of the active layer go to
+// r.res too). A table referenced several times (only legitimate across
+// snapshots) is read once and its references counted once per use, which
+// keeps the walk bounded by the file size even for adversarial L1 tables.
+func (img *Image) walkL1(r *refCounter, l1 []uint64, active bool, count func(off, size int64, k uint64)) error {
 	g := &img.g
 	uses := map[int64]uint64{}
 	var order []int64
@@ -94,7 +126,7 @@ func (img *Image) countL1(r *refCounter, l1 []uint64, active bool) error {
 			r.res.msg("ERROR l2_offset=%#x: Table is not cluster aligned; L1 entry corrupted", l2off)
 			continue
 		}
-		r.inc(l2off, g.clusterSize)
+		count(l2off, g.clusterSize, 1)
 		if l2off>>g.clusterBits >= r.nb {
 			continue
 		}
@@ -110,6 +142,9 @@ func (img *Image) countL1(r *refCounter, l1 []uint64, active bool) error {
 		// does (its next_contiguous_offset starts afresh for each table).
 		prev := int64(-1)
 		if err := img.readFileClamped(table, l2off); err != nil {
+			if r.ioErr == nil {
+				r.ioErr = err
+			}
 			r.res.CheckErrors++
 			r.res.msg("ERROR: I/O error reading L2 table at %#x", l2off)
 			continue
@@ -123,7 +158,7 @@ func (img *Image) countL1(r *refCounter, l1 []uint64, active bool) error {
 					r.res.msg("ERROR: coffset=%#x: copied flag must never be set for compressed clusters", le&g.cOffsetMask)
 				}
 				off, size := g.compressedRange(le)
-				r.incN(off, size, k)
+				count(off, size, k)
 				if active {
 					// Compressed clusters count as fragmented by nature, as
 					// in QEMU: adjacent ones still need their sectors re-read.
@@ -141,7 +176,7 @@ func (img *Image) countL1(r *refCounter, l1 []uint64, active bool) error {
 					r.res.msg("ERROR offset=%#x: Cluster is not properly aligned; L2 entry corrupted", host)
 					continue
 				}
-				r.incN(host, g.clusterSize, k)
+				count(host, g.clusterSize, k)
 				if active {
 					r.res.AllocatedClusters++
 					if prev >= 0 && host != prev+g.clusterSize {

@@ -51,7 +51,7 @@ func (img *Image) beginSwitch() (*metaSwitch, error) {
 	// are not carried over.
 	e := max(img.allocEnd, g.clustersFor(fsz))
 	sw := &metaSwitch{img: img, fresh: e}
-	sw.r = &refCounter{nb: e, n: make([]uint16, e), big: map[int64]uint64{}, g: g, res: &sw.res}
+	sw.r = newRefCounter(e, g, &sw.res)
 	block := make([]byte, g.clusterSize)
 	for rti, ent := range img.reftable {
 		off, first := int64(ent&reftOffsetMask), int64(rti)<<g.refblockBits
@@ -87,23 +87,22 @@ func (img *Image) beginSwitch() (*metaSwitch, error) {
 // refs adds sign (+1 or -1) to the refcount of every cluster of the host
 // range [off, off+size).
 func (sw *metaSwitch) refs(off, size int64, sign int) error {
-	g := &sw.img.g
-	if size <= 0 {
+	if sign > 0 {
+		sw.r.incN(off, size, 1)
+	} else {
+		sw.r.decN(off, size, 1)
+	}
+	return sw.corruption()
+}
+
+// corruption turns what the counting found wrong into an error that marks
+// the image corrupt: a switch must not build on metadata that disagrees
+// with its refcounts.
+func (sw *metaSwitch) corruption() error {
+	if sw.res.Corruptions == 0 {
 		return nil
 	}
-	last := (off + size - 1) >> g.clusterBits
-	if off < 0 || last >= sw.r.nb {
-		return sw.img.corruptf(false, off, size, "Reference to host range %#x+%#x past the end of the image", off, size)
-	}
-	for c := off >> g.clusterBits; c <= last; c++ {
-		if sign > 0 {
-			sw.r.add(c, 1)
-		} else if !sw.r.sub(c, 1) {
-			return sw.img.corruptf(false, c<<g.clusterBits, g.clusterSize,
-				"Refcount underflow for cluster %#x", c<<g.clusterBits)
-		}
-	}
-	return nil
+	return sw.img.corruptf(true, -1, -1, "%s", sw.res.Messages[0])
 }
 
 // alloc places n clusters of new metadata holding data (zero padded).
@@ -126,37 +125,17 @@ func (sw *metaSwitch) alloc(data []byte) int64 {
 // L2 table once, and every cluster its entries reference (counted per
 // use, as qemu-img check counts them).
 func (sw *metaSwitch) walk(l1 []uint64, sign int) error {
-	img, g := sw.img, &sw.img.g
-	table := make([]byte, g.clusterSize)
-	for i, e := range l1 {
-		l2 := int64(e & l1eOffsetMask)
-		if l2 == 0 {
-			continue
-		}
-		if g.inCluster(l2) != 0 {
-			return img.corruptf(true, -1, -1, "L2 table offset %#x unaligned (L1 index: %#x)", l2, i)
-		}
-		if err := sw.refs(l2, g.clusterSize, sign); err != nil {
-			return err
-		}
-		if err := img.readFileClamped(table, l2); err != nil {
-			return err
-		}
-		for j := int64(0); j < g.l2Entries; j++ {
-			var err error
-			switch le, _ := img.entryAt(table, j); {
-			case le&oflagCompressed != 0:
-				off, size := g.compressedRange(le)
-				err = sw.refs(off, size, sign)
-			case le&l2eOffsetMask != 0:
-				err = sw.refs(int64(le&l2eOffsetMask), g.clusterSize, sign)
-			}
-			if err != nil {
-				return err
-			}
-		}
+	count := sw.r.incN
+	if sign < 0 {
+		count = sw.r.decN
 	}
-	return nil
+	if err := sw.img.walkL1(sw.r, l1, false, count); err != nil {
+		return err
+	}
+	if sw.r.ioErr != nil {
+		return sw.r.ioErr
+	}
+	return sw.corruption()
 }
 
 // activeTree returns the new active L1 table for the tree under l1 (whose
