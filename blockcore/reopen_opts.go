@@ -96,15 +96,23 @@ type reopenInfo struct {
 	// explicit is what the last reopen gave explicitly (nil before the
 	// first: the options the node was opened with).
 	explicit *flatOpts
-	// own caches ownOptions: flattening goes through JSON, and a reopen
-	// of a chain's top asks it of every node below, again and again.
-	own   *flatOpts
-	ownOf *schema.BlockdevOptions
-	// typedFrom is what typedOptions decoded into typedFor: while those
-	// are still the node's options, the same input gives them back
-	// without decoding.
-	typedFrom *flatOpts
-	typedFor  *schema.BlockdevOptions
+	// What is derived from the node's options, valid while they are
+	// cacheFor: flattening and decoding go through JSON, and a reopen of
+	// a chain's top asks for every node below, again and again. own is
+	// the options flattened without children (ownOptions); typedFrom is
+	// the flat input typedOptions decoded into them.
+	cacheFor       *schema.BlockdevOptions
+	own, typedFrom *flatOpts
+}
+
+// cacheOf returns the node's option cache, emptied if the options
+// changed since it was filled.
+func (n *Node) cacheOf() *reopenInfo {
+	r := &n.reopen
+	if r.cacheFor != n.options {
+		r.cacheFor, r.own, r.typedFrom = n.options, nil, nil
+	}
+	return r
 }
 
 // childKeys are the option names of children, which the node's own
@@ -121,12 +129,11 @@ func withoutChildren(f *flatOpts) *flatOpts {
 // ownOptions is a copy of the node's options flattened, without its
 // children.
 func (n *Node) ownOptions() *flatOpts {
-	if f := n.reopen.own; f != nil && n.reopen.ownOf == n.options {
-		return f.clone()
+	r := n.cacheOf()
+	if r.own == nil {
+		r.own = withoutChildren(flattenOptions(n.options))
 	}
-	f := withoutChildren(flattenOptions(n.options))
-	n.reopen.own, n.reopen.ownOf = f, n.options
-	return f.clone()
+	return r.own.clone()
 }
 
 // explicitOptions is bs->explicit_options.
@@ -192,7 +199,7 @@ func typedOptions(n *Node, opts *flatOpts, file, backing *Node, hasBackingKey bo
 	case hasBackingKey:
 		f.set("backing", nil)
 	}
-	if r := &n.reopen; r.typedFrom != nil && r.typedFor == n.options && r.typedFrom.equal(f) {
+	if r := n.cacheOf(); r.typedFrom != nil && r.typedFrom.equal(f) {
 		return n.options, f, nil
 	}
 	// Only options blockdev-add knows survive (QEMU keeps the rest in its

@@ -1,7 +1,6 @@
 package blockcore
 
 import (
-	"reflect"
 	"slices"
 
 	"blockd/schema"
@@ -149,13 +148,9 @@ func (g *Graph) commitEntry(e *reopenEntry) {
 	n.reopen.discardUnmap = e.state.DiscardUnmap
 	n.io.discardUnmap = e.state.DiscardUnmap
 	n.reopen.explicit = withoutChildren(e.explicit.clone())
-	// Unchanged options keep their pointer, and with it the flattened
-	// copy ownOptions caches.
 	if e.typed != nil {
-		if !reflect.DeepEqual(e.typed, n.options) {
-			n.options = e.typed
-		}
-		n.reopen.typedFrom, n.reopen.typedFor = e.typedFrom, n.options
+		n.options = e.typed
+		n.cacheOf().typedFrom = e.typedFrom
 	}
 	g.notifyChildren(e)
 }

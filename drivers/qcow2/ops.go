@@ -209,7 +209,7 @@ func (img *Image) AmendRefcountBits(width int) error {
 	}
 	oldG := img.g
 	img.g = newG
-	l, err := img.writeRefcountStructure(sw.r, true)
+	l, err := img.writeRefcountStructure(sw.r, false) // every count fits: checked above
 	if err == nil {
 		h := img.hdr
 		h.refcountOrder = uint32(order)
