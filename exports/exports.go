@@ -12,6 +12,7 @@ package exports
 
 import (
 	"slices"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -226,6 +227,11 @@ func (r *Registry) Add(a *schema.BlockExportOptions) error {
 	return nil
 }
 
+// leavingClientsGrace bounds how long block-export-del waits for clients
+// that have hung up to finish what they sent before it calls the export
+// still in use.
+const leavingClientsGrace = 5 * time.Second
+
 // Del is block-export-del.
 func (r *Registry) Del(id string, mode *schema.BlockExportRemoveMode) error {
 	x := r.find(id)
@@ -236,7 +242,7 @@ func (r *Registry) Del(id string, mode *schema.BlockExportRemoveMode) error {
 		return schema.Errorf("Export '%s' is already shutting down", id)
 	}
 	hard := mode != nil && *mode == "hard"
-	if !hard && x.nbd != nil && x.nbd.Connections() > 0 {
+	if !hard && x.nbd != nil && x.nbd.ConnectionsStaying(leavingClientsGrace) > 0 {
 		return schema.Errorf("export '%s' still in use", id)
 	}
 	r.shutdown(x, hard, false)

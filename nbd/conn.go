@@ -8,8 +8,10 @@ import (
 	"math/bits"
 	"net"
 	"sync"
+	"syscall"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"blockd/blockio"
 )
@@ -23,6 +25,8 @@ type conn struct {
 	s  *Server
 	nc net.Conn
 	r  *bufio.Reader
+	// sock is the client's socket under any TLS, for peerHungUp.
+	sock syscall.Conn
 
 	wmu sync.Mutex
 
@@ -38,7 +42,31 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	return &conn{s: s, nc: nc, r: bufio.NewReaderSize(nc, readBuffer)}
+	sock, _ := nc.(syscall.Conn)
+	return &conn{s: s, nc: nc, sock: sock, r: bufio.NewReaderSize(nc, readBuffer)}
+}
+
+// peerHungUp reports whether the client has shut its side of the socket
+// (POLLRDHUP): it can send nothing more, so the connection ends once
+// what it sent before is served.
+func (c *conn) peerHungUp() bool {
+	if c.sock == nil {
+		return false
+	}
+	rc, err := c.sock.SyscallConn()
+	if err != nil {
+		return true // already closed
+	}
+	hung := false
+	if err := rc.Control(func(fd uintptr) {
+		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+		if n, err := unix.Poll(p, 0); err == nil && n > 0 {
+			hung = p[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0
+		}
+	}); err != nil {
+		return true // closed by this side already
+	}
+	return hung
 }
 
 // send writes b whole. A failed write means the client is gone or

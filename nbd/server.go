@@ -40,6 +40,7 @@ type Export struct {
 
 	mu      sync.Mutex
 	conns   map[*conn]struct{}
+	left    chan struct{} // closed (and replaced) when a connection leaves
 	closing bool
 	gone    func() // called once when closing and no connection is left
 }
@@ -49,6 +50,44 @@ func (e *Export) Connections() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return len(e.conns)
+}
+
+// ConnectionsStaying is the number of clients using the export once
+// those that have hung up are gone. A client that sent NBD_CMD_DISC and
+// closed its socket has left as far as it knows, but its goroutine may
+// not have run yet: a manager that deletes the export right after its
+// client exited must not be told the export is still in use. So when
+// every remaining client has hung up, this waits (up to limit) for their
+// goroutines to finish; a client still connected counts at once.
+func (e *Export) ConnectionsStaying(limit time.Duration) int {
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for {
+		e.mu.Lock()
+		n, left := len(e.conns), e.leftLocked()
+		staying := 0
+		for c := range e.conns {
+			if !c.peerHungUp() {
+				staying++
+			}
+		}
+		e.mu.Unlock()
+		if n == 0 || staying > 0 {
+			return staying
+		}
+		select {
+		case <-left:
+		case <-deadline.C:
+			return n // hung up but stuck in requests: still in use
+		}
+	}
+}
+
+func (e *Export) leftLocked() chan struct{} {
+	if e.left == nil {
+		e.left = make(chan struct{})
+	}
+	return e.left
 }
 
 // flags are the transmission flags, each only where the export supports
@@ -83,6 +122,10 @@ func (e *Export) acquire(c *conn) bool {
 func (e *Export) release(c *conn) {
 	e.mu.Lock()
 	delete(e.conns, c)
+	if e.left != nil {
+		close(e.left)
+		e.left = nil
+	}
 	gone := e.idleLocked()
 	e.mu.Unlock()
 	if gone != nil {

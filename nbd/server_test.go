@@ -468,3 +468,46 @@ func TestWorkersBoundAndSurvivePanics(t *testing.T) {
 		}
 	}
 }
+
+// A client that hung up (DISC sent, socket closed) is leaving, not
+// using the export: ConnectionsStaying waits for it to finish what it
+// sent, while a client still connected counts at once, and a hung-up
+// client stuck in a request past the limit still counts.
+func TestConnectionsStayingIgnoresClientsThatHungUp(t *testing.T) {
+	d := &heldDev{memDev: newMem(1 << 20), release: make(chan struct{}), entered: make(chan struct{}, 64)}
+	e := &Export{Name: "x", Dev: d, Size: 1 << 20}
+	_, sock := serve(t, Options{}, e)
+
+	leaving := connect(t, sock, "x")
+	req := AppendRequest(nil, Request{Type: CmdWrite, Cookie: 1, Offset: 4096, Length: 512})
+	if _, err := leaving.nc.Write(append(req, make([]byte, 512)...)); err != nil {
+		t.Fatal(err)
+	}
+	<-d.entered // the write is being served
+	if err := leaving.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.ConnectionsStaying(50 * time.Millisecond); n != 1 {
+		t.Fatalf("a hung-up client stuck in a request past the limit: %d staying, want 1", n)
+	}
+
+	staying := make(chan int)
+	go func() { staying <- e.ConnectionsStaying(time.Minute) }()
+	select {
+	case n := <-staying:
+		t.Fatalf("ConnectionsStaying returned %d before the leaving client's write finished", n)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(d.release)
+	if n := <-staying; n != 0 || e.Connections() != 0 {
+		t.Fatalf("after the leaving client finished: %d staying, %d connections; want 0, 0", n, e.Connections())
+	}
+
+	c := connect(t, sock, "x")
+	if n := e.ConnectionsStaying(time.Minute); n != 1 {
+		t.Fatalf("a connected client: %d staying, want 1", n)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatalf("the connected client lost its connection: %v", err)
+	}
+}

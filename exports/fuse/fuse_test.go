@@ -22,6 +22,7 @@ import (
 	"blockd/drivers/file"
 	"blockd/drivers/qcow2"
 	"blockd/internal/needtool"
+	"blockd/internal/racechild"
 )
 
 // requireFuse skips loudly (fails under BLOCKD_REQUIRE_QEMU=1) without a
@@ -441,6 +442,7 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv("BLOCKD_FUSE_HELPER"); spec != "" {
 		os.Exit(sigtermHelper(spec))
 	}
+	racechild.NoExitSleep()
 	os.Exit(m.Run())
 }
 

@@ -176,7 +176,7 @@ func TestPersistentBitmapsAfterSigkill(t *testing.T) {
 		if s.name == "qemu-storage-daemon" {
 			negotiateReference(t, s.c)
 		} else {
-			negotiate(t, s.c)
+			s.c.Negotiate(t)
 		}
 		s.OK("blockdev-add", add)
 		s.bitmapState("a")

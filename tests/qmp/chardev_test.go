@@ -25,7 +25,7 @@ func TestCommandLineChardevs(t *testing.T) {
 	defer d.Stop(t)
 	c := Dial(t, d.Sock)
 	defer c.Close()
-	negotiate(t, c)
+	c.Negotiate(t)
 	r, _ := c.Command(t, "query-chardev", nil)
 	got := map[string]map[string]any{}
 	for _, e := range r["return"].([]any) {
@@ -184,7 +184,7 @@ func TestChardevWaitsForClient(t *testing.T) {
 	// socket file exists from bind(), a moment before listen(): a dial
 	// in between is refused, so retry that.
 	var wc net.Conn
-	for deadline := time.Now().Add(replyTimeout); ; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(ReplyTimeout); ; time.Sleep(10 * time.Millisecond) {
 		var err error
 		if wc, err = net.Dial("unix", w); err == nil {
 			break
@@ -195,7 +195,7 @@ func TestChardevWaitsForClient(t *testing.T) {
 	}
 	defer wc.Close()
 	cl := Dial(t, sock)
-	negotiate(t, cl)
+	cl.Negotiate(t)
 	r, _ := cl.Command(t, "qom-get", map[string]any{"path": "/chardevs/w", "property": "connected"})
 	if r["return"] != true {
 		t.Errorf("w not connected: %v", r)

@@ -13,16 +13,6 @@ import (
 	"time"
 )
 
-func negotiate(t *testing.T, c *Client) {
-	t.Helper()
-	if _, _, err := c.Next(); err != nil {
-		t.Fatalf("greeting: %v", err)
-	}
-	if r, _ := c.Command(t, "qmp_capabilities", nil); r["return"] == nil {
-		t.Fatalf("negotiation failed: %v", r)
-	}
-}
-
 func TestSigtermRemovesSocketAndPidfile(t *testing.T) {
 	dir := t.TempDir()
 	pidfile := filepath.Join(dir, "blockd.pid")
@@ -35,7 +25,7 @@ func TestSigtermRemovesSocketAndPidfile(t *testing.T) {
 		t.Fatalf("pidfile holds %q, process is %d", b, d.cmd.Process.Pid)
 	}
 	c := Dial(t, d.Sock)
-	negotiate(t, c)
+	c.Negotiate(t)
 	d.Stop(t) // SIGTERM; checks exit 0 and the socket's removal
 	if _, err := os.Stat(pidfile); !os.IsNotExist(err) {
 		t.Fatalf("pidfile left behind: %v", err)
@@ -48,7 +38,7 @@ func TestSigtermRemovesSocketAndPidfile(t *testing.T) {
 func TestQuitRepliesThenExits(t *testing.T) {
 	d := StartDaemon(t, blockdBin, t.TempDir())
 	c := Dial(t, d.Sock)
-	negotiate(t, c)
+	c.Negotiate(t)
 	if r, _ := c.Command(t, "quit", nil); r["return"] == nil {
 		t.Fatalf("quit: %v", r)
 	}
@@ -68,7 +58,7 @@ func TestSeveralMonitorsAtOnce(t *testing.T) {
 	defer d.Stop(t)
 	for _, s := range []string{d.Sock, second, filepath.Join(dir, "third.sock")} {
 		c := Dial(t, s)
-		negotiate(t, c)
+		c.Negotiate(t)
 		if r, _ := c.Command(t, "query-version", nil); r["return"] == nil {
 			t.Fatalf("%s: %v", s, r)
 		}
@@ -100,7 +90,7 @@ func TestStaleSocketIsReplacedLiveOneRefused(t *testing.T) {
 	l.Close()
 	d := StartDaemon(t, blockdBin, dir)
 	c := Dial(t, d.Sock)
-	negotiate(t, c)
+	c.Negotiate(t)
 	c.Close()
 
 	// A second daemon on the same live socket must refuse to start.
@@ -122,7 +112,7 @@ func TestDefaultSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := &Daemon{Dir: dir, Sock: filepath.Join(dir, "blockd.sock"), cmd: cmd}
-	deadline := time.Now().Add(replyTimeout)
+	deadline := time.Now().Add(ReplyTimeout)
 	for {
 		if _, err := os.Stat(d.Sock); err == nil {
 			break
@@ -134,7 +124,7 @@ func TestDefaultSocket(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	c := Dial(t, d.Sock)
-	negotiate(t, c)
+	c.Negotiate(t)
 	c.Close()
 	d.Stop(t)
 	if !strings.Contains(stderr.String(), d.Sock) {
@@ -219,7 +209,7 @@ func TestBlockdevOnCommandLine(t *testing.T) {
 		"--blockdev", `{"driver": "null-co", "node-name": "j", "read-zeroes": true}`,
 		"--log-format", "json")
 	c := Dial(t, d.Sock)
-	negotiate(t, c)
+	c.Negotiate(t)
 	r, _ := c.Command(t, "query-named-block-nodes", map[string]any{"flat": true})
 	got := map[string]string{}
 	for _, n := range r["return"].([]any) {

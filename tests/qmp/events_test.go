@@ -35,7 +35,7 @@ func chain(t *testing.T, dir string) {
 		"qemu-io -f qcow2 -c 'write -P 0x22 0 1M' mid.qcow2 >/dev/null",
 		"qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2",
 	} {
-		runShell(t, dir, cmd, 0)
+		RunShell(t, dir, cmd, 0)
 	}
 }
 
@@ -92,8 +92,8 @@ func TestEveryNegotiatedMonitorGetsEvents(t *testing.T) {
 	a, b := Dial(t, d.Sock), Dial(t, second)
 	defer a.Close()
 	defer b.Close()
-	negotiate(t, a)
-	negotiate(t, b)
+	a.Negotiate(t)
+	b.Negotiate(t)
 	silent := Dial(t, d.Sock) // greeted, never negotiates
 	defer silent.Close()
 	if _, _, err := silent.Next(); err != nil {
@@ -191,7 +191,7 @@ func TestGoQemuSocketMonitor(t *testing.T) {
 	if _, err := mon.Run(commit); err != nil {
 		t.Fatalf("block-commit: %v", err)
 	}
-	deadline := time.After(replyTimeout)
+	deadline := time.After(ReplyTimeout)
 	for {
 		select {
 		case ev := <-events:
@@ -255,7 +255,7 @@ func TestJSONRPCEventNotifications(t *testing.T) {
 	}
 	select {
 	case <-done:
-	case <-time.After(replyTimeout):
+	case <-time.After(ReplyTimeout):
 		t.Fatal("job did not finish")
 	}
 	mu.Lock()

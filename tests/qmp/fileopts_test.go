@@ -68,7 +68,7 @@ func fileDriverMembers(t *testing.T, raw json.RawMessage) []string {
 func TestFileDriverOptionsMatchReference(t *testing.T) {
 	qsd := qemuTool(t, "qemu-storage-daemon")
 	dir := t.TempDir()
-	runShell(t, dir, "qemu-img create -q -f qcow2 a.qcow2 1M", 0)
+	RunShell(t, dir, "qemu-img create -q -f qcow2 a.qcow2 1M", 0)
 	var members [2][]string
 	var refusals [2]string
 	for i, bin := range []string{qsd, blockdBin} {

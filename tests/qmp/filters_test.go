@@ -27,7 +27,7 @@ func TestBlkdebugErrorReachesMirror(t *testing.T) {
 			}
 			d := StartDaemon(t, blockdBin, dir)
 			c := Dial(t, d.Sock)
-			negotiate(t, c)
+			c.Negotiate(t)
 			for _, args := range []map[string]any{
 				{"driver": "raw", "node-name": "src", "file": map[string]any{"driver": "blkdebug",
 					"inject-error": []any{map[string]any{"event": "read_aio", "sector": 2048, "once": true}},

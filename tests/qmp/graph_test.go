@@ -162,7 +162,7 @@ func compareWithReference(t *testing.T, setup func(t *testing.T, dir string), sc
 		if name == "qemu-storage-daemon" {
 			negotiateReference(t, s.c)
 		} else {
-			negotiate(t, s.c)
+			s.c.Negotiate(t)
 		}
 		scenario(s)
 		return s.log

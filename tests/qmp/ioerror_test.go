@@ -47,7 +47,7 @@ func TestExportWriteErrorSendsNoEvent(t *testing.T) {
 		if name == "qemu-storage-daemon" {
 			negotiateReference(t, s.c)
 		} else {
-			negotiate(t, s.c)
+			s.c.Negotiate(t)
 		}
 		s.OK("blockdev-add", map[string]any{"driver": "raw", "node-name": "r",
 			"file": map[string]any{"driver": "file", "filename": filepath.Join(dir, "r.raw")}})

@@ -24,8 +24,8 @@ func TestCancelledJobsLeaveChainLocksAsReference(t *testing.T) {
 		t.Run(j.name, func(t *testing.T) {
 			setup := func(t *testing.T, dir string) {
 				chain(t, dir)
-				runShell(t, dir, "qemu-io -f qcow2 -c 'write -P 0x33 0 4M' mid.qcow2 >/dev/null", 0)
-				runShell(t, dir, "qemu-img create -q -f qcow2 dst.qcow2 8M", 0)
+				RunShell(t, dir, "qemu-io -f qcow2 -c 'write -P 0x33 0 4M' mid.qcow2 >/dev/null", 0)
+				RunShell(t, dir, "qemu-img create -q -f qcow2 dst.qcow2 8M", 0)
 			}
 			compareWithReference(t, setup, func(s *session) {
 				file := func(name string) map[string]any {

@@ -37,7 +37,7 @@ func dialRPC(t *testing.T, sock string, notify func(*jsonrpc2.Request)) *jsonrpc
 
 func rpcCall(t *testing.T, c *jsonrpc2.Conn, method string, params any) (json.RawMessage, *jsonrpc2.Error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), replyTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), ReplyTimeout)
 	defer cancel()
 	var res json.RawMessage
 	err := c.Call(ctx, method, params, &res)
@@ -110,7 +110,7 @@ func TestJSONRPCWireFormat(t *testing.T) {
 	r := bufio.NewReader(nc)
 	exchange := func(line string) map[string]any {
 		t.Helper()
-		_ = nc.SetDeadline(time.Now().Add(replyTimeout))
+		_ = nc.SetDeadline(time.Now().Add(ReplyTimeout))
 		if _, err := nc.Write([]byte(line + "\n")); err != nil {
 			t.Fatal(err)
 		}
@@ -152,12 +152,12 @@ func TestSameAnswersThroughBothProtocols(t *testing.T) {
 	defer d.Stop(t)
 	q := Dial(t, d.Sock)
 	defer q.Close()
-	negotiate(t, q)
+	q.Negotiate(t)
 	rc := dialRPC(t, sock, nil)
 	defer rc.Close()
 
 	img := filepath.Join(d.Dir, "a.img")
-	runShell(t, d.Dir, "truncate -s 1M "+img, 0)
+	RunShell(t, d.Dir, "truncate -s 1M "+img, 0)
 	steps := []struct {
 		cmd  string
 		args map[string]any

@@ -134,7 +134,7 @@ func TestBlockdevCreateRefusesWhatBlockdLacks(t *testing.T) {
 	defer d.Stop(t)
 	c := Dial(t, d.Sock)
 	defer c.Close()
-	negotiate(t, c)
+	c.Negotiate(t)
 	s := &session{t: t, name: "blockd", Dir: dir, d: d, c: c}
 	s.OK("blockdev-add", map[string]any{"driver": "file", "node-name": "f", "filename": target})
 	for _, tc := range []struct {

@@ -187,7 +187,7 @@ func holdImage(t *testing.T, qemuIO, img string, opts ...string) (stop func()) {
 			_ = cmd.Wait()
 			t.Fatalf("qemu-io %v did not open %s: %v", opts, img, err)
 		}
-	case <-time.After(replyTimeout):
+	case <-time.After(ReplyTimeout):
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		t.Fatalf("qemu-io %v did not open %s in time", opts, img)
@@ -204,7 +204,7 @@ func holdImage(t *testing.T, qemuIO, img string, opts ...string) (stop func()) {
 		go func() { _ = cmd.Wait(); close(done) }()
 		select {
 		case <-done:
-		case <-time.After(replyTimeout):
+		case <-time.After(ReplyTimeout):
 			_ = cmd.Process.Kill()
 			<-done
 		}

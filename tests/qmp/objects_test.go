@@ -27,7 +27,7 @@ func TestObjectOnCommandLine(t *testing.T) {
 		"--object", `{"qom-type": "authz-simple", "id": "a0", "identity": "CN=x,O=y"}`,
 		"--object", "iothread,id=io0,poll-max-ns=0")
 	c := Dial(t, d.Sock)
-	negotiate(t, c)
+	c.Negotiate(t)
 	for _, id := range []string{"s0", "s1", "a0", "io0"} {
 		r, _ := c.Command(t, "object-add", map[string]any{"qom-type": "secret", "id": id, "data": "x"})
 		want := "attempt to add duplicate property '" + id + "' to object (type 'container')"
@@ -114,7 +114,7 @@ func TestNBDOverTLSWithQemuImg(t *testing.T) {
 	defer d.Stop(t)
 	c := Dial(t, d.Sock)
 	defer c.Close()
-	negotiate(t, c)
+	c.Negotiate(t)
 	sock := filepath.Join(dir, "nbd.sock")
 	addr := map[string]any{"type": "unix", "data": map[string]any{"path": sock}}
 	// PSK credentials start a server too (GnuTLS; their interop test is

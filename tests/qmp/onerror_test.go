@@ -29,7 +29,7 @@ func enospcChain(t *testing.T) string {
 		"qemu-io -f qcow2 -c 'write -P 0x22 0 8M' mid.qcow2 >/dev/null",
 		"qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2",
 	} {
-		runShell(t, dir, cmd, 0)
+		RunShell(t, dir, cmd, 0)
 	}
 	return dir
 }
@@ -70,7 +70,7 @@ func startENOSPCCommit(t *testing.T, policy string) (*Daemon, *Client) {
 	dir := enospcChain(t)
 	d := StartDaemon(t, blockdBin, dir)
 	c := Dial(t, d.Sock)
-	negotiate(t, c)
+	c.Negotiate(t)
 	addTop(t, c, dir)
 	args := commitArgs(dir)
 	args["on-error"] = policy
@@ -165,7 +165,7 @@ func TestOnErrorEnospcReportsOtherErrors(t *testing.T) {
 		"qemu-io -f qcow2 -c 'write -P 0x22 0 8M' mid.qcow2 >/dev/null",
 		"qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2",
 	} {
-		runShell(t, dir, cmd, 0)
+		RunShell(t, dir, cmd, 0)
 	}
 	// prlimit execs blockd in its place, so signals reach blockd itself.
 	wrapper := filepath.Join(dir, "blockd-fsize")
@@ -177,7 +177,7 @@ func TestOnErrorEnospcReportsOtherErrors(t *testing.T) {
 	defer d.Stop(t)
 	c := Dial(t, d.Sock)
 	defer c.Close()
-	negotiate(t, c)
+	c.Negotiate(t)
 	addTop(t, c, dir)
 	args := commitArgs(dir)
 	args["on-error"] = "enospc"

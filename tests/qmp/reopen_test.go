@@ -263,7 +263,7 @@ func TestReopenEmptyList(t *testing.T) {
 	d := StartDaemon(t, blockdBin, t.TempDir())
 	c := Dial(t, d.Sock)
 	defer func() { c.Close(); d.Stop(t) }()
-	negotiate(t, c)
+	c.Negotiate(t)
 	if r, _ := c.Command(t, "blockdev-reopen", map[string]any{"options": []any{}}); r["return"] == nil {
 		t.Fatalf("got %v", r)
 	}
@@ -276,7 +276,7 @@ func TestReopenIntrospection(t *testing.T) {
 	d := StartDaemon(t, blockdBin, t.TempDir())
 	c := Dial(t, d.Sock)
 	defer func() { c.Close(); d.Stop(t) }()
-	negotiate(t, c)
+	c.Negotiate(t)
 	r, _ := c.Command(t, "query-commands", nil)
 	var names []string
 	for _, e := range r["return"].([]any) {

@@ -16,11 +16,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"blockd/internal/racechild"
 )
 
-// replyTimeout bounds every wait for blockd; a hang is a failure, not a
+// ReplyTimeout bounds every wait for blockd; a hang is a failure, not a
 // stuck test run.
-const replyTimeout = 20 * time.Second
+const ReplyTimeout = 20 * time.Second
 
 // BuildBlockd compiles cmd/blockd into dir (with the race detector when the
 // tests run with it) and returns the binary's path.
@@ -85,7 +87,7 @@ func StartDaemonFiles(t testing.TB, bin, dir string, files []*os.File, extra ...
 	if err := d.cmd.Start(); err != nil {
 		t.Fatalf("start blockd: %v", err)
 	}
-	deadline := time.Now().Add(replyTimeout)
+	deadline := time.Now().Add(ReplyTimeout)
 	for {
 		// Ready means accepting: a stale socket file may exist before.
 		if c, err := net.Dial("unix", d.Sock); err == nil {
@@ -128,10 +130,10 @@ func (d *Daemon) Wait() error {
 	select {
 	case err := <-done:
 		return err
-	case <-time.After(replyTimeout):
+	case <-time.After(ReplyTimeout):
 		_ = d.cmd.Process.Kill()
 		<-done
-		return fmt.Errorf("blockd did not exit within %v", replyTimeout)
+		return fmt.Errorf("blockd did not exit within %v", ReplyTimeout)
 	}
 }
 
@@ -155,7 +157,7 @@ type Client struct {
 // probe), and the reference side of a test must not flake on that.
 func Dial(t testing.TB, sock string) *Client {
 	t.Helper()
-	deadline := time.Now().Add(replyTimeout)
+	deadline := time.Now().Add(ReplyTimeout)
 	for {
 		c, err := net.Dial("unix", sock)
 		if errors.Is(err, syscall.EAGAIN) && time.Now().Before(deadline) {
@@ -182,14 +184,14 @@ func Dial(t testing.TB, sock string) *Client {
 
 // Send writes raw bytes.
 func (c *Client) Send(b []byte) error {
-	_ = c.Conn.SetWriteDeadline(time.Now().Add(replyTimeout))
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(ReplyTimeout))
 	_, err := c.Conn.Write(b)
 	return err
 }
 
 // Next reads the next message.
 func (c *Client) Next() (map[string]any, []byte, error) {
-	_ = c.Conn.SetReadDeadline(time.Now().Add(replyTimeout))
+	_ = c.Conn.SetReadDeadline(time.Now().Add(ReplyTimeout))
 	line, err := c.greeting, error(nil)
 	if line != nil {
 		c.greeting = nil
@@ -241,15 +243,23 @@ func StartSession(t testing.TB, bin, dir string, extra ...string) (*Daemon, *Cli
 	t.Helper()
 	d := StartDaemon(t, bin, dir, extra...)
 	c := Dial(t, d.Sock)
-	if _, _, err := c.Next(); err != nil { // greeting
-		t.Fatal(err)
-	}
-	c.Ok(t, "qmp_capabilities", nil)
+	c.Negotiate(t)
 	t.Cleanup(func() {
 		c.Close()
 		d.Stop(t)
 	})
 	return d, c
+}
+
+// Negotiate reads the greeting and leaves capabilities negotiation.
+func (c *Client) Negotiate(t testing.TB) {
+	t.Helper()
+	if _, _, err := c.Next(); err != nil {
+		t.Fatalf("greeting: %v", err)
+	}
+	if r, _ := c.Command(t, "qmp_capabilities", nil); r["return"] == nil {
+		t.Fatalf("negotiation failed: %v", r)
+	}
 }
 
 // Ok runs a command that must succeed and returns its "return" value.
@@ -268,7 +278,7 @@ func (c *Client) Ok(t testing.TB, cmd string, args any) any {
 // any other error fails the test.
 func (c *Client) DeleteExport(t testing.TB, id string) {
 	t.Helper()
-	for deadline := time.Now().Add(replyTimeout); ; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(ReplyTimeout); ; time.Sleep(10 * time.Millisecond) {
 		r, _ := c.Command(t, "block-export-del", map[string]any{"id": id})
 		e, failed := r["error"].(map[string]any)
 		if !failed {
@@ -321,7 +331,7 @@ func Run(t *testing.T, bin string, tr *Transcript) {
 	steps := tr.Steps
 	// Setup commands before the first exchange run before the daemon starts.
 	for len(steps) > 0 && steps[0].Kind == "sh" {
-		runShell(t, dir, subst(steps[0].Text), steps[0].Line)
+		RunShell(t, dir, subst(steps[0].Text), steps[0].Line)
 		steps = steps[1:]
 	}
 	d := StartDaemon(t, bin, dir, args...)
@@ -338,7 +348,7 @@ func Run(t *testing.T, bin string, tr *Transcript) {
 					t.Fatalf("%s: blockd exit after quit: %v\n%s", where, err, d.Stderr())
 				}
 			}
-			runShell(t, dir, subst(st.Text), st.Line)
+			RunShell(t, dir, subst(st.Text), st.Line)
 		case "send", "sendraw", "repeat":
 			var data []byte
 			switch st.Kind {
@@ -387,7 +397,7 @@ func Run(t *testing.T, bin string, tr *Transcript) {
 	d.Stop(t)
 }
 
-func runShell(t *testing.T, dir, cmdline string, line int) {
+func RunShell(t *testing.T, dir, cmdline string, line int) {
 	t.Helper()
 	cmd := exec.Command("sh", "-c", cmdline)
 	cmd.Dir = dir
@@ -407,6 +417,7 @@ func DieWithTest() *syscall.SysProcAttr {
 // process: it builds blockd once into a temporary directory, stores its
 // path in *bin, runs the tests and removes the build.
 func RunWithBlockd(m *testing.M, bin *string) {
+	racechild.NoExitSleep()
 	dir, err := os.MkdirTemp("", "blockd-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

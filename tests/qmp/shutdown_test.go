@@ -19,11 +19,11 @@ func TestShutdownWithRunningJob(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			dir := t.TempDir()
 			chain(t, dir)
-			runShell(t, dir, "qemu-io -f qcow2 -c 'write -P 0x44 1M 4M' mid.qcow2 >/dev/null", 0)
+			RunShell(t, dir, "qemu-io -f qcow2 -c 'write -P 0x44 1M 4M' mid.qcow2 >/dev/null", 0)
 			d := StartDaemon(t, blockdBin, dir)
 			c := Dial(t, d.Sock)
 			defer c.Close()
-			negotiate(t, c)
+			c.Negotiate(t)
 			addTop(t, c, dir)
 			args := commitArgs(dir)
 			args["speed"] = 4096 // far from done when we stop
@@ -127,7 +127,7 @@ func (r *stdioRun) next(t *testing.T) (string, bool) {
 	select {
 	case l, ok := <-r.lines:
 		return l, ok
-	case <-time.After(replyTimeout):
+	case <-time.After(ReplyTimeout):
 		t.Fatal("no output from the daemon")
 		return "", false
 	}
@@ -170,7 +170,7 @@ func quitWithJobOverStdio(t *testing.T, bin, dir string) ([]string, string) {
 	}
 	// Wait until both daemons are at the same point: 512 KiB copied, the
 	// rest of the job asleep on its speed limit.
-	for deadline := time.Now().Add(replyTimeout); ; {
+	for deadline := time.Now().Add(ReplyTimeout); ; {
 		r.send(t, `{"execute": "query-block-jobs", "id": "poll"}`)
 		var l string
 		for {
@@ -239,7 +239,7 @@ func TestQuitWithJobOverStdioMatchesReference(t *testing.T) {
 			"qemu-io -f qcow2 -c 'write -P 0x22 0 512K' mid.qcow2 >/dev/null",
 			"qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2",
 		} {
-			runShell(t, dir, cmd, 0)
+			RunShell(t, dir, cmd, 0)
 		}
 		outs[i], errs[i] = quitWithJobOverStdio(t, bin, dir)
 		for j := range outs[i] {

@@ -32,7 +32,7 @@ func TestJSONRPCHalfClosedClientGetsEveryReply(t *testing.T) {
 	for i := range n {
 		fmt.Fprintf(&in, `{"jsonrpc":"2.0","id":%d,"method":"query-version"}`+"\n", i)
 	}
-	_ = nc.SetDeadline(time.Now().Add(replyTimeout))
+	_ = nc.SetDeadline(time.Now().Add(ReplyTimeout))
 	if _, err := nc.Write(in.Bytes()); err != nil {
 		t.Fatal(err)
 	}
@@ -101,13 +101,13 @@ func TestClientThatDoesNotReadIsThrottledNotDropped(t *testing.T) {
 	}
 	written := make(chan error, 1)
 	go func() {
-		_ = slow.Conn.SetWriteDeadline(time.Now().Add(2 * replyTimeout))
+		_ = slow.Conn.SetWriteDeadline(time.Now().Add(2 * ReplyTimeout))
 		_, err := slow.Conn.Write(in.Bytes())
 		written <- err
 	}()
 	other := Dial(t, d.Sock)
 	defer other.Close()
-	negotiate(t, other)
+	other.Negotiate(t)
 	for i := range 200 {
 		if r, _ := other.Command(t, "query-version", nil); r["return"] == nil {
 			t.Fatalf("reply %d: %v", i, r)
@@ -153,7 +153,7 @@ func TestHostileInput(t *testing.T) {
 	defer d.Stop(t)
 	q := Dial(t, d.Sock)
 	defer q.Close()
-	negotiate(t, q)
+	q.Negotiate(t)
 	if r, _ := q.Command(t, "blockdev-add", map[string]any{"driver": "null-co", "node-name": "n"}); r["return"] == nil {
 		t.Fatalf("blockdev-add: %v", r)
 	}
@@ -178,7 +178,7 @@ func TestHostileInput(t *testing.T) {
 		// The same through JSON-RPC: a parse error with QMP's text in data.
 		rpc := strings.ReplaceAll(k.in, `"execute"`, `"method"`)
 		rpc = strings.ReplaceAll(rpc, `"arguments"`, `"params"`)
-		_ = rc.SetDeadline(time.Now().Add(replyTimeout))
+		_ = rc.SetDeadline(time.Now().Add(ReplyTimeout))
 		if _, err := rc.Write([]byte(rpc + "\n")); err != nil {
 			t.Fatal(err)
 		}
@@ -211,7 +211,7 @@ func TestIDEchoedAsReference(t *testing.T) {
 	defer d.Stop(t)
 	c := Dial(t, d.Sock)
 	defer c.Close()
-	negotiate(t, c)
+	c.Negotiate(t)
 	for in, want := range map[string]string{
 		`"é"`:                  `"id": "\u00E9"`,
 		`"\ud83d\ude00"`:       `"id": "\uD83D\uDE00"`,
@@ -310,7 +310,7 @@ func TestAcceptSurvivesFdExhaustion(t *testing.T) {
 			t.Logf("blockd's stderr:\n%s", stderr.String())
 		}
 	})
-	deadline := time.Now().Add(replyTimeout)
+	deadline := time.Now().Add(ReplyTimeout)
 	for {
 		if c, err := net.Dial("unix", rpcSock); err == nil {
 			_ = c.Close()
@@ -351,14 +351,14 @@ func TestAcceptSurvivesFdExhaustion(t *testing.T) {
 		t.Fatalf("the limit was never reached; stderr:\n%s", stderr.String())
 	}
 	c := Dial(t, sock)
-	negotiate(t, c)
+	c.Negotiate(t)
 	c.Close()
 	rc, err := net.Dial("unix", rpcSock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rc.Close()
-	_ = rc.SetDeadline(time.Now().Add(replyTimeout))
+	_ = rc.SetDeadline(time.Now().Add(ReplyTimeout))
 	_, _ = rc.Write([]byte(`{"jsonrpc":"2.0","id":1,"method":"query-version"}` + "\n"))
 	if line, err := bufio.NewReader(rc).ReadBytes('\n'); err != nil || !bytes.Contains(line, []byte(`"result"`)) {
 		t.Fatalf("JSON-RPC after fd exhaustion: %v %q", err, line)
@@ -372,7 +372,7 @@ func TestLogLinesCarryUUIDs(t *testing.T) {
 	chain(t, dir)
 	d := StartDaemon(t, blockdBin, dir, "--log-format", "json", "--log-level", "debug")
 	c := Dial(t, d.Sock)
-	negotiate(t, c)
+	c.Negotiate(t)
 	addTop(t, c, dir)
 	if r, _ := c.Command(t, "block-commit", commitArgs(dir)); r["return"] == nil {
 		t.Fatalf("block-commit: %v", r)
@@ -413,7 +413,7 @@ func TestConnectCloseStormIsReaped(t *testing.T) {
 		return len(ents)
 	}
 	c := Dial(t, d.Sock)
-	negotiate(t, c)
+	c.Negotiate(t)
 	baseline := countFDs()
 	done := make(chan struct{})
 	for range 4 {
@@ -427,12 +427,12 @@ func TestConnectCloseStormIsReaped(t *testing.T) {
 		}()
 	}
 	other := Dial(t, d.Sock)
-	negotiate(t, other)
+	other.Negotiate(t)
 	other.Close()
 	for range 4 {
 		<-done
 	}
-	deadline := time.Now().Add(replyTimeout)
+	deadline := time.Now().Add(ReplyTimeout)
 	for countFDs() > baseline {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d descriptors open after the storm, %d before", countFDs(), baseline)

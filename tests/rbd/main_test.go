@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"blockd/internal/needtool"
+	"blockd/internal/racechild"
 	qmptest "blockd/tests/qmp"
 )
 
@@ -33,6 +34,7 @@ var (
 const defaultCephDir = "/tmp/blockd-ceph"
 
 func TestMain(m *testing.M) {
+	racechild.NoExitSleep()
 	dir, err := os.MkdirTemp("", "blockd-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

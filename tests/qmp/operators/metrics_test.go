@@ -1,4 +1,4 @@
-package qmptest
+package operators
 
 import (
 	"bufio"
@@ -15,20 +15,22 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	qmptest "blockd/tests/qmp"
 )
 
 // operatorDaemon runs blockd on a qcow2 overlay (top, on base) exported
 // writable over NBD, with --metrics on a Unix socket and JSON logs.
 type operatorDaemon struct {
-	d       *Daemon
-	c       *Client
+	d       *qmptest.Daemon
+	c       *qmptest.Client
 	dir     string
 	nbdURI  string
 	metrics *http.Client
 }
 
 func startOperatorDaemon(t *testing.T) *operatorDaemon {
-	img, io := qemuTool(t, "qemu-img"), qemuTool(t, "qemu-io")
+	img, io := qmptest.QemuTool(t, "qemu-img"), qmptest.QemuTool(t, "qemu-io")
 	dir := t.TempDir()
 	for _, c := range []string{
 		img + " create -q -f qcow2 base.qcow2 64M",
@@ -36,10 +38,10 @@ func startOperatorDaemon(t *testing.T) *operatorDaemon {
 		img + " create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2",
 		io + " -f qcow2 -c 'write -P 0x22 0 2M' top.qcow2 >/dev/null",
 	} {
-		runShell(t, dir, c, 0)
+		qmptest.RunShell(t, dir, c, 0)
 	}
 	msock, nsock := filepath.Join(dir, "metrics.sock"), filepath.Join(dir, "nbd.sock")
-	d := StartDaemon(t, blockdBin, dir,
+	d := qmptest.StartDaemon(t, blockdBin, dir,
 		"--blockdev", fmt.Sprintf(`{"driver":"qcow2","node-name":"top","file":{"driver":"file","filename":%q}}`, filepath.Join(dir, "top.qcow2")),
 		"--nbd-server", "addr.type=unix,addr.path="+nsock,
 		"--export", "type=nbd,id=e,node-name=top,writable=on",
@@ -49,8 +51,8 @@ func startOperatorDaemon(t *testing.T) *operatorDaemon {
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				return (&net.Dialer{}).DialContext(ctx, "unix", msock)
 			}}}}
-	o.c = Dial(t, d.Sock)
-	negotiate(t, o.c)
+	o.c = qmptest.Dial(t, d.Sock)
+	o.c.Negotiate(t)
 	t.Cleanup(func() { o.c.Close(); d.Stop(t) })
 	return o
 }
@@ -125,7 +127,7 @@ func TestMetricsDuringIOAndJob(t *testing.T) {
 	// qemu-io has exited, but the server notices its connection close
 	// on its own goroutine: wait for that rather than race it.
 	conns := `blockd_export_connections{export="e",node="top",type="nbd"}`
-	for deadline := time.Now().Add(replyTimeout); after[conns] != 0; after = o.mustScrape(t) {
+	for deadline := time.Now().Add(qmptest.ReplyTimeout); after[conns] != 0; after = o.mustScrape(t) {
 		if time.Now().After(deadline) {
 			t.Fatalf("export still counts %v connections after qemu-io left", after[conns])
 		}
@@ -198,16 +200,16 @@ func TestMetricsDuringIOAndJob(t *testing.T) {
 	// The job's worker sets its total once it has looked at the chain,
 	// a moment after the command's reply: wait for it rather than race.
 	total := `blockd_job_progress_total{job="c1",type="commit"}`
-	for deadline := time.Now().Add(replyTimeout); m[total] <= 0; m = o.mustScrape(t) {
+	for deadline := time.Now().Add(qmptest.ReplyTimeout); m[total] <= 0; m = o.mustScrape(t) {
 		if time.Now().After(deadline) {
 			t.Fatalf("job total progress not shown")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	o.c.Command(t, "block-job-set-speed", map[string]any{"device": "c1", "speed": 0})
-	waitEventNamed(t, o.c, "BLOCK_JOB_READY")
+	o.c.WaitEvent(t, "BLOCK_JOB_READY")
 	o.c.Command(t, "block-job-complete", map[string]any{"device": "c1"})
-	waitEventNamed(t, o.c, "BLOCK_JOB_COMPLETED")
+	o.c.WaitEvent(t, "BLOCK_JOB_COMPLETED")
 	m = o.mustScrape(t)
 	for s := range m {
 		if strings.Contains(s, `job="c1"`) {
@@ -225,11 +227,11 @@ func TestMetricsDuringIOAndJob(t *testing.T) {
 func TestLogsFollowJobByUUID(t *testing.T) {
 	o := startOperatorDaemon(t)
 	o.c.Command(t, "block-commit", map[string]any{"device": "top", "job-id": "c2", "auto-dismiss": false})
-	waitEventNamed(t, o.c, "BLOCK_JOB_READY")
+	o.c.WaitEvent(t, "BLOCK_JOB_READY")
 	o.c.Command(t, "block-job-complete", map[string]any{"device": "c2"})
-	waitEventNamed(t, o.c, "BLOCK_JOB_COMPLETED")
-	other := Dial(t, o.d.Sock)
-	negotiate(t, other)
+	o.c.WaitEvent(t, "BLOCK_JOB_COMPLETED")
+	other := qmptest.Dial(t, o.d.Sock)
+	other.Negotiate(t)
 	if r, _ := other.Command(t, "job-dismiss", map[string]any{"id": "c2"}); r["error"] != nil {
 		t.Fatalf("job-dismiss: %v", r)
 	}
@@ -297,11 +299,6 @@ func TestLogsFollowJobByUUID(t *testing.T) {
 	if dismissConn == "" || dismissConn == conn {
 		t.Errorf("dismissal by the second client names connection %q (creator %s)", dismissConn, conn)
 	}
-}
-
-func waitEventNamed(t *testing.T, c *Client, name string) map[string]any {
-	t.Helper()
-	return c.WaitEvent(t, name)
 }
 
 func keysWith(m map[string]float64, sub string) []string {
