@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"blockd/blockio"
+	"blockd/internal/racechild"
 )
 
 // Crash consistency. The workload: writes, compressed whole-cluster
@@ -67,6 +68,7 @@ func TestMain(m *testing.M) {
 	} else if spec != "" {
 		os.Exit(crashHelper(spec))
 	}
+	racechild.NoExitSleep()
 	os.Exit(m.Run())
 }
 
