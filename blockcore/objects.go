@@ -1,6 +1,9 @@
 package blockcore
 
-import "crypto/tls"
+import (
+	"crypto/tls"
+	"net"
+)
 
 // ObjectStore is what drivers may ask of the daemon's user-created
 // objects (--object, object-add): secret data (luks key-secret) and TLS
@@ -10,6 +13,11 @@ import "crypto/tls"
 type ObjectStore interface {
 	Secret(id string) ([]byte, error)
 	TLSClientConfig(id string) (*tls.Config, error)
+	// TLSClientPSK is the client side of TLS-PSK credentials, which
+	// crypto/tls cannot carry: one handshake per connection, and release
+	// once no more connections will be made. Both are nil for
+	// credentials of another kind.
+	TLSClientPSK(id string) (handshake func(net.Conn) (net.Conn, error), release func(), err error)
 }
 
 // SetObjects gives drivers opened from now on access to objects.

@@ -15,6 +15,10 @@ type HandshakeConfig struct {
 	Export string
 	// TLS, when set, makes the client start TLS before any other option.
 	TLS *tls.Config
+	// TLSHandshake, when set, is used instead of crypto/tls after
+	// NBD_OPT_STARTTLS (TLS-PSK, which crypto/tls lacks); its errors are
+	// shown as they are.
+	TLSHandshake func(nc net.Conn) (net.Conn, error)
 	// Structured asks for structured replies; MetaContexts (which need
 	// them) are the contexts to select, e.g. base:allocation.
 	Structured   bool
@@ -112,7 +116,7 @@ func ClientHandshake(nc net.Conn, cfg HandshakeConfig) (net.Conn, *ExportInfo, e
 		return nil, nil, fmt.Errorf("Failed to send clientflags field: %w", err)
 	}
 	h := &handshaker{nc: nc}
-	if cfg.TLS != nil {
+	if cfg.TLS != nil || cfg.TLSHandshake != nil {
 		typ, _, err := h.option(OptStartTLS, nil)
 		if err != nil {
 			return nil, nil, err
@@ -120,11 +124,19 @@ func ClientHandshake(nc net.Conn, cfg HandshakeConfig) (net.Conn, *ExportInfo, e
 		if typ != RepAck {
 			return nil, nil, fmt.Errorf("Server rejected request to start TLS")
 		}
-		tc := tls.Client(nc, cfg.TLS)
-		if err := tc.Handshake(); err != nil {
-			return nil, nil, fmt.Errorf("TLS handshake failed: %w", err)
+		if cfg.TLSHandshake != nil {
+			tc, err := cfg.TLSHandshake(nc)
+			if err != nil {
+				return nil, nil, err // GnuTLS's text is the reference's already
+			}
+			h.nc = tc
+		} else {
+			tc := tls.Client(nc, cfg.TLS)
+			if err := tc.Handshake(); err != nil {
+				return nil, nil, fmt.Errorf("TLS handshake failed: %w", err)
+			}
+			h.nc = tc
 		}
-		h.nc = tc
 	}
 	info := &ExportInfo{Contexts: map[string]uint32{}}
 	if cfg.Structured {

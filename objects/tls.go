@@ -28,6 +28,8 @@ type tlsCreds struct {
 	// psk server side: files GnuTLS reads when a server starts
 	pskFile string
 	dhFile  string // "" without dh-params.pem
+	// psk client side: the identity and its key (hex), read at object-add
+	pskUser, pskKey string
 
 	// x509 server side
 	cert  tls.Certificate
@@ -296,6 +298,7 @@ func loadPSK(p *TLSCredsPSKProperties) (*tlsCreds, error) {
 			if _, err := hex.DecodeString(key); err != nil {
 				return nil, errors.New("Cannot set PSK client credentials: Error in parsing.")
 			}
+			c.pskUser, c.pskKey = user, key
 			return c, nil
 		}
 	}

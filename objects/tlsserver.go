@@ -64,6 +64,37 @@ func (r *Registry) TLSServer(id string, authzID *string) (ServerTLS, error) {
 	return &x509Server{cfg: cfg, authz: authzID, r: r}, nil
 }
 
+// TLSClientPSK returns the client side of the TLS-PSK credentials id: a
+// GnuTLS client with their username and key, its handshake and its
+// release. Other credentials give nil, nil (TLSClientConfig serves x509).
+func (r *Registry) TLSClientPSK(id string) (func(net.Conn) (net.Conn, error), func(), error) {
+	obj := r.lookup(id)
+	if obj == nil {
+		return nil, nil, schema.Errorf("No TLS credentials with id '%s'", id)
+	}
+	t, ok := obj.inst.(*tlsInst)
+	if !ok {
+		return nil, nil, schema.Errorf("Object with id '%s' is not TLS credentials", id)
+	}
+	c := t.creds
+	if !c.psk {
+		return nil, nil, nil
+	}
+	if c.endpoint != "client" {
+		return nil, nil, schema.Errorf("Expecting TLS credentials with a client endpoint")
+	}
+	prio := c.priority
+	if prio == "" {
+		prio = defaultPriority
+	}
+	cl, err := gnutls.NewPSKClient(c.pskUser, c.pskKey, prio+":"+pskPriorityExtra)
+	if err != nil {
+		return nil, nil, schema.Errorf("%s", err)
+	}
+	handshake := func(nc net.Conn) (net.Conn, error) { return cl.Handshake(nc) }
+	return handshake, cl.Close, nil
+}
+
 type pskServer struct {
 	s   *gnutls.PSKServer
 	log *zap.Logger

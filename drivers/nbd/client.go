@@ -36,6 +36,8 @@ type Config struct {
 	Addr   Address
 	Export string
 	TLS    *tls.Config // nil: no TLS
+	// TLSHandshake replaces crypto/tls for TLS-PSK credentials.
+	TLSHandshake func(nc net.Conn) (net.Conn, error)
 	// Context is the meta context block status reports: base:allocation,
 	// or x-dirty-bitmap's context.
 	Context string
@@ -92,7 +94,7 @@ func dial(cfg Config) (*conn, error) {
 	if cfg.HandshakeTimeout > 0 {
 		_ = nc.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	}
-	hc := nbd.HandshakeConfig{Export: cfg.Export, TLS: cfg.TLS, Structured: true}
+	hc := nbd.HandshakeConfig{Export: cfg.Export, TLS: cfg.TLS, TLSHandshake: cfg.TLSHandshake, Structured: true}
 	if cfg.Context != "" {
 		hc.MetaContexts = []string{cfg.Context}
 	}

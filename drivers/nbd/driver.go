@@ -1,6 +1,7 @@
 // Package nbd owns the nbd block driver: a node whose data is an export
 // of a remote NBD server (qemu-nbd, qemu-storage-daemon, blockd, nbdkit),
-// reached over a Unix socket or TCP, optionally with TLS.
+// reached over a Unix socket or TCP, optionally with TLS (x509 on
+// crypto/tls, PSK on GnuTLS).
 //
 // The wire format and the negotiation are the nbd package's (one
 // implementation for server and client); this package owns transmission
@@ -41,7 +42,8 @@ func init() {
 // node is one open nbd node.
 type node struct {
 	*Client
-	opts *schema.BlockdevOptionsNbd
+	opts       *schema.BlockdevOptionsNbd
+	releaseTLS func() // TLS-PSK credentials held for reconnects
 }
 
 // handshakeTimeout bounds one connection attempt's negotiation.
@@ -77,12 +79,24 @@ func open(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 	if o.XDirtyBitmap != nil {
 		cfg.Context = *o.XDirtyBitmap
 	}
+	var releaseTLS func()
 	if o.TLSCreds != nil {
-		tc, err := tlsConfig(oc, o, cfg.Addr)
+		store := oc.Graph.Objects()
+		if store == nil {
+			return nil, schema.Errorf("No TLS credentials with id '%s'", *o.TLSCreds)
+		}
+		hs, release, err := store.TLSClientPSK(*o.TLSCreds)
 		if err != nil {
 			return nil, err
 		}
-		cfg.TLS = tc
+		if hs != nil {
+			cfg.TLSHandshake, releaseTLS = hs, release
+		} else if cfg.TLS, err = tlsConfig(store, o, cfg.Addr); err != nil {
+			return nil, err
+		}
+	}
+	if releaseTLS == nil {
+		releaseTLS = func() {}
 	}
 	if o.ReconnectDelay != nil {
 		cfg.ReconnectDelay = time.Duration(*o.ReconnectDelay) * time.Second
@@ -93,11 +107,13 @@ func open(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 	}
 	cl, err := Connect(cfg, openTimeout)
 	if err != nil {
+		releaseTLS()
 		return nil, schema.Errorf("%s", err)
 	}
 	if o.XDirtyBitmap != nil {
 		if _, ok := cl.Info.Contexts[cfg.Context]; !ok {
 			cl.Close()
+			releaseTLS()
 			// What qemu-storage-daemon 7.2 answers (its own message is
 			// lost on the way and only the errno is shown).
 			return nil, schema.Errorf("Could not open image: Invalid argument")
@@ -106,24 +122,21 @@ func open(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 	if cl.Info.Flags&nbd.FlagReadOnly != 0 && !oc.ReadOnly {
 		if !oc.AutoReadOnly {
 			cl.Close()
+			releaseTLS()
 			// qemu-storage-daemon 7.2 loses its own message here too and
 			// reports the errno (EACCES).
 			return nil, schema.Errorf("Could not open image: Permission denied")
 		}
 		oc.ReadOnly = true
 	}
-	return &node{Client: cl, opts: o}, nil
+	return &node{Client: cl, opts: o, releaseTLS: releaseTLS}, nil
 }
 
 // tlsConfig is the client configuration of tls-creds. The server's
 // certificate is checked against tls-hostname, or the inet host; over a
 // Unix socket without tls-hostname only its chain is checked, as
 // QEMU's client does.
-func tlsConfig(oc *blockcore.OpenContext, o *schema.BlockdevOptionsNbd, a Address) (*tls.Config, error) {
-	store := oc.Graph.Objects()
-	if store == nil {
-		return nil, schema.Errorf("No TLS credentials with id '%s'", *o.TLSCreds)
-	}
+func tlsConfig(store blockcore.ObjectStore, o *schema.BlockdevOptionsNbd, a Address) (*tls.Config, error) {
 	base, err := store.TLSClientConfig(*o.TLSCreds)
 	if err != nil {
 		return nil, err
@@ -165,6 +178,7 @@ func tlsConfig(oc *blockcore.OpenContext, o *schema.BlockdevOptionsNbd, a Addres
 // Close disconnects.
 func (n *node) Close() error {
 	n.Client.Close()
+	n.releaseTLS()
 	return nil
 }
 

@@ -350,3 +350,62 @@ func TestTLS(t *testing.T) {
 	stop()
 	qio(t, base, "read -P 0x67 1M 4k")
 }
+
+// TestTLSPSK: blockd's client with tls-creds-psk against qemu-nbd and
+// against another blockd serving with PSK credentials: data through
+// both; a wrong key fails with qemu-storage-daemon's text and leaves no
+// node behind.
+func TestTLSPSK(t *testing.T) {
+	needtool.Find(t, "qemu-img", "qemu-io", "qemu-nbd")
+	dir := t.TempDir()
+	pskDir := func(name, key string) string {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(p, "keys.psk"), []byte("alice:"+key+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good, wrong := pskDir("good", strings.Repeat("3a", 32)), pskDir("wrong", strings.Repeat("5c", 32))
+	base := filepath.Join(dir, "base.raw")
+	run(t, "qemu-img", "create", "-q", "-f", "raw", base, "4M")
+	qio(t, base, "write -P 0x71 0 4M")
+	sock := filepath.Join(dir, "psk.sock")
+	stop := qemuNBD(t, sock, base, "raw", "--object", "tls-creds-psk,id=tls0,endpoint=server,dir="+good, "--tls-creds", "tls0")
+
+	d := startBlockd(t, filepath.Join(dir, "d"),
+		"--object", "tls-creds-psk,id=c0,endpoint=client,username=alice,dir="+good,
+		"--object", "tls-creds-psk,id=w0,endpoint=client,username=alice,dir="+wrong)
+	if got := d.cmdErr(t, "blockdev-add", nbdNode("bad", sock, map[string]any{"tls-creds": "w0"})); got != "TLS handshake failed: The TLS connection was non-properly terminated." {
+		t.Fatalf("wrong key: %q", got)
+	}
+	if got := d.cmdErr(t, "blockdev-del", map[string]any{"node-name": "bad"}); !strings.Contains(got, "Failed to find node") {
+		t.Fatalf("a refused node was left behind: %q", got)
+	}
+	d.cmd(t, "blockdev-add", nbdNode("nb", sock, map[string]any{"tls-creds": "c0"}))
+	d.cmd(t, "block-export-add", map[string]any{"type": "nbd", "id": "e", "node-name": "nb", "name": "disk", "writable": true})
+	qio(t, d.uri("disk"), "read -P 0x71 0 4M", "write -P 0x72 1M 4k")
+	d.qmp.DeleteExport(t, "e")
+	d.cmd(t, "blockdev-del", map[string]any{"node-name": "nb"})
+	stop()
+	qio(t, base, "read -P 0x72 1M 4k")
+
+	// blockd to blockd: the server's credentials are the same key file.
+	srv := startBlockd(t, filepath.Join(dir, "srv"), "--object", "tls-creds-psk,id=s0,endpoint=server,dir="+good)
+	srv.cmd(t, "blockdev-add", map[string]any{"driver": "raw", "node-name": "b",
+		"file": map[string]any{"driver": "file", "filename": base}})
+	srvSock := filepath.Join(dir, "srv-psk.sock")
+	srv.cmd(t, "nbd-server-stop", nil)
+	srv.cmd(t, "nbd-server-start", map[string]any{"addr": map[string]any{"type": "unix", "data": map[string]any{"path": srvSock}}, "tls-creds": "s0"})
+	srv.cmd(t, "block-export-add", map[string]any{"type": "nbd", "id": "b", "node-name": "b", "name": "base", "writable": true})
+	d.cmd(t, "blockdev-add", nbdNode("nb2", srvSock, map[string]any{"tls-creds": "c0"}))
+	d.cmd(t, "block-export-add", map[string]any{"type": "nbd", "id": "e2", "node-name": "nb2", "name": "disk2", "writable": true})
+	qio(t, d.uri("disk2"), "read -P 0x72 1M 4k", "write -P 0x73 2M 64k")
+	d.qmp.DeleteExport(t, "e2")
+	d.cmd(t, "blockdev-del", map[string]any{"node-name": "nb2"})
+	srv.qmp.DeleteExport(t, "b")
+	srv.cmd(t, "blockdev-del", map[string]any{"node-name": "b"})
+	qio(t, base, "read -P 0x73 2M 64k", "read -P 0x71 0 1M")
+}
