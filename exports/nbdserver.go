@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"blockd/internal/errtext"
+	"blockd/internal/qemu"
 	"blockd/internal/rawsock"
 	"blockd/nbd"
 	"blockd/objects"
@@ -110,11 +111,11 @@ func listen(a schema.SocketAddress, fdsByNumber bool) (net.Listener, error) {
 		}
 		return l, nil
 	case a.Vsock != nil:
-		cid, ok := parseUintFull(a.Vsock.Cid, math.MaxUint32)
+		cid, ok := qemu.ParseUintFull(a.Vsock.Cid, math.MaxUint32)
 		if !ok {
 			return nil, schema.Errorf("Failed to parse cid '%s'", a.Vsock.Cid)
 		}
-		port, ok := parseUintFull(a.Vsock.Port, math.MaxUint32)
+		port, ok := qemu.ParseUintFull(a.Vsock.Port, math.MaxUint32)
 		if !ok {
 			return nil, schema.Errorf("Failed to parse port '%s'", a.Vsock.Port)
 		}
@@ -157,22 +158,6 @@ func listenFD(str string, byNumber bool) (net.Listener, error) {
 		return nil, schema.Errorf("Failed to listen on fd socket: %s", errtext.Strerror(errtext.Errno(err)))
 	}
 	return l, nil
-}
-
-// parseUintFull is QEMU's parse_uint_full in base 10: leading white space
-// and a plus sign are allowed, a minus sign, anything after the digits
-// and values above max are not.
-func parseUintFull(s string, max uint64) (uint64, bool) {
-	t := strings.TrimLeft(s, " \t\n\v\f\r")
-	t = strings.TrimPrefix(t, "+")
-	if t == "" || t[0] < '0' || t[0] > '9' {
-		return 0, false
-	}
-	v, err := strconv.ParseUint(t, 10, 64)
-	if err != nil || v > max {
-		return 0, false
-	}
-	return v, true
 }
 
 // parseFDNumber is qemu_strtoi in base 10 on the whole string: leading

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"blockd/internal/errtext"
+	"blockd/internal/rawsock"
 	"blockd/nbd"
 )
 
@@ -17,10 +18,12 @@ import (
 // host and port.
 type Address struct {
 	Unix string
-	Host string
+	Host string // for vsock, the CID
 	Port string
-	// Network is "tcp", "tcp4" or "tcp6" for TCP.
+	// Network is "tcp", "tcp4" or "tcp6" for TCP, "vsock" for AF_VSOCK.
 	Network string
+	// CID and VsockPort are the parsed vsock address.
+	CID, VsockPort uint32
 }
 
 // String is the address as QEMU's connect errors show it.
@@ -83,9 +86,12 @@ type Client struct {
 func dial(cfg Config) (*conn, error) {
 	var nc net.Conn
 	var err error
-	if cfg.Addr.Unix != "" {
+	switch {
+	case cfg.Addr.Unix != "":
 		nc, err = net.Dial("unix", cfg.Addr.Unix)
-	} else {
+	case cfg.Addr.Network == "vsock":
+		nc, err = rawsock.DialVsock(cfg.Addr.CID, cfg.Addr.VsockPort)
+	default:
 		nc, err = net.Dial(cfg.Addr.Network, net.JoinHostPort(cfg.Addr.Host, cfg.Addr.Port))
 	}
 	if err != nil {

@@ -27,10 +27,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"math"
 	"strings"
 	"time"
 
 	"blockd/blockcore"
+	"blockd/internal/qemu"
 	"blockd/nbd"
 	"blockd/schema"
 )
@@ -68,6 +70,17 @@ func open(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 		case in.Ipv6 != nil && *in.Ipv6 && !(in.Ipv4 != nil && *in.Ipv4):
 			cfg.Addr.Network = "tcp6"
 		}
+	case "vsock":
+		v := o.Server.Vsock
+		cid, ok := qemu.ParseUintFull(v.Cid, math.MaxUint32)
+		if !ok {
+			return nil, schema.Errorf("Failed to parse cid '%s'", v.Cid)
+		}
+		port, ok := qemu.ParseUintFull(v.Port, math.MaxUint32)
+		if !ok {
+			return nil, schema.Errorf("Failed to parse port '%s'", v.Port)
+		}
+		cfg.Addr = Address{Host: v.Cid, Port: v.Port, Network: "vsock", CID: uint32(cid), VsockPort: uint32(port)}
 	case "fd":
 		return nil, schema.Errorf("only QEMU supports file descriptor passing")
 	default:

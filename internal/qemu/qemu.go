@@ -156,3 +156,19 @@ func IDWellFormed(id string) bool {
 }
 
 func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+
+// ParseUintFull is QEMU's parse_uint_full in base 10: leading white space
+// and a plus sign are allowed, a minus sign, anything after the digits
+// and values above max are not.
+func ParseUintFull(s string, max uint64) (uint64, bool) {
+	t := strings.TrimLeft(s, " \t\n\v\f\r")
+	t = strings.TrimPrefix(t, "+")
+	if t == "" || t[0] < '0' || t[0] > '9' {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(t, 10, 64)
+	if err != nil || v > max {
+		return 0, false
+	}
+	return v, true
+}

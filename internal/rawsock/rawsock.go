@@ -43,6 +43,65 @@ func ListenVsock(cid, port uint32, backlog int) (net.Listener, error) {
 	return FileListener(fd)
 }
 
+// DialVsock connects an AF_VSOCK stream socket to cid:port. The connect
+// runs on Go's poller (a non-blocking connect, then SO_ERROR once the
+// socket is writable), so no thread waits in the kernel meanwhile. Errors
+// name the failing step, with the system's reason.
+func DialVsock(cid, port uint32) (net.Conn, error) {
+	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.SyscallError{Syscall: "socket", Err: err}
+	}
+	f := os.NewFile(uintptr(fd), "socket")
+	raddr := &VsockAddr{CID: cid, Port: port}
+	err = unix.Connect(fd, &unix.SockaddrVM{CID: cid, Port: port})
+	for err == unix.EINTR {
+		err = unix.Connect(fd, &unix.SockaddrVM{CID: cid, Port: port})
+	}
+	if err == unix.EINPROGRESS {
+		err = waitConnected(f)
+	}
+	if err != nil {
+		f.Close()
+		return nil, &os.SyscallError{Syscall: "connect", Err: err}
+	}
+	var laddr net.Addr = &VsockAddr{}
+	if sa, err := unix.Getsockname(fd); err == nil {
+		laddr = toAddr(sa)
+	}
+	return &conn{File: f, laddr: laddr, raddr: raddr}, nil
+}
+
+// waitConnected waits for a non-blocking connect on f to finish and
+// returns its outcome. The first call of the callback only asks the
+// poller to wait for writability, which a finished connect (either way)
+// brings.
+func waitConnected(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	waited := false
+	var soErr error
+	if err := rc.Write(func(fd uintptr) bool {
+		if !waited {
+			waited = true
+			return false
+		}
+		v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
+		switch {
+		case err != nil:
+			soErr = err
+		case v != 0:
+			soErr = unix.Errno(v)
+		}
+		return true
+	}); err != nil {
+		return err
+	}
+	return soErr
+}
+
 // FileListener takes over fd, a listening stream socket of any family:
 // from here on the listener owns (and closes) it. Unix and inet sockets
 // get net's own listener; others (vsock) this package's.
