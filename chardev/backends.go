@@ -283,6 +283,50 @@ type socketDev struct {
 	closed    bool
 	stopped   chan struct{} // closed when the accept loop has ended
 	quit      chan struct{}
+
+	// tlsShake runs TLS on each connection (nil without tls-creds);
+	// releaseTLS lets go of the credentials' session state at close.
+	tlsShake   func(net.Conn) (net.Conn, error)
+	releaseTLS func()
+}
+
+// socketProto is the protocol an inet socket chardev's filename shows.
+func socketProto(o *Socket) string {
+	switch {
+	case o.Telnet != nil && *o.Telnet:
+		return "telnet"
+	case o.Tn3270 != nil && *o.Tn3270:
+		return "tn3270"
+	case o.Websocket != nil && *o.Websocket:
+		return "websocket"
+	}
+	return "tcp"
+}
+
+// bound records the listener of a server socket and, for inet, the
+// address it is bound to: the reference reports the port it got.
+func (s *socketDev) bound(ln net.Listener) {
+	s.ln = ln
+	if ta, ok := ln.Addr().(*net.TCPAddr); ok {
+		in := schema.InetSocketAddress{Host: ta.IP.String(), Port: strconv.Itoa(ta.Port)}
+		t := true
+		if ta.IP.To4() != nil {
+			in.Ipv4 = &t
+		} else {
+			in.Ipv6 = &t
+		}
+		s.addr = schema.SocketAddress{Type: "inet", Inet: &in}
+	}
+}
+
+// dial connects a client socket, under TLS when the chardev has it (the
+// handshake runs when the connection is first used).
+func (s *socketDev) dial() (net.Conn, error) {
+	conn, err := dialChardev(s.given)
+	if err != nil || s.tlsShake == nil {
+		return conn, err
+	}
+	return newTLSConn(conn, s.tlsShake), nil
 }
 
 func (s *socketDev) address() any {
@@ -336,15 +380,10 @@ func (s *socketDev) connectedName(conn net.Conn) string {
 }
 
 func (r *Registry) openSocket(c *Chardev, o *Socket) (*socketDev, error) {
-	s := &socketDev{c: c, listen: o.Server == nil || *o.Server, proto: "tcp", given: o.Addr.Flat(),
+	s := &socketDev{c: c, listen: o.Server == nil || *o.Server, proto: socketProto(o), given: o.Addr.Flat(),
 		quit: make(chan struct{}), stopped: make(chan struct{})}
-	switch {
-	case o.Telnet != nil && *o.Telnet:
-		s.proto = "telnet"
-	case o.Tn3270 != nil && *o.Tn3270:
-		s.proto = "tn3270"
-	case o.Websocket != nil && *o.Websocket:
-		s.proto = "websocket"
+	if err := validateTLS(o); err != nil {
+		return nil, err
 	}
 	wait := o.Wait != nil && *o.Wait
 	reconnect := o.Reconnect != nil && *o.Reconnect > 0
@@ -359,29 +398,19 @@ func (r *Registry) openSocket(c *Chardev, o *Socket) (*socketDev, error) {
 	if s.given.Type == "vsock" || s.given.Type == "fd" {
 		return nil, fmt.Errorf("socket address type '%s' is not supported", s.given.Type)
 	}
-	if o.TLSCreds != nil {
-		// blockd's chardevs carry no data (no user), so TLS would
-		// have nothing to protect; refused rather than half done.
-		return nil, errors.New("TLS is not supported on blockd's character devices")
+	tlsShake, releaseTLS, err := r.socketTLS(o, s.listen)
+	if err != nil {
+		return nil, err
 	}
+	s.tlsShake, s.releaseTLS = tlsShake, releaseTLS
 	s.addr = s.given
 	if s.listen {
 		ln, err := listenChardev(s.given)
 		if err != nil {
+			releaseTLS()
 			return nil, err
 		}
-		s.ln = ln
-		if ta, ok := ln.Addr().(*net.TCPAddr); ok {
-			// The reference reports the bound address (the port it got).
-			in := schema.InetSocketAddress{Host: ta.IP.String(), Port: strconv.Itoa(ta.Port)}
-			t := true
-			if ta.IP.To4() != nil {
-				in.Ipv4 = &t
-			} else {
-				in.Ipv6 = &t
-			}
-			s.addr = schema.SocketAddress{Type: "inet", Inet: &in}
-		}
+		s.bound(ln)
 		c.filename = s.disconnectedName()
 		if wait {
 			conn, err := r.waitClient(ln, c.filename)
@@ -395,9 +424,10 @@ func (r *Registry) openSocket(c *Chardev, o *Socket) (*socketDev, error) {
 		return s, nil
 	}
 	c.filename = s.disconnectedName()
-	conn, err := dialChardev(s.given)
+	conn, err := s.dial()
 	if err != nil {
 		if !reconnect {
+			releaseTLS()
 			return nil, err
 		}
 		go s.reconnectLoop(time.Duration(*o.Reconnect) * time.Second)
@@ -523,6 +553,9 @@ func (s *socketDev) acceptLoop() {
 		if err != nil {
 			return
 		}
+		if s.tlsShake != nil {
+			c = newTLSConn(c, s.tlsShake)
+		}
 		select {
 		case <-s.quit:
 			_ = c.Close()
@@ -544,7 +577,7 @@ func (s *socketDev) reconnectLoop(every time.Duration) {
 			return
 		case <-t.C:
 		}
-		conn, err := dialChardev(s.given)
+		conn, err := s.dial()
 		if err != nil {
 			continue
 		}
@@ -573,5 +606,8 @@ func (s *socketDev) close() {
 	}
 	if first {
 		<-s.stopped
+		if s.releaseTLS != nil {
+			s.releaseTLS()
+		}
 	}
 }

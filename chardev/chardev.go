@@ -17,8 +17,10 @@ package chardev
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"reflect"
 	"sync"
@@ -347,6 +349,70 @@ func (r *Registry) AddMonitorSocket(id, path string) error {
 	// Whoever asks is connected through a monitor.
 	c.filename = "unix:" + path + ",server=on"
 	return r.register(c)
+}
+
+// ListenMonitor binds the listening inet socket chardev id of a
+// command-line monitor, under its TLS when it has tls-creds, and
+// registers it. The daemon serves the monitor on the listener returned;
+// query-chardev shows the last client accepted, as the reference shows
+// its one client.
+func (r *Registry) ListenMonitor(id string, b *Backend) (net.Listener, error) {
+	if b.Socket == nil {
+		return nil, errors.New("not a socket chardev")
+	}
+	o := &b.Socket.Data
+	if err := validateTLS(o); err != nil {
+		return nil, err
+	}
+	shake, release, err := r.socketTLS(o, true)
+	if err != nil {
+		return nil, err
+	}
+	c := &Chardev{id: id, kind: "socket", frontend: true, busy: true}
+	s := &socketDev{c: c, listen: true, proto: socketProto(o), closed: true, given: o.Addr.Flat()}
+	s.addr = s.given
+	c.sock = s
+	ln, err := listenChardev(s.given)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	s.bound(ln)
+	c.filename = s.disconnectedName()
+	if err := r.register(c); err != nil {
+		_ = ln.Close()
+		release()
+		return nil, err
+	}
+	return &monitorListener{Listener: ln, s: s, shake: shake, release: release}, nil
+}
+
+// monitorListener is an inet monitor chardev's listener: its connections
+// run the chardev's TLS, and the chardev's filename follows them.
+type monitorListener struct {
+	net.Listener
+	s       *socketDev
+	shake   func(net.Conn) (net.Conn, error)
+	release func()
+	once    sync.Once
+}
+
+func (l *monitorListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.s.c.setFilename(l.s.connectedName(c))
+	if l.shake != nil {
+		return newTLSConn(c, l.shake), nil
+	}
+	return c, nil
+}
+
+func (l *monitorListener) Close() error {
+	err := l.Listener.Close()
+	l.once.Do(l.release)
+	return err
 }
 
 // AddMonitorStdio registers the stdio chardev of a command-line monitor.

@@ -229,20 +229,31 @@ func parseSocket(o map[string]string, cm Common, boolOpt func(string, bool) (boo
 		}
 		s.Addr = schema.SocketAddressLegacy{Type: "fd", Fd: &schema.FdSocketAddressWrapper{Data: schema.FdSocketAddress{Str: fd}}}
 	}
+	// Checked at parse time, as the reference does, so that a monitor's
+	// socket (which the daemon binds itself) cannot drop its tls-creds.
+	if err := validateTLS(s); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
 // MonitorSocket says whether b is what a command-line monitor can serve
-// on: a listening Unix socket (its path), or stdio.
-func MonitorSocket(b *Backend) (path string, stdio, ok bool) {
+// on: a listening Unix socket (its path), a listening inet socket (inet;
+// see ListenMonitor), or stdio.
+func MonitorSocket(b *Backend) (path string, inet, stdio, ok bool) {
 	switch {
 	case b.Stdio != nil:
-		return "", true, true
+		return "", false, true, true
 	case b.Socket != nil:
 		s := b.Socket.Data
-		if s.Addr.Unix != nil && s.Server != nil && *s.Server {
-			return s.Addr.Unix.Data.Path, false, true
+		if s.Server != nil && *s.Server {
+			switch {
+			case s.Addr.Unix != nil:
+				return s.Addr.Unix.Data.Path, false, false, true
+			case s.Addr.Inet != nil:
+				return "", true, false, true
+			}
 		}
 	}
-	return "", false, false
+	return "", false, false, false
 }

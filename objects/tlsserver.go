@@ -64,6 +64,42 @@ func (r *Registry) TLSServer(id string, authzID *string) (ServerTLS, error) {
 	return &x509Server{cfg: cfg, authz: authzID, r: r}, nil
 }
 
+// TLSClient returns the client side of the TLS credentials id for a
+// connection to host: a handshake on GnuTLS for PSK, on crypto/tls for
+// x509 (the server's certificate checked against host), and what to
+// release once no more connections will be made. endpointErr is the
+// caller's text for server credentials: QEMU's users word it each their
+// own way.
+func (r *Registry) TLSClient(id, host, endpointErr string) (func(net.Conn) (net.Conn, error), func(), error) {
+	obj := r.lookup(id)
+	if obj == nil {
+		return nil, nil, schema.Errorf("No TLS credentials with id '%s'", id)
+	}
+	t, ok := obj.inst.(*tlsInst)
+	if !ok {
+		return nil, nil, schema.Errorf("Object with id '%s' is not TLS credentials", id)
+	}
+	if t.creds.endpoint != "client" {
+		return nil, nil, schema.Errorf("%s", endpointErr)
+	}
+	if t.creds.psk {
+		return r.TLSClientPSK(id)
+	}
+	cfg, err := t.creds.clientConfig(id)
+	if err != nil {
+		return nil, nil, schema.Errorf("%s", err)
+	}
+	cfg.ServerName = host
+	handshake := func(nc net.Conn) (net.Conn, error) {
+		tc := tls.Client(nc, cfg)
+		if err := tc.Handshake(); err != nil {
+			return nil, fmt.Errorf("TLS handshake failed: %w", err)
+		}
+		return tc, nil
+	}
+	return handshake, func() {}, nil
+}
+
 // TLSClientPSK returns the client side of the TLS-PSK credentials id: a
 // GnuTLS client with their username and key, its handshake and its
 // release. Other credentials give nil, nil (TLSClientConfig serves x509).

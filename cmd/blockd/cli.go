@@ -17,8 +17,9 @@ type cliChardev struct {
 	id          string
 	backend     string // the backend kind ("socket", "stdio", ...)
 	be          *chardev.Backend
-	monitorable bool // a listening unix socket or stdio
+	monitorable bool // a listening unix or inet socket, or stdio
 	path        string
+	inet        bool   // a listening inet socket (chardev.ListenMonitor)
 	opt         string // the option that declared it and its text, for errors
 	spec        string
 }
@@ -193,8 +194,8 @@ func (cfg *config) addChardev(spec string) error {
 		cfg.warnings = append(cfg.warnings, (&cliError{"chardev", spec, warning}).Error())
 	}
 	c := &cliChardev{id: id, backend: string(be.Type), be: be, opt: "chardev", spec: spec}
-	if path, stdio, ok := chardev.MonitorSocket(be); ok {
-		c.path, c.monitorable = path, true
+	if path, inet, stdio, ok := chardev.MonitorSocket(be); ok {
+		c.path, c.inet, c.monitorable = path, inet, true
 		if stdio {
 			c.backend = "stdio"
 		}
@@ -237,7 +238,7 @@ func (cfg *config) addMonitor(spec string) error {
 	for _, c := range cfg.chardevs {
 		if c.id == id {
 			if !c.monitorable && c.opt == "chardev" {
-				return &cliError{"monitor", spec, fmt.Sprintf("chardev \"%s\" is a '%s' chardev: blockd serves monitors on listening unix sockets (server=on) and stdio", id, c.backend)}
+				return &cliError{"monitor", spec, fmt.Sprintf("chardev \"%s\" is a '%s' chardev: blockd serves monitors on listening unix and inet sockets (server=on) and stdio", id, c.backend)}
 			}
 			cfg.monitors = append(cfg.monitors, c)
 			return nil

@@ -186,6 +186,15 @@ func (d *daemon) start() error {
 			}
 			continue
 		}
+		if c.inet {
+			l, err := d.chrs.ListenMonitor(c.id, c.be)
+			if err != nil {
+				return &cliError{c.opt, c.spec, schema.AsError(err).Desc}
+			}
+			d.listeners = append(d.listeners, l)
+			eps = append(eps, endpoint{l, "QMP monitor listening", l.Addr().String(), d.qmp.Serve})
+			continue
+		}
 		if err := bind(c, "QMP monitor listening", d.qmp.Serve); err != nil {
 			return err
 		}

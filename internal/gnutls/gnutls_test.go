@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"blockd/internal/needtool"
+	"blockd/internal/testpki"
 )
 
 const prio = "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK"
@@ -246,18 +247,6 @@ func TestCloseWakesReader(t *testing.T) {
 	}
 }
 
-// ffdhe2048 is RFC 7919's 2048-bit group in PKCS#3 PEM (as certtool
-// --get-dh-params --sec-param medium prints it).
-const ffdhe2048 = `-----BEGIN DH PARAMETERS-----
-MIIBDAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
-+8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
-87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
-YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
-7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
-ssbzSibBsu/6iGtCOGEoXJf//////////wIBAgICAQA=
------END DH PARAMETERS-----
-`
-
 // TestDHParamsFile: DH parameters from a file (or GnuTLS's own when there
 // is none) serve a DHE-PSK-only session; a file that does not parse, or
 // is missing, is refused with the reference's texts.
@@ -265,7 +254,7 @@ func TestDHParamsFile(t *testing.T) {
 	needLib(t)
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.pem")
-	if err := os.WriteFile(good, []byte(ffdhe2048), 0o600); err != nil {
+	if err := os.WriteFile(good, []byte(testpki.FFDHE2048), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := CheckDHParams(good); err != nil {
