@@ -222,13 +222,9 @@ func (r *Registry) Secret(id string) ([]byte, error) {
 // TLSServerConfig returns the server-side TLS configuration of the TLS
 // credentials id (for nbd-server-start's tls-creds).
 func (r *Registry) TLSServerConfig(id string) (*tls.Config, error) {
-	obj := r.lookup(id)
-	if obj == nil {
-		return nil, schema.Errorf("No TLS credentials with id '%s'", id)
-	}
-	t, ok := obj.inst.(*tlsInst)
-	if !ok {
-		return nil, schema.Errorf("Object with id '%s' is not TLS credentials", id)
+	t, err := r.tlsInst(id)
+	if err != nil {
+		return nil, err
 	}
 	if t.creds.endpoint != "server" {
 		return nil, schema.Errorf("Expected TLS credentials for a server endpoint")
@@ -241,13 +237,9 @@ func (r *Registry) TLSServerConfig(id string) (*tls.Config, error) {
 // verify servers with, and the client certificate when the directory has
 // one. The caller sets ServerName (the reference's tls-hostname).
 func (r *Registry) TLSClientConfig(id string) (*tls.Config, error) {
-	obj := r.lookup(id)
-	if obj == nil {
-		return nil, schema.Errorf("No TLS credentials with id '%s'", id)
-	}
-	t, ok := obj.inst.(*tlsInst)
-	if !ok {
-		return nil, schema.Errorf("Object with id '%s' is not TLS credentials", id)
+	t, err := r.tlsInst(id)
+	if err != nil {
+		return nil, err
 	}
 	if t.creds.endpoint != "client" {
 		return nil, schema.Errorf("Expecting TLS credentials with a client endpoint")

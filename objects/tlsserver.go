@@ -26,13 +26,20 @@ const pskPriorityExtra = "+ECDHE-PSK:+DHE-PSK:+PSK"
 // defaultPriority is the reference's CONFIG_TLS_PRIORITY.
 const defaultPriority = "NORMAL"
 
-// TLSServer returns the server side of the TLS credentials id. x509
-// credentials run on crypto/tls, and authzID, when set, names the
-// authz-simple object that must allow the client certificate's
-// distinguished name, looked up at each handshake. PSK credentials run
-// on GnuTLS, loaded now; as in the reference, a PSK session is not
-// checked against authzID (there is no certificate to check).
-func (r *Registry) TLSServer(id string, authzID *string) (ServerTLS, error) {
+// pskPriority is the GnuTLS priority of a PSK session, as the reference
+// builds it: the credentials' priority (or its default) with the PSK key
+// exchanges added.
+func (c *tlsCreds) pskPriority() string {
+	prio := c.priority
+	if prio == "" {
+		prio = defaultPriority
+	}
+	return prio + ":" + pskPriorityExtra
+}
+
+// tlsInst is the TLS credentials object id, or the reference's error
+// for an unknown id or an object of another type.
+func (r *Registry) tlsInst(id string) (*tlsInst, error) {
 	obj := r.lookup(id)
 	if obj == nil {
 		return nil, schema.Errorf("No TLS credentials with id '%s'", id)
@@ -41,16 +48,26 @@ func (r *Registry) TLSServer(id string, authzID *string) (ServerTLS, error) {
 	if !ok {
 		return nil, schema.Errorf("Object with id '%s' is not TLS credentials", id)
 	}
+	return t, nil
+}
+
+// TLSServer returns the server side of the TLS credentials id. x509
+// credentials run on crypto/tls, and authzID, when set, names the
+// authz-simple object that must allow the client certificate's
+// distinguished name, looked up at each handshake. PSK credentials run
+// on GnuTLS, loaded now; as in the reference, a PSK session is not
+// checked against authzID (there is no certificate to check).
+func (r *Registry) TLSServer(id string, authzID *string) (ServerTLS, error) {
+	t, err := r.tlsInst(id)
+	if err != nil {
+		return nil, err
+	}
 	c := t.creds
 	if c.endpoint != "server" {
 		return nil, schema.Errorf("Expected TLS credentials for a server endpoint")
 	}
 	if c.psk {
-		prio := c.priority
-		if prio == "" {
-			prio = defaultPriority
-		}
-		s, err := gnutls.NewPSKServer(c.pskFile, c.dhFile, prio+":"+pskPriorityExtra)
+		s, err := gnutls.NewPSKServer(c.pskFile, c.dhFile, c.pskPriority())
 		if err != nil {
 			return nil, schema.Errorf("%s", err)
 		}
@@ -71,13 +88,9 @@ func (r *Registry) TLSServer(id string, authzID *string) (ServerTLS, error) {
 // caller's text for server credentials: QEMU's users word it each their
 // own way.
 func (r *Registry) TLSClient(id, host, endpointErr string) (func(net.Conn) (net.Conn, error), func(), error) {
-	obj := r.lookup(id)
-	if obj == nil {
-		return nil, nil, schema.Errorf("No TLS credentials with id '%s'", id)
-	}
-	t, ok := obj.inst.(*tlsInst)
-	if !ok {
-		return nil, nil, schema.Errorf("Object with id '%s' is not TLS credentials", id)
+	t, err := r.tlsInst(id)
+	if err != nil {
+		return nil, nil, err
 	}
 	if t.creds.endpoint != "client" {
 		return nil, nil, schema.Errorf("%s", endpointErr)
@@ -104,13 +117,9 @@ func (r *Registry) TLSClient(id, host, endpointErr string) (func(net.Conn) (net.
 // GnuTLS client with their username and key, its handshake and its
 // release. Other credentials give nil, nil (TLSClientConfig serves x509).
 func (r *Registry) TLSClientPSK(id string) (func(net.Conn) (net.Conn, error), func(), error) {
-	obj := r.lookup(id)
-	if obj == nil {
-		return nil, nil, schema.Errorf("No TLS credentials with id '%s'", id)
-	}
-	t, ok := obj.inst.(*tlsInst)
-	if !ok {
-		return nil, nil, schema.Errorf("Object with id '%s' is not TLS credentials", id)
+	t, err := r.tlsInst(id)
+	if err != nil {
+		return nil, nil, err
 	}
 	c := t.creds
 	if !c.psk {
@@ -119,11 +128,7 @@ func (r *Registry) TLSClientPSK(id string) (func(net.Conn) (net.Conn, error), fu
 	if c.endpoint != "client" {
 		return nil, nil, schema.Errorf("Expecting TLS credentials with a client endpoint")
 	}
-	prio := c.priority
-	if prio == "" {
-		prio = defaultPriority
-	}
-	cl, err := gnutls.NewPSKClient(c.pskUser, c.pskKey, prio+":"+pskPriorityExtra)
+	cl, err := gnutls.NewPSKClient(c.pskUser, c.pskKey, c.pskPriority())
 	if err != nil {
 		return nil, nil, schema.Errorf("%s", err)
 	}
