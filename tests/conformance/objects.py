@@ -131,3 +131,50 @@ def scn_chardevs(t):
         t.q("chardev-remove", {"id": cid}, label=f"remove {cid}")
     t.q("query-chardev", project=whole, label="left")
     t.stop()
+
+
+FFDHE2048 = """-----BEGIN DH PARAMETERS-----
+MIIBDAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
++8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+ssbzSibBsu/6iGtCOGEoXJf//////////wIBAgICAQA=
+-----END DH PARAMETERS-----
+"""
+
+
+def without_ports(r):
+    """query-chardev but the monitor's, with the ports port-0 listeners
+    got replaced."""
+    import re
+    return sorted((c["label"], re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", c["filename"]))
+                  for c in r if c["label"] != "m")
+
+
+def scn_chardev_tls(t):
+    d = t.path("psk")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "keys.psk"), "w") as f:
+        f.write("qemu:" + "3c" * 32 + "\n")
+    with open(os.path.join(d, "dh-params.pem"), "w") as f:
+        f.write(FFDHE2048)
+    t.start()
+    t.q("object-add", {"qom-type": "tls-creds-psk", "id": "p0", "endpoint": "server", "dir": d})
+    t.q("object-add", {"qom-type": "tls-creds-psk", "id": "pc", "endpoint": "client", "dir": d})
+    t.q("object-add", {"qom-type": "secret", "id": "sec0", "data": "x"})
+    inet = {"type": "inet", "data": {"host": "127.0.0.1", "port": "0"}}
+    unix = {"type": "unix", "data": {"path": t.path("c.sock")}}
+    for label, data in [
+        ("unix with TLS", {"addr": unix, "server": True, "wait": False, "tls-creds": "p0"}),
+        ("authz without creds", {"addr": inet, "server": True, "wait": False, "tls-authz": "z"}),
+        ("unknown creds", {"addr": inet, "server": True, "wait": False, "tls-creds": "nope"}),
+        ("not creds", {"addr": inet, "server": True, "wait": False, "tls-creds": "sec0"}),
+        ("client creds on a server", {"addr": inet, "server": True, "wait": False, "tls-creds": "pc"}),
+        ("server creds on a client", {"addr": inet, "server": False, "tls-creds": "p0"}),
+        ("TLS server", {"addr": inet, "server": True, "wait": False, "tls-creds": "p0", "tls-authz": "later"}),
+        ("TLS telnet server", {"addr": inet, "server": True, "wait": False, "telnet": True, "tls-creds": "p0"}),
+    ]:
+        t.q("chardev-add", {"id": "c" + str(len(label)), "backend": {"type": "socket", "data": data}}, label=label)
+    t.q("query-chardev", project=without_ports, label="TLS chardevs")
+    t.stop()
