@@ -87,6 +87,15 @@ func StartDaemonFiles(t testing.TB, bin, dir string, files []*os.File, extra ...
 	if err := d.cmd.Start(); err != nil {
 		t.Fatalf("start blockd: %v", err)
 	}
+	// A test that ends without stopping its daemon (t.Fatal half way, a
+	// path that returns early) must not leave it running, holding its
+	// images and sockets, until the test binary exits.
+	t.Cleanup(func() {
+		if d.cmd.ProcessState == nil {
+			_ = d.cmd.Process.Kill()
+			_ = d.Wait()
+		}
+	})
 	deadline := time.Now().Add(ReplyTimeout)
 	for {
 		// Ready means accepting: a stale socket file may exist before.
