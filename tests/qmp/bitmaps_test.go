@@ -34,7 +34,7 @@ func bitmapImageSetup(t *testing.T, dir string) {
 // entries and the image's stored bitmaps, without host allocation.
 func (s *session) bitmapState(node string) {
 	s.t.Helper()
-	r, _ := s.c.Command(s.t, "query-named-block-nodes", map[string]any{"flat": true})
+	r, _ := s.c.Command(s.tb, "query-named-block-nodes", map[string]any{"flat": true})
 	list, _ := r["return"].([]any)
 	for _, x := range list {
 		n, _ := x.(map[string]any)

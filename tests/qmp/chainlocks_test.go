@@ -93,7 +93,7 @@ func (s *session) observeLocks(label string) {
 // logging the query (its reply is not what these tests compare).
 func (s *session) nodeOf(drv, filename string) string {
 	s.t.Helper()
-	r, _ := s.c.Command(s.t, "query-named-block-nodes", map[string]any{"flat": true})
+	r, _ := s.c.Command(s.tb, "query-named-block-nodes", map[string]any{"flat": true})
 	list, _ := r["return"].([]any)
 	for _, e := range list {
 		m, _ := e.(map[string]any)

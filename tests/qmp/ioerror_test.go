@@ -37,7 +37,7 @@ func TestExportWriteErrorSendsNoEvent(t *testing.T) {
 		if err := os.WriteFile(wrap, []byte(script), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		s := &session{t: t, name: name, Dir: dir}
+		s := &session{t: t, tb: t, name: name, Dir: dir}
 		s.d = StartDaemon(t, wrap, dir)
 		s.c = Dial(t, s.d.Sock)
 		defer func() {

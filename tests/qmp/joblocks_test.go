@@ -57,7 +57,7 @@ func (s *session) waitGone(id string) {
 	s.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		r, _ := s.c.Command(s.t, "query-jobs", nil)
+		r, _ := s.c.Command(s.tb, "query-jobs", nil)
 		list, _ := r["return"].([]any)
 		found := false
 		for _, e := range list {

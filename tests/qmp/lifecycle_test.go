@@ -17,7 +17,7 @@ func (s *session) waitJob(id string) {
 	s.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		r, _ := s.c.Command(s.t, "query-jobs", nil)
+		r, _ := s.c.Command(s.tb, "query-jobs", nil)
 		list, _ := r["return"].([]any)
 		for _, e := range list {
 			m, _ := e.(map[string]any)
@@ -135,7 +135,7 @@ func TestBlockdevCreateRefusesWhatBlockdLacks(t *testing.T) {
 	c := Dial(t, d.Sock)
 	defer c.Close()
 	c.Negotiate(t)
-	s := &session{t: t, name: "blockd", Dir: dir, d: d, c: c}
+	s := &session{t: t, tb: t, name: "blockd", Dir: dir, d: d, c: c}
 	s.OK("blockdev-add", map[string]any{"driver": "file", "node-name": "f", "filename": target})
 	for _, tc := range []struct {
 		opt  map[string]any

@@ -244,7 +244,7 @@ func TestReopenImplicitChildren(t *testing.T) {
 // nodesByImage maps "driver basename-of-file" to node names.
 func (s *session) nodesByImage() map[string]string {
 	s.t.Helper()
-	r, _ := s.c.Command(s.t, "query-named-block-nodes", map[string]any{"flat": true})
+	r, _ := s.c.Command(s.tb, "query-named-block-nodes", map[string]any{"flat": true})
 	out := map[string]string{}
 	list, _ := r["return"].([]any)
 	for _, e := range list {

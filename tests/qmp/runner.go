@@ -127,7 +127,11 @@ func (d *Daemon) Stop(t testing.TB) {
 }
 
 // Wait waits (bounded) for the process to exit.
-func (d *Daemon) Wait() error {
+func (d *Daemon) Wait() error { return d.WaitFor(ReplyTimeout) }
+
+// WaitFor waits up to limit for the process to exit, and kills it then.
+// The error is the process's (an *exec.ExitError) when it failed.
+func (d *Daemon) WaitFor(limit time.Duration) error {
 	if d.cmd.ProcessState != nil {
 		if !d.cmd.ProcessState.Success() {
 			return fmt.Errorf("exit status %v", d.cmd.ProcessState)
@@ -139,10 +143,10 @@ func (d *Daemon) Wait() error {
 	select {
 	case err := <-done:
 		return err
-	case <-time.After(ReplyTimeout):
+	case <-time.After(limit):
 		_ = d.cmd.Process.Kill()
 		<-done
-		return fmt.Errorf("blockd did not exit within %v", ReplyTimeout)
+		return fmt.Errorf("blockd did not exit within %v", limit)
 	}
 }
 
