@@ -57,11 +57,28 @@ type Bus struct {
 	nextID int
 	subs   map[int]func(Event)
 	now    func() time.Time
+	// held is the throttled events' state by throttle key: present while
+	// a period runs, with the latest event held back in it, if any.
+	held map[string]*Event
+}
+
+// throttlePeriods is QEMU's monitor_qapi_event_conf: events that I/O can
+// trigger at will go out at most once a period per throttle key; the
+// latest one held back goes out when the period ends, and starts another.
+var throttlePeriods = map[string]time.Duration{
+	"QUORUM_REPORT_BAD": time.Second,
+	"QUORUM_FAILURE":    time.Second,
+}
+
+// ThrottleKeyer is implemented by payloads throttled apart per instance
+// (QEMU's qapi_event_throttle_hash: QUORUM_REPORT_BAD per node-name).
+type ThrottleKeyer interface {
+	ThrottleKey() string
 }
 
 // NewBus returns an empty bus.
 func NewBus() *Bus {
-	return &Bus{subs: map[int]func(Event){}, now: time.Now}
+	return &Bus{subs: map[int]func(Event){}, now: time.Now, held: map[string]*Event{}}
 }
 
 // Subscribe registers deliver, which is called synchronously for every
@@ -92,6 +109,38 @@ func (b *Bus) Publish(p Payload) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	ev := Event{Name: p.EventName(), Data: data, Time: b.now()}
+	if period := throttlePeriods[ev.Name]; period > 0 {
+		key := ev.Name
+		if k, ok := p.(ThrottleKeyer); ok {
+			key += "\x00" + k.ThrottleKey()
+		}
+		if _, running := b.held[key]; running {
+			b.held[key] = &ev // replaces any held before: the latest goes out
+			return
+		}
+		b.held[key] = nil
+		time.AfterFunc(period, func() { b.endPeriod(key, period) })
+	}
+	b.deliver(ev)
+}
+
+// endPeriod sends the event held back during a throttle period, which
+// starts another period, or ends the throttling of key.
+func (b *Bus) endPeriod(key string, period time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ev := b.held[key]
+	if ev == nil {
+		delete(b.held, key)
+		return
+	}
+	b.held[key] = nil
+	time.AfterFunc(period, func() { b.endPeriod(key, period) })
+	b.deliver(*ev)
+}
+
+// deliver hands ev to every subscriber, in subscription order, under mu.
+func (b *Bus) deliver(ev Event) {
 	ids := make([]int, 0, len(b.subs))
 	for id := range b.subs {
 		ids = append(ids, id)

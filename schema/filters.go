@@ -147,6 +147,10 @@ type QuorumReportBad struct {
 // EventName implements events.Payload.
 func (QuorumReportBad) EventName() string { return "QUORUM_REPORT_BAD" }
 
+// ThrottleKey implements events.ThrottleKeyer: each child's reports are
+// throttled apart, as QEMU hashes them by node-name.
+func (e QuorumReportBad) ThrottleKey() string { return e.NodeName }
+
 // BlockdevOptionsBlkverify are blkverify's options: the image under test
 // and the raw image it must read the same as.
 type BlockdevOptionsBlkverify struct {
