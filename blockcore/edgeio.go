@@ -99,12 +99,7 @@ func (g *gate) Backing() blockio.Device {
 	return g.backing()
 }
 
-func (g *gate) backing() blockio.Device {
-	if b, ok := g.impl.(blockio.Backed); ok {
-		return b.Backing()
-	}
-	return nil
-}
+func (g *gate) backing() blockio.Device { return blockio.BackingOf(g.impl) }
 
 // Backing of a job filter is its child's: the filter itself is not a
 // layer of the chain, it passes block status through.

@@ -9,6 +9,15 @@ type Backed interface {
 	Backing() Device
 }
 
+// BackingOf is dev's backing device, or nil when it has none. Filters
+// answer with their child's: a filter is not a layer of the chain.
+func BackingOf(dev Device) Device {
+	if b, ok := dev.(Backed); ok {
+		return b.Backing()
+	}
+	return nil
+}
+
 // ChainStatus is the status of [off, off+length) in the first layer of
 // dev's backing chain that defines it, as bdrv_block_status_above sees
 // it: depth is 1 when dev itself defines the range, 2 for its backing
@@ -29,10 +38,7 @@ func ChainStatus(dev Device, off, length int64) (st Status, depth int, err error
 		if st.Flags&(StatusAllocated|StatusData|StatusZero) != 0 {
 			return st, depth, nil
 		}
-		var next Device
-		if b, ok := dev.(Backed); ok {
-			next = b.Backing()
-		}
+		next := BackingOf(dev)
 		if next == nil {
 			return Status{Flags: StatusZero, Length: length}, 0, nil
 		}

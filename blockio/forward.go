@@ -23,12 +23,7 @@ func (f *Forward) Truncate(n int64) error { return f.Child.Truncate(n) }
 // Backing is the child's: a filter is not a layer of the chain, so what
 // its child leaves unallocated reads from the child's backing file, and
 // ChainStatus must look there rather than call the range a hole.
-func (f *Forward) Backing() Device {
-	if b, ok := f.Child.(Backed); ok {
-		return b.Backing()
-	}
-	return nil
-}
+func (f *Forward) Backing() Device { return BackingOf(f.Child) }
 
 // SetFile follows a reopen that switched the filter's child.
 func (f *Forward) SetFile(dev Device) { f.Child = dev }

@@ -350,12 +350,7 @@ func (w writethrough) WriteZeroes(off, n int64, f blockio.WriteFlags) error {
 }
 
 // Backing keeps block status through the chain working.
-func (w writethrough) Backing() blockio.Device {
-	if b, ok := w.Device.(blockio.Backed); ok {
-		return b.Backing()
-	}
-	return nil
-}
+func (w writethrough) Backing() blockio.Device { return blockio.BackingOf(w.Device) }
 
 // exportBitmaps resolves an NBD export's bitmaps as nbd_export_create
 // does: a bare name is looked for on the node and down its chain, a

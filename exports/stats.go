@@ -71,9 +71,4 @@ func (c counted) Flush() error {
 }
 
 // Backing keeps block status through the chain working.
-func (c counted) Backing() blockio.Device {
-	if b, ok := c.Device.(blockio.Backed); ok {
-		return b.Backing()
-	}
-	return nil
-}
+func (c counted) Backing() blockio.Device { return blockio.BackingOf(c.Device) }

@@ -76,6 +76,10 @@ func (n *node) Flush() error                    { return n.file.Flush() }
 func (n *node) BlockStatus(off, length int64) (blockio.Status, error) {
 	return n.file.BlockStatus(off, length)
 }
+
+// Backing is the child's: see blockio.BackingOf.
+func (n *node) Backing() blockio.Device { return blockio.BackingOf(n.file) }
+
 func (n *node) Size() (int64, error)      { return n.file.Size() }
 func (n *node) Truncate(size int64) error { return n.file.Truncate(size) }
 func (n *node) Close() error              { return nil }

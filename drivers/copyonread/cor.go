@@ -54,11 +54,7 @@ func (n *node) layers() []blockio.Device {
 	var out []blockio.Device
 	dev := n.Child
 	for {
-		b, ok := dev.(blockio.Backed)
-		if !ok {
-			return out
-		}
-		if dev = b.Backing(); dev == nil {
+		if dev = blockio.BackingOf(dev); dev == nil {
 			return out
 		}
 		out = append(out, dev)

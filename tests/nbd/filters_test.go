@@ -19,6 +19,7 @@ func TestFiltersOverOverlayLikeReference(t *testing.T) {
 	filters := map[string]map[string]any{
 		"copy-on-read": {"driver": "copy-on-read"},
 		"throttle":     {"driver": "throttle", "throttle-group": "g"},
+		"compress":     {"driver": "compress"},
 	}
 	for name, filter := range filters {
 		t.Run(name, func(t *testing.T) {
