@@ -42,6 +42,7 @@ func TestCreateWriteRead(t *testing.T) {
 	} {
 		name := fmt.Sprintf("cs%d_rb%d_%s_ext%v_lazy%v", tc.ClusterSize, tc.RefcountBits, tc.Compat, tc.ExtendedL2, tc.LazyRefcounts)
 		t.Run(name, func(t *testing.T) {
+			t.Parallel() // own image
 			path := filepath.Join(dir, name+".qcow2")
 			newImageFile(t, path, tc)
 			img, fd := openImage(t, path, OpenOptions{})

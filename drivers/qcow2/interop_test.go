@@ -83,6 +83,7 @@ func TestQemuImagesReadBack(t *testing.T) {
 		{"zstd", "compression_type=zstd"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // own image; most of the time is qemu-img's
 			path := filepath.Join(dir, tc.name+".qcow2")
 			args := []string{"create", "-q", "-f", "qcow2"}
 			if tc.opts != "" {
@@ -165,6 +166,7 @@ func TestQemuBackingChains(t *testing.T) {
 		{"v2_3", "qcow2", "compat=0.10", 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // own chain; most of the time is qemu-img's
 			base := filepath.Join(dir, tc.name+"-0."+tc.baseFmt)
 			args := []string{"create", "-q", "-f", tc.baseFmt}
 			if tc.baseFmt == "qcow2" && tc.opts != "" {
