@@ -151,7 +151,7 @@ func TestMetricsDuringIOAndJob(t *testing.T) {
 				return
 			default:
 			}
-			if out, err := exec.Command("qemu-io", "-f", "raw", "-c", "write -P 0x55 16M 4M", "-c", "read -P 0x55 16M 4M", o.nbdURI).CombinedOutput(); err != nil {
+			if out, err := exec.Command("qemu-io", "-f", "raw", "-c", "write -P 0x55 16M 1M", "-c", "read -P 0x55 16M 1M", o.nbdURI).CombinedOutput(); err != nil {
 				errs <- fmt.Errorf("qemu-io under scrapes: %v %s", err, out)
 				return
 			}
