@@ -1,9 +1,11 @@
 package jobs
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"blockd/blockcore"
 	"blockd/blockio"
@@ -42,6 +44,15 @@ type cbwState struct {
 	// the guest write through and makes the snapshot unreadable instead.
 	breakSnapshot bool
 	broken        atomic.Bool
+	// timeout is cbw-timeout: how long a write waits for its copy before
+	// the copy counts as failed (ETIMEDOUT); 0 waits as long as it takes.
+	timeout time.Duration
+	// background counts the copies that run beside the writes waiting
+	// for them: when a write gives up on its copy, the copy finishes the
+	// chunk in flight, keeps the range until then and starts no other
+	// chunk, as the reference's timed-out block-copy call. Closing the
+	// filter waits for them, as bdrv_close waits for its in_flight.
+	background sync.WaitGroup
 	// job, when a backup job owns the filter, counts what the filter
 	// copies as the job's progress.
 	job atomic.Pointer[Job]
@@ -106,6 +117,12 @@ func openCbw(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 		copyMap: newDirtyMapGran(size, cbwCluster), done: newDirtyMapGran(size, cbwCluster),
 		access:        newDirtyMapGran(size, cbwCluster),
 		breakSnapshot: o.OnCbwError != nil && *o.OnCbwError == "break-snapshot"}
+	if o.CbwTimeout != nil {
+		// Whole seconds, as documented. qemu-storage-daemon 7.2 keeps the
+		// nanoseconds in 32 bits, so its timeouts above 4 s wrap: an
+		// overflow of the reference, not copied.
+		s.timeout = time.Duration(*o.CbwTimeout) * time.Second
+	}
 	if bitmap != nil {
 		// Only the bitmap's clusters are copied, and only they can be
 		// read through the snapshot (block_copy_state_new with a bitmap;
@@ -134,6 +151,7 @@ func openCbw(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 	hideAccess := oc.Node.AddBitmapInfo(info(s.access))
 	return blockcore.NewFilter(oc, blockcore.FilterSpec{Perms: cbwSourcePerms, Hook: s.beforeWrite,
 		OtherPerm: cbwTargetPerms, OnClose: func() {
+			s.background.Wait() // their last chunk still writes to the target
 			hideCopy()
 			hideAccess()
 			hideDone()
@@ -144,21 +162,84 @@ func openCbw(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 // beforeWrite is cbw_do_copy_before_write: the write waits while the
 // point-in-time data of the clusters it touches reaches the target.
 func (s *cbwState) beforeWrite(off, n int64, write func() error) error {
+	if s.broken.Load() {
+		// Nothing left to save, so nothing to wait for: the reference
+		// returns at once once the snapshot is broken.
+		return write()
+	}
 	start := off &^ (s.gran - 1)
 	end := (off + n + s.gran - 1) &^ (s.gran - 1)
-	unlock := s.locks.Lock(start, end-start)
-	defer unlock()
-	if !s.broken.Load() {
-		if err := s.copyOld(start, end-start); err != nil {
-			if !s.breakSnapshot {
-				return err
-			}
-			s.broken.Store(true)
-		} else {
-			s.done.mark(start, end-start)
+	// No release after a timeout: the copy still holds the range, and a
+	// break-snapshot write goes on beside it.
+	unlock, err := s.saveOld(start, end-start)
+	if unlock != nil {
+		defer unlock()
+	}
+	if err != nil {
+		if !s.breakSnapshot {
+			return err
 		}
+		s.broken.Store(true)
+	} else {
+		s.done.mark(start, end-start)
 	}
 	return write()
+}
+
+// Where a write's copy stands, between the write waiting for it and the
+// goroutine running it: the first to move it from copyPending decides
+// whether the write gets the result and the range, or the copy was given
+// up and releases the range itself.
+const (
+	copyPending int32 = iota
+	copyDelivered
+	copyAbandoned
+)
+
+// errCopyAbandoned ends a copy whose write timed out, before its next chunk.
+var errCopyAbandoned = errors.New("copy abandoned after cbw-timeout")
+
+// saveOld copies the clusters of [off, off+n) still in the copy map to
+// the target, holding the range against other writes and snapshot
+// reads, and returns the range's release with the copy's outcome. When
+// the copy outlasts cbw-timeout it fails with ETIMEDOUT and returns no
+// release: the copy goes on in the background as described at
+// cbwState.background.
+func (s *cbwState) saveOld(off, n int64) (unlock func(), err error) {
+	if s.timeout == 0 {
+		unlock := s.locks.Lock(off, n)
+		return unlock, s.copyOld(off, n, nil)
+	}
+	type outcome struct {
+		unlock func()
+		err    error
+	}
+	var state atomic.Int32
+	result := make(chan outcome, 1)
+	abandoned := func() bool { return state.Load() == copyAbandoned }
+	s.background.Add(1)
+	go func() {
+		defer s.background.Done()
+		unlock := s.locks.Lock(off, n)
+		err := s.copyOld(off, n, abandoned)
+		if state.CompareAndSwap(copyPending, copyDelivered) {
+			result <- outcome{unlock, err}
+			return
+		}
+		unlock()
+	}()
+	timer := time.NewTimer(s.timeout)
+	defer timer.Stop()
+	select {
+	case o := <-result:
+		return o.unlock, o.err
+	case <-timer.C:
+	}
+	if !state.CompareAndSwap(copyPending, copyAbandoned) {
+		o := <-result // it ended as the timer fired
+		return o.unlock, o.err
+	}
+	return nil, syscall.ETIMEDOUT
 }
 
 func (s *cbwState) writeFlags() blockio.WriteFlags {
@@ -169,8 +250,9 @@ func (s *cbwState) writeFlags() blockio.WriteFlags {
 }
 
 // copyOld copies the clusters of [off, off+n) still in the copy map to
-// the target, under the caller's range lock.
-func (s *cbwState) copyOld(off, n int64) error {
+// the target, under the caller's range lock. Once stop (if any) says so,
+// it starts no further chunk and leaves the rest in the copy map.
+func (s *cbwState) copyOld(off, n int64, stop func() bool) error {
 	size, err := s.src.Size()
 	if err != nil {
 		return err
@@ -181,7 +263,11 @@ func (s *cbwState) copyOld(off, n int64) error {
 	for i, sp := range spans {
 		for o := sp.off; o < min(sp.off+sp.n, size); o += chunkSize {
 			l := min(chunkSize, sp.off+sp.n-o, size-o)
-			if err := cp.copy(o, l); err != nil {
+			err := errCopyAbandoned
+			if stop == nil || !stop() {
+				err = cp.copy(o, l)
+			}
+			if err != nil {
 				// Not saved: the next write (or the job) tries again.
 				s.copyMap.mark(o, sp.off+sp.n-o)
 				for _, rest := range spans[i+1:] {
@@ -202,6 +288,9 @@ func (s *cbwState) copyOld(off, n int64) error {
 // fails with EACCES where the snapshot cannot be read
 // (cbw_snapshot_read_lock).
 func (s *cbwState) snapshotRange(off, n int64, f func(dev blockio.Device, off, n int64) error) error {
+	if s.broken.Load() {
+		return syscall.EACCES // without waiting for a copy that holds the range
+	}
 	start := off &^ (s.gran - 1)
 	end := (off + n + s.gran - 1) &^ (s.gran - 1)
 	unlock := s.locks.Lock(start, end-start)
@@ -223,6 +312,11 @@ func (s *cbwState) snapshotRange(off, n int64, f func(dev blockio.Device, off, n
 			return err
 		}
 		o = e
+	}
+	if s.broken.Load() {
+		// Writes after the break do not wait for reads: what was read
+		// may be theirs.
+		return syscall.EACCES
 	}
 	return nil
 }
