@@ -173,3 +173,59 @@ def scn_fleecing_blockdev_add(t):
     t.graph("graph during")
     t.stop()
     t.check("target consistent", "tgt.qcow2")
+
+
+def _qemu_io(t, label, export, command, read_only=False):
+    """One qemu-io command on an NBD export: its exit code and why it failed."""
+    ro = "-r " if read_only else ""
+    uri = "nbd+unix:///%s?socket=%s" % (export, t.path("nbd.sock"))
+    t.sh(label, ["sh", "-c", f"out=$(qemu-io {ro}-f raw -c '{command}' '{uri}' 2>&1); rc=$?; "
+                 "printf '%s\\n' \"$out\" | grep failed; exit $rc"], keep=("rc", "out"))
+
+
+def _cbw_slow_target(t, slow_write_lands, **cbw_opts):
+    """A copy-before-write filter whose target is throttled to 16 KiB/s of
+    writes: the first guest write's copy fills the throttle's bucket, so the
+    copy before the second write (at 1M) waits about four seconds, longer
+    than a cbw-timeout of 1."""
+    t.img("src.qcow2", size="4M", writes=["write -P 0x11 0 4M"])
+    t.img("tgt.qcow2", size="4M")
+    model = ["write -P 0x22 0 64k"] + (["write -P 0x33 1M 64k"] if slow_write_lands else [])
+    t.img("model.raw", size="4M", fmt="raw", writes=["write -P 0x11 0 4M"] + model)
+    t.start()
+    t.q("object-add", {"qom-type": "throttle-group", "id": "slow", "limits": {"bps-write": 16384}})
+    _add(t, "src", "src.qcow2")
+    t.q("blockdev-add", {"driver": "throttle", "node-name": "tgt", "throttle-group": "slow",
+                         "file": {"driver": "qcow2", "node-name": "tgt-image",
+                                  "file": {"driver": "file", "filename": t.path("tgt.qcow2")}}})
+    t.q("blockdev-add", dict({"driver": "copy-before-write", "node-name": "cbw", "file": "src", "target": "tgt"},
+                             **cbw_opts))
+    t.q("blockdev-add", {"driver": "snapshot-access", "node-name": "acc", "file": "cbw"})
+    t.q("nbd-server-start", {"addr": {"type": "unix", "data": {"path": t.path("nbd.sock")}}})
+    t.q("block-export-add", {"type": "nbd", "id": "guest", "node-name": "cbw", "writable": True})
+    t.q("block-export-add", {"type": "nbd", "id": "fleece", "node-name": "acc"})
+    _qemu_io(t, "first write fills the bucket", "cbw", "write -P 0x22 0 64k")
+    _qemu_io(t, "write whose copy is slow", "cbw", "write -P 0x33 1M 64k")
+    t.q("query-named-block-nodes", {"flat": True}, label="bitmap counts",
+        project=lambda r: sorted([n["node-name"], [b["count"] for b in n.get("dirty-bitmaps", [])]]
+                                 for n in r if n["node-name"] in ("cbw", "src")))
+    _qemu_io(t, "snapshot read", "acc", "read -P 0x11 0 4M", read_only=True)
+    _qemu_io(t, "untouched cluster through the snapshot", "acc", "read -P 0x11 3M 64k", read_only=True)
+    t.stop()
+    t.check("source consistent", "src.qcow2")
+    t.check("target consistent", "tgt.qcow2")
+    t.compare("source holds the writes that went through", "src.qcow2", "model.raw")
+    t.sh("the slow copy reached the target before exit",
+         ["qemu-io", "-r", "-f", "qcow2", "-c", "read -P 0x11 1M 64k", t.path("tgt.qcow2")])
+
+
+def scn_cbw_timeout_break_guest_write(t):
+    _cbw_slow_target(t, False, **{"cbw-timeout": 1})
+
+
+def scn_cbw_timeout_break_snapshot(t):
+    _cbw_slow_target(t, True, **{"cbw-timeout": 1, "on-cbw-error": "break-snapshot"})
+
+
+def scn_cbw_timeout_zero_waits(t):
+    _cbw_slow_target(t, True, **{"cbw-timeout": 0})
