@@ -134,27 +134,9 @@ func jsonString(v json.RawMessage) (string, bool) {
 	return s, true
 }
 
-// parseError words a syntax error the way QEMU's JSON parser does for the
-// common cases; clients match on the class, people read the text.
+// parseError is QEMU's JSON parser's refusal of msg.
 func parseError(msg []byte) *schema.Error {
-	var v any
-	err := json.Unmarshal(msg, &v)
-	var se *json.SyntaxError
-	text := "expecting value"
-	if errors.As(err, &se) {
-		m := se.Error()
-		switch {
-		case strings.Contains(m, "after object key:value pair"):
-			text = "expected separator in dict"
-		case strings.Contains(m, "after object key"):
-			text = "missing : in object pair"
-		case strings.Contains(m, "looking for beginning of object key string"):
-			text = "key is not a string in object"
-		case strings.Contains(m, "after array element"):
-			text = "expected separator in list"
-		}
-	}
-	return schema.Errorf("JSON parse error, %s", text)
+	return schema.Errorf("%s", wire.SyntaxError(msg))
 }
 
 // reply builds a response in QEMU's member order: {"return": R, "id": I}

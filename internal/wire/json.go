@@ -2,11 +2,37 @@ package wire
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
+
+// SyntaxError words the syntax error of text that is not valid JSON the
+// way QEMU's JSON parser does for the common cases; clients match on the
+// error class, people read the text.
+func SyntaxError(msg []byte) string {
+	var v any
+	err := json.Unmarshal(msg, &v)
+	var se *json.SyntaxError
+	text := "expecting value"
+	if errors.As(err, &se) {
+		m := se.Error()
+		switch {
+		case strings.Contains(m, "after object key:value pair"):
+			text = "expected separator in dict"
+		case strings.Contains(m, "after object key"):
+			text = "missing : in object pair"
+		case strings.Contains(m, "looking for beginning of object key string"):
+			text = "key is not a string in object"
+		case strings.Contains(m, "after array element"):
+			text = "expected separator in list"
+		}
+	}
+	return "JSON parse error, " + text
+}
 
 // Check applies to syntactically valid JSON (json.Valid) the rules the
 // reference's JSON parser adds: no duplicate key in any object, strings
