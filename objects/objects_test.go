@@ -461,36 +461,3 @@ func TestX509WithGnuTLSClient(t *testing.T) {
 		t.Fatalf("the server accepted gnutls-cli without a client certificate (%v)\n%s", err, out)
 	}
 }
-
-// tls-cipher-suites is TLS credentials without credentials: it needs a
-// priority, serves as tls-creds where the endpoint fits, and every
-// handshake on it fails with the reference's text.
-func TestTLSCipherSuites(t *testing.T) {
-	r := NewRegistry(nil)
-	if err := r.AddFromCLI("tls-cipher-suites,id=none"); err == nil || err.Error() != "'priority' property is not set" {
-		t.Fatalf("without priority: %v", err)
-	}
-	mustAdd(t, r, "tls-cipher-suites,id=s,priority=NORMAL,endpoint=server")
-	mustAdd(t, r, "tls-cipher-suites,id=c,priority=NORMAL")
-	srv, err := r.TLSServer("s", nil)
-	if err != nil {
-		t.Fatalf("TLSServer of server-side cipher suites: %v", err)
-	}
-	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	if _, err := srv.Handshake(a); err == nil || err.Error() != "Unsupported TLS credentials type tls-cipher-suites" {
-		t.Errorf("server handshake: %v", err)
-	}
-	if _, err := r.TLSServer("c", nil); err == nil || err.Error() != "Expected TLS credentials for a server endpoint" {
-		t.Errorf("client-side suites for a server: %v", err)
-	}
-	shake, release, err := r.TLSClient("c", "localhost", "wrong endpoint")
-	if err != nil {
-		t.Fatalf("TLSClient of client-side cipher suites: %v", err)
-	}
-	defer release()
-	if _, err := shake(b); err == nil || err.Error() != "Unsupported TLS credentials type tls-cipher-suites" {
-		t.Errorf("client handshake: %v", err)
-	}
-}

@@ -23,9 +23,6 @@ type tlsCreds struct {
 	verifyPeer bool
 	psk        bool
 	anon       bool
-	// suitesOnly: tls-cipher-suites, a TLS credentials type with no
-	// credentials, which no session can use.
-	suitesOnly bool
 	priority   string // the reference's GnuTLS priority; "" for the default
 
 	// psk server side: files GnuTLS reads when a server starts
@@ -308,10 +305,6 @@ func loadPSK(p *TLSCredsPSKProperties) (*tlsCreds, error) {
 	return nil, fmt.Errorf("Username %s not found in PSK file %s", user, path)
 }
 
-// errSuitesOnly is qcrypto_tls_session_new's answer for credentials of
-// no session type.
-var errSuitesOnly = errors.New("Unsupported TLS credentials type tls-cipher-suites")
-
 // ErrPSKUnsupported: TLS-PSK is served through GnuTLS (TLSServer); the
 // crypto/tls configurations below cannot carry it.
 var ErrPSKUnsupported = errors.New("TLS-PSK credentials have no crypto/tls configuration (Go's TLS stack has no PSK key exchange)")
@@ -321,9 +314,6 @@ var ErrAnonUnsupported = errors.New("anonymous TLS credentials are not supported
 
 // clientConfig builds the crypto/tls client configuration.
 func (c *tlsCreds) clientConfig(id string) (*tls.Config, error) {
-	if c.suitesOnly {
-		return nil, errSuitesOnly
-	}
 	if c.psk {
 		return nil, fmt.Errorf("'%s': %w", id, ErrPSKUnsupported)
 	}
@@ -341,9 +331,6 @@ func (c *tlsCreds) clientConfig(id string) (*tls.Config, error) {
 // certificate, and with verify-peer a client certificate that must
 // chain to the CA (and not be revoked by ca-crl.pem).
 func (c *tlsCreds) serverConfig(id string) (*tls.Config, error) {
-	if c.suitesOnly {
-		return nil, errSuitesOnly
-	}
 	if c.psk {
 		return nil, fmt.Errorf("'%s': %w", id, ErrPSKUnsupported)
 	}

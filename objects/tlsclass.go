@@ -106,28 +106,6 @@ func init() {
 			return err
 		},
 	})
-	// tls-cipher-suites names a GnuTLS priority whose cipher list the
-	// reference hands to a guest's firmware (fw_cfg); without guests it
-	// only holds its properties. It needs a priority, as the reference's
-	// complete does, and checks nothing else.
-	RegisterClass(&Class{Name: "tls-cipher-suites", Parent: "tls-creds",
-		Init: func(o *ObjectOptions) (any, error) {
-			p := &TLSCredsProperties{}
-			if o.TLSCipherSuites != nil {
-				*p = *o.TLSCipherSuites
-			}
-			return &tlsInst{common: p}, nil
-		},
-		Complete: func(_ *Registry, inst any) error {
-			t := tlsOf(inst)
-			if t.common.Priority == nil {
-				return schema.Errorf("'priority' property is not set")
-			}
-			ep, verify := common(t.common)
-			t.creds = &tlsCreds{endpoint: ep, verifyPeer: verify, priority: *t.common.Priority, suitesOnly: true}
-			return nil
-		},
-	})
 	RegisterClass(&Class{Name: "tls-creds-anon", Parent: "tls-creds",
 		Props: []Property{loadedProp},
 		Init: func(o *ObjectOptions) (any, error) {

@@ -66,9 +66,6 @@ func (r *Registry) TLSServer(id string, authzID *string) (ServerTLS, error) {
 	if c.endpoint != "server" {
 		return nil, schema.Errorf("Expected TLS credentials for a server endpoint")
 	}
-	if c.suitesOnly {
-		return noSessions{}, nil // the reference fails each handshake
-	}
 	if c.psk {
 		s, err := gnutls.NewPSKServer(c.pskFile, c.dhFile, c.pskPriority())
 		if err != nil {
@@ -97,9 +94,6 @@ func (r *Registry) TLSClient(id, host, endpointErr string) (func(net.Conn) (net.
 	}
 	if t.creds.endpoint != "client" {
 		return nil, nil, schema.Errorf("%s", endpointErr)
-	}
-	if t.creds.suitesOnly {
-		return noSessions{}.Handshake, func() {}, nil
 	}
 	if t.creds.psk {
 		return r.TLSClientPSK(id)
@@ -141,13 +135,6 @@ func (r *Registry) TLSClientPSK(id string) (func(net.Conn) (net.Conn, error), fu
 	handshake := func(nc net.Conn) (net.Conn, error) { return cl.Handshake(nc) }
 	return handshake, cl.Close, nil
 }
-
-// noSessions is the TLS of credentials no session can use
-// (tls-cipher-suites): every handshake fails with the reference's text.
-type noSessions struct{}
-
-func (noSessions) Handshake(net.Conn) (net.Conn, error) { return nil, errSuitesOnly }
-func (noSessions) Close()                               {}
 
 type pskServer struct {
 	s   *gnutls.PSKServer

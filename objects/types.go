@@ -28,17 +28,16 @@ type ObjectOptions struct {
 	QomType ObjectType `qapi:"qom-type,discriminator"`
 	ID      string     `qapi:"id"`
 
-	AuthzList       *AuthZListProperties     `qapi:",variant=authz-list"`
-	AuthzSimple     *AuthZSimpleProperties   `qapi:",variant=authz-simple"`
-	Iothread        *IothreadProperties      `qapi:",variant=iothread"`
-	MainLoop        *EventLoopBaseProperties `qapi:",variant=main-loop"`
-	Secret          *SecretProperties        `qapi:",variant=secret"`
-	SecretKeyring   *SecretKeyringProperties `qapi:",variant=secret_keyring"`
-	ThrottleGroup   *ThrottleGroupProperties `qapi:",variant=throttle-group"`
-	TLSCipherSuites *TLSCredsProperties      `qapi:",variant=tls-cipher-suites"`
-	TLSCredsAnon    *TLSCredsAnonProperties  `qapi:",variant=tls-creds-anon"`
-	TLSCredsPSK     *TLSCredsPSKProperties   `qapi:",variant=tls-creds-psk"`
-	TLSCredsX509    *TLSCredsX509Properties  `qapi:",variant=tls-creds-x509"`
+	AuthzList     *AuthZListProperties     `qapi:",variant=authz-list"`
+	AuthzSimple   *AuthZSimpleProperties   `qapi:",variant=authz-simple"`
+	Iothread      *IothreadProperties      `qapi:",variant=iothread"`
+	MainLoop      *EventLoopBaseProperties `qapi:",variant=main-loop"`
+	Secret        *SecretProperties        `qapi:",variant=secret"`
+	SecretKeyring *SecretKeyringProperties `qapi:",variant=secret_keyring"`
+	ThrottleGroup *ThrottleGroupProperties `qapi:",variant=throttle-group"`
+	TLSCredsAnon  *TLSCredsAnonProperties  `qapi:",variant=tls-creds-anon"`
+	TLSCredsPSK   *TLSCredsPSKProperties   `qapi:",variant=tls-creds-psk"`
+	TLSCredsX509  *TLSCredsX509Properties  `qapi:",variant=tls-creds-x509"`
 }
 
 // AuthZListPolicy is QAuthZListPolicy.

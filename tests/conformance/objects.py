@@ -178,27 +178,3 @@ def scn_chardev_tls(t):
         t.q("chardev-add", {"id": "c" + str(len(label)), "backend": {"type": "socket", "data": data}}, label=label)
     t.q("query-chardev", project=without_ports, label="TLS chardevs")
     t.stop()
-
-
-def scn_tls_cipher_suites(t):
-    t.start()
-    t.q("object-add", {"qom-type": "tls-cipher-suites", "id": "c1", "priority": "NORMAL"})
-    t.q("object-add", {"qom-type": "tls-cipher-suites", "id": "c2"}, label="no priority")
-    t.q("object-add", {"qom-type": "tls-cipher-suites", "id": "c3", "priority": "BOGUS:XX"}, label="priority unchecked")
-    t.q("object-add", {"qom-type": "tls-cipher-suites", "id": "c4", "priority": "NORMAL", "endpoint": "server",
-                       "verify-peer": False, "dir": "/nonexistent"})
-    t.q("object-add", {"qom-type": "tls-cipher-suites", "id": "c5", "priority": "NORMAL", "loaded": True},
-        label="no loaded property")
-    t.q("qom-list", {"path": "/objects/c1"}, project=whole)
-    t.q("qom-get", {"path": "/objects/c4", "property": "endpoint"}, project=whole)
-    t.q("qom-get", {"path": "/objects/c3", "property": "priority"}, project=whole)
-    t.q("qom-list-types", {"implements": "tls-creds"}, project=lambda r: sorted(x["name"] for x in r))
-    t.q("qom-list-properties", {"typename": "tls-cipher-suites"}, project=whole)
-    t.q("nbd-server-start", {"addr": {"type": "unix", "data": {"path": t.path("n.sock")}}, "tls-creds": "c1"},
-        label="client endpoint for a server")
-    t.q("nbd-server-start", {"addr": {"type": "unix", "data": {"path": t.path("n.sock")}}, "tls-creds": "c4"},
-        label="server endpoint")
-    t.q("nbd-server-stop")
-    t.q("object-del", {"id": "c1"})
-    t.q("object-del", {"id": "c1"}, label="again")
-    t.stop()
