@@ -18,7 +18,10 @@ import (
 // in ObjectOptions; everything else (object-add/-del, --object, qom-*,
 // qom-list-types, introspection of qom-type) follows from the table.
 type Class struct {
-	Name     string
+	Name string
+	// QAPIName is the class's qom-type value where QEMU's schema spells
+	// it otherwise (authz-list-file is "authz-listfile" in ObjectType).
+	QAPIName string
 	Parent   string // "" for the roots "object" and "interface"
 	Abstract bool
 	// Interfaces the class implements ("user-creatable" for what
@@ -38,11 +41,17 @@ type Class struct {
 	// CanBeDeleted, when set, may refuse object-del (the reference's
 	// can_be_deleted).
 	CanBeDeleted func(inst any) bool
+	// Finalize releases what an instance holds (threads, sockets, file
+	// watches) once object-del removed it or its Complete failed. May
+	// be nil.
+	Finalize func(inst any)
 }
 
 // Property is one QOM property: its name and QOM type, and accessors of
 // an instance's state (nil: not readable, not writable). Set gets the
 // value as sent and uses the visit helpers for the reference's texts.
+// Get may return an error, which qom-get answers with (a getter that
+// asks the system, like thread-context's cpu-affinity).
 type Property struct {
 	Name string
 	Type string
@@ -72,18 +81,40 @@ func lookupClass(name string) *Class {
 	return classes[name]
 }
 
-// userCreatable lists the classes object-add can create, sorted.
+// qapiName is the class's value in ObjectType.
+func (c *Class) qapiName() string {
+	if c.QAPIName != "" {
+		return c.QAPIName
+	}
+	return c.Name
+}
+
+// userCreatable lists the qom-type values of the classes object-add can
+// create, sorted.
 func userCreatable() []string {
 	classMu.RLock()
 	defer classMu.RUnlock()
 	var out []string
-	for n, c := range classes {
+	for _, c := range classes {
 		if c.Init != nil {
-			out = append(out, n)
+			out = append(out, c.qapiName())
 		}
 	}
 	slices.Sort(out)
 	return out
+}
+
+// creatableClass returns the class object-add creates for a qom-type
+// value, or nil.
+func creatableClass(qomType string) *Class {
+	classMu.RLock()
+	defer classMu.RUnlock()
+	for _, c := range classes {
+		if c.Init != nil && c.qapiName() == qomType {
+			return c
+		}
+	}
+	return nil
 }
 
 // ancestry is the class and its parents, root last.

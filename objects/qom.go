@@ -153,6 +153,9 @@ func (r *Registry) qomGet(path, prop string) (schema.Any, error) {
 			v = p.Get(n.inst)
 		}
 	}
+	if err, ok := v.(error); ok {
+		return nil, err
+	}
 	b, err := schema.Marshal(v)
 	if err != nil {
 		return nil, err

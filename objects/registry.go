@@ -3,8 +3,9 @@
 // qom-set, qom-list-types and qom-list-properties commands (qom.go), and
 // the user-created objects: what --object and object-add create and
 // object-del removes (secret, secret_keyring, tls-creds-x509,
-// tls-creds-psk, tls-creds-anon, authz-simple, authz-list, iothread,
-// main-loop, throttle-group), with
+// tls-creds-psk, tls-creds-anon, tls-cipher-suites, authz-simple,
+// authz-list, authz-list-file, iothread, main-loop, thread-context,
+// pr-manager-helper, throttle-group), with
 // qemu-storage-daemon's argument checks, load errors and texts. Other
 // parts of the daemon look objects up by id: the NBD server for its TLS
 // configuration and authorization, drivers for secrets and throttle
@@ -29,6 +30,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"blockd/events"
 	"blockd/internal/keyval"
 	"blockd/internal/qemu"
 	"blockd/schema"
@@ -40,6 +42,7 @@ import (
 // from servers' goroutines.
 type Registry struct {
 	log *zap.Logger
+	bus *events.Bus // nil: events are not sent (tests)
 
 	mu       sync.Mutex
 	root     *qomNode
@@ -57,6 +60,16 @@ func NewRegistry(log *zap.Logger) *Registry {
 	r.root.add(r.objects)
 	r.root.add(newNode("chardevs", "container"))
 	return r
+}
+
+// SetBus gives objects the bus their events (PR_MANAGER_STATUS_CHANGED)
+// go to.
+func (r *Registry) SetBus(b *events.Bus) { r.bus = b }
+
+func (r *Registry) publish(p events.Payload) {
+	if r.bus != nil {
+		r.bus.Publish(p)
+	}
 }
 
 // RegisterCommands declares object-add, object-del and the qom commands.
@@ -113,8 +126,8 @@ func (r *Registry) add(o *ObjectOptions) error {
 	if !qemu.IDWellFormed(o.ID) {
 		return schema.Errorf("%s", errBadID)
 	}
-	c := lookupClass(string(o.QomType))
-	if c == nil || c.Init == nil { // decoding only lets creatable types in
+	c := creatableClass(string(o.QomType))
+	if c == nil { // decoding only lets creatable types in
 		return schema.Errorf("Parameter 'qom-type' does not accept value '%s'", o.QomType)
 	}
 	inst, err := c.Init(o)
@@ -126,6 +139,9 @@ func (r *Registry) add(o *ObjectOptions) error {
 	}
 	if c.Complete != nil {
 		if err := c.Complete(r, inst); err != nil {
+			if c.Finalize != nil {
+				c.Finalize(inst)
+			}
 			// The reference adds the child before completing it and
 			// unparents it on failure, which leaves a tombstone in
 			// the container's table: the order of later listings
@@ -140,13 +156,17 @@ func (r *Registry) add(o *ObjectOptions) error {
 		}
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if _, dup := r.objects.children[o.ID]; dup { // added meanwhile by another monitor
+		r.mu.Unlock()
+		if c.Finalize != nil {
+			c.Finalize(inst)
+		}
 		return dupError(o.ID)
 	}
 	n := newNode(o.ID, c.Name)
 	n.inst = inst
 	r.objects.add(n)
+	r.mu.Unlock()
 	r.log.Info("object added", zap.String("id", o.ID), zap.String("qom-type", string(o.QomType)))
 	return nil
 }
@@ -156,18 +176,31 @@ func dupError(id string) error {
 }
 
 func (r *Registry) del(id string) error {
+	n, err := r.unparent(id)
+	if err != nil {
+		return err
+	}
+	// Outside the lock: a finalizer may wait for a goroutine that takes
+	// it (authz-list-file's reload).
+	if n.class.Finalize != nil {
+		n.class.Finalize(n.inst)
+	}
+	r.log.Info("object deleted", zap.String("id", id))
+	return nil
+}
+
+func (r *Registry) unparent(id string) (*qomNode, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n, ok := r.objects.children[id]
 	if !ok {
-		return schema.Errorf("object '%s' not found", id)
+		return nil, schema.Errorf("object '%s' not found", id)
 	}
 	if n.uses > 0 || n.class.CanBeDeleted != nil && !n.class.CanBeDeleted(n.inst) {
-		return schema.Errorf("object '%s' is in use, can not be deleted", id)
+		return nil, schema.Errorf("object '%s' is in use, can not be deleted", id)
 	}
 	r.objects.remove(id)
-	r.log.Info("object deleted", zap.String("id", id))
-	return nil
+	return n, nil
 }
 
 // Use pins an object so that object-del refuses it until release is
@@ -261,6 +294,8 @@ func (r *Registry) Authorize(authzID, distinguishedName string) (bool, error) {
 	case *authzInst:
 		return str(a.identity) == distinguishedName, nil
 	case *authzListInst:
+		return a.allows(distinguishedName), nil
+	case *authzListFileInst:
 		return a.allows(distinguishedName), nil
 	}
 	return false, fmt.Errorf("Object '%s' is not a QAuthZ subclass", authzID)

@@ -23,7 +23,10 @@ type tlsCreds struct {
 	verifyPeer bool
 	psk        bool
 	anon       bool
-	priority   string // the reference's GnuTLS priority; "" for the default
+	// unsupported names a TLS credentials type no session can be made
+	// with (tls-cipher-suites): QEMU finds that out at the handshake.
+	unsupported string
+	priority    string // the reference's GnuTLS priority; "" for the default
 
 	// psk server side: files GnuTLS reads when a server starts
 	pskFile string
@@ -312,8 +315,17 @@ var ErrPSKUnsupported = errors.New("TLS-PSK credentials have no crypto/tls confi
 // ErrAnonUnsupported is why anonymous credentials cannot be used.
 var ErrAnonUnsupported = errors.New("anonymous TLS credentials are not supported by blockd (its TLS stack has no anonymous key exchange); use tls-creds-x509")
 
+// errUnsupported is qcrypto_tls_session_new's refusal of credentials
+// of a type it makes no sessions with.
+func (c *tlsCreds) errUnsupported() error {
+	return fmt.Errorf("Unsupported TLS credentials type %s", c.unsupported)
+}
+
 // clientConfig builds the crypto/tls client configuration.
 func (c *tlsCreds) clientConfig(id string) (*tls.Config, error) {
+	if c.unsupported != "" {
+		return nil, c.errUnsupported()
+	}
 	if c.psk {
 		return nil, fmt.Errorf("'%s': %w", id, ErrPSKUnsupported)
 	}
@@ -331,6 +343,9 @@ func (c *tlsCreds) clientConfig(id string) (*tls.Config, error) {
 // certificate, and with verify-peer a client certificate that must
 // chain to the CA (and not be revoked by ca-crl.pem).
 func (c *tlsCreds) serverConfig(id string) (*tls.Config, error) {
+	if c.unsupported != "" {
+		return nil, c.errUnsupported()
+	}
 	if c.psk {
 		return nil, fmt.Errorf("'%s': %w", id, ErrPSKUnsupported)
 	}

@@ -106,6 +106,31 @@ func init() {
 			return err
 		},
 	})
+	// tls-cipher-suites only holds a priority string, which QEMU turns
+	// into a cipher list for guest firmware (fw_cfg); nothing in a
+	// storage daemon reads it. Like QEMU, blockd accepts it where TLS
+	// credentials go and fails the handshake.
+	RegisterClass(&Class{Name: "fw_cfg-data-generator", Parent: "interface", Abstract: true})
+	RegisterClass(&Class{Name: "tls-cipher-suites", Parent: "tls-creds",
+		Interfaces: []string{"fw_cfg-data-generator"},
+		Init: func(o *ObjectOptions) (any, error) {
+			p := &TLSCredsProperties{}
+			if o.TLSCipherSuites != nil {
+				*p = *o.TLSCipherSuites
+			}
+			return &tlsInst{common: p}, nil
+		},
+		Complete: func(_ *Registry, inst any) error {
+			t := tlsOf(inst)
+			if t.common.Priority == nil {
+				return schema.Errorf("'priority' property is not set")
+			}
+			ep, verify := common(t.common)
+			t.creds = &tlsCreds{endpoint: ep, verifyPeer: verify, priority: *t.common.Priority,
+				unsupported: "tls-cipher-suites"}
+			return nil
+		},
+	})
 	RegisterClass(&Class{Name: "tls-creds-anon", Parent: "tls-creds",
 		Props: []Property{loadedProp},
 		Init: func(o *ObjectOptions) (any, error) {

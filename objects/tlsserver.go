@@ -66,6 +66,10 @@ func (r *Registry) TLSServer(id string, authzID *string) (ServerTLS, error) {
 	if c.endpoint != "server" {
 		return nil, schema.Errorf("Expected TLS credentials for a server endpoint")
 	}
+	if c.unsupported != "" {
+		// The server starts; each client is refused after STARTTLS.
+		return refusingServer{c.errUnsupported()}, nil
+	}
 	if c.psk {
 		s, err := gnutls.NewPSKServer(c.pskFile, c.dhFile, c.pskPriority())
 		if err != nil {
@@ -180,3 +184,10 @@ func (x *x509Server) Handshake(nc net.Conn) (net.Conn, error) {
 }
 
 func (*x509Server) Close() {}
+
+// refusingServer fails every handshake, as the reference does with
+// credentials it cannot make a TLS session with.
+type refusingServer struct{ err error }
+
+func (s refusingServer) Handshake(net.Conn) (net.Conn, error) { return nil, s.err }
+func (refusingServer) Close()                                 {}

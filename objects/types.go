@@ -38,6 +38,11 @@ type ObjectOptions struct {
 	TLSCredsAnon  *TLSCredsAnonProperties  `qapi:",variant=tls-creds-anon"`
 	TLSCredsPSK   *TLSCredsPSKProperties   `qapi:",variant=tls-creds-psk"`
 	TLSCredsX509  *TLSCredsX509Properties  `qapi:",variant=tls-creds-x509"`
+
+	AuthzListFile   *AuthZListFileProperties   `qapi:",variant=authz-listfile"`
+	PrManagerHelper *PrManagerHelperProperties `qapi:",variant=pr-manager-helper"`
+	ThreadContext   *ThreadContextProperties   `qapi:",variant=thread-context"`
+	TLSCipherSuites *TLSCredsProperties        `qapi:",variant=tls-cipher-suites"`
 }
 
 // AuthZListPolicy is QAuthZListPolicy.
@@ -70,6 +75,25 @@ type AuthZListProperties struct {
 // AuthZSimpleProperties: the one identity an authz-simple object allows.
 type AuthZSimpleProperties struct {
 	Identity string `qapi:"identity"`
+}
+
+// AuthZListFileProperties: authz-list's policy and rules, read from a
+// JSON file and, with refresh, read again whenever it changes.
+type AuthZListFileProperties struct {
+	Filename string `qapi:"filename"`
+	Refresh  *bool  `qapi:"refresh,optional"`
+}
+
+// PrManagerHelperProperties: the socket of a qemu-pr-helper.
+type PrManagerHelperProperties struct {
+	Path string `qapi:"path"`
+}
+
+// ThreadContextProperties: the CPUs (or the NUMA nodes' CPUs) a
+// thread-context's thread may run on.
+type ThreadContextProperties struct {
+	CPUAffinity  *[]uint16 `qapi:"cpu-affinity,optional"`
+	NodeAffinity *[]uint16 `qapi:"node-affinity,optional"`
 }
 
 // EventLoopBaseProperties are the event loop's tunables (main-loop's

@@ -61,6 +61,7 @@ func newDaemon(cfg *config, log *zap.Logger) *daemon {
 	d.owner.OnPanic(d.graph.RecoverFromPanic)
 	d.jobs = jobs.NewManager(d.graph, d.owner, d.bus, log)
 	d.objs = objects.NewRegistry(log)
+	d.objs.SetBus(d.bus)
 	d.chrs = chardev.NewRegistry(log, d.objs)
 	d.chrs.SetDaemonize(cfg.daemonize)
 	d.chrs.SetQuit(d.quit)

@@ -27,6 +27,11 @@ type node struct {
 
 var _ blockcore.ReopenPermHandler = (*node)(nil)
 
+// prManagers is the part of the object store the pr-manager option uses.
+type prManagers interface {
+	PRManager(id string) error
+}
+
 func openNode(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 	o := oc.Options.File
 	opts := Options{
@@ -43,9 +48,17 @@ func openNode(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 		opts.NoFlush = c.NoFlush != nil && *c.NoFlush
 	}
 	// raw_open_common's order: the reservation manager is looked up
-	// before the file is opened; blockd has no pr-manager objects.
+	// before the file is opened. Only SCSI passthrough of a host_device
+	// node uses it, so a file node just checks that it exists (and, as
+	// in QEMU, does not keep object-del from removing it).
 	if o.PrManager != nil {
-		return nil, schema.Errorf("No persistent reservation manager with id '%s'", *o.PrManager)
+		pr, _ := oc.Graph.Objects().(prManagers)
+		if pr == nil {
+			return nil, schema.Errorf("No persistent reservation manager with id '%s'", *o.PrManager)
+		}
+		if err := pr.PRManager(*o.PrManager); err != nil {
+			return nil, err
+		}
 	}
 	f, err := Open(opts)
 	if err != nil {

@@ -178,3 +178,40 @@ def scn_chardev_tls(t):
         t.q("chardev-add", {"id": "c" + str(len(label)), "backend": {"type": "socket", "data": data}}, label=label)
     t.q("query-chardev", project=without_ports, label="TLS chardevs")
     t.stop()
+
+
+def scn_new_object_types(t):
+    """tls-cipher-suites as NBD server credentials (each handshake fails),
+    thread-context's affinity, pr-manager-helper connected to
+    qemu-pr-helper and named by a file node, object-del of each."""
+    import subprocess
+    import time
+    t.img("d.img", size="1M", fmt="raw")
+    helper = subprocess.Popen(["qemu-pr-helper", "-k", t.path("pr.sock")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if os.path.exists(t.path("pr.sock")):
+                break
+            time.sleep(0.05)
+        t.start()
+        t.q("object-add", {"qom-type": "tls-cipher-suites", "id": "cs", "priority": "NORMAL", "endpoint": "server"})
+        t.q("nbd-server-start", {"addr": {"type": "unix", "data": {"path": t.path("nbd.sock")}}, "tls-creds": "cs"})
+        t.sh("TLS client refused", ["nbdinfo", "--list", "nbds+unix://?socket=" + t.path("nbd.sock")])
+        t.q("nbd-server-stop")
+        t.q("object-del", {"id": "cs"})
+        t.q("object-add", {"qom-type": "thread-context", "id": "tc", "cpu-affinity": [0]})
+        t.q("qom-get", {"path": "/objects/tc", "property": "cpu-affinity"}, project=whole)
+        t.q("qom-set", {"path": "/objects/tc", "property": "cpu-affinity", "value": [0, 65535]})
+        t.q("qom-get", {"path": "/objects/tc", "property": "cpu-affinity"}, project=whole, label="impossible CPU ignored")
+        t.q("qom-get", {"path": "/objects/tc", "property": "thread-id"}, project=lambda r: isinstance(r, int) and r > 0)
+        t.q("object-del", {"id": "tc"})
+        t.q("object-add", {"qom-type": "pr-manager-helper", "id": "pr", "path": t.path("pr.sock")})
+        t.ev("PR_MANAGER_STATUS_CHANGED", keys=("id", "connected"))
+        t.q("blockdev-add", {"driver": "file", "node-name": "f", "filename": t.path("d.img"), "pr-manager": "pr"})
+        t.q("object-del", {"id": "pr"}, label="in use by a file node")
+        t.q("qom-list", {"path": "/objects"}, project=whole)
+        t.stop()
+    finally:
+        helper.kill()
+        helper.wait()

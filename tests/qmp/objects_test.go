@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"blockd/internal/testpki"
 )
@@ -153,4 +155,106 @@ func TestNBDOverTLSWithQemuImg(t *testing.T) {
 			t.Errorf("qemu-img %s was served:\n%s", name, msg)
 		}
 	}
+
+	// authz-listfile: the rules come from a file and follow its changes
+	// (renamed into place, as editors and config tools write).
+	rules := filepath.Join(dir, "rules.json")
+	writeRules := func(allow string) {
+		tmp := rules + ".tmp"
+		text := `{"policy": "deny", "rules": [{"match": "` + allow + `", "policy": "allow"}]}`
+		if err := os.WriteFile(tmp, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, rules); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeRules("CN=intruder")
+	if r, _ := c.Command(t, "object-add", map[string]any{"qom-type": "authz-listfile", "id": "authf", "filename": rules}); r["error"] != nil {
+		t.Fatalf("object-add authz-listfile: %v", r)
+	}
+	c.DeleteExport(t, "e")
+	for _, cmd := range []struct {
+		name string
+		args any
+	}{
+		{"nbd-server-stop", nil},
+		{"nbd-server-start", map[string]any{"addr": addr, "tls-creds": "tls0", "tls-authz": "authf"}},
+		{"block-export-add", map[string]any{"type": "nbd", "id": "e", "node-name": "f", "name": "disk"}},
+	} {
+		if r, _ := c.Command(t, cmd.name, cmd.args); r["error"] != nil {
+			t.Fatalf("%s: %v", cmd.name, r)
+		}
+	}
+	served := func(credDir string) bool {
+		_, err := convert(credDir, filepath.Join(dir, "y.raw"))
+		return err == nil
+	}
+	if !served(intruder) || served(cli) {
+		t.Fatalf("authz-listfile allowing CN=intruder: intruder served %v, client served %v", served(intruder), served(cli))
+	}
+	writeRules("CN=client,O=blockd")
+	for deadline := time.Now().Add(10 * time.Second); !served(cli); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the changed rules file was not read again: the client is still refused")
+		}
+	}
+	if served(intruder) {
+		t.Error("the intruder is still served after the rules changed")
+	}
+}
+
+// pr-manager-helper against a running qemu-pr-helper: the connection
+// and its PR_MANAGER_STATUS_CHANGED event, the object's properties, a
+// file node naming it in pr-manager, object-del while the node uses it,
+// and the refusals, as qemu-storage-daemon gives them. (A refused
+// pr-manager comes last: qemu-storage-daemon 7.2 then closes its own
+// descriptor 0 by mistake.)
+func TestPRManagerHelperLikeReference(t *testing.T) {
+	helper := qemuTool(t, "qemu-pr-helper")
+	setup := func(t *testing.T, dir string) {
+		if err := os.WriteFile(filepath.Join(dir, "f.img"), make([]byte, 1<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sock := filepath.Join(dir, "pr.sock")
+		cmd := exec.Command(helper, "-k", sock)
+		cmd.SysProcAttr = DieWithTest()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if _, err := os.Stat(sock); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Skipf("SKIP LOUDLY: qemu-pr-helper did not listen on %s (it may need privileges here)", sock)
+			}
+		}
+	}
+	scenario := func(s *session) {
+		cmdWithEvents := func(name string, args any) {
+			r, evs := s.c.Command(s.t, name, args)
+			for _, e := range evs {
+				s.observe("event %s %s", e["event"], compact(e["data"]))
+			}
+			a, _ := json.Marshal(args)
+			s.observe("%s %s -> %s", name, a, compact(r))
+		}
+		sock := filepath.Join(s.Dir, "pr.sock")
+		cmdWithEvents("object-add", map[string]any{"qom-type": "pr-manager-helper", "id": "pr0", "path": sock})
+		s.OK("qom-list", map[string]any{"path": "/objects/pr0"})
+		s.OK("qom-get", map[string]any{"path": "/objects/pr0", "property": "path"})
+		s.OK("qom-list-types", map[string]any{"implements": "pr-manager"})
+		s.OK("blockdev-add", map[string]any{"driver": "file", "node-name": "f", "filename": filepath.Join(s.Dir, "f.img"), "pr-manager": "pr0"})
+		s.OK("object-del", map[string]any{"id": "pr0"})
+		s.Err("object-add", map[string]any{"qom-type": "pr-manager-helper", "id": "pr1", "path": filepath.Join(s.Dir, "none.sock")},
+			"Failed to connect to '"+filepath.Join(s.Dir, "none.sock")+"': No such file or directory")
+		s.Err("object-add", map[string]any{"qom-type": "pr-manager-helper", "id": "pr1", "path": filepath.Join(s.Dir, "f.img")},
+			"Failed to connect to '"+filepath.Join(s.Dir, "f.img")+"': Connection refused")
+		s.OK("object-add", map[string]any{"qom-type": "secret", "id": "s0", "data": "x"})
+		s.Err("blockdev-add", map[string]any{"driver": "file", "node-name": "g", "filename": filepath.Join(s.Dir, "f.img"), "pr-manager": "s0", "locking": "off"},
+			"Object with id 's0' is not a persistent reservation manager")
+	}
+	compareWithReference(t, setup, scenario)
 }
