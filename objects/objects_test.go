@@ -164,7 +164,7 @@ func TestX509ServerConfig(t *testing.T) {
 	if name, err := handshakeWith(t, cfg, ccfg); err != nil || name != "CN=client,O=Example" {
 		t.Fatalf("TLSClientConfig against TLSServerConfig: %q, %v", name, err)
 	}
-	if _, err := r.TLSClientConfig("tls0"); err == nil || err.Error() != "Expecting TLS credentials with a client endpoint" {
+	if _, err := r.TLSClientConfig("tls0"); err == nil || err.Error() != "Expected TLS credentials for a client endpoint" {
 		t.Errorf("TLSClientConfig of server credentials: %v", err)
 	}
 

@@ -275,7 +275,7 @@ func (r *Registry) TLSClientConfig(id string) (*tls.Config, error) {
 		return nil, err
 	}
 	if t.creds.endpoint != "client" {
-		return nil, schema.Errorf("Expecting TLS credentials with a client endpoint")
+		return nil, schema.Errorf("Expected TLS credentials for a client endpoint")
 	}
 	return t.creds.clientConfig(id)
 }
