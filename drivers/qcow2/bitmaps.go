@@ -100,7 +100,7 @@ func (img *Image) Bitmaps() ([]BitmapInfo, error) {
 // the autoclear bit vouches for.
 func (img *Image) bitmapsValid() bool {
 	b := img.hdr.bitmaps
-	return img.version >= 3 && b != nil && img.hdr.autoclear&autoclearBitmaps != 0 && b.nbBitmaps > 0
+	return img.version.Load() >= 3 && b != nil && img.hdr.autoclear&autoclearBitmaps != 0 && b.nbBitmaps > 0
 }
 
 // loadedDir reads the directory once (under mu).
@@ -543,7 +543,7 @@ func (img *Image) RemoveBitmap(name string) error {
 func (img *Image) CanStoreBitmap(name string, granularity uint64) error {
 	img.mu.Lock()
 	defer img.mu.Unlock()
-	if img.version < 3 {
+	if img.version.Load() < 3 {
 		return errors.New("Cannot store dirty bitmaps in qcow2 v2 files")
 	}
 	granBits := bits.TrailingZeros64(granularity)

@@ -80,7 +80,7 @@ func (img *Image) Check(repair bool) (CheckResult, error) {
 			return after, err
 		}
 		clearBits := uint64(incompatCorrupt | incompatDirty)
-		if img.version >= 3 && img.hdr.incompat&clearBits != 0 {
+		if img.version.Load() >= 3 && img.hdr.incompat&clearBits != 0 {
 			if err := img.writeIncompat(img.hdr.incompat &^ clearBits); err != nil {
 				return after, err
 			}

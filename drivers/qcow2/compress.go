@@ -114,7 +114,7 @@ func (img *Image) decompressCluster(out []byte, entry uint64) error {
 		return err
 	}
 	var err error
-	switch img.compression {
+	switch img.compression.Load() {
 	case compressionZlib:
 		st := zlibPool.Get().(*zlibState)
 		st.src.Reset(in)
@@ -197,7 +197,7 @@ func (l *limitedBuf) Write(p []byte) (int, error) {
 // compressCluster compresses src into dst and returns the stream length,
 // or 0 when the stream would not be shorter than len(dst) bytes.
 func (img *Image) compressCluster(dst, src []byte) (int, error) {
-	switch img.compression {
+	switch img.compression.Load() {
 	case compressionZlib:
 		st, _ := zlibWriterPool.Get().(*zlibWriter)
 		if st == nil {
@@ -224,5 +224,5 @@ func (img *Image) compressCluster(dst, src []byte) (int, error) {
 		}
 		return len(out), nil
 	}
-	return 0, fmt.Errorf("qcow2: unknown compression type %d", img.compression)
+	return 0, fmt.Errorf("qcow2: unknown compression type %d", img.compression.Load())
 }

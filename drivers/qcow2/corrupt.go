@@ -72,7 +72,7 @@ func (img *Image) corruptf(fatal bool, offset, size int64, format string, args .
 // fields, and QEMU does not persist it either).
 func (img *Image) markCorrupt() error {
 	img.corrupt.Store(true)
-	if img.version < 3 || img.readOnly || img.hdr.incompat&incompatCorrupt != 0 {
+	if img.version.Load() < 3 || img.readOnly || img.hdr.incompat&incompatCorrupt != 0 {
 		return nil
 	}
 	return img.writeIncompat(img.hdr.incompat | incompatCorrupt)

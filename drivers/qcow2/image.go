@@ -12,12 +12,15 @@ import (
 // view and is safe for concurrent use (see the package comment for the
 // locking model).
 type Image struct {
-	file        blockio.Device
-	readOnly    bool
-	onCorrupt   CorruptFunc
-	g           geometry
-	version     uint32 // header version, fixed for the life of the Image
-	compression uint8  // compression type, fixed too
+	file      blockio.Device
+	readOnly  bool
+	onCorrupt CorruptFunc
+	g         geometry
+	// version and compression mirror the header for the request paths,
+	// which read them before taking any lock; only a compat amend
+	// (compat.go) changes them, with every request stopped.
+	version     atomic.Uint32
+	compression atomic.Uint32
 
 	locks clusterLocks
 
@@ -185,7 +188,7 @@ func (img *Image) prepareWrite() error {
 	if img.keepBitmaps {
 		keep = autoclearBitmaps
 	}
-	if img.version >= 3 && img.hdr.autoclear&^keep != 0 {
+	if img.version.Load() >= 3 && img.hdr.autoclear&^keep != 0 {
 		h := img.hdr
 		h.autoclear &= keep
 		if err := img.writeHeader(&h); err != nil {

@@ -107,7 +107,7 @@ func (img *Image) mapExtent(off, max int64) (extent, error) {
 					"Invalid cluster entry found  (L2 offset: %#x, L2 index: %#x)",
 					l2off, slice*img.sliceEntries+idx)
 			case kZero, kZeroAlloc:
-				if img.version < 3 {
+				if img.version.Load() < 3 {
 					return extent{}, img.corruptf(true, -1, -1,
 						"Zero cluster entry found in pre-v3 image (L2 offset: %#x, L2 index: %#x)",
 						l2off, slice*img.sliceEntries+idx)

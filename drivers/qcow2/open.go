@@ -72,16 +72,16 @@ func Open(file blockio.Device, o OpenOptions) (*Image, error) {
 		return nil, err
 	}
 	img := &Image{
-		file:        file,
-		readOnly:    o.ReadOnly,
-		onCorrupt:   o.OnCorrupt,
-		hdr:         *h,
-		version:     h.version,
-		compression: h.compressionType,
-		meta:        newOverlapSet(),
-		g:           newGeometry(uint(h.clusterBits), uint(h.refcountOrder), h.incompat&incompatExtL2 != 0),
+		file:      file,
+		readOnly:  o.ReadOnly,
+		onCorrupt: o.OnCorrupt,
+		hdr:       *h,
+		meta:      newOverlapSet(),
+		g:         newGeometry(uint(h.clusterBits), uint(h.refcountOrder), h.incompat&incompatExtL2 != 0),
 	}
 	img.size.Store(int64(h.size))
+	img.version.Store(h.version)
+	img.compression.Store(uint32(h.compressionType))
 	img.corrupt.Store(h.incompat&incompatCorrupt != 0)
 	if err := img.loadTables(fsz, o.Repair); err != nil {
 		return nil, err

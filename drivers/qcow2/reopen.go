@@ -53,7 +53,7 @@ func (img *Image) ReopenPrepare(o ReopenOptions) (*Reopen, error) {
 	if o.LazyRefcounts != nil {
 		r.lazy = *o.LazyRefcounts
 	}
-	if r.lazy && img.version < 3 {
+	if r.lazy && img.version.Load() < 3 {
 		return nil, errors.New("Lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility level")
 	}
 	if writable && (img.lazy && !r.lazy || o.ReadOnly) {

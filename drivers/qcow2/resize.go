@@ -32,7 +32,7 @@ func (img *Image) resizable() error {
 	if err := img.usable(true); err != nil {
 		return err
 	}
-	if img.hdr.nbSnapshots > 0 && img.version < 3 {
+	if img.hdr.nbSnapshots > 0 && img.version.Load() < 3 {
 		return errors.New("Can't resize a v2 image which has snapshots")
 	}
 	return img.prepareWrite()

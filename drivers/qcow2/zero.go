@@ -45,7 +45,7 @@ func (img *Image) WriteZeroes(off, length int64, flags blockio.WriteFlags) error
 	if length == 0 {
 		return nil
 	}
-	if img.version < 3 {
+	if img.version.Load() < 3 {
 		if flags&blockio.NoFallback != 0 {
 			return blockio.ErrNotSupported
 		}
@@ -85,7 +85,7 @@ func (img *Image) Discard(off, length int64) error {
 	if err := img.usable(true); err != nil {
 		return err
 	}
-	if img.version < 3 {
+	if img.version.Load() < 3 {
 		img.mu.Lock()
 		hb := img.hasBacking()
 		img.mu.Unlock()
@@ -198,7 +198,7 @@ func (img *Image) zeroChunk(off, n int64, op zeroOp, flags blockio.WriteFlags) (
 		return 0, err
 	}
 	l1i, _, _ := img.slicePos(off)
-	if img.l1[l1i]&l1eOffsetMask == 0 && (op == opEmpty || op == opDiscard && (!img.hasBacking() || img.version < 3)) {
+	if img.l1[l1i]&l1eOffsetMask == 0 && (op == opEmpty || op == opDiscard && (!img.hasBacking() || img.version.Load() < 3)) {
 		return n, nil // unallocated and stays so
 	}
 	slot, buf, idx, err := img.l2ForWrite(off)
@@ -228,7 +228,7 @@ func (img *Image) zeroChunk(off, n int64, op zeroOp, flags blockio.WriteFlags) (
 				newE, newBM = 0, 0
 				if g.extL2 {
 					newBM = bitmapAllZero
-				} else if img.version >= 3 {
+				} else if img.version.Load() >= 3 {
 					newE = oflagZero
 				}
 			} else {
