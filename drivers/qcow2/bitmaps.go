@@ -296,7 +296,9 @@ func (img *Image) readBitmapData(e *bitmapEntry, bm *dirtybitmap.Bitmap) error {
 func (img *Image) StoreBitmaps(list []StoredBitmap) error {
 	img.mu.Lock()
 	defer img.mu.Unlock()
-	if img.readOnly {
+	// A v2 image holds no bitmaps: those loaded before a downgrade were
+	// dropped with it (compat.go).
+	if img.readOnly || img.version.Load() < 3 {
 		return nil
 	}
 	dir, err := img.loadedDir()

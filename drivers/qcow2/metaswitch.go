@@ -27,12 +27,16 @@ type metaSwitch struct {
 	r      *refCounter
 	res    CheckResult // absorbs refCounter reports; errors are returned instead
 	fresh  int64       // next cluster for new metadata
-	writes []freshWrite
+	writes []switchWrite
 }
 
-type freshWrite struct {
-	off  int64
-	data []byte
+// switchWrite is one write made before the header switch: data, or
+// zeroes bytes of zeroes when data is nil (clusters that must read as
+// zeroes need no buffer of their own).
+type switchWrite struct {
+	off    int64
+	data   []byte
+	zeroes int64
 }
 
 // beginSwitch flushes the caches and loads every refcount the file
@@ -117,8 +121,29 @@ func (sw *metaSwitch) alloc(data []byte) int64 {
 	}
 	buf := make([]byte, n<<g.clusterBits)
 	copy(buf, data)
-	sw.writes = append(sw.writes, freshWrite{c << g.clusterBits, buf})
+	sw.writes = append(sw.writes, switchWrite{off: c << g.clusterBits, data: buf})
 	return c << g.clusterBits
+}
+
+// allocZeroes places one fresh cluster that reads as zeroes.
+func (sw *metaSwitch) allocZeroes() int64 {
+	g := &sw.img.g
+	c := sw.fresh
+	sw.fresh++
+	sw.r.grow(sw.fresh)
+	sw.r.add(c, 1)
+	sw.zeroes(c<<g.clusterBits, g.clusterSize)
+	return c << g.clusterBits
+}
+
+// zeroes queues a zero write, merged with the previous one when it
+// continues it (fresh zero clusters come in runs).
+func (sw *metaSwitch) zeroes(off, n int64) {
+	if k := len(sw.writes) - 1; k >= 0 && sw.writes[k].data == nil && sw.writes[k].off+sw.writes[k].zeroes == off {
+		sw.writes[k].zeroes += n
+		return
+	}
+	sw.writes = append(sw.writes, switchWrite{off: off, zeroes: n})
 }
 
 // walk adds sign to the references of one use of the tree under l1: each
@@ -200,10 +225,26 @@ func (sw *metaSwitch) activeTree(l1 []uint64) (newL1 []uint64, off int64, err er
 // Image follow: active L1 table l1 at l1Off, snapshot list snaps (whose
 // table replaces the current one).
 func (sw *metaSwitch) commit(l1 []uint64, l1Off int64, snaps []snapshot) error {
+	return sw.commitHeader(l1, l1Off, snaps, nil)
+}
+
+// commitHeader is commit with a new header: when nh is not nil, the
+// switching write is the whole first cluster serialized from nh (with
+// the new table fields), so a version change happens in the same write
+// as the switch to the metadata written for it.
+func (sw *metaSwitch) commitHeader(l1 []uint64, l1Off int64, snaps []snapshot, nh *header) error {
 	img, g := sw.img, &sw.img.g
 	tbl, err := encodeSnapshots(snaps)
 	if err != nil {
 		return err
+	}
+	if nh != nil {
+		// Refuse a header that does not fit before anything is written.
+		trial := *nh
+		trial.nbSnapshots = uint32(len(snaps))
+		if _, err := trial.serialize(); err != nil {
+			return err
+		}
 	}
 	if old := img.snapTableRange(); old.end > old.start {
 		if err := sw.refs(old.start, old.end-old.start, -1); err != nil {
@@ -219,26 +260,45 @@ func (sw *metaSwitch) commit(l1 []uint64, l1Off int64, snaps []snapshot) error {
 		return err
 	}
 	for _, w := range sw.writes {
-		if err := img.file.WriteAt(w.data, w.off, 0); err != nil {
+		if w.data == nil {
+			err = img.file.WriteZeroes(w.off, w.zeroes, 0)
+		} else {
+			err = img.file.WriteAt(w.data, w.off, 0)
+		}
+		if err != nil {
 			return err
 		}
 	}
 	if err := img.file.Flush(); err != nil {
 		return err
 	}
-	var hb [36]byte
-	be := binary.BigEndian
-	be.PutUint32(hb[0:], uint32(len(l1)))
-	be.PutUint64(hb[4:], uint64(l1Off))
-	be.PutUint64(hb[12:], uint64(l.tableOffset(g)))
-	be.PutUint32(hb[20:], uint32(l.nT))
-	be.PutUint32(hb[24:], uint32(len(snaps)))
-	be.PutUint64(hb[28:], uint64(snapOff))
-	if err := img.file.WriteAt(hb[:], 36, 0); err != nil {
+	if nh == nil {
+		var hb [36]byte
+		be := binary.BigEndian
+		be.PutUint32(hb[0:], uint32(len(l1)))
+		be.PutUint64(hb[4:], uint64(l1Off))
+		be.PutUint64(hb[12:], uint64(l.tableOffset(g)))
+		be.PutUint32(hb[20:], uint32(l.nT))
+		be.PutUint32(hb[24:], uint32(len(snaps)))
+		be.PutUint64(hb[28:], uint64(snapOff))
+		err = img.file.WriteAt(hb[:], 36, 0)
+	} else {
+		nh.l1Size, nh.l1TableOffset = uint32(len(l1)), uint64(l1Off)
+		nh.refcountTableOffset, nh.refcountTableClusters = uint64(l.tableOffset(g)), uint32(l.nT)
+		nh.nbSnapshots, nh.snapshotsOffset = uint32(len(snaps)), uint64(snapOff)
+		var buf []byte
+		if buf, err = nh.serialize(); err == nil {
+			err = img.file.WriteAt(buf, 0, 0)
+		}
+	}
+	if err != nil {
 		return err
 	}
 	if err := img.file.Flush(); err != nil {
 		return err
+	}
+	if nh != nil {
+		img.hdr = *nh
 	}
 	h := &img.hdr
 	h.l1Size, h.l1TableOffset = uint32(len(l1)), uint64(l1Off)
