@@ -36,15 +36,15 @@ type amender interface {
 	Info() qcow2.Info
 	AmendLazyRefcounts(on bool) error
 	AmendRefcountBits(width int) error
+	AmendCompat(version int) error
 }
 
 // amend is `blockd img amend [-p] [-q] [-f fmt] [-t cache] [--force] -o
 // options filename`, after qemu-img amend (qcow2_amend_options), in its
-// order. blockd changes refcount_bits, lazy_refcounts and the size;
-// compat may only name what the image has; the backing file is changed by rebase, as
-// qemu-img says; encryption and external data files do not exist in
-// images blockd opens, so their options are refused with qemu-img's
-// texts.
+// order. blockd changes compat, refcount_bits, lazy_refcounts and the
+// size; the backing file is changed by rebase, as qemu-img says;
+// encryption and external data files do not exist in images blockd
+// opens, so their options are refused with qemu-img's texts.
 func (t *tool) amend(args []string) int {
 	opts, operands, err := getopt(args, optSpec{short: "ho:qf:t:p", permute: true, long: map[string]longOpt{
 		"help": {'h', false}, "force": {'F', false}, "image-opts": {'i', false}, "object": {'j', true},
@@ -103,10 +103,11 @@ func (t *tool) amend(args []string) int {
 	}
 	in := am.Info()
 	var (
-		size                    int64 = -1
-		lazy                          = in.LazyRefcounts
-		version                       = in.Version
-		refcountBits                  = in.RefcountBits
+		size                    int64  = -1
+		lazy                           = in.LazyRefcounts
+		version                        = in.Version
+		compat                  string // an unknown level, refused after the parse
+		refcountBits            = in.RefcountBits
 		backingFile, backingFmt *string
 		dataFile                *string
 		dataFileRaw, encrypt    bool
@@ -131,18 +132,14 @@ func (t *tool) amend(args []string) int {
 			}
 			lazy = b
 		case k == "compat":
+			compat = ""
 			switch v {
 			case "0.10", "v2":
 				version = 2
 			case "1.1", "v3":
 				version = 3
 			default:
-				// Checked by the driver, after the option parse.
-				version = -1
-			}
-			if version == -1 {
-				t.errorf("Unknown compatibility level %s", v)
-				return 1
+				compat = v
 			}
 		case k == "refcount_bits":
 			n, err := strconv.ParseUint(v, 0, 64)
@@ -174,13 +171,16 @@ func (t *tool) amend(args []string) int {
 			return 1
 		}
 	}
-	// qcow2_amend_options' checks, in its order.
+	// qcow2_amend_options' checks of the values, in the order of its
+	// option list (encrypt.*, then size, compat, backing_file,
+	// backing_fmt, data_file, data_file_raw, lazy_refcounts,
+	// refcount_bits).
 	switch {
 	case encrypt:
 		t.errorf("Can't amend encryption options - encryption not present")
 		return 1
-	case refcountBits <= 0 || refcountBits > 64 || refcountBits&(refcountBits-1) != 0:
-		t.errorf("Refcount width must be a power of two and may not exceed 64 bits")
+	case compat != "":
+		t.errorf("Unknown compatibility level %s", compat)
 		return 1
 	case dataFile != nil:
 		t.errorf("data-file can only be set for images that use an external data file")
@@ -188,30 +188,54 @@ func (t *tool) amend(args []string) int {
 	case dataFileRaw:
 		t.errorf("data-file-raw cannot be set on existing images")
 		return 1
-	case version != in.Version:
-		t.errorf("blockd img amend cannot change the compatibility level (compat=%s)", map[int]string{2: "0.10", 3: "1.1"}[version])
+	case refcountBits <= 0 || refcountBits > 64 || refcountBits&(refcountBits-1) != 0:
+		t.errorf("Refcount width must be a power of two and may not exceed 64 bits")
 		return 1
-	case (backingFile != nil || backingFmt != nil) &&
-		(deref(backingFile) != in.BackingFile || deref(backingFmt) != in.BackingFormat):
+	}
+	// Then the changes in QEMU's order: an upgrade first (the others may
+	// need compat=1.1), a downgrade last (the others may remove what v2
+	// cannot hold). What one step changed stays changed when a later one
+	// fails, as with qemu-img.
+	fail := func(err error) int {
+		t.errorf("%s", errText(err))
+		return 1
+	}
+	if version > in.Version {
+		if err := am.AmendCompat(version); err != nil {
+			return fail(err)
+		}
+	}
+	if refcountBits != in.RefcountBits {
+		if version < 3 && refcountBits != 16 {
+			t.errorf("Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)")
+			return 1
+		}
+		if err := am.AmendRefcountBits(refcountBits); err != nil {
+			return fail(err)
+		}
+	}
+	if (backingFile != nil || backingFmt != nil) &&
+		(deref(backingFile) != in.BackingFile || deref(backingFmt) != in.BackingFormat) {
 		t.errorf("Cannot amend the backing file\nYou can use 'qemu-img rebase' instead.")
 		return 1
 	}
-	if refcountBits != in.RefcountBits {
-		if err := am.AmendRefcountBits(refcountBits); err != nil {
-			t.errorf("%s", errText(err))
+	if lazy != in.LazyRefcounts {
+		if lazy && version < 3 {
+			t.errorf("Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)")
 			return 1
 		}
-	}
-	if lazy != in.LazyRefcounts {
 		if err := am.AmendLazyRefcounts(lazy); err != nil {
-			t.errorf("%s", errText(err))
-			return 1
+			return fail(err)
 		}
 	}
 	if size > 0 && size != in.VirtualSize { // size=0 means none, as in QEMU
 		if err := im.dev.Truncate(size); err != nil {
-			t.errorf("%s", errText(err))
-			return 1
+			return fail(err)
+		}
+	}
+	if version < in.Version {
+		if err := am.AmendCompat(version); err != nil {
+			return fail(err)
 		}
 	}
 	if err := im.dev.Flush(); err != nil {
