@@ -82,15 +82,7 @@ func TestCompatWriteOrder(t *testing.T) {
 			if c.version == 2 {
 				qemu(t, "qemu-img", "bitmap", "--add", p, "b0")
 			}
-			b, err := os.ReadFile(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			dev := &recDev{memDev: &memDev{b: b}}
-			img, err := Open(dev, OpenOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			dev, img := openRecording(t, p)
 			if c.prep != nil {
 				c.prep(t, img)
 			}

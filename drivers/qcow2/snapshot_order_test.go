@@ -70,6 +70,21 @@ func (d *recDev) Flush() error {
 // need its own model here.
 func (d *recDev) Truncate(size int64) error { return errors.New("recDev: truncate not modelled") }
 
+// openRecording opens a copy of the image file at path on a recDev.
+func openRecording(t *testing.T, path string) (*recDev, *Image) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := &recDev{memDev: &memDev{b: b}}
+	img, err := Open(dev, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dev, img
+}
+
 func (d *recDev) take() []devEvent {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -284,15 +299,7 @@ func TestSnapshotRevertStaleFlags(t *testing.T) {
 	qemu(t, "qemu-img", "snapshot", "-c", "b", path)
 	qemuIO(t, path, "write -P 2 0 64k")
 	qemu(t, "qemu-img", "snapshot", "-d", "b", path)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev := &recDev{memDev: &memDev{b: b}}
-	img, err := Open(dev, OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dev, img := openRecording(t, path)
 	// The premise: an entry of the snapshot's L2 table carries COPIED.
 	sn := img.snaps[0]
 	snL1, err := readTable(dev, sn.l1Offset, sn.l1Size)
