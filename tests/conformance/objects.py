@@ -133,15 +133,14 @@ def scn_chardevs(t):
     t.stop()
 
 
-FFDHE2048 = """-----BEGIN DH PARAMETERS-----
-MIIBDAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
-+8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
-87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
-YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
-7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
-ssbzSibBsu/6iGtCOGEoXJf//////////wIBAgICAQA=
------END DH PARAMETERS-----
-"""
+def _ffdhe2048():
+    """RFC 7919's group, from exports.py's scenarios (one copy)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "conformance_exports", os.path.join(os.path.dirname(os.path.abspath(__file__)), "exports.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod._FFDHE2048
 
 
 def without_ports(r):
@@ -158,7 +157,7 @@ def scn_chardev_tls(t):
     with open(os.path.join(d, "keys.psk"), "w") as f:
         f.write("qemu:" + "3c" * 32 + "\n")
     with open(os.path.join(d, "dh-params.pem"), "w") as f:
-        f.write(FFDHE2048)
+        f.write(_ffdhe2048())
     t.start()
     t.q("object-add", {"qom-type": "tls-creds-psk", "id": "p0", "endpoint": "server", "dir": d})
     t.q("object-add", {"qom-type": "tls-creds-psk", "id": "pc", "endpoint": "client", "dir": d})
