@@ -108,6 +108,9 @@ func (n *node) BlockStatus(off, length int64) (blockio.Status, error) {
 	return n.raw.BlockStatus(off, length)
 }
 
+// Backing: block status is raw's, so the chain goes on below raw.
+func (n *node) Backing() blockio.Device { return blockio.BackingOf(n.raw) }
+
 // Size is the test image's (blkverify_co_getlength).
 func (n *node) Size() (int64, error)         { return n.test.Size() }
 func (n *node) Truncate(int64) error         { return blockio.ErrNotSupported }
