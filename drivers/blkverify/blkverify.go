@@ -38,16 +38,17 @@ func open(oc *blockcore.OpenContext) (blockcore.Impl, error) {
 }
 
 // both runs f on the test image and the raw image at once and checks
-// that they agree on the outcome (blkverify_co_prwv).
-func (n *node) both(op string, off, length int64, f func(dev blockio.Device) error) error {
+// that they agree on the outcome (blkverify_co_prwv). f is told which
+// image it runs on: both may be the same node.
+func (n *node) both(op string, off, length int64, f func(dev blockio.Device, isRaw bool) error) error {
 	var errTest, errRaw error
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		errTest = f(n.test)
+		errTest = f(n.test, false)
 	}()
-	errRaw = f(n.raw)
+	errRaw = f(n.raw, true)
 	wg.Wait()
 	if (errTest == nil) != (errRaw == nil) || errTest != nil && errno(errTest) != errno(errRaw) {
 		return n.mismatch(fmt.Sprintf("%s offset=%d bytes=%d return value mismatch %v != %v", op, off, length, errTest, errRaw))
@@ -71,8 +72,8 @@ func (n *node) mismatch(msg string) error {
 
 func (n *node) ReadAt(p []byte, off int64) error {
 	raw := make([]byte, len(p))
-	err := n.both("read", off, int64(len(p)), func(dev blockio.Device) error {
-		if dev == n.raw {
+	err := n.both("read", off, int64(len(p)), func(dev blockio.Device, isRaw bool) error {
+		if isRaw {
 			return dev.ReadAt(raw, off)
 		}
 		return dev.ReadAt(p, off)
@@ -91,11 +92,11 @@ func (n *node) ReadAt(p []byte, off int64) error {
 }
 
 func (n *node) WriteAt(p []byte, off int64, f blockio.WriteFlags) error {
-	return n.both("write", off, int64(len(p)), func(dev blockio.Device) error { return dev.WriteAt(p, off, f) })
+	return n.both("write", off, int64(len(p)), func(dev blockio.Device, _ bool) error { return dev.WriteAt(p, off, f) })
 }
 
 func (n *node) WriteZeroes(off, length int64, f blockio.WriteFlags) error {
-	return n.both("write", off, length, func(dev blockio.Device) error { return dev.WriteZeroes(off, length, f) })
+	return n.both("write", off, length, func(dev blockio.Device, _ bool) error { return dev.WriteZeroes(off, length, f) })
 }
 
 // Discard: blkverify has no discard; a discard is only advice.

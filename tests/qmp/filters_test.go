@@ -1,10 +1,15 @@
 package qmptest
 
 import (
+	"bytes"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // An error blkdebug injects into the source of a mirror reaches the job:
@@ -109,4 +114,106 @@ func TestBlkdebugErrorReachesMirror(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A burst of quorum reads that outvote one child, and of reads no
+// version wins, made by an NBD client: the monitor gets the first
+// QUORUM_REPORT_BAD and QUORUM_FAILURE at once and, a second later, the
+// last of each, which happened during the burst; the rest are dropped.
+func TestQuorumEventBurstLikeReference(t *testing.T) {
+	qemuIO := qemuTool(t, "qemu-io")
+	setup := func(t *testing.T, dir string) {
+		for name, b := range map[string]byte{"a": 0x11, "b": 0x11, "c": 0x22, "x": 1, "y": 2} {
+			if err := os.WriteFile(filepath.Join(dir, name+".img"), bytes.Repeat([]byte{b}, 1<<20), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	scenario := func(s *session) {
+		file := func(name string) map[string]any {
+			return map[string]any{"driver": "file", "filename": filepath.Join(s.Dir, name+".img")}
+		}
+		s.OK("blockdev-add", map[string]any{"driver": "quorum", "node-name": "q", "vote-threshold": 2,
+			"children": []any{file("a"), file("b"), file("c")}})
+		s.OK("blockdev-add", map[string]any{"driver": "quorum", "node-name": "nq", "vote-threshold": 2,
+			"children": []any{file("x"), file("y")}})
+		s.OK("nbd-server-start", map[string]any{"addr": map[string]any{"type": "unix",
+			"data": map[string]any{"path": filepath.Join(s.Dir, "nbd.sock")}}})
+		s.OK("block-export-add", map[string]any{"type": "nbd", "id": "e", "node-name": "q"})
+		s.OK("block-export-add", map[string]any{"type": "nbd", "id": "ne", "node-name": "nq"})
+		nbd := func(export string, cmds ...string) {
+			uri := "nbd+unix:///" + export + "?socket=" + filepath.Join(s.Dir, "nbd.sock")
+			_, _ = exec.Command(qemuIO, append([]string{"-r", "-f", "raw", uri}, cmds...)...).CombinedOutput()
+		}
+		var reads []string
+		for i := 0; i < 5; i++ {
+			reads = append(reads, "-c", fmt.Sprintf("read %d 512", i*4096))
+		}
+		nbd("q", reads...)
+		// A failed read ends the NBD connection, so one client a read.
+		for i := 0; i < 5; i++ {
+			nbd("nq", reads[2*i:2*i+2]...)
+		}
+		// What arrived before the next reply came at once: the burst is
+		// far shorter than the one-second period.
+		first := time.Now()
+		_, now := s.c.Command(s.t, "query-version", nil)
+		time.Sleep(1500*time.Millisecond - time.Since(first))
+		_, later := s.c.Command(s.t, "query-version", nil)
+		slices.SortFunc(later, func(a, b map[string]any) int { return strings.Compare(compact(a["data"]), compact(b["data"])) })
+		for _, batch := range []struct {
+			when string
+			evs  []map[string]any
+		}{{"at once", now}, {"a second later", later}} {
+			for _, m := range batch.evs {
+				ts := m["timestamp"].(map[string]any)
+				at := time.Unix(int64(ts["seconds"].(float64)), int64(ts["microseconds"].(float64))*1000)
+				s.observe("%s: %s %s, happened %s the burst's end", batch.when, m["event"], compact(m["data"]),
+					map[bool]string{true: "before", false: "after"}[at.Before(first)])
+			}
+		}
+	}
+	compareWithReference(t, setup, scenario)
+}
+
+// A filter exported over a qcow2 overlay reads what the overlay's
+// backing file holds where the overlay has nothing: the chain goes on
+// below the filter. Reads and block status (qemu-img map) through NBD
+// match qemu-storage-daemon's.
+func TestFilterExportReadsBackingLikeReference(t *testing.T) {
+	qemuIO, qemuImg := qemuTool(t, "qemu-io"), qemuTool(t, "qemu-img")
+	setup := func(t *testing.T, dir string) {
+		for _, c := range []string{
+			"qemu-img create -q -f qcow2 base.qcow2 1M",
+			"qemu-io -f qcow2 -c 'write -P 0x11 0 256k' base.qcow2 >/dev/null",
+			"qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2",
+			"qemu-io -f qcow2 -c 'write -P 0x22 128k 64k' top.qcow2 >/dev/null",
+		} {
+			RunShell(t, dir, c, 0)
+		}
+	}
+	scenario := func(s *session) {
+		s.OK("object-add", map[string]any{"qom-type": "throttle-group", "id": "tg"})
+		s.OK("blockdev-add", map[string]any{"driver": "qcow2", "node-name": "top", "read-only": true,
+			"file": map[string]any{"driver": "file", "filename": filepath.Join(s.Dir, "top.qcow2")}})
+		s.OK("nbd-server-start", map[string]any{"addr": map[string]any{"type": "unix",
+			"data": map[string]any{"path": filepath.Join(s.Dir, "nbd.sock")}}})
+		for _, f := range []map[string]any{
+			{"driver": "throttle", "node-name": "throttle", "throttle-group": "tg", "file": "top"},
+			{"driver": "blkdebug", "node-name": "blkdebug", "image": "top"},
+			{"driver": "blkverify", "node-name": "blkverify", "raw": "top", "test": "top"},
+		} {
+			name := f["node-name"].(string)
+			s.OK("blockdev-add", f)
+			s.OK("block-export-add", map[string]any{"type": "nbd", "id": name, "node-name": name})
+			uri := "nbd+unix:///" + name + "?socket=" + filepath.Join(s.Dir, "nbd.sock")
+			s.ToolOK(qemuIO, "-r", "-f", "raw", "-c", "read -P 0x11 0 128k", "-c", "read -P 0x22 128k 64k",
+				"-c", "read -P 0x11 192k 64k", "-c", "read -P 0 256k 768k", uri)
+			out, _ := s.Tool(qemuImg, "map", "--output=json", "-f", "raw", uri)
+			s.observe("map of %s: %s", name, strings.Join(strings.Fields(out), " "))
+			s.c.DeleteExport(s.t, name)
+			s.OK("blockdev-del", map[string]any{"node-name": name})
+		}
+	}
+	compareWithReference(t, setup, scenario)
 }
