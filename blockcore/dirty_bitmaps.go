@@ -255,8 +255,8 @@ func (g *Graph) LookupBitmap(node, name string) (*Node, *DirtyBitmap, error) {
 // DefaultBitmapGranularity is bdrv_get_default_bitmap_granularity: the
 // node's cluster size within [4 KiB, 64 KiB], or 64 KiB.
 func (g *Graph) DefaultBitmapGranularity(n *Node) uint64 {
-	if cs := g.imageInfo(n).ClusterSize; cs != nil && *cs > 0 {
-		return uint64(min(max(*cs, 4096), 65536))
+	if cs := g.ClusterSize(n); cs > 0 {
+		return uint64(min(max(cs, 4096), 65536))
 	}
 	return 65536
 }

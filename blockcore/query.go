@@ -169,6 +169,15 @@ func (g *Graph) imageInfo(n *Node) schema.ImageInfo {
 	return info
 }
 
+// ClusterSize is the cluster size bdrv_get_info gives for the node (a
+// filter's or raw node's is its child's), or 0 when it gives none.
+func (g *Graph) ClusterSize(n *Node) int64 {
+	if cs := g.imageInfo(n).ClusterSize; cs != nil {
+		return *cs
+	}
+	return 0
+}
+
 // dirtyFlag is what bdrv_get_info says of the node, if it answers.
 func dirtyFlag(n *Node) (dirty, ok bool) {
 	if _, fwd := n.impl.(InfoForwarder); fwd || n.drv.IsFilter {

@@ -1,8 +1,9 @@
 // Package copyonread owns the copy-on-read filter driver: a read through
 // the node of a range that its file child does not define, but a layer of
 // the child's backing chain down to bottom does, also writes the data
-// read into the child, so the next read finds it there (QEMU's
-// copy-on-read driver with BDRV_REQ_COPY_ON_READ). Writes pass through.
+// read into the child, widened to the child's whole clusters, so the next
+// read finds it there (QEMU's copy-on-read driver with
+// BDRV_REQ_COPY_ON_READ). Writes pass through.
 // A copy-up and a write through the filter to the same range exclude each
 // other, so a copy-up never puts older backing data over a newer write.
 package copyonread
@@ -22,10 +23,12 @@ type node struct {
 	blockio.Forward                // the child, whose chain is read and which is written
 	bottom          blockio.Device // the lowest layer copied from; nil: the whole chain
 	locks           *blockio.RangeLock
+	cluster         int64 // the child's cluster size, which copy-ups round to; 0: none
 }
 
 func open(oc *blockcore.OpenContext) (blockcore.Impl, error) {
-	n := &node{Forward: blockio.Forward{Child: oc.File.Node.IO()}, locks: blockio.NewRangeLock()}
+	n := &node{Forward: blockio.Forward{Child: oc.File.Node.IO()}, locks: blockio.NewRangeLock(),
+		cluster: oc.Graph.ClusterSize(oc.File.Node)}
 	if b := oc.Options.Cor.Bottom; b != nil {
 		bn := oc.Graph.Lookup(*b)
 		if bn == nil {
@@ -64,10 +67,14 @@ func (n *node) layers() []blockio.Device {
 	}
 }
 
-// ReadAt is cor_co_preadv_part: the request is cut where the chain's
-// answer changes; each piece the child does not define but a layer down
-// to bottom does is copied up.
+// ReadAt is cor_co_preadv_part: without bottom the whole request is a
+// copy-on-read; with bottom the request is cut where the chain's answer
+// changes, and only the pieces the child does not define but a layer
+// down to bottom does are.
 func (n *node) ReadAt(p []byte, off int64) error {
+	if n.bottom == nil {
+		return n.readCopyingUp(p, off)
+	}
 	for len(p) > 0 {
 		length := int64(len(p))
 		st, err := n.Child.BlockStatus(off, length)
@@ -85,7 +92,7 @@ func (n *node) ReadAt(p []byte, off int64) error {
 			}
 		}
 		if copyUp {
-			err = n.copyUp(p[:length], off)
+			err = n.readCopyingUp(p[:length], off)
 		} else {
 			err = n.Child.ReadAt(p[:length], off)
 		}
@@ -97,12 +104,73 @@ func (n *node) ReadAt(p []byte, off int64) error {
 	return nil
 }
 
-// copyUp reads a range through the child and writes it into the child
-// (data unchanged, hence write-unchanged), as zeroes when it reads as
-// zeroes, under the range lock.
+// maxBounce is QEMU's MAX_BOUNCE_BUFFER: the most one copy-up step reads
+// and writes at once.
+const maxBounce = 32768 * 512
+
+// readCopyingUp is a read with BDRV_REQ_COPY_ON_READ reaching the child
+// (bdrv_aligned_preadv, then bdrv_co_do_copy_on_readv): unless the child
+// defines the whole range, the range is widened to whole clusters of the
+// child, and every part of them the child does not define is read
+// through it and written into it (data unchanged: write-unchanged), as
+// zeroes when it reads as zeroes. Whole clusters are what QEMU copies so
+// that no later write needs the backing file again; a cluster of zeroes
+// then becomes a zero cluster rather than allocated data. The widened
+// range is locked against writes through the filter.
+func (n *node) readCopyingUp(p []byte, off int64) error {
+	length := int64(len(p))
+	st, err := n.Child.BlockStatus(off, length)
+	if err != nil {
+		return err
+	}
+	if st.Flags&blockio.StatusAllocated != 0 && st.Length >= length {
+		return n.Child.ReadAt(p, off)
+	}
+	start, end := off, off+length
+	if cs := n.cluster; cs > 0 {
+		start, end = start/cs*cs, (end+cs-1)/cs*cs
+	}
+	size, err := n.Child.Size()
+	if err != nil {
+		return err
+	}
+	end = min(end, size) // an image may end inside its last cluster
+	defer n.locks.Lock(start, end-start)()
+	for pos := start; pos < end; {
+		step := min(end-pos, maxBounce)
+		allocated := false
+		if st, err := n.Child.BlockStatus(pos, step); err == nil {
+			// A failed query is taken for unallocated: the read that
+			// follows will report a useful error if there is one.
+			step, allocated = min(step, st.Length), st.Flags&blockio.StatusAllocated != 0
+		}
+		// The part of [pos, pos+step) the caller asked for.
+		lo, hi := max(pos, off), min(pos+step, off+length)
+		if allocated {
+			if lo < hi {
+				if err := n.Child.ReadAt(p[lo-off:hi-off], lo); err != nil {
+					return err
+				}
+			}
+		} else {
+			buf := make([]byte, step)
+			if pos >= off && pos+step <= off+length {
+				buf = p[pos-off : pos+step-off] // inside the request: no bounce
+			}
+			if err := n.copyUp(buf, pos); err != nil {
+				return err
+			}
+			if lo < hi {
+				copy(p[lo-off:hi-off], buf[lo-pos:hi-pos])
+			}
+		}
+		pos += step
+	}
+	return nil
+}
+
+// copyUp reads a range through the child and writes it into the child.
 func (n *node) copyUp(p []byte, off int64) error {
-	unlock := n.locks.Lock(off, int64(len(p)))
-	defer unlock()
 	if err := n.Child.ReadAt(p, off); err != nil {
 		return err
 	}

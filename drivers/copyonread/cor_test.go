@@ -17,6 +17,10 @@ const mib = 1 << 20
 // mkQcow2 creates a qcow2 image, optionally over a backing file, and
 // writes pattern at each offset of writes (1 MiB each).
 func mkQcow2(t *testing.T, path, backing string, pattern byte, writes ...int64) {
+	mkQcow2With(t, qcow2.CreateOptions{}, path, backing, pattern, writes...)
+}
+
+func mkQcow2With(t *testing.T, o qcow2.CreateOptions, path, backing string, pattern byte, writes ...int64) {
 	if err := file.Create(file.CreateOptions{Filename: path}); err != nil {
 		t.Fatal(err)
 	}
@@ -25,7 +29,7 @@ func mkQcow2(t *testing.T, path, backing string, pattern byte, writes ...int64) 
 		t.Fatal(err)
 	}
 	defer f.Close()
-	o := qcow2.CreateOptions{Size: 8 * mib, BackingFile: backing}
+	o.Size, o.BackingFile = 8*mib, backing
 	if backing != "" {
 		o.BackingFormat = "qcow2"
 	}
@@ -111,5 +115,41 @@ func TestCopyOnReadBottom(t *testing.T) {
 	// What was copied is now top's own data: top alone reads it.
 	if err := topIO.ReadAt(buf[:mib], 0); err != nil || buf[0] != 0xbb || buf[mib-1] != 0xbb {
 		t.Fatalf("top's own data: %v %#x", err, buf[0])
+	}
+}
+
+// A 512-byte read copies up the whole 64 KiB cluster around it, as
+// QEMU's bdrv_co_do_copy_on_readv does: the cluster is allocated even
+// with subclusters (extended L2), and a cluster that reads as zeroes is
+// written as zeroes (a zero cluster, no data). What lies outside the
+// cluster stays in the backing file.
+func TestCopyUpRoundsToClusters(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		extendedL2 bool
+		pattern    byte
+	}{{"data", false, 0x11}, {"subclusters", true, 0x11}, {"zeroes", false, 0}} {
+		t.Run(c.name, func(t *testing.T) {
+			d := t.TempDir()
+			base, top := filepath.Join(d, "base.qcow2"), filepath.Join(d, "top.qcow2")
+			mkQcow2(t, base, "", c.pattern, 0)
+			mkQcow2With(t, qcow2.CreateOptions{ExtendedL2: c.extendedL2}, top, base, 0)
+			e := graphtest.New(t)
+			e.Must(t, "blockdev-add", `{"driver": "copy-on-read", "node-name": "cor", "file": {"driver": "qcow2", "node-name": "top", "file": {"driver": "file", "filename": "`+top+`"}}}`)
+			buf := make([]byte, 512)
+			if err := e.IO(t, "cor").ReadAt(buf, 4096+512); err != nil || buf[0] != c.pattern || buf[511] != c.pattern {
+				t.Fatalf("read: %v %#x", err, buf[0])
+			}
+			st, err := e.IO(t, "top").BlockStatus(0, mib)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Flags&blockio.StatusAllocated == 0 || st.Length != 64<<10 {
+				t.Fatalf("top after the read: flags %#x for %d bytes, want the 64 KiB cluster allocated", st.Flags, st.Length)
+			}
+			if zero := st.Flags&blockio.StatusZero != 0 && st.Flags&blockio.StatusData == 0; zero != (c.pattern == 0) {
+				t.Errorf("top's cluster: flags %#x, zero cluster %v, want %v", st.Flags, zero, c.pattern == 0)
+			}
+		})
 	}
 }

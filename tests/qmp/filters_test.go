@@ -217,3 +217,46 @@ func TestFilterExportReadsBackingLikeReference(t *testing.T) {
 	}
 	compareWithReference(t, setup, scenario)
 }
+
+// A 512-byte read through copy-on-read copies up the whole 64 KiB
+// cluster of the overlay, as qemu-storage-daemon does: qemu-img map of
+// the overlay shows the cluster allocated (also with subclusters), and a
+// cluster of zeroes as a zero cluster.
+func TestCopyOnReadRoundsToClustersLikeReference(t *testing.T) {
+	qemuIO, qemuImg := qemuTool(t, "qemu-io"), qemuTool(t, "qemu-img")
+	cases := []struct{ name, baseWrite, topOpts string }{
+		{"data", "write -P 0x11 0 256k", ""},
+		{"subclusters", "write -P 0x11 0 256k", "-o extended_l2=on"},
+		{"zeroes", "write -P 0 0 256k", ""},
+	}
+	setup := func(t *testing.T, dir string) {
+		for _, c := range cases {
+			for _, cmd := range []string{
+				"qemu-img create -q -f qcow2 " + c.name + "-base.qcow2 1M",
+				"qemu-io -f qcow2 -c '" + c.baseWrite + "' " + c.name + "-base.qcow2 >/dev/null",
+				"qemu-img create -q -f qcow2 " + c.topOpts + " -b " + c.name + "-base.qcow2 -F qcow2 " + c.name + ".qcow2",
+			} {
+				RunShell(t, dir, cmd, 0)
+			}
+		}
+	}
+	scenario := func(s *session) {
+		s.OK("nbd-server-start", map[string]any{"addr": map[string]any{"type": "unix",
+			"data": map[string]any{"path": filepath.Join(s.Dir, "nbd.sock")}}})
+		for _, c := range cases {
+			s.OK("blockdev-add", map[string]any{"driver": "copy-on-read", "node-name": "cor", "file": map[string]any{
+				"driver": "qcow2", "node-name": "top", "file": map[string]any{"driver": "file", "filename": filepath.Join(s.Dir, c.name+".qcow2")}}})
+			s.OK("block-export-add", map[string]any{"type": "nbd", "id": "e", "node-name": "cor", "writable": true})
+			s.ToolOK(qemuIO, "-f", "raw", "-c", "read 4608 512", "nbd+unix:///cor?socket="+filepath.Join(s.Dir, "nbd.sock"))
+			s.c.DeleteExport(s.t, "e")
+			s.OK("blockdev-del", map[string]any{"node-name": "cor"})
+			out, ok := s.Tool(qemuImg, "map", "--output=json", `json:{"driver": "qcow2", "backing": null, "file": {"driver": "file", "filename": "`+
+				filepath.Join(s.Dir, c.name+".qcow2")+`"}}`)
+			if !ok {
+				s.t.Fatalf("[%s] qemu-img map: %s", s.name, out)
+			}
+			s.observe("%s: map of the overlay alone: %s", c.name, strings.Join(strings.Fields(out), " "))
+		}
+	}
+	compareWithReference(t, setup, scenario)
+}
