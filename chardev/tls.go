@@ -112,17 +112,3 @@ func (c *tlsConn) Close() error {
 	}
 	return c.Conn.Close()
 }
-
-// tlsListener hands out its connections wrapped in tlsConn.
-type tlsListener struct {
-	net.Listener
-	shake func(net.Conn) (net.Conn, error)
-}
-
-func (l tlsListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return newTLSConn(c, l.shake), nil
-}
