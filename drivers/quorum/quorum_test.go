@@ -5,9 +5,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	_ "blockd/drivers/file"
 	_ "blockd/drivers/quorum"
@@ -147,5 +150,56 @@ func TestWritesAndChildChanges(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(paths[0]); b[0] != 0x42 {
 		t.Fatal("the removed child a was written")
+	}
+}
+
+// A burst of outvoted reads of one child, and of reads no version wins,
+// gives one QUORUM_REPORT_BAD and one QUORUM_FAILURE at once and the
+// burst's last of each a second later, as QEMU's monitor limits them.
+func TestEventBurstRateLimited(t *testing.T) {
+	e := newEnv(t)
+	e.addFile(t, "a", e.img(t, "a.img", 0x11))
+	e.addFile(t, "b", e.img(t, "b.img", 0x11))
+	e.addFile(t, "c", e.img(t, "c.img", 0x22))
+	e.addFile(t, "x", e.img(t, "x.img", 1))
+	e.addFile(t, "y", e.img(t, "y.img", 2))
+	e.Must(t, "blockdev-add", `{"driver": "quorum", "node-name": "q", "vote-threshold": 2, "children": ["a", "b", "c"]}`)
+	e.Must(t, "blockdev-add", `{"driver": "quorum", "node-name": "nq", "vote-threshold": 2, "children": ["x", "y"]}`)
+	buf := make([]byte, 512)
+	start := time.Now()
+	for i := int64(0); i < 5; i++ {
+		if err := e.IO(t, "q").ReadAt(buf, i*4096); err != nil || buf[0] != 0x11 {
+			t.Fatalf("read %d: %v %#x", i, err, buf[0])
+		}
+		if err := e.IO(t, "nq").ReadAt(buf, i*4096); !errors.Is(err, syscall.EIO) {
+			t.Fatalf("read %d of nq: %v", i, err)
+		}
+	}
+	if time.Since(start) > 500*time.Millisecond {
+		t.Skip("the burst took longer than half the period; nothing to conclude")
+	}
+	first := []string{
+		`QUORUM_REPORT_BAD {"type": "read", "node-name": "c", "sector-num": 0, "sectors-count": 1}`,
+		`QUORUM_FAILURE {"reference": "nq", "sector-num": 0, "sectors-count": 1}`,
+	}
+	if evs := e.events(); strings.Join(evs, "\n") != strings.Join(first, "\n") {
+		t.Fatalf("at once: %q, want %q", evs, first)
+	}
+	var later []string
+	for len(later) < 2 && time.Since(start) < 3*time.Second {
+		time.Sleep(50 * time.Millisecond)
+		later = append(later, e.events()...)
+	}
+	if waited := time.Since(start); len(later) == 2 && waited < time.Second {
+		t.Fatalf("the held events came after %v, before the period ended", waited)
+	}
+	// The two periods end microseconds apart, in either order.
+	want := []string{
+		`QUORUM_FAILURE {"reference": "nq", "sector-num": 32, "sectors-count": 1}`,
+		`QUORUM_REPORT_BAD {"type": "read", "node-name": "c", "sector-num": 32, "sectors-count": 1}`,
+	}
+	slices.Sort(later)
+	if strings.Join(later, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("after the period: %q, want %q", later, want)
 	}
 }
