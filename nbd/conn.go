@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"blockd/blockio"
+	"blockd/internal/errtext"
 )
 
 const readBuffer = 64 << 10
@@ -338,7 +339,9 @@ func (c *conn) read(req Request, dev blockio.Device) {
 	for pos := off; pos < off+length; {
 		st, _, err := blockio.ChainStatus(dev, pos, off+length-pos)
 		if err != nil {
-			c.readData(req, dev, buf) // status is an optimization only
+			// nbd_co_send_sparse_read: the read fails with the status
+			// query's error.
+			_ = c.replyError(req, Errno(err), "unable to check for holes: "+errtext.Strerror(errtext.Errno(err)))
 			return
 		}
 		hole := st.Flags&blockio.StatusZero != 0
