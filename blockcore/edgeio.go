@@ -101,6 +101,11 @@ func (g *gate) Backing() blockio.Device {
 
 func (g *gate) backing() blockio.Device { return blockio.BackingOf(g.impl) }
 
+// DebugEvents is the node's debug event hook (blkdebug's), or nil, for
+// the format driver above (blockio.DebugEvents). The driver's own
+// method is called directly: raising an event is no request.
+func (g *gate) DebugEvents() func(string) { return blockio.DebugEvents(g.impl) }
+
 // Backing of a job filter is its child's: the filter itself is not a
 // layer of the chain, it passes block status through.
 func (p *passThrough) Backing() blockio.Device { return p.child.io.Backing() }

@@ -13,9 +13,9 @@
 // a request on this node: read_aio before a read, write_aio, pwritev (or
 // pwritev_zero) and pwritev_done around a write, the pwritev_rmw_* events
 // of an unaligned write, flush_to_os and flush_to_disk on a flush, and
-// none once at open. Events that only qcow2's metadata code raises
-// (l2_load, refblock_*, cluster_alloc, ...) are accepted in rules but do
-// not happen yet.
+// none once at open. A qcow2 node directly above raises its own through
+// DebugEvent (l2_load, l2_update, refblock_load, cluster_alloc, ...; see
+// docs/differences.md for the list).
 package blkdebug
 
 import (
@@ -264,6 +264,9 @@ func (n *node) addRule(r *rule) {
 // event is blkdebug_debug_event: the rules of the event that apply in the
 // current state act; armed inject-error rules replace the active set, and
 // the state changes after all have been looked at.
+// DebugEvent takes the events of a format driver above (blockio.DebugEventer).
+func (n *node) DebugEvent(ev string) { n.event(ev) }
+
 func (n *node) event(ev string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()

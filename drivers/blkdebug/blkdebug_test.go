@@ -10,7 +10,8 @@ import (
 
 	"blockd/blockio"
 	_ "blockd/drivers/blkdebug"
-	_ "blockd/drivers/file"
+	"blockd/drivers/file"
+	"blockd/drivers/qcow2"
 	_ "blockd/drivers/raw"
 	"blockd/internal/graphtest"
 )
@@ -106,4 +107,47 @@ func TestConfigFileAndAlign(t *testing.T) {
 	if string(raw[8200:8205]) != "hello" || raw[8199] != 0 || raw[8205] != 0 {
 		t.Fatalf("unaligned write: %q", raw[8195:8210])
 	}
+}
+
+// A qcow2 node above raises its metadata events on blkdebug: l2_load
+// arms a rule that fails the L2 table's read, so the guest read needing
+// it fails with the errno; once used up, the read loads the table. A
+// set-state rule on cluster_alloc moves the state when a write allocates.
+func TestQcow2MetadataEvents(t *testing.T) {
+	e := newEnv(t)
+	img := filepath.Join(e.dir, "a.qcow2")
+	if err := file.Create(file.CreateOptions{Filename: img}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := file.Open(file.Options{Filename: img})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := qcow2.Create(f, qcow2.CreateOptions{Size: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	q, err := qcow2.Open(f, qcow2.OpenOptions{})
+	if err == nil {
+		err = q.WriteAt(make([]byte, 4096), 0, 0)
+	}
+	if err == nil {
+		err = q.Close()
+	}
+	_ = f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := e.add(t, `{"driver": "qcow2", "node-name": "q", "file": {"driver": "blkdebug", "node-name": "dbg",
+		"image": {"driver": "file", "filename": "`+img+`"},
+		"inject-error": [{"event": "l2_load", "errno": 28, "once": true}, {"event": "l2_update", "state": 2, "iotype": "flush", "errno": 1}],
+		"set-state": [{"event": "cluster_alloc", "new_state": 2}]}}`)
+	buf := make([]byte, 512)
+	wantErrno(t, "read loading the L2 table", d.ReadAt(buf, 0), syscall.ENOSPC)
+	wantErrno(t, "the same read (once)", d.ReadAt(buf, 0), 0)
+	wantErrno(t, "a read with the table cached", d.ReadAt(buf, 512), 0)
+	// Allocating moves to state 2; the flush writes the L2 table back,
+	// whose l2_update arms the flush rule, and the flush of the file
+	// that follows fails.
+	wantErrno(t, "write allocating a cluster", d.WriteAt(buf, 64<<10, 0), 0)
+	wantErrno(t, "flush after l2_update in state 2", d.Flush(), syscall.EPERM)
 }

@@ -84,6 +84,7 @@ func (img *Image) findFree(n int64) (start, firstFree int64, err error) {
 
 // allocRun allocates n contiguous host clusters and returns the first.
 func (img *Image) allocRun(n int64) (int64, error) {
+	img.event("cluster_alloc")
 	g := &img.g
 	for {
 		s, first, err := img.findFree(n)
@@ -172,6 +173,7 @@ func (img *Image) coverRange(s, n int64) (bool, error) {
 func (img *Image) freeEntry(entry uint64, punch bool) error {
 	g := &img.g
 	if entry&oflagCompressed != 0 {
+		img.event("cluster_free")
 		off, size := g.compressedRange(entry)
 		for c := off >> g.clusterBits; c <= (off+size-1)>>g.clusterBits; c++ {
 			if _, err := img.addRefcount(c, -1); err != nil {
@@ -189,6 +191,7 @@ func (img *Image) freeEntry(entry uint64, punch bool) error {
 
 // freeClusters decrements n clusters' refcounts starting at idx.
 func (img *Image) freeClusters(idx, n int64, punch bool) error {
+	img.event("cluster_free")
 	g := &img.g
 	for c := idx; c < idx+n; c++ {
 		nv, err := img.addRefcount(c, -1)

@@ -100,6 +100,7 @@ func (img *Image) writeCompressedCluster(p []byte, off int64) error {
 	if err != nil {
 		return err
 	}
+	img.event("write_compressed")
 	werr := img.file.WriteAt(data, host, 0)
 
 	img.mu.Lock()
@@ -154,6 +155,7 @@ func (img *Image) reserveCompressed(off, n int64) (int64, error) {
 // compressed stream, after the previous stream when it fits in the same
 // host cluster or runs on into the next one (qcow2_alloc_bytes).
 func (img *Image) allocBytes(n int64) (int64, error) {
+	img.event("cluster_alloc_bytes")
 	g := &img.g
 	off := img.freeBytes
 	if off != 0 {

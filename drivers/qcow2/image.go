@@ -13,6 +13,7 @@ import (
 // locking model).
 type Image struct {
 	file      blockio.Device
+	debug     func(event string) // the file's debug events (blkdebug); nil: none
 	readOnly  bool
 	onCorrupt CorruptFunc
 	g         geometry
@@ -79,6 +80,15 @@ var (
 const maxHostOffset = int64(1) << 56
 
 var _ blockio.Device = (*Image)(nil)
+
+// event raises a debug event on the file, where a blkdebug node may arm
+// errors on it (QEMU's BLKDBG_EVENT(bs->file, ...)); without one it is a
+// nil check.
+func (img *Image) event(name string) {
+	if img.debug != nil {
+		img.debug(name)
+	}
+}
 
 // SetBacking sets the device unallocated clusters read from; nil means
 // none (they read as zeroes). The backing device may be shorter than the
@@ -268,6 +278,9 @@ func (img *Image) readBacking(p []byte, off int64) error {
 		clear(p)
 		return nil
 	}
+	// Raised on the file although the read goes to the backing file, as
+	// in QEMU.
+	img.event("read_backing_aio")
 	bsz, err := br.dev.Size()
 	if err != nil {
 		return err

@@ -179,6 +179,7 @@ func (img *Image) newL2Table(l1i, old int64) (int64, error) {
 	g := &img.g
 	table := make([]byte, g.clusterSize)
 	if old != 0 {
+		img.event("l2_alloc_cow_read")
 		// A shared table is never modified by this image, so the file
 		// holds its current content.
 		if err := img.readFileClamped(table, old); err != nil {
@@ -196,6 +197,7 @@ func (img *Image) newL2Table(l1i, old int64) (int64, error) {
 	if k := img.meta.check(g, off, g.clusterSize, metaNone); k != metaNone {
 		return 0, img.corruptf(true, off, g.clusterSize, "%s", overlapMessage(k))
 	}
+	img.event("l2_alloc_write")
 	if err := img.file.WriteAt(table, off, 0); err != nil {
 		_, _ = img.addRefcount(c, -1)
 		return 0, err
@@ -233,6 +235,7 @@ func (img *Image) writeL1Entry(l1i int64, v uint64) error {
 	if k := img.meta.check(&img.g, pos, 8, metaL1); k != metaNone {
 		return img.corruptf(true, pos, 8, "%s", overlapMessage(k))
 	}
+	img.event("l1_update")
 	if err := img.file.WriteAt(e[:], pos, 0); err != nil {
 		return err
 	}
@@ -250,6 +253,7 @@ func (img *Image) growL1(n int64) error {
 		return errors.New("Failed to grow the L1 table: File too large")
 	}
 	clusters := g.clustersFor(n * 8)
+	img.event("l1_grow_alloc_table")
 	c, err := img.allocRun(clusters)
 	if err != nil {
 		return err
@@ -264,12 +268,14 @@ func (img *Image) growL1(n int64) error {
 	if k := img.meta.check(g, off, int64(len(buf)), metaNone); k != metaNone {
 		return img.corruptf(true, off, int64(len(buf)), "%s", overlapMessage(k))
 	}
+	img.event("l1_grow_write_table")
 	if err := img.file.WriteAt(buf, off, 0); err != nil {
 		return err
 	}
 	if err := img.metadataBarrier(); err != nil {
 		return err
 	}
+	img.event("l1_grow_activate_table")
 	var hb [12]byte
 	binary.BigEndian.PutUint32(hb[0:], uint32(n))
 	binary.BigEndian.PutUint64(hb[4:], uint64(off))

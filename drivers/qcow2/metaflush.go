@@ -48,6 +48,7 @@ func (img *Image) l2Get(key int64) (int32, []byte, error) {
 		}
 	}
 	buf := img.l2c.install(i, key)
+	img.event("l2_load")
 	if err := img.readMeta(buf, key); err != nil {
 		img.l2c.drop(key)
 		return -1, nil, err
@@ -55,8 +56,10 @@ func (img *Image) l2Get(key int64) (int32, []byte, error) {
 	return i, buf, nil
 }
 
-// rcGet is l2Get for refcount blocks.
+// rcGet is l2Get for refcount blocks. Every use counts as a load, as
+// QEMU's load_refcount_block raises its event before asking the cache.
 func (img *Image) rcGet(key int64) (int32, []byte, error) {
+	img.event("refblock_load")
 	if i, ok := img.rc.lookup(key); ok {
 		return i, img.rc.slots[i].buf, nil
 	}
@@ -110,6 +113,7 @@ func (img *Image) writeL2Slot(i int32) error {
 	if k := img.meta.check(&img.g, s.key, int64(len(s.buf)), metaL2); k != metaNone {
 		return img.corruptf(true, s.key, int64(len(s.buf)), "%s", overlapMessage(k))
 	}
+	img.event("l2_update")
 	if err := img.file.WriteAt(s.buf, s.key, 0); err != nil {
 		return err
 	}
@@ -122,6 +126,7 @@ func (img *Image) writeRCSlot(i int32) error {
 	if k := img.meta.check(&img.g, s.key, int64(len(s.buf)), metaRefblock); k != metaNone {
 		return img.corruptf(true, s.key, int64(len(s.buf)), "%s", overlapMessage(k))
 	}
+	img.event("refblock_update_part")
 	if err := img.file.WriteAt(s.buf, s.key, 0); err != nil {
 		return err
 	}

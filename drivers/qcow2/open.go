@@ -73,6 +73,7 @@ func Open(file blockio.Device, o OpenOptions) (*Image, error) {
 	}
 	img := &Image{
 		file:      file,
+		debug:     blockio.DebugEvents(file),
 		readOnly:  o.ReadOnly,
 		onCorrupt: o.OnCorrupt,
 		hdr:       *h,
@@ -190,6 +191,7 @@ func (img *Image) loadTables(fsz int64, repair bool) error {
 	if err != nil {
 		return fmt.Errorf("Could not read L1 table: %w", err)
 	}
+	img.event("reftable_load")
 	rt, err := readTable(img.file, int64(h.refcountTableOffset), int64(h.refcountTableClusters)*cs/8)
 	if err != nil {
 		return fmt.Errorf("Could not read refcount table: %w", err)

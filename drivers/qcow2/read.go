@@ -73,6 +73,7 @@ func (img *Image) readChunk(p []byte, off int64) error {
 		case kUnalloc, kUnallocAlloc:
 			err = img.readBacking(q, off)
 		case kCompressed:
+			img.event("read_compressed")
 			err = img.readCompressed(q, ext.entry, img.g.inCluster(off))
 		}
 		if err != nil {

@@ -179,6 +179,7 @@ func (img *Image) setClusterRefcount(c int64, v uint64) error {
 // cluster b, which the caller found free. If b is not covered by the new
 // block itself its refcount is taken in its own (existing) block.
 func (img *Image) newRefblock(r, b int64) error {
+	img.event("refblock_alloc")
 	g := &img.g
 	buf := make([]byte, g.clusterSize)
 	if b>>g.refblockBits == r {
@@ -190,6 +191,7 @@ func (img *Image) newRefblock(r, b int64) error {
 	if k := img.meta.check(g, off, g.clusterSize, metaNone); k != metaNone {
 		return img.corruptf(true, off, g.clusterSize, "%s", overlapMessage(k))
 	}
+	img.event("refblock_alloc_write")
 	if err := img.file.WriteAt(buf, off, 0); err != nil {
 		return err
 	}
@@ -198,6 +200,7 @@ func (img *Image) newRefblock(r, b int64) error {
 	if err := img.metadataBarrier(); err != nil {
 		return err
 	}
+	img.event("refblock_alloc_hookup")
 	if err := img.writeReftableEntry(r, uint64(off)); err != nil {
 		return err
 	}
@@ -228,6 +231,7 @@ func (img *Image) writeReftableEntry(r int64, v uint64) error {
 // Order: blocks and table written, flush, header switched in one 12-byte
 // write, flush, then the old table's clusters are freed.
 func (img *Image) growReftable(minEntries int64) error {
+	img.event("reftable_grow")
 	g := &img.g
 	old := int64(len(img.reftable))
 	a := old << g.refblockBits
@@ -272,16 +276,19 @@ func (img *Image) growReftable(minEntries int64) error {
 	if k := img.meta.check(g, aOff, (nRB+nT)<<g.clusterBits, metaNone); k != metaNone {
 		return img.corruptf(true, aOff, (nRB+nT)<<g.clusterBits, "%s", overlapMessage(k))
 	}
+	img.event("refblock_alloc_write_blocks")
 	if err := img.file.WriteAt(blocks, aOff, 0); err != nil {
 		return err
 	}
 	tOff := (a + nRB) << g.clusterBits
+	img.event("refblock_alloc_write_table")
 	if err := img.file.WriteAt(table, tOff, 0); err != nil {
 		return err
 	}
 	if err := img.metadataBarrier(); err != nil {
 		return err
 	}
+	img.event("refblock_alloc_switch_table")
 	var hb [12]byte
 	binary.BigEndian.PutUint64(hb[0:], uint64(tOff))
 	binary.BigEndian.PutUint32(hb[8:], uint32(nT))

@@ -104,5 +104,5 @@ func (r *Reopen) Abort() {}
 // switched the file child). The image must be quiescent.
 func (img *Image) SetFile(dev blockio.Device) {
 	defer img.lockExclusive()()
-	img.file = dev
+	img.file, img.debug = dev, blockio.DebugEvents(dev)
 }

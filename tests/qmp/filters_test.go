@@ -260,3 +260,64 @@ func TestCopyOnReadRoundsToClustersLikeReference(t *testing.T) {
 	}
 	compareWithReference(t, setup, scenario)
 }
+
+// blkdebug under qcow2: rules on qcow2's metadata events (l2_load,
+// refblock_load, cluster_alloc, l1_update, l2_update) arm errors when the
+// qcow2 node above does that work, so the request that needs it fails
+// with the injected errno, over NBD, as on qemu-storage-daemon. A rule
+// with once is used up, and the same request then succeeds.
+func TestBlkdebugQcow2EventsLikeReference(t *testing.T) {
+	qemuIO := qemuTool(t, "qemu-io")
+	setup := func(t *testing.T, dir string) {
+		for _, c := range []string{
+			"qemu-img create -q -f qcow2 data.qcow2 4M",
+			"qemu-io -f qcow2 -c 'write -P 0x11 0 64k' data.qcow2 >/dev/null",
+			// One empty image a scenario: the first write's L2 table would
+			// serve the others.
+			"qemu-img create -q -f qcow2 e1.qcow2 4M",
+			"qemu-img create -q -f qcow2 e2.qcow2 4M",
+			"qemu-img create -q -f qcow2 e3.qcow2 4M",
+		} {
+			RunShell(t, dir, c, 0)
+		}
+	}
+	// qemu-io's lines without the timing ones.
+	results := func(out string) string {
+		var keep []string
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			if !strings.Contains(l, " ops; ") {
+				keep = append(keep, l)
+			}
+		}
+		return strings.Join(keep, " | ")
+	}
+	scenario := func(s *session) {
+		s.OK("nbd-server-start", map[string]any{"addr": map[string]any{"type": "unix",
+			"data": map[string]any{"path": filepath.Join(s.Dir, "nbd.sock")}}})
+		for i, c := range []struct {
+			event, image string
+			io           []string
+		}{
+			{"l2_load", "data", []string{"read -P 0x11 0 512", "read -P 0x11 0 512"}},
+			{"refblock_load", "e1", []string{"write -P 0x22 0 4k", "write -P 0x22 0 4k", "read -P 0x22 0 4k"}},
+			{"cluster_alloc", "e2", []string{"write -P 0x22 1M 4k", "write -P 0x22 1M 4k", "read -P 0x22 1M 4k"}},
+			{"l1_update", "e3", []string{"write -P 0x22 2M 4k", "write -P 0x22 2M 4k", "read -P 0x22 2M 4k"}},
+			{"l2_update", "data", []string{"write -P 0x33 64k 4k", "flush", "flush", "read -P 0x33 64k 4k"}},
+		} {
+			node := fmt.Sprintf("q%d", i)
+			s.OK("blockdev-add", map[string]any{"driver": "qcow2", "node-name": node, "file": map[string]any{
+				"driver": "blkdebug", "inject-error": []any{map[string]any{"event": c.event, "errno": 28, "once": true}},
+				"image": map[string]any{"driver": "file", "filename": filepath.Join(s.Dir, c.image+".qcow2")}}})
+			s.OK("block-export-add", map[string]any{"type": "nbd", "id": node, "node-name": node, "writable": true})
+			args := []string{"-f", "raw"}
+			for _, cmd := range c.io {
+				args = append(args, "-c", cmd)
+			}
+			out, _ := s.Tool(qemuIO, append(args, "nbd+unix:///"+node+"?socket="+filepath.Join(s.Dir, "nbd.sock"))...)
+			s.observe("%s: %s", c.event, results(out))
+			s.c.DeleteExport(s.t, node)
+			s.OK("blockdev-del", map[string]any{"node-name": node})
+		}
+	}
+	compareWithReference(t, setup, scenario)
+}
