@@ -279,6 +279,12 @@ func (img *Image) writeSlow(p []byte, off int64, e, bm uint64, act action) (int6
 	b := img.getBuf()
 	buf := *b
 	var err error
+	if rs < ws || we < re {
+		// The head and tail are read for the copy-on-write (QEMU's
+		// do_perform_cow_read); they are written with the data, as
+		// QEMU merges them, so there is no cow_write.
+		img.event("cow_read")
+	}
 	if rs < ws {
 		err = img.materialize(buf[rs:ws], cstart+rs, e, bm)
 	}

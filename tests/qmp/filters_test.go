@@ -262,7 +262,7 @@ func TestCopyOnReadRoundsToClustersLikeReference(t *testing.T) {
 }
 
 // blkdebug under qcow2: rules on qcow2's metadata events (l2_load,
-// refblock_load, cluster_alloc, l1_update, l2_update) arm errors when the
+// refblock_load, cluster_alloc, l1_update, l2_update, cow_read) arm errors when the
 // qcow2 node above does that work, so the request that needs it fails
 // with the injected errno, over NBD, as on qemu-storage-daemon. A rule
 // with once is used up, and the same request then succeeds.
@@ -277,6 +277,7 @@ func TestBlkdebugQcow2EventsLikeReference(t *testing.T) {
 			"qemu-img create -q -f qcow2 e1.qcow2 4M",
 			"qemu-img create -q -f qcow2 e2.qcow2 4M",
 			"qemu-img create -q -f qcow2 e3.qcow2 4M",
+			"qemu-img create -q -f qcow2 -b data.qcow2 -F qcow2 over.qcow2 4M",
 		} {
 			RunShell(t, dir, c, 0)
 		}
@@ -303,6 +304,7 @@ func TestBlkdebugQcow2EventsLikeReference(t *testing.T) {
 			{"cluster_alloc", "e2", []string{"write -P 0x22 1M 4k", "write -P 0x22 1M 4k", "read -P 0x22 1M 4k"}},
 			{"l1_update", "e3", []string{"write -P 0x22 2M 4k", "write -P 0x22 2M 4k", "read -P 0x22 2M 4k"}},
 			{"l2_update", "data", []string{"write -P 0x33 64k 4k", "flush", "flush", "read -P 0x33 64k 4k"}},
+			{"cow_read", "over", []string{"write -P 0x44 4k 4k", "write -P 0x44 4k 4k", "read -P 0x11 0 4k", "read -P 0x44 4k 4k"}},
 		} {
 			node := fmt.Sprintf("q%d", i)
 			s.OK("blockdev-add", map[string]any{"driver": "qcow2", "node-name": node, "file": map[string]any{
