@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestSigtermRemovesSocketAndPidfile(t *testing.T) {
@@ -106,29 +105,18 @@ func TestDefaultSocket(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.Command(blockdBin)
 	cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+dir)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	d := &Daemon{Dir: dir, Sock: filepath.Join(dir, "blockd.sock"), cmd: cmd}
+	cmd.Stderr = &d.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d := &Daemon{Dir: dir, Sock: filepath.Join(dir, "blockd.sock"), cmd: cmd}
-	deadline := time.Now().Add(ReplyTimeout)
-	for {
-		if _, err := os.Stat(d.Sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			t.Fatalf("no default socket; stderr %s", stderr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	d.waitAccepting(t, d.stderr.String)
 	c := Dial(t, d.Sock)
 	c.Negotiate(t)
 	c.Close()
 	d.Stop(t)
-	if !strings.Contains(stderr.String(), d.Sock) {
-		t.Fatalf("start-up log does not name the socket: %s", stderr.String())
+	if !strings.Contains(d.stderr.String(), d.Sock) {
+		t.Fatalf("start-up log does not name the socket: %s", d.stderr.String())
 	}
 }
 

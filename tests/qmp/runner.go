@@ -96,17 +96,25 @@ func StartDaemonFiles(t testing.TB, bin, dir string, files []*os.File, extra ...
 			_ = d.Wait()
 		}
 	})
+	d.waitAccepting(t, d.stderr.String)
+	return d
+}
+
+// waitAccepting returns once the daemon accepts on d.Sock. Ready means
+// accepting, not a socket file: the file exists between bind and listen,
+// and a stale one may exist before the daemon starts.
+func (d *Daemon) waitAccepting(t testing.TB, stderr func() string) {
+	t.Helper()
 	deadline := time.Now().Add(ReplyTimeout)
 	for {
-		// Ready means accepting: a stale socket file may exist before.
 		if c, err := net.Dial("unix", d.Sock); err == nil {
 			_ = c.Close()
-			return d
+			return
 		}
 		if time.Now().After(deadline) {
 			_ = d.cmd.Process.Kill()
 			_ = d.cmd.Wait()
-			t.Fatalf("blockd did not create its socket; stderr:\n%s", d.stderr.String())
+			t.Fatalf("blockd did not accept on %s; stderr:\n%s", d.Sock, stderr())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
