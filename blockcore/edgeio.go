@@ -42,6 +42,12 @@ func (e edgeIO) ReadAt(p []byte, off int64) error {
 	return g.readAt(p, off)
 }
 
+func (e edgeIO) SendRange(off, n int64, sink func(blockio.FileRange) error) error {
+	g := e.enter()
+	defer g.mu.RUnlock()
+	return g.sendRange(off, n, sink)
+}
+
 func (e edgeIO) WriteAt(p []byte, off int64, f blockio.WriteFlags) error {
 	g := e.enter()
 	defer g.mu.RUnlock()

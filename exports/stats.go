@@ -1,6 +1,8 @@
 package exports
 
 import (
+	"errors"
+
 	"blockd/blockcore"
 	"blockd/blockio"
 )
@@ -39,6 +41,15 @@ func (c counted) ReadAt(p []byte, off int64) error {
 	t := blockcore.StartIO()
 	err := c.Device.ReadAt(p, off)
 	c.s.Account(blockcore.OpRead, off, int64(len(p)), t, err)
+	return err
+}
+
+func (c counted) SendRange(off, n int64, sink func(blockio.FileRange) error) error {
+	t := blockcore.StartIO()
+	err := blockio.SendRange(c.Device, off, n, sink)
+	if !errors.Is(err, blockio.ErrNotSupported) {
+		c.s.Account(blockcore.OpRead, off, n, t, err)
+	}
 	return err
 }
 

@@ -38,6 +38,8 @@ type conn struct {
 	ctxs       []metaCtx
 	exp        *Export
 
+	pipes pipePool // for reads sent from a file (sendRange)
+
 	abortOnce sync.Once
 	ncMu      sync.Mutex // nc changes once, at STARTTLS
 }
@@ -135,6 +137,7 @@ func (c *conn) transmit() error {
 	defer func() {
 		close(work)
 		wg.Wait()
+		c.pipes.close()
 	}()
 	var hdr [RequestSize]byte
 	for {
@@ -316,18 +319,12 @@ func (c *conn) replyError(req Request, errno uint32, msg string) error {
 // ranges that read as zeroes become OFFSET_HOLE chunks (unless DF).
 func (c *conn) read(req Request, dev blockio.Device) {
 	off, length := int64(req.Offset), int64(req.Length)
-	buf := getBuf(int(length))
-	defer putBuf(buf)
 	if !c.structured {
-		if err := dev.ReadAt(buf, off); err != nil {
-			_ = c.replyError(req, Errno(err), err.Error())
-			return
-		}
-		_ = c.sendv(AppendSimpleReply(nil, 0, req.Cookie), buf)
+		c.readData(req, dev, AppendSimpleReply(nil, 0, req.Cookie))
 		return
 	}
 	if length == 0 || req.Flags&CmdFlagDF != 0 {
-		c.readData(req, dev, buf)
+		c.readData(req, dev, dataChunkHeader(req))
 		return
 	}
 	// Collect extents: zero ranges are holes, the rest is read.
@@ -353,9 +350,11 @@ func (c *conn) read(req Request, dev blockio.Device) {
 		pos += st.Length
 	}
 	if len(exts) == 1 && !exts[0].hole {
-		c.readData(req, dev, buf)
+		c.readData(req, dev, dataChunkHeader(req))
 		return
 	}
+	buf := getBuf(int(length))
+	defer putBuf(buf)
 	var out [][]byte
 	for i, x := range exts {
 		flags := uint16(0)
@@ -380,14 +379,75 @@ func (c *conn) read(req Request, dev blockio.Device) {
 	_ = c.sendv(out...)
 }
 
-// readData answers a structured READ with one OFFSET_DATA chunk.
-func (c *conn) readData(req Request, dev blockio.Device, buf []byte) {
+// dataChunkHeader heads a structured READ reply of one OFFSET_DATA chunk.
+func dataChunkHeader(req Request) []byte {
+	h := AppendChunkHeader(nil, ReplyFlagDone, ChunkOffsetData, req.Cookie, uint32(8+req.Length))
+	return appendU64(h, req.Offset)
+}
+
+// readData answers a READ with hdr followed by the whole range's data:
+// sent from the host file's pages where it can be (sendRange), else read
+// into a buffer and written.
+func (c *conn) readData(req Request, dev blockio.Device, hdr []byte) {
+	if c.sendRange(req, dev, hdr) {
+		return
+	}
+	buf := getBuf(int(req.Length))
+	defer putBuf(buf)
 	if err := dev.ReadAt(buf, int64(req.Offset)); err != nil {
 		_ = c.replyError(req, Errno(err), err.Error())
 		return
 	}
-	h := AppendChunkHeader(nil, ReplyFlagDone, ChunkOffsetData, req.Cookie, uint32(8+len(buf)))
-	_ = c.sendv(appendU64(h, req.Offset), buf)
+	_ = c.sendv(hdr, buf)
+}
+
+// sendRange answers a READ whose range lies in one stretch of a host file
+// by passing the file's pages to the socket instead of copying them
+// through a buffer (on a plain connection; TLS must encrypt a copy). The
+// device lends the file only while the pages are spliced into a pipe of
+// this connection, which holds them by reference: the node is not kept
+// from draining while the client is slow to read. It reports false when
+// it did not answer; the caller then reads as usual, and any error of
+// the device's is reported that way.
+func (c *conn) sendRange(req Request, dev blockio.Device, hdr []byte) bool {
+	n := int(req.Length)
+	if c.tls || c.sock == nil || n == 0 || n > maxSpliced {
+		return false
+	}
+	p := c.pipes.get()
+	if p == nil {
+		return false
+	}
+	var tail []byte // past the end of the file: zeroes
+	err := blockio.SendRange(dev, int64(req.Offset), int64(n), func(r blockio.FileRange) error {
+		k, err := p.fill(r.FD, r.Offset, n)
+		if err == nil && k < n {
+			tail = getBuf(n - k)
+			err = r.ReadAt(tail, int64(k))
+		}
+		return err
+	})
+	if tail != nil {
+		defer putBuf(tail)
+	}
+	if err != nil {
+		c.pipes.put(p)
+		return false
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_, err = c.nc.Write(hdr)
+	if err == nil {
+		err = p.drainTo(c.sock)
+	}
+	c.pipes.put(p)
+	if err == nil && tail != nil {
+		_, err = c.nc.Write(tail)
+	}
+	if err != nil {
+		c.abort() // part of a reply may be out: nothing else can follow
+	}
+	return true
 }
 
 // cache is NBD_CMD_CACHE: read the range through the data path so that

@@ -42,6 +42,22 @@ func (f *File) ReadAt(p []byte, off int64) error {
 	return f.use(func(h *handle, _ *config) error { return f.readAt(h, p, off) })
 }
 
+// SendRange lends sink the fd itself: a file's bytes are where they are.
+// Not under O_DIRECT, where the data is not in the page cache and
+// sendfile would read it through the cache behind the node's back.
+func (f *File) SendRange(off, n int64, sink func(blockio.FileRange) error) error {
+	if err := checkReq(off, n); err != nil {
+		return err
+	}
+	return f.use(func(h *handle, _ *config) error {
+		if h.direct() {
+			return blockio.ErrNotSupported
+		}
+		return sink(blockio.FileRange{FD: h.fd, Offset: off,
+			ReadAt: func(p []byte, at int64) error { return preadFull(h, p, off+at) }})
+	})
+}
+
 // WriteAt writes p at off, extending the file if needed. FUA is emulated
 // with a flush afterwards, as QEMU's block layer does for file-posix,
 // which has no native FUA; cache.no-flush therefore also drops it.

@@ -41,6 +41,12 @@ func createFileDev(path string) (*fileDev, error) {
 
 func (d *fileDev) Close() error { return d.f.Close() }
 
+// SendRange lends the file itself, as the file driver does.
+func (d *fileDev) SendRange(off, n int64, sink func(blockio.FileRange) error) error {
+	return sink(blockio.FileRange{FD: int(d.f.Fd()), Offset: off,
+		ReadAt: func(p []byte, at int64) error { return d.ReadAt(p, off+at) }})
+}
+
 func (d *fileDev) ReadAt(p []byte, off int64) error {
 	n, err := d.f.ReadAt(p, off)
 	if err == io.EOF || (err == nil && n < len(p)) {

@@ -85,6 +85,37 @@ func (img *Image) readChunk(p []byte, off int64) error {
 	return nil
 }
 
+// SendRange lends sink the file range of guest bytes that lie in
+// contiguous allocated clusters of this layer, with the clusters locked
+// shared as a read holds them, so that no write can move them meanwhile.
+// Anything else (zero, compressed, unallocated, across an L2 slice or a
+// discontiguity) is ErrNotSupported: the caller reads instead.
+func (img *Image) SendRange(off, n int64, sink func(blockio.FileRange) error) error {
+	if err := blockio.CheckRange(off, n, img.size.Load()); err != nil {
+		return err
+	}
+	if n == 0 || img.chunkLen(off, n) < n {
+		return blockio.ErrNotSupported
+	}
+	set := img.stripes(off, n)
+	img.locks.lock(set, false)
+	defer img.locks.unlock(set, false)
+	img.mu.Lock()
+	err := img.usable(false)
+	var ext extent
+	if err == nil {
+		ext, err = img.mapExtent(off, n)
+	}
+	img.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if ext.k != kNormal || ext.n < n {
+		return blockio.ErrNotSupported
+	}
+	return blockio.SendRange(img.file, ext.host, n, sink)
+}
+
 // BlockStatus reports the state of guest bytes from off in this layer
 // only: allocated data (Data|Allocated|OffsetValid), zero clusters
 // (Zero|Allocated, plus OffsetValid when preallocated, like QEMU),

@@ -76,6 +76,14 @@ func (n *node) ReadAt(p []byte, off int64) error {
 	return n.file.ReadAt(p, off+n.offset)
 }
 
+// SendRange: a raw node's bytes are its file's, shifted by the window.
+func (n *node) SendRange(off, length int64, sink func(blockio.FileRange) error) error {
+	if err := n.check(off, length); err != nil {
+		return err
+	}
+	return blockio.SendRange(n.file, off+n.offset, length, sink)
+}
+
 func (n *node) WriteAt(p []byte, off int64, f blockio.WriteFlags) error {
 	if err := n.check(off, int64(len(p))); err != nil {
 		return err

@@ -124,6 +124,17 @@ func TestMetricsDuringIOAndJob(t *testing.T) {
 			t.Errorf("%s moved by %v, want %d", s, d, 1<<20+64<<10)
 		}
 	}
+	// Reads count the same, also those sent from the file's pages
+	// without a copy (a whole allocated MiB is such a read).
+	exportR := `blockd_export_bytes_total{export="e",op="read"}`
+	nodeR := `blockd_node_bytes_total{driver="qcow2",node="top",op="read"}`
+	o.qemuIO(t, "read -P 0x33 1M 1M", "read -P 0x44 8M 64k")
+	after = o.mustScrape(t)
+	for _, s := range []string{exportR, nodeR} {
+		if d := after[s] - before[s]; d != 1<<20+64<<10 {
+			t.Errorf("%s moved by %v, want %d", s, d, 1<<20+64<<10)
+		}
+	}
 	// qemu-io has exited, but the server notices its connection close
 	// on its own goroutine: wait for that rather than race it.
 	conns := `blockd_export_connections{export="e",node="top",type="nbd"}`
