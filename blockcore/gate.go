@@ -118,13 +118,14 @@ func (g *gate) SendRange(off, n int64, sink func(blockio.FileRange) error) error
 	return g.sendRange(off, n, sink)
 }
 
-// sendRange is a read whose bytes a sink takes from the host file; it is
-// counted as a read once the driver lent the range.
+// sendRange is a read whose bytes a sink takes from the host file. Only
+// a success counts: after a failure the caller reads the range the usual
+// way, and that read counts (also as a failure, if it is one).
 func (g *gate) sendRange(off, n int64, sink func(blockio.FileRange) error) error {
 	t := g.stats.begin()
 	err := blockio.SendRange(g.impl, off, n, sink)
-	if !errors.Is(err, blockio.ErrNotSupported) {
-		g.stats.Account(OpRead, off, n, t, err)
+	if err == nil {
+		g.stats.Account(OpRead, off, n, t, nil)
 	}
 	return err
 }

@@ -129,3 +129,48 @@ func TestLatencyBuckets(t *testing.T) {
 	var nilStats *blockcore.IOStats
 	nilStats.Account(blockcore.OpRead, 0, 1, now, nil) // counts nothing, no panic
 }
+
+// A range lent through a user edge, a raw node and its file node is a
+// read on both nodes; a lending the sink declines counts nothing, since
+// the caller reads the range again the usual way.
+func TestLentRangesCountAsReads(t *testing.T) {
+	e := newEnv(t)
+	img := filepath.Join(t.TempDir(), "disk.img")
+	data := make([]byte, 1<<20)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	if err := os.WriteFile(img, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.mustExec(t, "blockdev-add", fmt.Sprintf(`{"driver": "raw", "node-name": "r", "offset": 4096, "file": {"driver": "file", "node-name": "f", "filename": %q}}`, img))
+	r, f := e.node(t, "r"), e.node(t, "f")
+	var u *blockcore.Child
+	if err := e.do(func() (err error) {
+		u, err = e.g.AttachUser(user("io"), r, "root", pR, pR|pW|pWU|pRS)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = e.do(func() error { e.g.DetachUser(u); return nil }) }()
+	got := make([]byte, 8192)
+	err := blockio.SendRange(u.IO(), 100, 8192, func(fr blockio.FileRange) error {
+		if fr.Offset != 4096+100 {
+			t.Errorf("lent at file offset %d, want %d", fr.Offset, 4096+100)
+		}
+		return fr.ReadAt(got, 0)
+	})
+	if err != nil || string(got) != string(data[4196:4196+8192]) {
+		t.Fatalf("lent range: %v, data equal %v", err, string(got) == string(data[4196:4196+8192]))
+	}
+	declined := errors.New("declined")
+	if err := blockio.SendRange(u.IO(), 0, 4096, func(blockio.FileRange) error { return declined }); !errors.Is(err, declined) {
+		t.Fatalf("declined lending: %v", err)
+	}
+	for _, node := range []*blockcore.Node{r, f} {
+		rd := node.Stats().Snapshot().Ops[blockcore.OpRead]
+		if rd.Ops != 1 || rd.Bytes != 8192 || rd.Failed != 0 {
+			t.Errorf("%s reads: ops %d bytes %d failed %d, want 1, 8192, 0", node.Name(), rd.Ops, rd.Bytes, rd.Failed)
+		}
+	}
+}

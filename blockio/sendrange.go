@@ -26,6 +26,8 @@ type RangeSender interface {
 	// for (the node cannot be drained meanwhile). It returns
 	// ErrNotSupported, without calling sink, when the bytes are not one
 	// stretch of one file; other errors come from the checks or sink.
+	// A caller that gets an error reads the range with ReadAt instead,
+	// so only a successful SendRange counts as a read.
 	SendRange(off, n int64, sink func(FileRange) error) error
 }
 

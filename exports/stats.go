@@ -1,8 +1,6 @@
 package exports
 
 import (
-	"errors"
-
 	"blockd/blockcore"
 	"blockd/blockio"
 )
@@ -47,8 +45,8 @@ func (c counted) ReadAt(p []byte, off int64) error {
 func (c counted) SendRange(off, n int64, sink func(blockio.FileRange) error) error {
 	t := blockcore.StartIO()
 	err := blockio.SendRange(c.Device, off, n, sink)
-	if !errors.Is(err, blockio.ErrNotSupported) {
-		c.s.Account(blockcore.OpRead, off, n, t, err)
+	if err == nil { // a failure is followed by a read, which counts
+		c.s.Account(blockcore.OpRead, off, n, t, nil)
 	}
 	return err
 }
