@@ -46,7 +46,8 @@ type conn struct {
 
 func newConn(s *Server, nc net.Conn) *conn {
 	sock, _ := nc.(syscall.Conn)
-	return &conn{s: s, nc: nc, sock: sock, r: bufio.NewReaderSize(nc, readBuffer)}
+	return &conn{s: s, nc: nc, sock: sock, r: bufio.NewReaderSize(nc, readBuffer),
+		pipes: pipePool{open: &s.pipesOpen}}
 }
 
 // peerHungUp reports whether the client has shut its side of the socket

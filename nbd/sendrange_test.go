@@ -88,7 +88,7 @@ func TestReadsSentFromTheFile(t *testing.T) {
 	_, _ = rand.Read(data)
 	size := int64(len(data)) + 1<<20
 	d := newFileDev(t, data, size)
-	_, sock := serve(t, Options{}, &Export{Name: "f", Dev: d, Size: size, ReadOnly: true})
+	s, sock := serve(t, Options{}, &Export{Name: "f", Dev: d, Size: size, ReadOnly: true})
 	c := connect(t, sock, "f")
 	want := func(off, n int64) []byte {
 		w := make([]byte, n)
@@ -127,6 +127,36 @@ func TestReadsSentFromTheFile(t *testing.T) {
 	if d.lent.Load() != lent || d.copied.Load() != copied || d.tails.Load() != 32<<10+4096 {
 		t.Fatalf("lent %d (want %d), copied %d (want %d), tails %d (want %d)",
 			d.lent.Load(), lent, d.copied.Load(), copied, d.tails.Load(), 32<<10+4096)
+	}
+	// The connection's pipes close with it.
+	if s.pipesOpen.Load() == 0 {
+		t.Fatal("no pipe open while the connection is")
+	}
+	_ = c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.pipesOpen.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := s.pipesOpen.Load(); n != 0 {
+		t.Fatalf("%d pipes open after the client left", n)
+	}
+}
+
+// Past the server's budget of pipes, reads are copied: clients cannot
+// spend the daemon's descriptors on pipes.
+func TestPipeBudgetFallsBackToCopies(t *testing.T) {
+	data := make([]byte, 1<<20)
+	_, _ = rand.Read(data)
+	d := newFileDev(t, data, int64(len(data)))
+	s, sock := serve(t, Options{}, &Export{Name: "f", Dev: d, Size: d.size, ReadOnly: true})
+	s.pipesOpen.Store(maxPipes)
+	c := connect(t, sock, "f")
+	got := make([]byte, 64<<10)
+	if err := c.ReadAt(got, 4096); err != nil || !bytes.Equal(got, data[4096:4096+64<<10]) {
+		t.Fatalf("read: %v", err)
+	}
+	if d.lent.Load() != 0 || d.copied.Load() != 64<<10 || s.pipesOpen.Load() != maxPipes {
+		t.Fatalf("lent %d, copied %d, pipes %d", d.lent.Load(), d.copied.Load(), s.pipesOpen.Load())
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -178,6 +179,7 @@ type Server struct {
 	closed    bool
 	slots     chan struct{} // MaxConnections
 	wg        sync.WaitGroup
+	pipesOpen atomic.Int32 // for reads sent from files (splice.go)
 }
 
 // NewServer returns a server with no exports and no listeners.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -106,22 +107,23 @@ func (p *pipe) drainTo(sock syscall.Conn) error {
 	return err
 }
 
-func (p *pipe) close() {
-	_ = unix.Close(p.r)
-	_ = unix.Close(p.w)
-}
+// maxPipes bounds the pipes one server has open (two descriptors each):
+// past it reads are copied, so that clients cannot spend the daemon's
+// descriptors, which it needs for images and connections, on pipes.
+const maxPipes = 128
 
 // pipePool keeps a connection's pipes between reads; at most one per
 // request in flight exists. Closed when the connection's requests end.
 type pipePool struct {
 	mu   sync.Mutex
 	free []*pipe
+	open *atomic.Int32 // pipes open in the whole server
 }
 
 // errPipeSize: the pipe cannot grow to hold a read; it is copied.
 var errPipeSize = errors.New("nbd: pipe too small")
 
-// get returns an empty pipe, or nil when none can be made.
+// get returns an empty pipe, or nil when none can be had.
 func (pp *pipePool) get() *pipe {
 	pp.mu.Lock()
 	var p *pipe
@@ -129,11 +131,17 @@ func (pp *pipePool) get() *pipe {
 		p, pp.free = pp.free[k-1], pp.free[:k-1]
 	}
 	pp.mu.Unlock()
-	if p == nil {
-		var err error
-		if p, err = newPipe(); err != nil {
-			return nil
-		}
+	if p != nil {
+		return p
+	}
+	if pp.open.Add(1) > maxPipes {
+		pp.open.Add(-1)
+		return nil
+	}
+	p, err := newPipe()
+	if err != nil {
+		pp.open.Add(-1)
+		return nil
 	}
 	return p
 }
@@ -142,7 +150,7 @@ func (pp *pipePool) get() *pipe {
 // failed half way) is closed instead.
 func (pp *pipePool) put(p *pipe) {
 	if p.held != 0 {
-		p.close()
+		pp.discard(p)
 		return
 	}
 	pp.mu.Lock()
@@ -150,11 +158,17 @@ func (pp *pipePool) put(p *pipe) {
 	pp.mu.Unlock()
 }
 
+func (pp *pipePool) discard(p *pipe) {
+	_ = unix.Close(p.r)
+	_ = unix.Close(p.w)
+	pp.open.Add(-1)
+}
+
 func (pp *pipePool) close() {
 	pp.mu.Lock()
 	defer pp.mu.Unlock()
 	for _, p := range pp.free {
-		p.close()
+		pp.discard(p)
 	}
 	pp.free = nil
 }
