@@ -48,6 +48,12 @@ func (e edgeIO) SendRange(off, n int64, sink func(blockio.FileRange) error) erro
 	return g.sendRange(off, n, sink)
 }
 
+func (e edgeIO) StartWriteback() error {
+	g := e.enter()
+	defer g.mu.RUnlock()
+	return g.startWriteback()
+}
+
 func (e edgeIO) WriteAt(p []byte, off int64, f blockio.WriteFlags) error {
 	g := e.enter()
 	defer g.mu.RUnlock()

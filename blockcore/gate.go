@@ -130,6 +130,19 @@ func (g *gate) sendRange(off, n int64, sink func(blockio.FileRange) error) error
 	return err
 }
 
+func (g *gate) StartWriteback() error {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.startWriteback()
+}
+
+func (g *gate) startWriteback() error {
+	if g.readOnly {
+		return nil
+	}
+	return blockio.StartWriteback(g.impl)
+}
+
 func (g *gate) WriteAt(p []byte, off int64, flags blockio.WriteFlags) error {
 	g.mu.RLock()
 	defer g.mu.RUnlock()

@@ -42,6 +42,19 @@ func (f *File) ReadAt(p []byte, off int64) error {
 	return f.use(func(h *handle, _ *config) error { return f.readAt(h, p, off) })
 }
 
+// StartWriteback starts writing the file's dirty pages back without
+// waiting (sync_file_range with SYNC_FILE_RANGE_WRITE alone, which
+// neither waits nor reports earlier write-back errors: Flush still
+// does). Nothing to do under O_DIRECT or cache.no-flush.
+func (f *File) StartWriteback() error {
+	return f.use(func(h *handle, c *config) error {
+		if h.direct() || c.noFlush || !h.writable() {
+			return nil
+		}
+		return os.NewSyscallError("sync_file_range", unix.SyncFileRange(h.fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE))
+	})
+}
+
 // SendRange lends sink the fd itself: a file's bytes are where they are.
 // Not under O_DIRECT, where the data is not in the page cache and
 // sendfile would read it through the cache behind the node's back.

@@ -85,6 +85,10 @@ func (img *Image) readChunk(p []byte, off int64) error {
 	return nil
 }
 
+// StartWriteback starts the file's write-back: guest data is written
+// through to the file as it comes, metadata only at Flush.
+func (img *Image) StartWriteback() error { return blockio.StartWriteback(img.file) }
+
 // SendRange lends sink the file range of guest bytes that lie in
 // contiguous allocated clusters of this layer, with the clusters locked
 // shared as a read holds them, so that no write can move them meanwhile.

@@ -76,6 +76,9 @@ func (n *node) ReadAt(p []byte, off int64) error {
 	return n.file.ReadAt(p, off+n.offset)
 }
 
+// StartWriteback: a raw node's writes are its file's.
+func (n *node) StartWriteback() error { return blockio.StartWriteback(n.file) }
+
 // SendRange: a raw node's bytes are its file's, shifted by the window.
 func (n *node) SendRange(off, length int64, sink func(blockio.FileRange) error) error {
 	if err := n.check(off, length); err != nil {
