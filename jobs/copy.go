@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"blockd/blockcore"
@@ -64,7 +65,17 @@ type copier struct {
 	// still to copy (a backup's copy map, shared with its filter).
 	claim   func(off, n int64) []span
 	unclaim func(off, n int64)
+	// unsynced counts the data bytes written since dst was last asked to
+	// start writing back; kicking is set while it is being asked.
+	unsynced atomic.Int64
+	kicking  atomic.Bool
 }
+
+// writebackEvery is how much data a job's copier writes between asking
+// the target to start writing it back (blockio.StartWriteback): the
+// disk then works while the copy goes on, and the flush that ends the
+// job waits for the last stretch instead of the whole copy.
+const writebackEvery = 32 << 20
 
 func newCopier(j *Job, src, dst blockio.Device) *copier {
 	return &copier{j: j, src: src, dst: dst, sem: make(chan struct{}, maxInFlight),
@@ -183,7 +194,27 @@ func (c *copier) write(p []byte, off int64, zero bool) error {
 	if err != nil {
 		return &ioError{"write", off, err}
 	}
+	if !zero {
+		c.wrote(n)
+	}
 	return nil
+}
+
+// wrote starts the target's write-back, in the background and one at a
+// time, every writebackEvery bytes of a job's copy; wait waits for it.
+// The copy-before-write filter's copier (no job) copies a few clusters
+// before a guest write and leaves that to the backup job.
+func (c *copier) wrote(n int64) {
+	if c.j == nil || c.unsynced.Add(n) < writebackEvery || !c.kicking.CompareAndSwap(false, true) {
+		return
+	}
+	c.unsynced.Store(0)
+	c.wg.Add(1) // inside a request wait counts: the group is not empty
+	go func() {
+		defer c.wg.Done()
+		defer c.kicking.Store(false)
+		_ = blockio.StartWriteback(c.dst) // a hint; the flush reports errors
+	}()
 }
 
 // allZero reports whether p holds only zero bytes.
