@@ -80,6 +80,17 @@ func bitmapCounts(t *testing.T, c *qmptest.Client, names ...string) string {
 // the daemon exited.
 func runCbwTimeout(t *testing.T, bin string, cbwOpts map[string]any) (cbwTimeoutOutcome, string) {
 	t.Helper()
+	slow := map[string]any{"driver": "throttle", "node-name": "tgt", "throttle-group": "slow",
+		"file": map[string]any{"driver": "qcow2", "node-name": "tgt-image",
+			"file": map[string]any{"driver": "file", "filename": "tgt.qcow2"}}}
+	return runCbw(t, bin, slow, cbwOpts, true)
+}
+
+// runCbw is the scenario with the target node tgt (named "tgt", over
+// tgt.qcow2); fillFirst makes the first guest write (0x22 at 0) before
+// the one at cbwSlowOff whose copy is watched.
+func runCbw(t *testing.T, bin string, tgt, cbwOpts map[string]any, fillFirst bool) (cbwTimeoutOutcome, string) {
+	t.Helper()
 	dir := t.TempDir()
 	run(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "src.qcow2", fmt.Sprint(cbwImageSize))
 	run(t, dir, "qemu-io", "-f", "qcow2", "-c", fmt.Sprintf("write -P %#x 0 %d", cbwOld, cbwImageSize), "src.qcow2")
@@ -100,9 +111,7 @@ func runCbwTimeout(t *testing.T, bin string, cbwOpts map[string]any) (cbwTimeout
 		{"object-add", map[string]any{"qom-type": "throttle-group", "id": "slow", "limits": map[string]any{"bps-write": 16 << 10}}},
 		{"blockdev-add", map[string]any{"driver": "qcow2", "node-name": "src",
 			"file": map[string]any{"driver": "file", "filename": filepath.Join(dir, "src.qcow2")}}},
-		{"blockdev-add", map[string]any{"driver": "throttle", "node-name": "tgt", "throttle-group": "slow",
-			"file": map[string]any{"driver": "qcow2", "node-name": "tgt-image",
-				"file": map[string]any{"driver": "file", "filename": filepath.Join(dir, "tgt.qcow2")}}}},
+		{"blockdev-add", tgt},
 		{"blockdev-add", cbw},
 		{"blockdev-add", map[string]any{"driver": "snapshot-access", "node-name": "acc", "file": "cbw"}},
 		{"nbd-server-start", map[string]any{"addr": map[string]any{"type": "unix", "data": map[string]any{"path": sock}}}},
@@ -114,8 +123,10 @@ func runCbwTimeout(t *testing.T, bin string, cbwOpts map[string]any) (cbwTimeout
 	guest := "nbd+unix:///cbw?socket=" + sock
 	fleece := "nbd+unix:///acc?socket=" + sock
 	// Fills the throttle group's bucket: the next copy has to wait.
-	if got := qemuIO(t, guest, "write -P 0x22 0 64k", false); got != "ok" {
-		t.Fatalf("first guest write: %s", got)
+	if fillFirst {
+		if got := qemuIO(t, guest, "write -P 0x22 0 64k", false); got != "ok" {
+			t.Fatalf("first guest write: %s", got)
+		}
 	}
 	var o cbwTimeoutOutcome
 	o.SlowWrite = qemuIO(t, guest, fmt.Sprintf("write -P 0x33 %d 64k", cbwSlowOff), false)

@@ -32,12 +32,18 @@ func smallFS(t *testing.T, dir string) {
 }
 
 // errorJob sets up images in dir and returns the commands that start a
-// job whose writes run out of space, with policy as its error policy.
+// job whose I/O fails, with policy as its error policy.
 type errorJob struct {
 	name  string
 	op    string   // BLOCK_JOB_ERROR's operation: stream reports its copy-on-read as a read
 	setup []string // shell commands in dir
 	start func(policy string) [][2]any
+	// injected: the error comes from a blkdebug rule (once), not from a
+	// small file system, so a stopped job is resumed and must finish.
+	injected bool
+	// verify runs in dir (shell) once a job finished without error and
+	// the daemon is gone: the copy must be whole despite the error.
+	verify string
 }
 
 var errorJobs = []errorJob{
@@ -100,7 +106,9 @@ var errorJobs = []errorJob{
 func runErrorJob(t *testing.T, bin string, job errorJob, policy string) (labels []string, jobErr map[string]any, text string) {
 	t.Helper()
 	dir := t.TempDir()
-	smallFS(t, dir)
+	if !job.injected {
+		smallFS(t, dir)
+	}
 	for _, cmd := range job.setup {
 		c := exec.Command("sh", "-c", cmd)
 		c.Dir = dir
@@ -149,16 +157,33 @@ func runErrorJob(t *testing.T, bin string, job errorJob, policy string) (labels 
 		case ev == "BLOCK_JOB_ERROR" && jobErr == nil:
 			jobErr = data
 		case ev == "BLOCK_JOB_COMPLETED":
-			text, _ = data["error"].(string)
+			e, failed := data["error"].(string)
+			text += e
+			if !failed && job.verify != "" {
+				d.Stop(t)
+				v := exec.Command("sh", "-c", job.verify)
+				v.Dir = dir
+				if out, err := v.CombinedOutput(); err != nil {
+					t.Fatalf("after the job: %s: %v\n%s", job.verify, err, out)
+				}
+			}
 			return labels, jobErr, text
-		case label == "status:paused" && jobErr != nil:
+		case ev == "BLOCK_JOB_READY":
+			_, evs := c.Command(t, "block-job-complete", map[string]any{"device": "j"})
+			pending = append(pending, evs...)
+		case label == "status:paused" && jobErr != nil && text == "":
 			r, _ := c.Command(t, "query-block-jobs", nil)
 			if jobs, _ := r["return"].([]any); len(jobs) == 1 {
 				j := jobs[0].(map[string]any)
 				text = fmt.Sprintf("io-status %v", j["io-status"])
 			}
-			// Cancelled: read on until the job is gone.
-			_, evs := c.Command(t, "block-job-cancel", map[string]any{"device": "j", "force": true})
+			// Resumed past an injected error (it fires once), or
+			// cancelled: read on until the job is gone.
+			cmd, args := "block-job-cancel", map[string]any{"device": "j", "force": true}
+			if job.injected {
+				cmd, args = "block-job-resume", map[string]any{"device": "j"}
+			}
+			_, evs := c.Command(t, cmd, args)
 			pending = append(pending, evs...)
 		case label == "status:null":
 			return labels, jobErr, text
@@ -227,6 +252,123 @@ func TestJobsStopOnENOSPC(t *testing.T) {
 					t.Fatalf("blockd: %v %v %q\nreference: %v %v %q", labels, jobErr, text, ref, refErr, refText)
 				}
 			}
+		})
+	}
+}
+
+// blkdebugNode is a qcow2 node over a blkdebug filter that fails the
+// first request of kind event ("read_aio" or "write_aio") touching the
+// file's second MiB with EIO.
+func blkdebugNode(name, file, event string) map[string]any {
+	return map[string]any{"driver": "qcow2", "node-name": name, "file": map[string]any{
+		"driver":       "blkdebug",
+		"inject-error": []any{map[string]any{"event": event, "errno": 5, "sector": 2048, "once": true}},
+		"image":        map[string]any{"driver": "file", "filename": file}}}
+}
+
+func qcow2Node(name, file string) map[string]any {
+	return map[string]any{"driver": "qcow2", "node-name": name, "file": map[string]any{"driver": "file", "filename": file}}
+}
+
+const (
+	eioSource = "qemu-img create -q -f qcow2 src.qcow2 16M && qemu-io -f qcow2 -c 'write -P 0x11 0 8M' src.qcow2 >/dev/null"
+	eioTarget = "qemu-img create -q -f qcow2 dst.qcow2 16M"
+	eioVerify = "qemu-img compare src.qcow2 dst.qcow2 && qemu-img check -q dst.qcow2"
+)
+
+// The reference's iotests that inject errors with blkdebug: 030 TestEIO
+// (stream reading a failing backing file), 041 TestReadErrors and
+// TestWriteErrors (mirror, failing source and target), and the same
+// target failure for backup (055's error cases run through a guest).
+var eioJobs = []errorJob{
+	{
+		name: "stream_backing_read", op: "read", injected: true,
+		verify: "qemu-img compare top.qcow2 src.qcow2 && ! qemu-img info top.qcow2 | grep -q backing",
+		setup:  []string{eioSource, "qemu-img create -q -f qcow2 -b $PWD/src.qcow2 -F qcow2 top.qcow2"},
+		start: func(policy string) [][2]any {
+			top := qcow2Node("top", "top.qcow2")
+			top["backing"] = "base"
+			return [][2]any{
+				{"blockdev-add", blkdebugNode("base", "src.qcow2", "read_aio")},
+				{"blockdev-add", top},
+				{"block-stream", map[string]any{"job-id": "j", "device": "top", "on-error": policy}},
+			}
+		},
+	},
+	{
+		name: "mirror_source_read", op: "read", injected: true, verify: eioVerify,
+		setup: []string{eioSource, eioTarget},
+		start: func(policy string) [][2]any {
+			return [][2]any{
+				{"blockdev-add", blkdebugNode("src", "src.qcow2", "read_aio")},
+				{"blockdev-add", qcow2Node("dst", "dst.qcow2")},
+				{"blockdev-mirror", map[string]any{"job-id": "j", "device": "src", "target": "dst", "sync": "full",
+					"on-source-error": policy}},
+			}
+		},
+	},
+	{
+		name: "mirror_target_write", op: "write", injected: true, verify: eioVerify,
+		setup: []string{eioSource, eioTarget},
+		start: func(policy string) [][2]any {
+			return [][2]any{
+				{"blockdev-add", qcow2Node("src", "src.qcow2")},
+				{"blockdev-add", blkdebugNode("dst", "dst.qcow2", "write_aio")},
+				{"blockdev-mirror", map[string]any{"job-id": "j", "device": "src", "target": "dst", "sync": "full",
+					"on-target-error": policy}},
+			}
+		},
+	},
+	{
+		name: "backup_target_write", op: "write", injected: true, verify: eioVerify,
+		setup: []string{eioSource, eioTarget},
+		start: func(policy string) [][2]any {
+			return [][2]any{
+				{"blockdev-add", qcow2Node("src", "src.qcow2")},
+				{"blockdev-add", blkdebugNode("dst", "dst.qcow2", "write_aio")},
+				{"blockdev-backup", map[string]any{"job-id": "j", "device": "src", "target": "dst", "sync": "full",
+					"on-target-error": policy}},
+			}
+		},
+	},
+}
+
+// compareWithReference runs job on qemu-storage-daemon, when installed,
+// and wants the same events (squashed), BLOCK_JOB_ERROR and outcome.
+func compareWithReference(t *testing.T, job errorJob, policy string, labels []string, jobErr map[string]any, text string) {
+	t.Helper()
+	t.Logf("blockd: %s; %v; %q", squash(labels), jobErr, text)
+	ref, refErr, refText := runErrorJob(t, qmptest.QemuTool(t, "qemu-storage-daemon"), job, policy)
+	if squash(ref) != squash(labels) || refText != text || fmt.Sprint(refErr) != fmt.Sprint(jobErr) {
+		t.Fatalf("blockd: %v %v %q\nreference: %v %v %q", labels, jobErr, text, ref, refErr, refText)
+	}
+}
+
+// on-error=report: the job ends with the injected error.
+func TestJobsReportEIO(t *testing.T) {
+	for _, job := range eioJobs {
+		t.Run(job.name, func(t *testing.T) {
+			labels, jobErr, text := runErrorJob(t, blockdBin, job, "report")
+			if text != "Input/output error" || jobErr == nil || jobErr["operation"] != job.op || jobErr["action"] != "report" {
+				t.Fatalf("ended with %q, BLOCK_JOB_ERROR %v (events %v)", text, jobErr, labels)
+			}
+			compareWithReference(t, job, "report", labels, jobErr, text)
+		})
+	}
+}
+
+// on-error=stop: the job pauses with io-status failed; resumed, it
+// retries (the rule fired once) and completes.
+func TestJobsStopOnEIOAndResume(t *testing.T) {
+	for _, job := range eioJobs {
+		t.Run(job.name, func(t *testing.T) {
+			labels, jobErr, text := runErrorJob(t, blockdBin, job, "stop")
+			all := strings.Join(labels, " ")
+			if text != "io-status failed" || jobErr == nil || jobErr["operation"] != job.op || jobErr["action"] != "stop" ||
+				!strings.Contains(all, "BLOCK_JOB_COMPLETED") {
+				t.Fatalf("paused with %q, BLOCK_JOB_ERROR %v (events %v)", text, jobErr, labels)
+			}
+			compareWithReference(t, job, "stop", labels, jobErr, text)
 		})
 	}
 }
