@@ -126,7 +126,7 @@ func (m *Manager) mirrorCommon(bs, target *blockcore.Node, o mirrorOptions) erro
 		if b := blockcore.OpBlocker(n); b != "" {
 			return schema.Errorf("Node '%s' is busy: %s", n.Name(), b)
 		}
-		if n != bs {
+		if !canReplace(bs, n) {
 			return schema.Errorf("Cannot replace '%s' by a node mirrored from '%s', because it cannot be "+
 				"guaranteed that doing so would not lead to an abrupt change of visible data", n.Name(), bs.Name())
 		}
@@ -145,6 +145,34 @@ func (m *Manager) mirrorCommon(bs, target *blockcore.Node, o mirrorOptions) erro
 		o.granularity = dirtyGranularity // the target's cluster size in QEMU; 64 KiB for qcow2
 	}
 	return m.startMirror(bs, target, toReplace, o)
+}
+
+// canReplace is bdrv_recurse_can_replace: whether to may be replaced by
+// a node holding bs's data without changing what any user of the graph
+// sees. bs itself may; a filter asks about its filtered child; a quorum
+// allows one of its own children that has no other parent, since the
+// new node holds what the quorum shows (quorum_recurse_can_replace:
+// repairing a broken child is what replaces is for).
+func canReplace(bs, to *blockcore.Node) bool {
+	switch {
+	case bs == to:
+		return true
+	case bs.Driver().Name == "quorum":
+		for _, c := range bs.Children() {
+			if c.Node == to {
+				ps := to.Parents()
+				return len(ps) == 1 && ps[0] == c
+			}
+		}
+		return false
+	}
+	if f := blockcore.FilteredChild(bs); f != nil {
+		return canReplace(f, to)
+	}
+	if bs.Driver().IsFilter && bs.File() != nil {
+		return canReplace(bs.File(), to)
+	}
+	return false
 }
 
 func (m *Manager) startMirror(bs, target, toReplace *blockcore.Node, o mirrorOptions) error {
