@@ -295,42 +295,36 @@ var eioJobs = []errorJob{
 			}
 		},
 	},
-	{
-		name: "mirror_source_read", op: "read", injected: true, verify: eioVerify,
+	eioCopyJob("mirror_source_read", "blockdev-mirror", "on-source-error", "src"),
+	eioCopyJob("mirror_target_write", "blockdev-mirror", "on-target-error", "dst"),
+	eioCopyJob("backup_target_write", "blockdev-backup", "on-target-error", "dst"),
+}
+
+// eioCopyJob is a sync=full copy (cmd) from src.qcow2 to dst.qcow2 whose
+// node failing (src reads or dst writes) fails once; policyArg names the
+// error policy that applies.
+func eioCopyJob(name, cmd, policyArg, failing string) errorJob {
+	op, event := "read", "read_aio"
+	if failing == "dst" {
+		op, event = "write", "write_aio"
+	}
+	node := func(n string) map[string]any {
+		if n == failing {
+			return blkdebugNode(n, n+".qcow2", event)
+		}
+		return qcow2Node(n, n+".qcow2")
+	}
+	return errorJob{
+		name: name, op: op, injected: true, verify: eioVerify,
 		setup: []string{eioSource, eioTarget},
 		start: func(policy string) [][2]any {
 			return [][2]any{
-				{"blockdev-add", blkdebugNode("src", "src.qcow2", "read_aio")},
-				{"blockdev-add", qcow2Node("dst", "dst.qcow2")},
-				{"blockdev-mirror", map[string]any{"job-id": "j", "device": "src", "target": "dst", "sync": "full",
-					"on-source-error": policy}},
+				{"blockdev-add", node("src")},
+				{"blockdev-add", node("dst")},
+				{cmd, map[string]any{"job-id": "j", "device": "src", "target": "dst", "sync": "full", policyArg: policy}},
 			}
 		},
-	},
-	{
-		name: "mirror_target_write", op: "write", injected: true, verify: eioVerify,
-		setup: []string{eioSource, eioTarget},
-		start: func(policy string) [][2]any {
-			return [][2]any{
-				{"blockdev-add", qcow2Node("src", "src.qcow2")},
-				{"blockdev-add", blkdebugNode("dst", "dst.qcow2", "write_aio")},
-				{"blockdev-mirror", map[string]any{"job-id": "j", "device": "src", "target": "dst", "sync": "full",
-					"on-target-error": policy}},
-			}
-		},
-	},
-	{
-		name: "backup_target_write", op: "write", injected: true, verify: eioVerify,
-		setup: []string{eioSource, eioTarget},
-		start: func(policy string) [][2]any {
-			return [][2]any{
-				{"blockdev-add", qcow2Node("src", "src.qcow2")},
-				{"blockdev-add", blkdebugNode("dst", "dst.qcow2", "write_aio")},
-				{"blockdev-backup", map[string]any{"job-id": "j", "device": "src", "target": "dst", "sync": "full",
-					"on-target-error": policy}},
-			}
-		},
-	},
+	}
 }
 
 // compareWithReference runs job on qemu-storage-daemon, when installed,
