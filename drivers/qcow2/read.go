@@ -49,13 +49,7 @@ func (img *Image) readChunk(p []byte, off int64) error {
 	img.locks.lock(set, false)
 	defer img.locks.unlock(set, false)
 	for len(p) > 0 {
-		img.mu.Lock()
-		err := img.usable(false)
-		var ext extent
-		if err == nil {
-			ext, err = img.mapExtent(off, int64(len(p)))
-		}
-		img.mu.Unlock()
+		ext, err := img.lookupExtent(off, int64(len(p)))
 		if err != nil {
 			return err
 		}
@@ -89,6 +83,17 @@ func (img *Image) readChunk(p []byte, off int64) error {
 // through to the file as it comes, metadata only at Flush.
 func (img *Image) StartWriteback() error { return blockio.StartWriteback(img.file) }
 
+// lookupExtent maps the extent at off (at most n bytes) under mu; the
+// caller holds the range's stripes so the mapping stays while it uses it.
+func (img *Image) lookupExtent(off, n int64) (extent, error) {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if err := img.usable(false); err != nil {
+		return extent{}, err
+	}
+	return img.mapExtent(off, n)
+}
+
 // SendRange lends sink the file range of guest bytes that lie in
 // contiguous allocated clusters of this layer, with the clusters locked
 // shared as a read holds them, so that no write can move them meanwhile.
@@ -104,13 +109,7 @@ func (img *Image) SendRange(off, n int64, sink func(blockio.FileRange) error) er
 	set := img.stripes(off, n)
 	img.locks.lock(set, false)
 	defer img.locks.unlock(set, false)
-	img.mu.Lock()
-	err := img.usable(false)
-	var ext extent
-	if err == nil {
-		ext, err = img.mapExtent(off, n)
-	}
-	img.mu.Unlock()
+	ext, err := img.lookupExtent(off, n)
 	if err != nil {
 		return err
 	}
