@@ -3,6 +3,7 @@ package tools
 import (
 	"encoding/json"
 	"math"
+	"runtime"
 	"strconv"
 
 	"blockd/blockio"
@@ -31,7 +32,7 @@ func (t *tool) convert(args []string) int {
 		skipCreate, tgtImageOpts, quiet    bool
 		compressed, copyRange, progressOn  bool
 		forceShare, targetIsZero           bool
-		explicitSparse                     bool
+		explicitSparse, explicitWorkers    bool
 		cache, srcCache                    = "unsafe", "writeback"
 	)
 	e := copyEngine{minSparse: 8 * 512, inOrder: true, workers: 8, bufSize: convertBuf}
@@ -82,7 +83,7 @@ func (t *tool) convert(args []string) int {
 				t.errorf("Invalid number of coroutines. Allowed number of coroutines is between 1 and %d", maxCoroutines)
 				return 1
 			}
-			e.workers = int(n)
+			e.workers, explicitWorkers = int(n), true
 		case 'W':
 			e.inOrder = false
 		case 'U':
@@ -247,6 +248,13 @@ func (t *tool) convert(args []string) int {
 		}
 	}
 	e.zeroInit = targetIsZero || (!skipCreate && e.minSparse != 0 && !e.hasBacking)
+	if !explicitWorkers && dst.pageCached() && e.sourcesPageCached() {
+		// Between page-cached files a conversion is memory copies, bound
+		// by the CPUs, not by latency: requests beyond one per CPU only
+		// cycle more 2 MiB buffers through the CPU caches (measured on
+		// 2 CPUs: 8 in flight 0.23 s per GiB, 2 in flight 0.17 s).
+		e.workers = min(e.workers, max(2, runtime.GOMAXPROCS(0)))
+	}
 	if err := e.run(); err != nil {
 		t.errorf("%s", err)
 		return 1

@@ -1,9 +1,12 @@
 package tools
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"blockd/blockio"
 )
 
 // sameAsQemu runs the same img command with both tools and fails unless
@@ -226,5 +229,29 @@ func TestQemuMeasure(t *testing.T) {
 			}
 		}
 		sameAsQemu(t, dir, args)
+	}
+}
+
+// Conversion parallelism follows the storage: only images whose every
+// file goes through the page cache count as memory-bound.
+func TestPageCachedImages(t *testing.T) {
+	dir := t.TempDir()
+	base, top := filepath.Join(dir, "base.raw"), filepath.Join(dir, "top.qcow2")
+	mustImg(t, "create", "-q", "-f", "raw", base, "1M")
+	mustImg(t, "create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", top)
+	for _, c := range []struct {
+		cache string
+		want  bool
+	}{{"writeback", true}, {"unsafe", true}, {"none", false}, {"directsync", false}} {
+		mode, _ := parseCacheMode(c.cache)
+		im, err := openImage(openOptions{filename: top, format: "qcow2", readOnly: true, cache: mode,
+			perm: blockio.PermConsistentRead, shared: blockio.PermAll}, os.Stderr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := im.pageCached(); got != c.want {
+			t.Errorf("cache=%s: pageCached %v, want %v", c.cache, got, c.want)
+		}
+		im.close()
 	}
 }

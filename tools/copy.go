@@ -2,6 +2,7 @@ package tools
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"sync"
 
@@ -64,6 +65,16 @@ type copyEngine struct {
 func (e *copyEngine) addSource(im *image, size int64) {
 	e.srcs = append(e.srcs, copySource{im: im, start: e.total, size: size})
 	e.total += roundUp512(size)
+}
+
+// sourcesPageCached reports that every source reads through the page cache.
+func (e *copyEngine) sourcesPageCached() bool {
+	for _, s := range e.srcs {
+		if !s.im.pageCached() {
+			return false
+		}
+	}
+	return true
 }
 
 func (e *copyEngine) closeSources() {
@@ -356,7 +367,15 @@ func (e *copyEngine) alignment() int64 {
 
 var zeroSector [512]byte
 
-func sectorIsZero(b []byte) bool { return bytes.Equal(b, zeroSector[:len(b)]) }
+// sectorIsZero looks at the first word before comparing the rest: data
+// sectors nearly always differ from zero there, and the scan then costs
+// one load per sector instead of a call.
+func sectorIsZero(b []byte) bool {
+	if len(b) >= 8 && binary.NativeEndian.Uint64(b) != 0 {
+		return false
+	}
+	return bytes.Equal(b, zeroSector[:len(b)])
+}
 
 func bufIsZero(b []byte) bool {
 	for len(b) > 0 {

@@ -78,6 +78,31 @@ type image struct {
 	unsub  func()
 }
 
+// pageCached reports that every byte of the image, backing files included,
+// lives in files read and written through the page cache: its leaves are
+// all file nodes without O_DIRECT.
+func (im *image) pageCached() bool {
+	cached := false
+	_ = im.do(func() error { cached = pageCachedTree(im.node); return nil })
+	return cached
+}
+
+// pageCacher is the file driver's node.
+type pageCacher interface{ PageCached() bool }
+
+func pageCachedTree(n *blockcore.Node) bool {
+	if f, ok := n.Impl().(pageCacher); ok {
+		return f.PageCached()
+	}
+	children := n.Children()
+	for _, c := range children {
+		if !pageCachedTree(c.Node) {
+			return false
+		}
+	}
+	return len(children) > 0
+}
+
 // backend is the tool's user of the root node, as QEMU's BlockBackend.
 type backend struct{}
 

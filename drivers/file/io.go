@@ -55,6 +55,17 @@ func (f *File) StartWriteback() error {
 	})
 }
 
+// PageCached reports that the file is read and written through the page
+// cache (not O_DIRECT): copying it costs memory bandwidth, not latency.
+func (f *File) PageCached() bool {
+	cached := false
+	_ = f.use(func(h *handle, _ *config) error {
+		cached = !h.direct()
+		return nil
+	})
+	return cached
+}
+
 // SendRange lends sink the fd itself: a file's bytes are where they are.
 // Not under O_DIRECT, where the data is not in the page cache and
 // sendfile would read it through the cache behind the node's back.
