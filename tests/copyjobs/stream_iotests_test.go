@@ -53,7 +53,7 @@ var streamIotests = []errorJob{
 func TestStreamIotestCases(t *testing.T) {
 	for _, job := range streamIotests {
 		t.Run(job.name, func(t *testing.T) {
-			labels, jobErr, text := runErrorJob(t, blockdBin, job, "report")
+			labels, jobErr, text := runErrorJob(t, blockdBin, job, "report", nil)
 			if jobErr != nil || text != "" || !strings.Contains(strings.Join(labels, " "), "BLOCK_JOB_COMPLETED") {
 				t.Fatalf("the stream did not complete cleanly: %v %v %q", labels, jobErr, text)
 			}

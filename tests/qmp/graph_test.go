@@ -2,16 +2,13 @@ package qmptest
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 )
 
 // Scenarios that a transcript cannot express (they must send a name the
@@ -44,34 +41,11 @@ func qemuTool(t *testing.T, name string) string {
 	return QemuTool(t, name)
 }
 
-// referenceCrash is raised (a panic) when qemu-storage-daemon dies of a
-// signal in the middle of a scenario; compareWithReference recovers it.
-type referenceCrash struct{ signal string }
-
-// crashAware is the testing.TB of a reference session's client: a
-// transport failure whose cause is the daemon's death by a signal raises
-// referenceCrash instead of failing the test.
-type crashAware struct {
-	*testing.T
-	d *Daemon
-}
-
-func (c crashAware) Fatalf(format string, args ...any) {
-	c.T.Helper()
-	var ee *exec.ExitError
-	if err := c.d.WaitFor(2 * time.Second); errors.As(err, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			panic(referenceCrash{ws.Signal().String()})
-		}
-	}
-	c.T.Fatalf(format, args...)
-}
-
 // session is one run of a scenario against one daemon.
 type session struct {
 	t *testing.T
 	// tb is what the client's transport failures go to: t, or for the
-	// reference, crashAware.
+	// reference, CrashAware.
 	tb   testing.TB
 	name string // "blockd" or "qemu-storage-daemon"
 	Dir  string
@@ -175,53 +149,42 @@ func (s *session) ToolFails(text, name string, args ...string) {
 // requires both to observe the same.
 func compareWithReference(t *testing.T, setup func(t *testing.T, dir string), scenario func(s *session)) {
 	t.Helper()
-	run := func(name, bin string) (log []string, crash *referenceCrash) {
+	// ref is nil for blockd's side.
+	run := func(bin string, ref *CrashAware) []string {
 		dir := t.TempDir()
 		if setup != nil {
 			setup(t, dir)
 		}
-		s := &session{t: t, tb: t, name: name, Dir: dir}
+		s := &session{t: t, tb: t, name: "blockd", Dir: dir}
 		s.d = StartDaemon(t, bin, dir)
 		s.c = Dial(t, s.d.Sock)
-		// Deferred, so that a scenario's Fatal stops the daemon too.
+		// Deferred, so that a scenario's Fatal stops the daemon too; a
+		// crashed reference is gone already.
 		defer func() {
-			if r := recover(); r != nil {
-				rc, ok := r.(referenceCrash)
-				if !ok {
-					panic(r)
-				}
-				s.c.Close()
-				crash = &rc
-				return
-			}
 			s.c.Close()
-			s.d.Stop(t)
+			if ref == nil || !ref.Crashed {
+				s.d.Stop(t)
+			}
 		}()
-		if name == "qemu-storage-daemon" {
-			s.tb = crashAware{t, s.d}
+		if ref != nil {
+			ref.D = s.d
+			s.name, s.tb = "qemu-storage-daemon", ref
 			negotiateReference(s.tb, s.c)
 		} else {
 			s.c.Negotiate(t)
 		}
 		scenario(s)
-		return s.log, nil
+		return s.log
 	}
-	got, _ := run("blockd", blockdBin)
-	ref := referenceDaemon(t)
-	if ref == "" || t.Failed() {
+	got := run(blockdBin, nil)
+	refBin := referenceDaemon(t)
+	if refBin == "" || t.Failed() {
 		return
 	}
-	want, crash := run("qemu-storage-daemon", ref)
-	if crash != nil {
-		// qemu-storage-daemon 7.2 once segfaulted on its first
-		// blockdev-add in twenty rounds under load (the kernel logged
-		// the segfault in qemu-storage-daemon's code): the reference's
-		// own bug, not a difference, so its side runs once more.
-		t.Logf("REFERENCE CRASHED: qemu-storage-daemon died of %s during the scenario; running its side again", crash.signal)
-		if want, crash = run("qemu-storage-daemon", ref); crash != nil {
-			t.Fatalf("qemu-storage-daemon died of %s again", crash.signal)
-		}
-	}
+	// qemu-storage-daemon 7.2 once segfaulted on its first blockdev-add
+	// in twenty rounds under load: its own bug, so its side runs again.
+	var want []string
+	RetryReferenceCrash(t, func(ref *CrashAware) { want = run(refBin, ref) })
 	for i := 0; i < max(len(got), len(want)); i++ {
 		var g, w string
 		if i < len(got) {

@@ -158,6 +158,63 @@ func (d *Daemon) WaitFor(limit time.Duration) error {
 	}
 }
 
+// ReferenceCrash is what CrashAware panics with when qemu-storage-daemon
+// died of a signal: the reference's own bug (7.2 segfaults now and then
+// under load, the kernel logging the fault in its code), not a
+// difference from blockd.
+type ReferenceCrash struct{ Signal string }
+
+// CrashAware is the testing.TB of a run against the reference daemon D:
+// a fatal failure whose cause is D's death by a signal panics with
+// ReferenceCrash, for RetryReferenceCrash to recover, instead of failing
+// the test.
+type CrashAware struct {
+	*testing.T
+	D       *Daemon // set once the reference is started
+	Crashed bool    // the run ended in a ReferenceCrash
+}
+
+func (c *CrashAware) Fatalf(format string, args ...any) {
+	c.T.Helper()
+	if c.D != nil {
+		var ee *exec.ExitError
+		if err := c.D.WaitFor(2 * time.Second); errors.As(err, &ee) {
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				c.Crashed = true
+				panic(ReferenceCrash{ws.Signal().String()})
+			}
+		}
+	}
+	c.T.Fatalf(format, args...)
+}
+
+// RetryReferenceCrash runs run once more when the reference daemon died of
+// a signal during the first; a second crash fails the test.
+func RetryReferenceCrash(t *testing.T, run func(ref *CrashAware)) {
+	t.Helper()
+	try := func() (crash *ReferenceCrash) {
+		defer func() {
+			if r := recover(); r != nil {
+				rc, ok := r.(ReferenceCrash)
+				if !ok {
+					panic(r)
+				}
+				crash = &rc
+			}
+		}()
+		run(&CrashAware{T: t})
+		return nil
+	}
+	crash := try()
+	if crash == nil {
+		return
+	}
+	t.Logf("REFERENCE CRASHED: qemu-storage-daemon died of %s; running its side again", crash.Signal)
+	if crash = try(); crash != nil {
+		t.Fatalf("qemu-storage-daemon died of %s again", crash.Signal)
+	}
+}
+
 // Pid is the daemon's process id.
 func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
 
