@@ -124,11 +124,7 @@ func runErrorJob(t *testing.T, bin string, job errorJob, policy string, ref *qmp
 	if ref != nil {
 		ref.D, tb = d, ref
 	}
-	defer func() {
-		if ref == nil || !ref.Crashed {
-			d.Stop(t)
-		}
-	}()
+	defer ref.StopUnlessCrashed(t, d)
 	c := qmptest.Dial(tb, d.Sock)
 	defer c.Close()
 	c.Command(tb, "qmp_capabilities", nil)

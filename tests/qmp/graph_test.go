@@ -159,12 +159,10 @@ func compareWithReference(t *testing.T, setup func(t *testing.T, dir string), sc
 		s.d = StartDaemon(t, bin, dir)
 		s.c = Dial(t, s.d.Sock)
 		// Deferred, so that a scenario's Fatal stops the daemon too; a
-		// crashed reference is gone already.
+		// closure, because a scenario may restart the daemon (s.d, s.c).
 		defer func() {
 			s.c.Close()
-			if ref == nil || !ref.Crashed {
-				s.d.Stop(t)
-			}
+			ref.StopUnlessCrashed(t, s.d)
 		}()
 		if ref != nil {
 			ref.D = s.d

@@ -34,11 +34,7 @@ exec '%[2]s' "$@"
 	RetryReferenceCrash(t, func(ref *CrashAware) {
 		d := StartDaemon(t, fake, t.TempDir())
 		ref.D = d
-		defer func() {
-			if !ref.Crashed {
-				d.Stop(t)
-			}
-		}()
+		defer ref.StopUnlessCrashed(t, d)
 		runs = append(runs, "started")
 		c := Dial(ref, d.Sock)
 		defer c.Close()

@@ -188,6 +188,16 @@ func (c *CrashAware) Fatalf(format string, args ...any) {
 	c.T.Fatalf(format, args...)
 }
 
+// StopUnlessCrashed stops d as Daemon.Stop does, unless the run ended in
+// d's crash (the reference is gone already). On a nil CrashAware, blockd's
+// side of a comparison, it always stops.
+func (c *CrashAware) StopUnlessCrashed(t testing.TB, d *Daemon) {
+	t.Helper()
+	if c == nil || !c.Crashed {
+		d.Stop(t)
+	}
+}
+
 // RetryReferenceCrash runs run once more when the reference daemon died of
 // a signal during the first; a second crash fails the test.
 func RetryReferenceCrash(t *testing.T, run func(ref *CrashAware)) {
