@@ -43,6 +43,7 @@ func main() {
 	if code, ok := tools.Dispatch(os.Args[1:]); ok { // `blockd img ...`, `blockd io ...`
 		os.Exit(code)
 	}
+	limitMallocArenas()
 	os.Exit(run(os.Args[1:]))
 }
 

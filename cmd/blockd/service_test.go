@@ -239,3 +239,60 @@ func TestNoSocketServedWhenALaterOneFailsToBind(t *testing.T) {
 		t.Fatalf("a client got data from blockd, which then failed to start (%v): %s", err, stderr.String())
 	}
 }
+
+// The daemon re-executes itself with glibc's malloc limited to one arena
+// (malloc.go), keeping its pid, and leaves an operator's own arena_max
+// alone. glibc splits GLIBC_TUNABLES at ':' in place, so the process's
+// environment is searched as raw bytes.
+func TestMallocArenaLimit(t *testing.T) {
+	bin := buildBlockd(t)
+	for _, tc := range []struct {
+		tunables string // "" leaves GLIBC_TUNABLES unset
+		want     []string
+		notWant  []string
+	}{
+		{"", []string{"GLIBC_TUNABLES=glibc.malloc.arena_max=1", reexecMarker + "=1"}, nil},
+		{"glibc.malloc.tcache_count=0", []string{"glibc.malloc.tcache_count=0", "glibc.malloc.arena_max=1"}, nil},
+		{"glibc.malloc.arena_max=4", []string{"GLIBC_TUNABLES=glibc.malloc.arena_max=4"}, []string{"arena_max=1", reexecMarker}},
+	} {
+		dir := t.TempDir()
+		sock := filepath.Join(dir, "qmp.sock")
+		cmd := exec.Command(bin, "--chardev", "socket,id=m,path="+sock+",server=on,wait=off", "--monitor", "chardev=m")
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "GLIBC_TUNABLES=") && !strings.HasPrefix(kv, reexecMarker+"=") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		if tc.tunables != "" {
+			cmd.Env = append(cmd.Env, "GLIBC_TUNABLES="+tc.tunables)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if _, err := os.Stat(sock); err == nil {
+				break
+			}
+		}
+		if r := qmpCall(t, sock, "query-version"); r["return"] == nil {
+			t.Fatalf("%q: query-version: %v", tc.tunables, r)
+		}
+		// The pid that answered is the one started: exec kept it.
+		env, err := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/environ")
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range tc.want {
+			if !bytes.Contains(env, []byte(w)) {
+				t.Errorf("GLIBC_TUNABLES=%q: the daemon's environment lacks %q", tc.tunables, w)
+			}
+		}
+		for _, w := range tc.notWant {
+			if bytes.Contains(env, []byte(w)) {
+				t.Errorf("GLIBC_TUNABLES=%q: the daemon's environment has %q", tc.tunables, w)
+			}
+		}
+	}
+}
