@@ -42,5 +42,11 @@ func limitMallocArenas() {
 			env = append(env, kv)
 		}
 	}
-	_ = syscall.Exec("/proc/self/exe", os.Args, env)
+	// The executable's own path, not /proc/self/exe: the process name
+	// (ps, pkill, systemd) is the file name exec sees.
+	exe, err := os.Executable()
+	if err != nil {
+		return
+	}
+	_ = syscall.Exec(exe, os.Args, env)
 }

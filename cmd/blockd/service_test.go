@@ -277,12 +277,18 @@ func TestMallocArenaLimit(t *testing.T) {
 		if r := qmpCall(t, sock, "query-version"); r["return"] == nil {
 			t.Fatalf("%q: query-version: %v", tc.tunables, r)
 		}
-		// The pid that answered is the one started: exec kept it.
-		env, err := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/environ")
+		// The pid that answered is the one started: exec kept it, and
+		// the process name too.
+		proc := "/proc/" + strconv.Itoa(cmd.Process.Pid)
+		env, err := os.ReadFile(proc + "/environ")
+		comm, _ := os.ReadFile(proc + "/comm")
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		if err != nil {
 			t.Fatal(err)
+		}
+		if string(comm) != "blockd\n" {
+			t.Errorf("GLIBC_TUNABLES=%q: process name %q, want blockd", tc.tunables, comm)
 		}
 		for _, w := range tc.want {
 			if !bytes.Contains(env, []byte(w)) {
