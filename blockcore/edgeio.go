@@ -42,6 +42,26 @@ func (e edgeIO) ReadAt(p []byte, off int64) error {
 	return g.readAt(p, off)
 }
 
+// StartReadAt and StartWriteAt hold the node's gate, as a synchronous
+// request does, until the driver ends the request: a drain waits for it.
+func (e edgeIO) StartReadAt(p []byte, off int64, done func(error)) bool {
+	g := e.enter()
+	if g.startReadAt(p, off, func(err error) { g.mu.RUnlock(); done(err) }) {
+		return true
+	}
+	g.mu.RUnlock()
+	return false
+}
+
+func (e edgeIO) StartWriteAt(p []byte, off int64, f blockio.WriteFlags, done func(error)) bool {
+	g := e.enter()
+	if g.startWriteAt(p, off, f, func(err error) { g.mu.RUnlock(); done(err) }) {
+		return true
+	}
+	g.mu.RUnlock()
+	return false
+}
+
 func (e edgeIO) SendRange(off, n int64, sink func(blockio.FileRange) error) error {
 	g := e.enter()
 	defer g.mu.RUnlock()

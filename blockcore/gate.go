@@ -112,6 +112,40 @@ func (g *gate) readAt(p []byte, off int64) error {
 	return err
 }
 
+// startReadAt starts a read the driver ends on its own (an
+// asynchronous driver), counted as readAt counts. The caller holds the
+// read side of mu and releases it in done (edgeIO).
+func (g *gate) startReadAt(p []byte, off int64, done func(error)) bool {
+	a, ok := g.impl.(blockio.AsyncDevice)
+	if !ok {
+		return false
+	}
+	t := g.stats.begin()
+	return a.StartReadAt(p, off, func(err error) {
+		g.stats.Account(OpRead, off, int64(len(p)), t, err)
+		done(err)
+	})
+}
+
+// startWriteAt is writeAt for an asynchronous driver: observers, dirty
+// bitmaps and counters see the write when it ends. A read-only node and
+// detect-zeroes, which may turn the write into another request, leave
+// the write to writeAt.
+func (g *gate) startWriteAt(p []byte, off int64, flags blockio.WriteFlags, done func(error)) bool {
+	a, ok := g.impl.(blockio.AsyncDevice)
+	if !ok || g.readOnly || g.detectZeroes != "" {
+		return false
+	}
+	t := g.stats.begin()
+	n := int64(len(p))
+	return a.StartWriteAt(p, off, flags, func(err error) {
+		err = g.changed(off, n, err)
+		g.markDirty(off, n)
+		g.stats.Account(OpWrite, off, n, t, err)
+		done(err)
+	})
+}
+
 func (g *gate) SendRange(off, n int64, sink func(blockio.FileRange) error) error {
 	g.mu.RLock()
 	defer g.mu.RUnlock()

@@ -345,6 +345,14 @@ func (w writethrough) WriteAt(p []byte, off int64, f blockio.WriteFlags) error {
 	return w.Device.WriteAt(p, off, f|blockio.FUA)
 }
 
+func (w writethrough) StartReadAt(p []byte, off int64, done func(error)) bool {
+	return blockio.StartReadAt(w.Device, p, off, done)
+}
+
+func (w writethrough) StartWriteAt(p []byte, off int64, f blockio.WriteFlags, done func(error)) bool {
+	return blockio.StartWriteAt(w.Device, p, off, f|blockio.FUA, done)
+}
+
 func (w writethrough) WriteZeroes(off, n int64, f blockio.WriteFlags) error {
 	return w.Device.WriteZeroes(off, n, f|blockio.FUA)
 }

@@ -51,6 +51,22 @@ func (c counted) SendRange(off, n int64, sink func(blockio.FileRange) error) err
 	return err
 }
 
+func (c counted) StartReadAt(p []byte, off int64, done func(error)) bool {
+	t := blockcore.StartIO()
+	return blockio.StartReadAt(c.Device, p, off, func(err error) {
+		c.s.Account(blockcore.OpRead, off, int64(len(p)), t, err)
+		done(err)
+	})
+}
+
+func (c counted) StartWriteAt(p []byte, off int64, f blockio.WriteFlags, done func(error)) bool {
+	t := blockcore.StartIO()
+	return blockio.StartWriteAt(c.Device, p, off, f, func(err error) {
+		c.s.Account(blockcore.OpWrite, off, int64(len(p)), t, err)
+		done(err)
+	})
+}
+
 func (c counted) WriteAt(p []byte, off int64, f blockio.WriteFlags) error {
 	t := blockcore.StartIO()
 	err := c.Device.WriteAt(p, off, f)

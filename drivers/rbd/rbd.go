@@ -116,6 +116,23 @@ func (n *node) WriteAt(p []byte, off int64, flags blockio.WriteFlags) error {
 	return nil
 }
 
+// StartReadAt and StartWriteAt hand a request to librbd and return: the
+// image's poller ends it. A request out of range and a FUA write (a
+// write, then a flush) go the synchronous way.
+func (n *node) StartReadAt(p []byte, off int64, done func(error)) bool {
+	if blockio.CheckRange(off, int64(len(p)), n.size.Load()) != nil {
+		return false
+	}
+	return n.image.StartRead(p, off, done) == nil
+}
+
+func (n *node) StartWriteAt(p []byte, off int64, flags blockio.WriteFlags, done func(error)) bool {
+	if flags&blockio.FUA != 0 || blockio.CheckRange(off, int64(len(p)), n.size.Load()) != nil {
+		return false
+	}
+	return n.image.StartWrite(p, off, done) == nil
+}
+
 func (n *node) WriteZeroes(off, length int64, flags blockio.WriteFlags) error {
 	if err := blockio.CheckRange(off, length, n.size.Load()); err != nil {
 		return err

@@ -9,31 +9,29 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// pending maps the number a completion carries to the goroutine waiting
-// for it. Completions carry a number, not a Go pointer, because librbd
+// pending maps the number a completion carries to what runs when it
+// ends. Completions carry a number, not a Go pointer, because librbd
 // keeps the argument past the call that hands it over.
 var pending = struct {
 	sync.Mutex
 	next uintptr
-	m    map[uintptr]chan int64
-}{m: map[uintptr]chan int64{}}
+	m    map[uintptr]func(ret int64)
+}{m: map[uintptr]func(int64){}}
 
-var chanPool = sync.Pool{New: func() any { return make(chan int64, 1) }}
-
-func register(ch chan int64) uintptr {
+func register(done func(ret int64)) uintptr {
 	pending.Lock()
 	defer pending.Unlock()
 	pending.next++
-	pending.m[pending.next] = ch
+	pending.m[pending.next] = done
 	return pending.next
 }
 
-func take(id uintptr) chan int64 {
+func take(id uintptr) func(ret int64) {
 	pending.Lock()
 	defer pending.Unlock()
-	ch := pending.m[id]
+	done := pending.m[id]
 	delete(pending.m, id)
-	return ch
+	return done
 }
 
 // eventTypeEventfd is librbd's EVENT_TYPE_EVENTFD (EVENT_TYPE_PIPE is 1).
@@ -75,8 +73,8 @@ func (im *Image) poll() {
 				id := lib.aioGetArg(c)
 				ret := lib.aioGetReturnValue(c)
 				lib.aioRelease(c)
-				if ch := take(id); ch != nil {
-					ch <- ret // buffered: never blocks the poller
+				if done := take(id); done != nil {
+					done(ret)
 				}
 			}
 			if int(n) < len(comps) {
@@ -86,73 +84,123 @@ func (im *Image) poll() {
 	}
 }
 
-// aio submits one request and parks the calling goroutine (not an OS
-// thread) until the poller hands it the result. Any number run
-// concurrently.
-func (im *Image) aio(submit func(c uintptr) int32) (int64, error) {
-	ch := chanPool.Get().(chan int64)
-	id := register(ch)
+// start submits one request; done runs on the poller with librbd's
+// return value when it ends. It fails, and done never runs, when librbd
+// refuses the request.
+func (im *Image) start(submit func(c uintptr) int32, done func(ret int64)) error {
+	id := register(done)
 	var c uintptr
 	if r := lib.aioCreateCompletion(id, 0, &c); r < 0 {
 		take(id)
-		chanPool.Put(ch)
-		return 0, errno(int64(r))
+		return errno(int64(r))
 	}
 	if r := submit(c); r < 0 {
 		take(id)
 		lib.aioRelease(c)
-		chanPool.Put(ch)
-		return 0, errno(int64(r))
+		return errno(int64(r))
 	}
-	ret := <-ch
-	chanPool.Put(ch)
+	return nil
+}
+
+// aio runs one request that carries no data back and parks the calling
+// goroutine (not an OS thread) until it ends. Any number run
+// concurrently.
+func (im *Image) aio(submit func(c uintptr) int32) error {
+	return wait(func(done func(error)) error {
+		return im.start(submit, func(ret int64) { done(retErr(ret)) })
+	})
+}
+
+// retErr is the error of librbd's return value: negative is an errno.
+func retErr(ret int64) error {
 	if ret < 0 {
-		return ret, errno(ret)
+		return errno(ret)
 	}
-	return ret, nil
+	return nil
+}
+
+// StartRead starts reading len(p) bytes at off (rbd_aio_read) and calls
+// done on the poller when they are in p; p stays pinned until then. As
+// in ReadAt, a short read leaves zeroes in the rest of p. The error is
+// librbd's refusal to start, and then done is never called.
+func (im *Image) StartRead(p []byte, off int64, done func(error)) error {
+	if len(p) == 0 {
+		done(nil)
+		return nil
+	}
+	pin := new(runtime.Pinner)
+	pin.Pin(&p[0])
+	err := im.start(func(c uintptr) int32 {
+		return lib.aioRead(im.h, uint64(off), uintptr(len(p)), unsafe.Pointer(&p[0]), c)
+	}, func(ret int64) {
+		pin.Unpin()
+		if ret < 0 {
+			done(errno(ret))
+			return
+		}
+		if int(ret) < len(p) {
+			clear(p[ret:])
+		}
+		done(nil)
+	})
+	if err != nil {
+		pin.Unpin()
+	}
+	return err
+}
+
+// StartWrite starts writing p at off (rbd_aio_write) and calls done on
+// the poller when librbd has it; p stays pinned until then. The error is
+// librbd's refusal to start, and then done is never called.
+func (im *Image) StartWrite(p []byte, off int64, done func(error)) error {
+	if len(p) == 0 {
+		done(nil)
+		return nil
+	}
+	pin := new(runtime.Pinner)
+	pin.Pin(&p[0])
+	err := im.start(func(c uintptr) int32 {
+		return lib.aioWrite(im.h, uint64(off), uintptr(len(p)), unsafe.Pointer(&p[0]), c)
+	}, func(ret int64) {
+		pin.Unpin()
+		done(retErr(ret))
+	})
+	if err != nil {
+		pin.Unpin()
+	}
+	return err
+}
+
+var errChanPool = sync.Pool{New: func() any { return make(chan error, 1) }}
+
+// wait runs an asynchronous request and parks the calling goroutine
+// until it ends.
+func wait(start func(done func(error)) error) error {
+	ch := errChanPool.Get().(chan error)
+	defer errChanPool.Put(ch)
+	// Buffered: the poller never blocks on the send.
+	if err := start(func(err error) { ch <- err }); err != nil {
+		return err
+	}
+	return <-ch
 }
 
 // ReadAt reads len(p) bytes at off (rbd_aio_read). A short read (past
 // the end of a shrunk image) leaves zeroes in the rest of p.
 func (im *Image) ReadAt(p []byte, off int64) error {
-	if len(p) == 0 {
-		return nil
-	}
-	var pin runtime.Pinner
-	pin.Pin(&p[0])
-	defer pin.Unpin()
-	n, err := im.aio(func(c uintptr) int32 {
-		return lib.aioRead(im.h, uint64(off), uintptr(len(p)), unsafe.Pointer(&p[0]), c)
-	})
-	if err != nil {
-		return err
-	}
-	if int(n) < len(p) {
-		clear(p[n:])
-	}
-	return nil
+	return wait(func(done func(error)) error { return im.StartRead(p, off, done) })
 }
 
 // WriteAt writes p at off (rbd_aio_write).
 func (im *Image) WriteAt(p []byte, off int64) error {
-	if len(p) == 0 {
-		return nil
-	}
-	var pin runtime.Pinner
-	pin.Pin(&p[0])
-	defer pin.Unpin()
-	_, err := im.aio(func(c uintptr) int32 {
-		return lib.aioWrite(im.h, uint64(off), uintptr(len(p)), unsafe.Pointer(&p[0]), c)
-	})
-	return err
+	return wait(func(done func(error)) error { return im.StartWrite(p, off, done) })
 }
 
 // Discard is rbd_aio_discard.
 func (im *Image) Discard(off, length int64) error {
-	_, err := im.aio(func(c uintptr) int32 {
+	return im.aio(func(c uintptr) int32 {
 		return lib.aioDiscard(im.h, uint64(off), uint64(length), c)
 	})
-	return err
 }
 
 // WriteZeroes is rbd_aio_write_zeroes; without mayUnmap the range stays
@@ -162,16 +210,14 @@ func (im *Image) WriteZeroes(off, length int64, mayUnmap bool) error {
 	if !mayUnmap {
 		flags = writeZeroesThickProv
 	}
-	_, err := im.aio(func(c uintptr) int32 {
+	return im.aio(func(c uintptr) int32 {
 		return lib.aioWriteZeroes(im.h, uint64(off), uintptr(length), c, flags, 0)
 	})
-	return err
 }
 
 // Flush is rbd_aio_flush: every write completed before it is durable.
 func (im *Image) Flush() error {
-	_, err := im.aio(func(c uintptr) int32 { return lib.aioFlush(im.h, c) })
-	return err
+	return im.aio(func(c uintptr) int32 { return lib.aioFlush(im.h, c) })
 }
 
 // diffs maps the argument of a running rbd_diff_iterate2 to its visitor.
