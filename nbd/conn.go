@@ -20,8 +20,9 @@ import (
 const readBuffer = 64 << 10
 
 // conn is one client. The reader goroutine (serve) negotiates, then reads
-// requests and hands each to its own goroutine, at most MaxInFlight at a
-// time; replies are written whole under wmu, in completion order.
+// requests and starts each, at most MaxInFlight at a time: on a worker
+// goroutine, or on the device itself when it ends requests on its own
+// (async.go); replies are written whole under wmu, in completion order.
 type conn struct {
 	s  *Server
 	nc net.Conn
@@ -127,17 +128,25 @@ func (c *conn) serve() {
 }
 
 // transmit reads requests until DISC, a protocol violation or EOF, then
-// waits for the requests in flight. Requests run on long-lived workers,
-// started as needed up to MaxInFlight: a goroutine per request would
+// waits for the requests in flight. Requests the device does not start
+// on its own run on long-lived workers, started as needed up to
+// MaxInFlight: a goroutine per request would
 // grow a fresh stack through the whole data path each time (measured:
 // 3% of a read's CPU).
 func (c *conn) transmit() error {
 	work := make(chan request)
 	workers := 0
+	// slots bounds the requests in flight, on workers or started
+	// asynchronously; wg counts both, so that none outlives transmit.
+	slots := make(chan struct{}, c.s.opts.MaxInFlight)
 	var wg sync.WaitGroup
+	var replies *replyQueue
 	defer func() {
 		close(work)
 		wg.Wait()
+		if replies != nil {
+			replies.stop()
+		}
 		c.pipes.close()
 	}()
 	var hdr [RequestSize]byte
@@ -164,7 +173,14 @@ func (c *conn) transmit() error {
 				return err
 			}
 		}
-		r := request{req, payload}
+		r := request{req, payload, slots}
+		slots <- struct{}{}
+		if replies == nil {
+			replies = c.newReplyQueue(&wg)
+		}
+		if c.start(r, replies) {
+			continue
+		}
 		select {
 		case work <- r: // an idle worker took it
 			continue
@@ -183,6 +199,7 @@ func (c *conn) transmit() error {
 type request struct {
 	Request
 	payload []byte
+	slots   chan struct{} // the request holds one until it is answered
 }
 
 // worker serves first, then whatever transmit hands it, until work is
@@ -206,6 +223,7 @@ func (c *conn) run(r request) {
 		if r.payload != nil {
 			putBuf(r.payload)
 		}
+		<-r.slots
 	}()
 	c.handle(r.Request, r.payload)
 }
@@ -310,10 +328,15 @@ func (c *conn) validate(req Request) (uint32, string) {
 // replyError answers a request with an error: a structured error chunk
 // when structured replies are on, else a simple reply.
 func (c *conn) replyError(req Request, errno uint32, msg string) error {
+	return c.send(c.errorReply(req, errno, msg))
+}
+
+// errorReply is the reply replyError sends.
+func (c *conn) errorReply(req Request, errno uint32, msg string) []byte {
 	if c.structured {
-		return c.send(AppendErrorChunk(nil, ReplyFlagDone, req.Cookie, errno, msg))
+		return AppendErrorChunk(nil, ReplyFlagDone, req.Cookie, errno, msg)
 	}
-	return c.send(AppendSimpleReply(nil, errno, req.Cookie))
+	return AppendSimpleReply(nil, errno, req.Cookie)
 }
 
 // read answers NBD_CMD_READ: a simple reply, or structured chunks where
@@ -328,27 +351,10 @@ func (c *conn) read(req Request, dev blockio.Device) {
 		c.readData(req, dev, dataChunkHeader(req))
 		return
 	}
-	// Collect extents: zero ranges are holes, the rest is read.
-	type ext struct {
-		off, n int64
-		hole   bool
-	}
-	var exts []ext
-	for pos := off; pos < off+length; {
-		st, _, err := blockio.ChainStatus(dev, pos, off+length-pos)
-		if err != nil {
-			// nbd_co_send_sparse_read: the read fails with the status
-			// query's error.
-			_ = c.replyError(req, Errno(err), "unable to check for holes: "+errtext.Strerror(errtext.Errno(err)))
-			return
-		}
-		hole := st.Flags&blockio.StatusZero != 0
-		if k := len(exts) - 1; k >= 0 && exts[k].hole == hole {
-			exts[k].n += st.Length
-		} else {
-			exts = append(exts, ext{pos, st.Length, hole})
-		}
-		pos += st.Length
+	exts, err := readExtents(dev, off, length)
+	if err != nil {
+		_ = c.send(c.holeCheckError(req, err))
+		return
 	}
 	if len(exts) == 1 && !exts[0].hole {
 		c.readData(req, dev, dataChunkHeader(req))
@@ -356,7 +362,57 @@ func (c *conn) read(req Request, dev blockio.Device) {
 	}
 	buf := getBuf(int(length))
 	defer putBuf(buf)
-	var out [][]byte
+	for _, x := range exts {
+		if x.hole {
+			continue
+		}
+		if err := dev.ReadAt(buf[x.off-off:x.off-off+x.n], x.off); err != nil {
+			_ = c.replyError(req, Errno(err), err.Error())
+			return
+		}
+	}
+	_ = c.sendv(sparseChunks(req, exts, buf)...)
+}
+
+// readExtent is a stretch of a READ's range that holds data or reads as
+// zeroes (a hole).
+type readExtent struct {
+	off, n int64
+	hole   bool
+}
+
+// readExtents splits [off, off+length) into data and holes, merging
+// neighbours of the same kind.
+func readExtents(dev blockio.Device, off, length int64) ([]readExtent, error) {
+	var exts []readExtent
+	for pos := off; pos < off+length; {
+		st, _, err := blockio.ChainStatus(dev, pos, off+length-pos)
+		if err != nil {
+			return nil, err
+		}
+		hole := st.Flags&blockio.StatusZero != 0
+		if k := len(exts) - 1; k >= 0 && exts[k].hole == hole {
+			exts[k].n += st.Length
+		} else {
+			exts = append(exts, readExtent{pos, st.Length, hole})
+		}
+		pos += st.Length
+	}
+	return exts, nil
+}
+
+// holeCheckError is nbd_co_send_sparse_read's answer when the status
+// query fails: the read fails with the query's error.
+func (c *conn) holeCheckError(req Request, err error) []byte {
+	return c.errorReply(req, Errno(err), "unable to check for holes: "+errtext.Strerror(errtext.Errno(err)))
+}
+
+// sparseChunks is the structured READ reply of a range whose data
+// extents are in buf (buf[0] is the range's first byte): an OFFSET_DATA
+// chunk per data extent, an OFFSET_HOLE chunk per hole.
+func sparseChunks(req Request, exts []readExtent, buf []byte) [][]byte {
+	off := int64(req.Offset)
+	out := make([][]byte, 0, 2*len(exts))
 	for i, x := range exts {
 		flags := uint16(0)
 		if i == len(exts)-1 {
@@ -365,19 +421,13 @@ func (c *conn) read(req Request, dev blockio.Device) {
 		if x.hole {
 			h := AppendChunkHeader(nil, flags, ChunkOffsetHole, req.Cookie, 12)
 			h = appendU64(h, uint64(x.off))
-			h = appendU32(h, uint32(x.n))
-			out = append(out, h)
+			out = append(out, appendU32(h, uint32(x.n)))
 			continue
 		}
-		p := buf[x.off-off : x.off-off+x.n]
-		if err := dev.ReadAt(p, x.off); err != nil {
-			_ = c.replyError(req, Errno(err), err.Error())
-			return
-		}
 		h := AppendChunkHeader(nil, flags, ChunkOffsetData, req.Cookie, uint32(8+x.n))
-		out = append(out, appendU64(h, uint64(x.off)), p)
+		out = append(out, appendU64(h, uint64(x.off)), buf[x.off-off:x.off-off+x.n])
 	}
-	_ = c.sendv(out...)
+	return out
 }
 
 // dataChunkHeader heads a structured READ reply of one OFFSET_DATA chunk.

@@ -293,3 +293,55 @@ var errPattern = errorString("pattern verification failed")
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+// Writes over NBD reach librbd without a goroutine waiting on each
+// (the asynchronous path): many in flight at once, each is in the
+// cluster afterwards, marks the node's dirty bitmap and moves the
+// node's statistics, as a synchronous write does.
+func TestNBDWritesInFlightTracked(t *testing.T) {
+	conf := needCluster(t)
+	dir := t.TempDir()
+	img := newImage(t, 64<<20)
+	uri := qemuURI(conf, img)
+
+	d := startBlockd(t, dir)
+	d.ok(t, "blockdev-add", rbdNode("r", conf, img))
+	d.ok(t, "block-dirty-bitmap-add", map[string]any{"node": "r", "name": "b", "granularity": 65536})
+	nbd := d.export(t, "r", true)
+	const n = 32
+	var args, check []string
+	for i := range n {
+		off := (i * 37 % n) * (2 << 20) // out of order, one per 2 MiB
+		args = append(args, "-c", fmt.Sprintf("aio_write -P 0x%x %d 64k", 0x40+i, off))
+		check = append(check, "-c", fmt.Sprintf("read -P 0x%x %d 64k", 0x40+i, off))
+	}
+	tool(t, dir, "qemu-io", append(append(append([]string{"-f", "raw"}, args...), "-c", "aio_flush"), nbd)...)
+
+	rep := d.ok(t, "query-named-block-nodes", map[string]any{"flat": true})
+	var count float64 = -1
+	for _, nd := range rep["return"].([]any) {
+		m := nd.(map[string]any)
+		if m["node-name"] == "r" {
+			for _, b := range m["dirty-bitmaps"].([]any) {
+				count = b.(map[string]any)["count"].(float64)
+			}
+		}
+	}
+	if count != n*65536 {
+		t.Fatalf("dirty bitmap count %v after %d writes of 64 KiB, want %d", count, n, n*65536)
+	}
+	rep = d.ok(t, "query-blockstats", map[string]any{"query-nodes": true})
+	// The node-level statistic QEMU keeps: the end of the highest write.
+	var highest float64 = -1
+	for _, s := range rep["return"].([]any) {
+		m := s.(map[string]any)
+		if m["node-name"] == "r" {
+			highest = m["stats"].(map[string]any)["wr_highest_offset"].(float64)
+		}
+	}
+	if want := (n-1)*(2<<20) + 65536; highest != float64(want) {
+		t.Fatalf("wr_highest_offset %v on the node, want %d", highest, want)
+	}
+	d.stop(t)
+	tool(t, dir, "qemu-io", append(append([]string{"-f", "raw", "-r", "-U"}, check...), uri)...)
+}
