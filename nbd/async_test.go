@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"blockd/blockio"
 )
 
@@ -294,5 +296,33 @@ func TestAsyncStuckClientDoesNotStallOthers(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("a client stalled behind another that reads no replies")
+	}
+}
+
+// The server asks for a send buffer larger than one 256 KiB read reply
+// on Unix sockets, so that the reply goes out in one write.
+func TestUnixSendBuffer(t *testing.T) {
+	s, sock := serve(t, Options{}, newMem(4096).export("x"))
+	_ = connect(t, sock, "x")
+	s.mu.Lock()
+	var nc net.Conn
+	for c := range s.conns {
+		nc = c.nc
+	}
+	s.mu.Unlock()
+	rc, err := nc.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var size int
+	var serr error
+	if err := rc.Control(func(fd uintptr) { size, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF) }); err != nil {
+		t.Fatal(err)
+	}
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	if size <= 256<<10+32 {
+		t.Fatalf("send buffer %d bytes, want more than a 256 KiB read reply", size)
 	}
 }

@@ -45,7 +45,18 @@ type conn struct {
 	ncMu      sync.Mutex // nc changes once, at STARTTLS
 }
 
+// unixSendBuffer is the send buffer asked for on a Unix socket. Linux's
+// default (212992 bytes) is less than one 256 KiB READ reply, the size
+// nbdcopy and qemu-img ask for, so each reply took two writes with a
+// wake-up between them; the kernel grants twice the request, capped at
+// twice net.core.wmem_max (416 KiB by default). Over TCP the kernel
+// sizes the buffer itself, and setting it would stop that.
+const unixSendBuffer = 1 << 20
+
 func newConn(s *Server, nc net.Conn) *conn {
+	if uc, ok := nc.(*net.UnixConn); ok {
+		_ = uc.SetWriteBuffer(unixSendBuffer) // a hint: the default works too
+	}
 	sock, _ := nc.(syscall.Conn)
 	return &conn{s: s, nc: nc, sock: sock, r: bufio.NewReaderSize(nc, readBuffer),
 		pipes: pipePool{open: &s.pipesOpen}}
