@@ -58,8 +58,15 @@ func init() {
 		}})
 }
 
-func addAsyncNode(t *testing.T, e *env, name, img string, detectZeroes string) *asyncOver {
+// asyncNodeWithEdge adds a test-async node over a 1 MiB file (img) and
+// attaches a user edge with write permission to it, as an export does.
+func asyncNodeWithEdge(t *testing.T, name, detectZeroes string) (e *env, a *asyncOver, edge *blockcore.Child, img string) {
 	t.Helper()
+	img = filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e = newEnv(t)
 	opts := &schema.BlockdevOptions{Driver: "test-async", NodeName: &name,
 		Raw: &schema.BlockdevOptionsRaw{BlockdevOptionsGenericFormat: schema.BlockdevOptionsGenericFormat{
 			File: schema.BlockdevRef{Definition: &schema.BlockdevOptions{Driver: "file",
@@ -71,7 +78,15 @@ func addAsyncNode(t *testing.T, e *env, name, img string, detectZeroes string) *
 	if err := e.do(func() error { return e.g.Add(opts) }); err != nil {
 		t.Fatal(err)
 	}
-	return <-asyncNodes
+	a = <-asyncNodes
+	if err := e.do(func() (err error) {
+		edge, err = e.g.AttachUser(user("export"), e.g.Lookup(name), "root",
+			blockio.PermConsistentRead|blockio.PermWrite, blockio.PermAll)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return e, a, edge, img
 }
 
 // Reads and writes started through a user edge (an export's data path)
@@ -79,22 +94,8 @@ func addAsyncNode(t *testing.T, e *env, name, img string, detectZeroes string) *
 // are in flight, and once they end, the node's dirty bitmap, its
 // counters and the file show each of them.
 func TestAsyncRequestsThroughEdge(t *testing.T) {
-	dir := t.TempDir()
-	img := filepath.Join(dir, "disk.img")
-	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e := newEnv(t)
-	a := addAsyncNode(t, e, "top", img, "")
+	e, a, edge, img := asyncNodeWithEdge(t, "top", "")
 	e.mustExec(t, "block-dirty-bitmap-add", `{"node": "top", "name": "b", "granularity": 65536}`)
-	var edge *blockcore.Child
-	if err := e.do(func() (err error) {
-		edge, err = e.g.AttachUser(user("export"), e.g.Lookup("top"), "root",
-			blockio.PermConsistentRead|blockio.PermWrite, blockio.PermAll)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
 	io := edge.IO()
 
 	const n, size = 8, 4096
@@ -115,15 +116,16 @@ func TestAsyncRequestsThroughEdge(t *testing.T) {
 		_ = e.do(func() error { resume = e.g.DrainNodes(e.g.Lookup("top")); return nil })
 		drained <- resume
 	}()
+	resume := func(r func()) { _ = e.do(func() error { r(); return nil }) }
 	select {
-	case resume := <-drained:
-		resume()
+	case r := <-drained:
+		resume(r)
 		t.Fatal("the node was drained with writes in flight")
 	case <-time.After(100 * time.Millisecond):
 	}
 	close(a.release)
 	wg.Wait()
-	(<-drained)()
+	resume(<-drained)
 	close(errs)
 	for err := range errs {
 		if err != nil {
@@ -174,24 +176,10 @@ func TestAsyncRequestsThroughEdge(t *testing.T) {
 }
 
 // Writes the gate must see whole stay synchronous: detect-zeroes may turn
-// a write into a zero write, and a read-only node refuses it.
+// a write into a zero write.
 func TestAsyncWritesDeclined(t *testing.T) {
-	dir := t.TempDir()
-	img := filepath.Join(dir, "disk.img")
-	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e := newEnv(t)
-	a := addAsyncNode(t, e, "dz", img, "on")
+	_, a, edge, _ := asyncNodeWithEdge(t, "dz", "on")
 	close(a.release)
-	var edge *blockcore.Child
-	if err := e.do(func() (err error) {
-		edge, err = e.g.AttachUser(user("export"), e.g.Lookup("dz"), "root",
-			blockio.PermConsistentRead|blockio.PermWrite, blockio.PermAll)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
 	if blockio.StartWriteAt(edge.IO(), make([]byte, 4096), 0, 0, func(error) {}) {
 		t.Fatal("a write was started asynchronously on a node with detect-zeroes")
 	}

@@ -207,12 +207,7 @@ func TestAsyncInFlightBound(t *testing.T) {
 	s, sock := serve(t, Options{MaxInFlight: 4}, &Export{Name: "a", Dev: a, Size: 1 << 20})
 	c := connect(t, sock, "a")
 	const n = 12
-	var b []byte
-	for i := 1; i <= n; i++ {
-		b = AppendRequest(b, Request{Type: CmdWrite, Cookie: uint64(i), Offset: uint64(i) << 12, Length: 512})
-		b = append(b, bytes.Repeat([]byte{byte(i)}, 512)...)
-	}
-	go func() { _, _ = c.nc.Write(b) }()
+	go func() { _, _ = c.nc.Write(pipelinedWrites(n)) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for a.started.Load() < 4 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)

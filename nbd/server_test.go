@@ -426,6 +426,17 @@ func (d *heldDev) WriteAt(p []byte, off int64, f blockio.WriteFlags) error {
 	return d.memDev.WriteAt(p, off, f)
 }
 
+// pipelinedWrites is n WRITE requests sent at once: write i (from 1)
+// puts 512 bytes of value i at i * 4096.
+func pipelinedWrites(n int) []byte {
+	var b []byte
+	for i := 1; i <= n; i++ {
+		b = AppendRequest(b, Request{Type: CmdWrite, Cookie: uint64(i), Offset: uint64(i) << 12, Length: 512})
+		b = append(b, bytes.Repeat([]byte{byte(i)}, 512)...)
+	}
+	return b
+}
+
 // Requests run on at most MaxInFlight workers at once, every request is
 // answered, and a request that panics gets EIO while the connection and
 // its workers go on serving.
@@ -437,12 +448,7 @@ func TestWorkersBoundAndSurvivePanics(t *testing.T) {
 		t.Fatalf("a write that panics: %v, want EIO", err)
 	}
 	const n = 12
-	var b []byte
-	for i := 1; i <= n; i++ {
-		b = AppendRequest(b, Request{Type: CmdWrite, Cookie: uint64(i), Offset: uint64(i) << 12, Length: 512})
-		b = append(b, bytes.Repeat([]byte{byte(i)}, 512)...)
-	}
-	go func() { _, _ = c.nc.Write(b) }()
+	go func() { _, _ = c.nc.Write(pipelinedWrites(n)) }()
 	for range 4 {
 		<-d.entered
 	}
