@@ -88,6 +88,10 @@ def scn_commit_pause_resume(t):
     t.q("block-commit", {"job-id": "j1", "device": "top", "top": t.path("mid.qcow2"), "speed": 65536})
     t.q("block-job-pause", {"device": "j1"})
     t.q("block-job-pause", {"device": "j1"}, label="pause twice")
+    # The job is paused when it reaches a pause point: right after the
+    # command it may still be running (both daemons), so wait for it.
+    t.ev("JOB_STATUS_CHANGE", keys=("id", "status"), label="paused",
+         match=lambda e: e["data"].get("status") == "paused")
     t.q("query-jobs", project=lambda r: [(j["id"], j["status"]) for j in r])
     t.q("block-job-resume", {"device": "j1"})
     t.q("block-job-resume", {"device": "j1"}, label="resume twice")
