@@ -1,7 +1,6 @@
 package blockcore
 
 import (
-	"encoding/binary"
 	"errors"
 	"slices"
 	"sync"
@@ -195,7 +194,7 @@ func (g *gate) writeAt(p []byte, off int64, flags blockio.WriteFlags) error {
 }
 
 func (g *gate) write(p []byte, off int64, flags blockio.WriteFlags) error {
-	if g.detectZeroes != "" && allZero(p) {
+	if g.detectZeroes != "" && blockio.AllZero(p) {
 		zf := flags | blockio.NoFallback
 		if g.detectZeroes == "unmap" {
 			zf |= blockio.MayUnmap
@@ -444,22 +443,6 @@ func ObserveWrites(n *Node, f func(off, length int64)) (stop func()) {
 }
 
 type observer struct{ f func(off, length int64) }
-
-// allZero reports whether p holds only zero bytes.
-func allZero(p []byte) bool {
-	for len(p) >= 8 {
-		if binary.NativeEndian.Uint64(p) != 0 {
-			return false
-		}
-		p = p[8:]
-	}
-	for _, b := range p {
-		if b != 0 {
-			return false
-		}
-	}
-	return true
-}
 
 // OwnerIO is the data path for the owner goroutine's own requests. While
 // the owner holds the node drained (an earlier action of the same

@@ -1,7 +1,6 @@
 package jobs
 
 import (
-	"encoding/binary"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -162,9 +161,9 @@ func (c *copier) copy(off, n int64) error {
 		return &ioError{"read", off, err}
 	}
 	for i := int64(0); i < n; {
-		zero := allZero(buf[i:min(n, i+zeroGranule)])
+		zero := blockio.AllZero(buf[i:min(n, i+zeroGranule)])
 		j := min(n, i+zeroGranule)
-		for j < n && allZero(buf[j:min(n, j+zeroGranule)]) == zero {
+		for j < n && blockio.AllZero(buf[j:min(n, j+zeroGranule)]) == zero {
 			j = min(n, j+zeroGranule)
 		}
 		if err := c.write(buf[i:j], off+i, zero); err != nil {
@@ -215,22 +214,6 @@ func (c *copier) wrote(n int64) {
 		defer c.kicking.Store(false)
 		_ = blockio.StartWriteback(c.dst) // a hint; the flush reports errors
 	}()
-}
-
-// allZero reports whether p holds only zero bytes.
-func allZero(p []byte) bool {
-	for len(p) >= 8 {
-		if binary.NativeEndian.Uint64(p) != 0 {
-			return false
-		}
-		p = p[8:]
-	}
-	for _, b := range p {
-		if b != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // errOffset and errCause take a copy failure apart.

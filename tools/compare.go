@@ -178,11 +178,8 @@ func firstDiffSector(a, b []byte) int64 {
 // firstNonzeroSector is qemu-img's find_nonzero.
 func firstNonzeroSector(a []byte) int64 {
 	for i := 0; i < len(a); i += 512 {
-		end := min(i+512, len(a))
-		for _, c := range a[i:end] {
-			if c != 0 {
-				return int64(i)
-			}
+		if !blockio.AllZero(a[i:min(i+512, len(a))]) {
+			return int64(i)
 		}
 	}
 	return -1

@@ -1,8 +1,6 @@
 package tools
 
 import (
-	"bytes"
-	"encoding/binary"
 	"fmt"
 	"sync"
 
@@ -323,7 +321,7 @@ func (e *copyEngine) write(buf []byte, c chunk) error {
 	if e.cluster > 0 {
 		// A cluster is written compressed unless it is all zeroes and
 		// zeroes may be left out.
-		if e.minSparse != 0 && bufIsZero(buf) {
+		if e.minSparse != 0 && blockio.AllZero(buf) {
 			return e.zero(off, int64(len(buf)))
 		}
 		return e.dst.WriteAt(buf, off, blockio.Compressed)
@@ -365,29 +363,6 @@ func (e *copyEngine) alignment() int64 {
 	return a
 }
 
-var zeroSector [512]byte
-
-// sectorIsZero looks at the first word before comparing the rest: data
-// sectors nearly always differ from zero there, and the scan then costs
-// one load per sector instead of a call.
-func sectorIsZero(b []byte) bool {
-	if len(b) >= 8 && binary.NativeEndian.Uint64(b) != 0 {
-		return false
-	}
-	return bytes.Equal(b, zeroSector[:len(b)])
-}
-
-func bufIsZero(b []byte) bool {
-	for len(b) > 0 {
-		n := min(len(b), len(zeroSector))
-		if !sectorIsZero(b[:n]) {
-			return false
-		}
-		b = b[n:]
-	}
-	return true
-}
-
 // isAllocatedSectors is qemu-img's is_allocated_sectors: whether the first
 // sector of buf holds data, and how many sectors after it share that
 // state, with the end rounded to alignment (a zero run shorter than the
@@ -397,10 +372,10 @@ func isAllocatedSectors(buf []byte, n int, sectorNum, alignment int64) (bool, in
 		return false, 0
 	}
 	sector := func(i int) []byte { return buf[i*512 : min((i+1)*512, len(buf))] }
-	isZero := sectorIsZero(sector(0))
+	isZero := blockio.AllZero(sector(0))
 	i := 1
 	for ; i < n; i++ {
-		if isZero != sectorIsZero(sector(i)) {
+		if isZero != blockio.AllZero(sector(i)) {
 			break
 		}
 	}

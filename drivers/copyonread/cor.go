@@ -174,22 +174,13 @@ func (n *node) copyUp(p []byte, off int64) error {
 	if err := n.Child.ReadAt(p, off); err != nil {
 		return err
 	}
-	if allZero(p) {
+	if blockio.AllZero(p) {
 		err := n.Child.WriteZeroes(off, int64(len(p)), 0)
 		if err == nil {
 			return nil
 		}
 	}
 	return n.Child.WriteAt(p, off, 0)
-}
-
-func allZero(p []byte) bool {
-	for _, b := range p {
-		if b != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 func (n *node) WriteAt(p []byte, off int64, f blockio.WriteFlags) error {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/bits"
 
+	"blockd/blockio"
 	"blockd/dirtybitmap"
 )
 
@@ -373,7 +374,7 @@ func (img *Image) writeBitmapData(sb StoredBitmap) (bitmapEntry, error) {
 	for i := int64(0); i < n; i++ {
 		lo := min(i*g.clusterSize, int64(len(data)))
 		chunk := data[lo:min(lo+g.clusterSize, int64(len(data)))]
-		if allZeroBytes(chunk) {
+		if blockio.AllZero(chunk) {
 			continue
 		}
 		c, err := img.allocRun(1)
@@ -411,15 +412,6 @@ func (img *Image) writeMetaCluster(buf []byte, off int64) error {
 		return img.corruptf(true, off, int64(len(buf)), "%s", overlapMessage(k))
 	}
 	return img.file.WriteAt(buf, off, 0)
-}
-
-func allZeroBytes(p []byte) bool {
-	for _, b := range p {
-		if b != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // freeBitmapClusters drops a stored bitmap's table and data clusters.
