@@ -30,6 +30,8 @@ func (a *asyncOver) run() {
 	}
 }
 
+func (a *asyncOver) EndsRequests() bool { return true }
+
 func (a *asyncOver) StartReadAt(p []byte, off int64, done func(error)) bool {
 	a.queue <- func() { done(a.Device.ReadAt(p, off)) }
 	return true
@@ -97,6 +99,21 @@ func TestAsyncRequestsThroughEdge(t *testing.T) {
 	e, a, edge, img := asyncNodeWithEdge(t, "top", "")
 	e.mustExec(t, "block-dirty-bitmap-add", `{"node": "top", "name": "b", "granularity": 65536}`)
 	io := edge.IO()
+	if !blockio.EndsRequests(io) {
+		t.Fatal("the export's data path says its driver ends no requests")
+	}
+	var fileEdge *blockcore.Child
+	if err := e.do(func() (err error) {
+		fileEdge, err = e.g.AttachUser(user("reader"), e.g.Lookup("top").Child("file").Node, "root",
+			blockio.PermConsistentRead, blockio.PermAll)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if blockio.EndsRequests(fileEdge.IO()) {
+		t.Fatal("an edge to a file node says its driver ends requests on its own")
+	}
+	_ = e.do(func() error { e.g.DetachUser(fileEdge); return nil })
 
 	const n, size = 8, 4096
 	var wg sync.WaitGroup

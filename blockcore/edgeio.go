@@ -42,6 +42,15 @@ func (e edgeIO) ReadAt(p []byte, off int64) error {
 	return g.readAt(p, off)
 }
 
+// EndsRequests looks at the driver of the node the edge points at now;
+// the edge may move before a request starts, so the answer is a hint.
+func (e edgeIO) EndsRequests() bool {
+	g := e.enter()
+	defer g.mu.RUnlock()
+	_, ok := g.impl.(blockio.AsyncDevice)
+	return ok
+}
+
 // StartReadAt and StartWriteAt hold the node's gate, as a synchronous
 // request does, until the driver ends the request: a drain waits for it.
 func (e edgeIO) StartReadAt(p []byte, off int64, done func(error)) bool {

@@ -6,6 +6,10 @@ package blockio
 // stacks on others implements it by passing requests on when the device
 // under it starts them, and declines otherwise.
 type AsyncDevice interface {
+	// EndsRequests reports whether the device starts requests now at
+	// all, so that a caller builds nothing for one that never does. It
+	// is a hint: a device that says yes may still decline a request.
+	EndsRequests() bool
 	// StartReadAt starts reading len(p) bytes at off and reports true;
 	// done is then called exactly once, on any goroutine, possibly
 	// before StartReadAt returns, and p belongs to the device until
@@ -18,6 +22,13 @@ type AsyncDevice interface {
 	StartReadAt(p []byte, off int64, done func(error)) bool
 	// StartWriteAt is StartReadAt for WriteAt.
 	StartWriteAt(p []byte, off int64, flags WriteFlags, done func(error)) bool
+}
+
+// EndsRequests is dev's EndsRequests, or false when dev is no
+// AsyncDevice.
+func EndsRequests(dev Device) bool {
+	a, ok := dev.(AsyncDevice)
+	return ok && a.EndsRequests()
 }
 
 // StartReadAt is dev's StartReadAt, or false when dev has none.

@@ -345,6 +345,8 @@ func (w writethrough) WriteAt(p []byte, off int64, f blockio.WriteFlags) error {
 	return w.Device.WriteAt(p, off, f|blockio.FUA)
 }
 
+func (w writethrough) EndsRequests() bool { return blockio.EndsRequests(w.Device) }
+
 func (w writethrough) StartReadAt(p []byte, off int64, done func(error)) bool {
 	return blockio.StartReadAt(w.Device, p, off, done)
 }

@@ -51,6 +51,8 @@ func (c counted) SendRange(off, n int64, sink func(blockio.FileRange) error) err
 	return err
 }
 
+func (c counted) EndsRequests() bool { return blockio.EndsRequests(c.Device) }
+
 func (c counted) StartReadAt(p []byte, off int64, done func(error)) bool {
 	t := blockcore.StartIO()
 	return blockio.StartReadAt(c.Device, p, off, func(err error) {

@@ -25,8 +25,9 @@ type asyncDone struct {
 }
 
 // replyQueue answers the requests of one connection that ran
-// asynchronously. Its goroutine starts with the first such request;
-// transmit owns started and stops it.
+// asynchronously. Its goroutine starts with the first such request
+// (connections to files never start it); transmit owns started and
+// stops it.
 type replyQueue struct {
 	c       *conn
 	wg      *sync.WaitGroup // transmit's: one count per request queued or in flight
@@ -49,10 +50,15 @@ func (c *conn) start(r request, q *replyQueue) bool {
 	if req.Type != CmdRead && req.Type != CmdWrite || req.Length == 0 {
 		return false
 	}
+	// Asked first, so that requests to other devices (files) cost no
+	// buffer, closure or second validation here.
+	dev := c.exp.Dev
+	if !blockio.EndsRequests(dev) {
+		return false
+	}
 	if errno, _ := c.validate(req); errno != 0 {
 		return false
 	}
-	dev := c.exp.Dev
 	off := int64(req.Offset)
 	q.wg.Add(1)
 	ok := false

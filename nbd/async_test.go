@@ -23,12 +23,12 @@ import (
 // at failOff fail with EIO; FUA writes are declined.
 type asyncMem struct {
 	*memDev
-	queue          chan func()
-	release        chan struct{}
-	started        atomic.Int64
-	syncR, syncW   atomic.Int64
-	failOff        int64
-	declineStarted bool
+	queue        chan func()
+	release      chan struct{}
+	started      atomic.Int64
+	syncR, syncW atomic.Int64
+	failOff      int64
+	notNow       bool // EndsRequests says no
 }
 
 func newAsyncMem(t *testing.T, size int) *asyncMem {
@@ -57,6 +57,8 @@ func (a *asyncMem) WriteAt(p []byte, off int64, f blockio.WriteFlags) error {
 	a.syncW.Add(1)
 	return a.memDev.WriteAt(p, off, f)
 }
+
+func (a *asyncMem) EndsRequests() bool { return !a.notNow }
 
 func (a *asyncMem) StartReadAt(p []byte, off int64, done func(error)) bool {
 	a.started.Add(1)
@@ -196,6 +198,27 @@ func TestAsyncDeviceRequests(t *testing.T) {
 	}
 	if a.syncR.Load() != 0 {
 		t.Fatalf("%d reads took the synchronous way", a.syncR.Load())
+	}
+}
+
+// A device that says it ends no requests now is never asked to start
+// one: its reads and writes run on workers.
+func TestAsyncDeviceThatSaysNo(t *testing.T) {
+	a := newAsyncMem(t, 1<<20)
+	close(a.release)
+	a.notNow = true
+	_, sock := serve(t, Options{}, &Export{Name: "a", Dev: a, Size: 1 << 20})
+	c := connect(t, sock, "a")
+	if err := c.WriteAt([]byte("blockd"), 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 6)
+	if err := c.ReadAt(got, 0); err != nil || string(got) != "blockd" {
+		t.Fatalf("read back: %v %q", err, got)
+	}
+	if a.started.Load() != 0 || a.syncR.Load() != 1 || a.syncW.Load() != 1 {
+		t.Fatalf("started %d, synchronous reads %d, writes %d: want none started, one of each synchronous",
+			a.started.Load(), a.syncR.Load(), a.syncW.Load())
 	}
 }
 

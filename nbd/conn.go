@@ -151,13 +151,11 @@ func (c *conn) transmit() error {
 	// asynchronously; wg counts both, so that none outlives transmit.
 	slots := make(chan struct{}, c.s.opts.MaxInFlight)
 	var wg sync.WaitGroup
-	var replies *replyQueue
+	replies := c.newReplyQueue(&wg)
 	defer func() {
 		close(work)
 		wg.Wait()
-		if replies != nil {
-			replies.stop()
-		}
+		replies.stop()
 		c.pipes.close()
 	}()
 	var hdr [RequestSize]byte
@@ -186,9 +184,6 @@ func (c *conn) transmit() error {
 		}
 		r := request{req, payload, slots}
 		slots <- struct{}{}
-		if replies == nil {
-			replies = c.newReplyQueue(&wg)
-		}
 		if c.start(r, replies) {
 			continue
 		}

@@ -119,6 +119,8 @@ func (n *node) WriteAt(p []byte, off int64, flags blockio.WriteFlags) error {
 // StartReadAt and StartWriteAt hand a request to librbd and return: the
 // image's poller ends it. A request out of range and a FUA write (a
 // write, then a flush) go the synchronous way.
+func (n *node) EndsRequests() bool { return true }
+
 func (n *node) StartReadAt(p []byte, off int64, done func(error)) bool {
 	if blockio.CheckRange(off, int64(len(p)), n.size.Load()) != nil {
 		return false
