@@ -119,56 +119,49 @@ func retErr(ret int64) error {
 	return nil
 }
 
-// StartRead starts reading len(p) bytes at off (rbd_aio_read) and calls
-// done on the poller when they are in p; p stays pinned until then. As
-// in ReadAt, a short read leaves zeroes in the rest of p. The error is
-// librbd's refusal to start, and then done is never called.
-func (im *Image) StartRead(p []byte, off int64, done func(error)) error {
-	if len(p) == 0 {
-		done(nil)
-		return nil
-	}
+// startData submits a request on the buffer p, pinned from submission
+// until librbd ends the request (or refuses it).
+func (im *Image) startData(p []byte, submit func(buf unsafe.Pointer, c uintptr) int32, done func(ret int64)) error {
 	pin := new(runtime.Pinner)
 	pin.Pin(&p[0])
-	err := im.start(func(c uintptr) int32 {
-		return lib.aioRead(im.h, uint64(off), uintptr(len(p)), unsafe.Pointer(&p[0]), c)
-	}, func(ret int64) {
-		pin.Unpin()
-		if ret < 0 {
-			done(errno(ret))
-			return
-		}
-		if int(ret) < len(p) {
-			clear(p[ret:])
-		}
-		done(nil)
-	})
+	err := im.start(func(c uintptr) int32 { return submit(unsafe.Pointer(&p[0]), c) },
+		func(ret int64) { pin.Unpin(); done(ret) })
 	if err != nil {
 		pin.Unpin()
 	}
 	return err
 }
 
+// StartRead starts reading len(p) bytes at off (rbd_aio_read) and calls
+// done on the poller when they are in p. As in ReadAt, a short read
+// leaves zeroes in the rest of p. The error is librbd's refusal to
+// start, and then done is never called.
+func (im *Image) StartRead(p []byte, off int64, done func(error)) error {
+	if len(p) == 0 {
+		done(nil)
+		return nil
+	}
+	return im.startData(p, func(buf unsafe.Pointer, c uintptr) int32 {
+		return lib.aioRead(im.h, uint64(off), uintptr(len(p)), buf, c)
+	}, func(ret int64) {
+		if ret >= 0 && int(ret) < len(p) {
+			clear(p[ret:])
+		}
+		done(retErr(ret))
+	})
+}
+
 // StartWrite starts writing p at off (rbd_aio_write) and calls done on
-// the poller when librbd has it; p stays pinned until then. The error is
-// librbd's refusal to start, and then done is never called.
+// the poller when librbd has it. The error is librbd's refusal to
+// start, and then done is never called.
 func (im *Image) StartWrite(p []byte, off int64, done func(error)) error {
 	if len(p) == 0 {
 		done(nil)
 		return nil
 	}
-	pin := new(runtime.Pinner)
-	pin.Pin(&p[0])
-	err := im.start(func(c uintptr) int32 {
-		return lib.aioWrite(im.h, uint64(off), uintptr(len(p)), unsafe.Pointer(&p[0]), c)
-	}, func(ret int64) {
-		pin.Unpin()
-		done(retErr(ret))
-	})
-	if err != nil {
-		pin.Unpin()
-	}
-	return err
+	return im.startData(p, func(buf unsafe.Pointer, c uintptr) int32 {
+		return lib.aioWrite(im.h, uint64(off), uintptr(len(p)), buf, c)
+	}, func(ret int64) { done(retErr(ret)) })
 }
 
 var errChanPool = sync.Pool{New: func() any { return make(chan error, 1) }}
