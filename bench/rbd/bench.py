@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """blockd against qemu-storage-daemon serving the same rbd image over NBD,
 on the throw-away cluster of tests/ceph (memstore OSD, capped at 1 GiB),
-daemons alternating run by run (median of RUNS):
+daemons alternating run by run in ABBA order (median of RUNS):
 
   nbdcopy write SIZE of random data into the image (1 connection)
   nbdcopy read SIZE from the image to null: (1 connection)
@@ -10,7 +10,7 @@ usage: bench.py BLOCKD CEPH_CONF [--size 256M] [--runs 3]
 Prints a markdown table: seconds for each daemon and qsd/blockd (>1: blockd faster),
 wall-clock and the daemon's own CPU time (user + system) during the copy.
 """
-import argparse, os, statistics, subprocess, tempfile, time
+import argparse, os, shutil, statistics, subprocess, tempfile, time
 
 ap = argparse.ArgumentParser()
 ap.add_argument("blockd")
@@ -18,7 +18,11 @@ ap.add_argument("conf")
 ap.add_argument("--size", default="256M")
 ap.add_argument("--runs", type=int, default=3)
 a = ap.parse_args()
-d = tempfile.mkdtemp(prefix="bench-rbd-")
+# The source file lives in /dev/shm where there is one: a tmpfs without
+# swap is never paged out, whereas a file on disk can be (proactive
+# reclaim such as DAMON's pageout), and a write run then reads its
+# source from disk, slowing whichever daemon it falls on.
+d = tempfile.mkdtemp(prefix="bench-rbd-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
 size_mib = int(a.size[:-1]) * (1024 if a.size.endswith("G") else 1)
 src = os.path.join(d, "src.raw")
 subprocess.run(["dd", "if=/dev/urandom", f"of={src}", "bs=1M", f"count={size_mib}", "status=none"], check=True)
@@ -74,25 +78,31 @@ def stop(p):
 
 
 results = {"blockd": {}, "qsd": {}}
-for run in range(a.runs):
-    for name, bin_ in [("blockd", a.blockd), ("qsd", "qemu-storage-daemon")]:
-        fresh_image()
-        p, uri = serve(bin_)
-        try:
-            # --flush: the time includes making the data durable.
-            c0 = cpu(p)
-            w = timed(["nbdcopy", "--flush", "-C", "1", src, uri])
-            c1 = cpu(p)
-            r = timed(["nbdcopy", "-C", "1", uri, "null:"])
-            c2 = cpu(p)
-        finally:
-            stop(p)
-        results[name].setdefault("write", []).append(w)
-        results[name].setdefault("read", []).append(r)
-        results[name].setdefault("write cpu", []).append(c1 - c0)
-        results[name].setdefault("read cpu", []).append(c2 - c1)
-subprocess.run(["rbd", "-c", a.conf, "rm", "--no-progress", f"rbd/{img}"],
-               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+try:
+    for run in range(a.runs):
+        daemons = [("blockd", a.blockd), ("qsd", "qemu-storage-daemon")]
+        # ABBA order: a cluster that drifts during the set (memstore
+        # filling, background deletes) weighs on both alike.
+        for name, bin_ in daemons if run % 2 == 0 else daemons[::-1]:
+            fresh_image()
+            p, uri = serve(bin_)
+            try:
+                # --flush: the time includes making the data durable.
+                c0 = cpu(p)
+                w = timed(["nbdcopy", "--flush", "-C", "1", src, uri])
+                c1 = cpu(p)
+                r = timed(["nbdcopy", "-C", "1", uri, "null:"])
+                c2 = cpu(p)
+            finally:
+                stop(p)
+            results[name].setdefault("write", []).append(w)
+            results[name].setdefault("read", []).append(r)
+            results[name].setdefault("write cpu", []).append(c1 - c0)
+            results[name].setdefault("read cpu", []).append(c2 - c1)
+finally:
+    shutil.rmtree(d)
+    subprocess.run(["rbd", "-c", a.conf, "rm", "--no-progress", f"rbd/{img}"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 print(f"| nbdcopy over NBD, rbd image, {a.size} | blockd s | qsd s | qsd/blockd |")
 print("|---|---|---|---|")
