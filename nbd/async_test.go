@@ -222,22 +222,33 @@ func TestAsyncDeviceThatSaysNo(t *testing.T) {
 	}
 }
 
-// At most MaxInFlight requests are started at once, asynchronous or not,
-// and a connection that closes with requests in flight waits for them:
-// the server closes only once each has ended.
+// At most MaxInFlight requests are started at once, asynchronous or not
+// (DefaultMaxInFlight when Options leave it unset), and a connection
+// that closes with requests in flight waits for them: the server closes
+// only once each has ended.
 func TestAsyncInFlightBound(t *testing.T) {
+	for _, tc := range []struct {
+		opts  Options
+		bound int64
+	}{{Options{MaxInFlight: 4}, 4}, {Options{}, DefaultMaxInFlight}} {
+		t.Run(fmt.Sprint(tc.bound), func(t *testing.T) { testAsyncInFlightBound(t, tc.opts, tc.bound) })
+	}
+}
+
+func testAsyncInFlightBound(t *testing.T, opts Options, bound int64) {
 	a := newAsyncMem(t, 1<<20)
-	s, sock := serve(t, Options{MaxInFlight: 4}, &Export{Name: "a", Dev: a, Size: 1 << 20})
+	s, sock := serve(t, opts, &Export{Name: "a", Dev: a, Size: 1 << 20})
 	c := connect(t, sock, "a")
-	const n = 12
+	n := int(bound) + 8
 	go func() { _, _ = c.nc.Write(pipelinedWrites(n)) }()
 	deadline := time.Now().Add(10 * time.Second)
-	for a.started.Load() < 4 && time.Now().Before(deadline) {
+	for a.started.Load() < bound && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	time.Sleep(50 * time.Millisecond) // room for a fifth, which must not come
-	if got := a.started.Load(); got != 4 {
-		t.Fatalf("%d requests started while 4 were in flight, want MaxInFlight (4)", got)
+	time.Sleep(50 * time.Millisecond) // room for one more, which must not come
+	if got := a.started.Load(); got != bound {
+		close(a.release) // or the server's close waits for them
+		t.Fatalf("%d requests started while %d were in flight, want the bound", got, bound)
 	}
 	close(a.release)
 	for range n {

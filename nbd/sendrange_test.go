@@ -179,7 +179,7 @@ func TestStalledReaderDoesNotHoldTheDevice(t *testing.T) {
 	// Every worker took a request: the first replies fill the socket,
 	// the others wait for it.
 	deadline := time.Now().Add(10 * time.Second)
-	for d.lent.Load() < 16 && time.Now().Before(deadline) {
+	for d.lent.Load() < DefaultMaxInFlight && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	drained := make(chan struct{})
@@ -198,7 +198,7 @@ func TestStalledReaderDoesNotHoldTheDevice(t *testing.T) {
 	if err := good.ReadAt(got, 4096); err != nil || !bytes.Equal(got, data[4096:8192]) {
 		t.Fatalf("another client's read: %v", err)
 	}
-	if d.lent.Load() < 16 {
+	if d.lent.Load() < DefaultMaxInFlight {
 		t.Fatalf("only %d reads were lent the file", d.lent.Load())
 	}
 }
