@@ -170,10 +170,10 @@ type Options struct {
 // DefaultMaxInFlight is the requests a connection runs at once unless
 // Options say otherwise. 12, not the 16 of qemu-storage-daemon: against
 // an rbd image a deeper queue adds daemon CPU and no throughput, since
-// the OSD serves the writes of one object in order (nbdcopy writing
-// 256 MiB, 4 sets of 8 runs: 4-12% faster with 12 than with 16, and 8
-// or 10 slower again); file exports are no slower with 12
-// (docs/benchmarks.md).
+// the OSD likely serves the writes of one object in order (nbdcopy
+// writing 256 MiB, sets of 8 runs: 8-15% faster with 12 than with 16
+// in three sets, 8 and 10 slower than 12 in a fourth); file exports
+// are no slower with 12 (docs/benchmarks.md).
 const DefaultMaxInFlight = 12
 
 // Server serves exports to NBD clients.
