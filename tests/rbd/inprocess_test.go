@@ -151,3 +151,17 @@ func TestBlockStatusAndTruncate(t *testing.T) {
 		t.Fatal("read past the end after shrinking succeeded")
 	}
 }
+
+// Empty reads and writes end at once without reaching librbd: there is
+// no buffer to pin (librbd's synchronous calls and the asynchronous
+// start share that guard).
+func TestEmptyRequests(t *testing.T) {
+	conf := needCluster(t)
+	dev := openNode(t, conf, newImage(t, 1<<20))
+	if err := dev.ReadAt([]byte{}, 4096); err != nil {
+		t.Fatalf("empty read: %v", err)
+	}
+	if err := dev.WriteAt([]byte{}, 4096, 0); err != nil {
+		t.Fatalf("empty write: %v", err)
+	}
+}

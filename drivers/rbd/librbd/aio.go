@@ -120,8 +120,13 @@ func retErr(ret int64) error {
 }
 
 // startData submits a request on the buffer p, pinned from submission
-// until librbd ends the request (or refuses it).
+// until librbd ends the request (or refuses it). An empty p has nothing
+// to pin or move: done runs at once with 0.
 func (im *Image) startData(p []byte, submit func(buf unsafe.Pointer, c uintptr) int32, done func(ret int64)) error {
+	if len(p) == 0 {
+		done(0)
+		return nil
+	}
 	pin := new(runtime.Pinner)
 	pin.Pin(&p[0])
 	err := im.start(func(c uintptr) int32 { return submit(unsafe.Pointer(&p[0]), c) },
@@ -137,10 +142,6 @@ func (im *Image) startData(p []byte, submit func(buf unsafe.Pointer, c uintptr) 
 // leaves zeroes in the rest of p. The error is librbd's refusal to
 // start, and then done is never called.
 func (im *Image) StartRead(p []byte, off int64, done func(error)) error {
-	if len(p) == 0 {
-		done(nil)
-		return nil
-	}
 	return im.startData(p, func(buf unsafe.Pointer, c uintptr) int32 {
 		return lib.aioRead(im.h, uint64(off), uintptr(len(p)), buf, c)
 	}, func(ret int64) {
@@ -155,10 +156,6 @@ func (im *Image) StartRead(p []byte, off int64, done func(error)) error {
 // the poller when librbd has it. The error is librbd's refusal to
 // start, and then done is never called.
 func (im *Image) StartWrite(p []byte, off int64, done func(error)) error {
-	if len(p) == 0 {
-		done(nil)
-		return nil
-	}
 	return im.startData(p, func(buf unsafe.Pointer, c uintptr) int32 {
 		return lib.aioWrite(im.h, uint64(off), uintptr(len(p)), buf, c)
 	}, func(ret int64) { done(retErr(ret)) })
