@@ -75,18 +75,31 @@ func rbdNode(node, conf, image string) map[string]any {
 	return map[string]any{"driver": "rbd", "node-name": node, "pool": "rbd", "image": image, "conf": conf}
 }
 
+// exported is a fresh image as node "r" of a new blockd, exported
+// writable over NBD.
+type exported struct {
+	conf, dir, img string
+	uri            string // the image through librbd, for QEMU's tools
+	d              *daemon
+	nbd            string // the export's URI
+}
+
+func newExported(t *testing.T, size int64) exported {
+	conf := needCluster(t)
+	e := exported{conf: conf, dir: t.TempDir(), img: newImage(t, size)}
+	e.uri = qemuURI(conf, e.img)
+	e.d = startBlockd(t, e.dir)
+	e.d.ok(t, "blockdev-add", rbdNode("r", conf, e.img))
+	e.nbd = e.d.export(t, "r", true)
+	return e
+}
+
 // Patterns written over NBD to blockd's rbd node read back through
 // librbd with qemu-io, and the other way; block status through the
 // export shows what qemu-img map shows through librbd.
 func TestNBDAndQemuIOInterop(t *testing.T) {
-	conf := needCluster(t)
-	dir := t.TempDir()
-	img := newImage(t, 64<<20)
-	uri := qemuURI(conf, img)
-
-	d := startBlockd(t, dir)
-	d.ok(t, "blockdev-add", rbdNode("r", conf, img))
-	nbd := d.export(t, "r", true)
+	e := newExported(t, 64<<20)
+	conf, dir, img, uri, d, nbd := e.conf, e.dir, e.img, e.uri, e.d, e.nbd
 	tool(t, dir, "qemu-io", "-f", "raw", "-c", "write -P 0xa1 0 1M", "-c", "write -P 0xa2 5M 3M",
 		"-c", "write -P 0xa3 33M 64k", "-c", "write -z 5M 64k", "-c", "flush", nbd)
 	tool(t, dir, "qemu-io", "-f", "raw", "-c", "read -P 0xa1 0 1M", "-c", "read -P 0 5M 64k",
@@ -256,13 +269,8 @@ func kill(d *daemon) {
 // Two writers of one image, as with QEMU: librbd's exclusive lock moves
 // between blockd and qemu-io on request, and each one's writes land.
 func TestExclusiveLockHandover(t *testing.T) {
-	conf := needCluster(t)
-	dir := t.TempDir()
-	img := newImage(t, 16<<20)
-	uri := qemuURI(conf, img)
-	d := startBlockd(t, dir)
-	d.ok(t, "blockdev-add", rbdNode("r", conf, img))
-	nbd := d.export(t, "r", true)
+	e := newExported(t, 16<<20)
+	conf, dir, img, uri, d, nbd := e.conf, e.dir, e.img, e.uri, e.d, e.nbd
 	tool(t, dir, "qemu-io", "-f", "raw", "-c", "write -P 0xd1 0 1M", "-c", "flush", nbd)
 	owners := rbdCmd(t, "-c", conf, "lock", "ls", "rbd/"+img)
 	tool(t, dir, "qemu-io", "-f", "raw", "-c", "write -P 0xd2 1M 1M", uri)
@@ -299,15 +307,9 @@ func (e errorString) Error() string { return string(e) }
 // cluster afterwards, marks the node's dirty bitmap and moves the
 // node's statistics, as a synchronous write does.
 func TestNBDWritesInFlightTracked(t *testing.T) {
-	conf := needCluster(t)
-	dir := t.TempDir()
-	img := newImage(t, 64<<20)
-	uri := qemuURI(conf, img)
-
-	d := startBlockd(t, dir)
-	d.ok(t, "blockdev-add", rbdNode("r", conf, img))
+	e := newExported(t, 64<<20)
+	dir, uri, d, nbd := e.dir, e.uri, e.d, e.nbd
 	d.ok(t, "block-dirty-bitmap-add", map[string]any{"node": "r", "name": "b", "granularity": 65536})
-	nbd := d.export(t, "r", true)
 	const n = 32
 	var args, check []string
 	for i := range n {
